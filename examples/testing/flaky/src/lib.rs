@@ -1,0 +1,40 @@
+//! Test activity component for retries and timeouts.
+//! - `fail-twice`: fails (kind `transient`) on attempts 1 and 2, then succeeds.
+//! - `declined`: always fails with kind `declined` (callers mark it non-retryable).
+//! - `slow`: takes `ms` milliseconds of real time (for timeout tests).
+//! - `echo`: returns its input, the attempt and the idempotency key.
+
+use cairn_sdk::{ActivityContext, Failure};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn fail_twice(ctx: &ActivityContext, _input: Value) -> Result<Value, Failure> {
+    if ctx.attempt() < 3 {
+        return Err(Failure::new("transient", format!("attempt {} failed", ctx.attempt())));
+    }
+    Ok(json!({ "attempt": ctx.attempt(), "key": ctx.idempotency_key() }))
+}
+
+fn declined(ctx: &ActivityContext, _input: Value) -> Result<Value, Failure> {
+    Err(Failure::new("declined", format!("declined on attempt {}", ctx.attempt())))
+}
+
+fn slow(ctx: &ActivityContext, input: Value) -> Result<Value, Failure> {
+    let ms = input.get("ms").and_then(Value::as_u64).unwrap_or(1000);
+    // Only the first attempt is slow, so a retry after a timeout succeeds.
+    if ctx.attempt() == 1 {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    Ok(json!({ "attempt": ctx.attempt() }))
+}
+
+fn echo(ctx: &ActivityContext, input: Value) -> Result<Value, Failure> {
+    Ok(json!({ "input": input, "attempt": ctx.attempt(), "key": ctx.idempotency_key() }))
+}
+
+cairn_sdk::activities! {
+    "fail-twice" => fail_twice,
+    "declined" => declined,
+    "slow" => slow,
+    "echo" => echo,
+}
