@@ -1,1 +1,12 @@
+//! Cairn: a durable workflow host for WebAssembly components.
+//!
+//! Data flows one way: the `cairn` binary's `cli` → `runtime` → `sandbox` ⇄ `journal` → `store`,
+//! and `runtime` → `activity`. Nothing below `cli` prints; everything logs
+//! through `tracing` with the run id in the span.
+#![deny(missing_docs)]
 
+pub mod activity;
+pub mod journal;
+pub mod runtime;
+pub mod sandbox;
+pub mod store;

@@ -1,0 +1,259 @@
+//! Activity execution: activity components by name, attempts with a
+//! timeout, retries with exponential backoff, and the idempotency key.
+//!
+//! An activity call is named `"<component>.<function>"`: the component
+//! registered under `<component>` is instantiated fresh for every attempt
+//! and `execute("<function>", input)` is called. This module does the side
+//! effects; it never touches the journal. Its only output is the final
+//! [`Completion`] of a call, which the run driver journals.
+
+use crate::journal::{ActivityOptions, Completion, Failure};
+use crate::sandbox::bindings::activity::{cairn::workflow::activity_context, Activity, ActivityPre};
+use crate::sandbox::{activity_wasi, GuestLimits, LoadedComponent, Sandbox};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use thiserror::Error;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::Store;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// An activity component could not be registered.
+#[derive(Debug, Error)]
+pub enum ActivityError {
+    /// The component does not fit the `activity` world.
+    #[error("component {name} is not a valid activity component: {reason}")]
+    NotAnActivity {
+        /// Registered name.
+        name: String,
+        /// What is wrong (a missing export or an import the host does not provide).
+        reason: String,
+    },
+    /// The name is not usable.
+    #[error("invalid activity component name {0:?}: use letters, digits, '-' and '_' (no '.')")]
+    InvalidName(String),
+}
+
+/// What one attempt can see.
+pub struct ActivityState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: GuestLimits,
+    key: String,
+    run_id: String,
+    attempt: u32,
+}
+
+impl WasiView for ActivityState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl activity_context::Host for ActivityState {
+    fn idempotency_key(&mut self) -> wasmtime::Result<String> {
+        Ok(self.key.clone())
+    }
+    fn attempt(&mut self) -> wasmtime::Result<u32> {
+        Ok(self.attempt)
+    }
+    fn run_id(&mut self) -> wasmtime::Result<String> {
+        Ok(self.run_id.clone())
+    }
+}
+
+impl crate::sandbox::bindings::activity::cairn::workflow::types::Host for ActivityState {}
+
+/// One scheduled activity call.
+#[derive(Debug, Clone)]
+pub struct ActivityTask {
+    /// The run that scheduled it.
+    pub run_id: String,
+    /// Its handle in that run.
+    pub handle: u32,
+    /// `<component>.<function>`.
+    pub name: String,
+    /// JSON input.
+    pub input: String,
+    /// Timeout and retries.
+    pub options: ActivityOptions,
+}
+
+impl ActivityTask {
+    /// The key shared by every attempt: `<run-id>/<handle>`.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}/{}", self.run_id, self.handle)
+    }
+}
+
+/// Splits `"<component>.<function>"`.
+pub fn split_name(name: &str) -> Option<(&str, &str)> {
+    name.split_once('.').filter(|(c, f)| !c.is_empty() && !f.is_empty())
+}
+
+/// Runs activity components.
+#[derive(Clone)]
+pub struct ActivityRunner {
+    sandbox: Sandbox,
+    linker: Arc<Linker<ActivityState>>,
+    components: Arc<RwLock<HashMap<String, ActivityPre<ActivityState>>>>,
+}
+
+impl ActivityRunner {
+    /// A runner with no components.
+    pub fn new(sandbox: Sandbox) -> wasmtime::Result<Self> {
+        let mut linker = Linker::new(sandbox.engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Activity::add_to_linker::<_, HasSelf<ActivityState>>(&mut linker, |s| s)?;
+        Ok(ActivityRunner { sandbox, linker: Arc::new(linker), components: Arc::default() })
+    }
+
+    /// Makes `component` callable as `<name>.<function>`.
+    pub fn register(&self, name: &str, component: &LoadedComponent) -> Result<(), ActivityError> {
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(ActivityError::InvalidName(name.to_owned()));
+        }
+        let invalid = |e: wasmtime::Error| ActivityError::NotAnActivity { name: name.to_owned(), reason: format!("{e:#}") };
+        let pre = self.linker.instantiate_pre(&component.component).map_err(invalid)?;
+        let pre = ActivityPre::new(pre).map_err(invalid)?;
+        self.components.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), pre);
+        Ok(())
+    }
+
+    /// Whether a component is registered under `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.components.read().unwrap_or_else(|e| e.into_inner()).contains_key(name)
+    }
+
+    /// Registered component names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.components.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Runs `task` to its final outcome: attempts with the per-attempt
+    /// timeout, retried by the policy with exponential backoff.
+    pub async fn execute(&self, task: ActivityTask) -> Completion {
+        let Some((component, function)) = split_name(&task.name) else {
+            return Completion::Err(Failure::new(
+                "invalid-activity-name",
+                format!("activity name {:?} is not of the form <component>.<function>", task.name),
+            ));
+        };
+        let pre = self.components.read().unwrap_or_else(|e| e.into_inner()).get(component).cloned();
+        let Some(pre) = pre else {
+            return Completion::Err(Failure::new(
+                "unknown-activity",
+                format!("no activity component is registered as {component:?}"),
+            ));
+        };
+        let retry = &task.options.retry;
+        let mut attempt = 1u32;
+        loop {
+            let span = tracing::info_span!("activity", run_id = %task.run_id, handle = task.handle, name = %task.name, attempt);
+            let timeout = Duration::from_millis(task.options.timeout_ms.max(1));
+            let outcome = tokio::time::timeout(timeout, self.attempt(&pre, &task, function, attempt))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failure::new(
+                        "timeout",
+                        format!("attempt {attempt} did not finish within {} ms", task.options.timeout_ms),
+                    ))
+                });
+            let failure = match outcome {
+                Ok(json) => return Completion::Ok(json),
+                Err(failure) => failure,
+            };
+            span.in_scope(|| tracing::warn!(kind = %failure.kind, message = %failure.message, "activity attempt failed"));
+            let exhausted = retry.max_attempts != 0 && attempt >= retry.max_attempts;
+            if exhausted || retry.non_retryable_kinds.contains(&failure.kind) {
+                let mut failure = failure;
+                if failure.details.is_none() {
+                    failure.details = Some(format!("{{\"attempts\":{attempt}}}"));
+                }
+                return Completion::Err(failure);
+            }
+            tokio::time::sleep(backoff(retry, attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        pre: &ActivityPre<ActivityState>,
+        task: &ActivityTask,
+        function: &str,
+        attempt: u32,
+    ) -> Result<String, Failure> {
+        let state = ActivityState {
+            wasi: activity_wasi(&task.name),
+            table: ResourceTable::new(),
+            limits: self.sandbox.limits().guest_limits(),
+            key: task.idempotency_key(),
+            run_id: task.run_id.clone(),
+            attempt,
+        };
+        let mut store = Store::new(self.sandbox.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        // Yield to the executor at every epoch tick, so the attempt's timeout
+        // fires even while the guest spins.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        let trap = |e: wasmtime::Error, memory_denied: bool| {
+            if memory_denied {
+                Failure::new("out-of-memory", format!("the activity exceeded its memory limit: {e}"))
+            } else {
+                Failure::new("trap", format!("the activity trapped: {e:#}"))
+            }
+        };
+        let instance = match pre.instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) => return Err(trap(e, store.data().limits.memory_denied)),
+        };
+        match instance.call_execute(&mut store, function, &task.input).await {
+            Ok(Ok(json)) => match serde_json::from_str::<serde_json::Value>(&json) {
+                Ok(_) => Ok(json),
+                Err(e) => Err(Failure::new("invalid-output", format!("the activity returned invalid JSON: {e}"))),
+            },
+            Ok(Err(f)) => Err(Failure { kind: f.kind, message: f.message, details: f.details }),
+            Err(e) => Err(trap(e, store.data().limits.memory_denied)),
+        }
+    }
+}
+
+/// Delay before attempt `attempt + 1`.
+fn backoff(retry: &crate::journal::RetryPolicy, attempt: u32) -> Duration {
+    let coefficient = if retry.backoff_coefficient.is_finite() { retry.backoff_coefficient.max(1.0) } else { 1.0 };
+    let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+    let ms = (retry.initial_interval_ms as f64) * coefficient.powi(exponent);
+    let cap = retry.max_interval_ms.max(retry.initial_interval_ms) as f64;
+    Duration::from_millis(ms.min(cap) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::RetryPolicy;
+
+    #[test]
+    fn backoff_grows_exponentially_up_to_the_cap() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            initial_interval_ms: 100,
+            backoff_coefficient: 2.0,
+            max_interval_ms: 500,
+            non_retryable_kinds: vec![],
+        };
+        let delays: Vec<u64> = (1..=5).map(|a| backoff(&policy, a).as_millis() as u64).collect();
+        assert_eq!(delays, [100, 200, 400, 500, 500]);
+    }
+
+    #[test]
+    fn activity_names_split_at_the_first_dot() {
+        assert_eq!(split_name("payments.charge"), Some(("payments", "charge")));
+        assert_eq!(split_name("payments."), None);
+        assert_eq!(split_name("charge"), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! Embedded-mode commands: `run`, `journal`, `replay`.
+
+use super::LimitArgs;
+use anyhow::{bail, Context};
+use cairn_host::journal::{Entry, Record};
+use cairn_host::runtime::{RunError, RunOutcome, Runtime, StartRequest};
+use cairn_host::sandbox::{Limits, LoadedComponent};
+use cairn_host::store::Store;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Exit code of a replay that diverged.
+const EXIT_DIVERGED: u8 = 3;
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_memory_bytes: self.max_memory_mib.saturating_mul(1 << 20),
+            step_budget_ms: self.step_budget_ms,
+            ..Limits::default()
+        }
+    }
+}
+
+async fn load(runtime: &Runtime, path: &Path) -> anyhow::Result<LoadedComponent> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(runtime.components().load_bytes(&path.display().to_string(), bytes).await?)
+}
+
+fn read_input(input: &str) -> anyhow::Result<String> {
+    let text = match input.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file).with_context(|| format!("cannot read input file {file}"))?,
+        None => input.to_owned(),
+    };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .with_context(|| format!("--input is not valid JSON: {text:?}"))?;
+    Ok(text.trim().to_owned())
+}
+
+pub async fn run(
+    workflow: &Path,
+    activities: &[String],
+    input: &str,
+    data: &Path,
+    id: Option<String>,
+    limits: &LimitArgs,
+) -> anyhow::Result<ExitCode> {
+    let input = read_input(input)?;
+    let store = Store::open(data)?;
+    let runtime = Runtime::new(store, limits.limits())?;
+    for spec in activities {
+        let Some((name, file)) = spec.split_once('=') else {
+            bail!("--activity {spec:?} must be NAME=FILE.wasm, e.g. --activity payments=payments.wasm");
+        };
+        let component = load(&runtime, Path::new(file)).await?;
+        runtime.activities().register(name, &component)?;
+    }
+    let component = load(&runtime, workflow).await?;
+    let name = workflow.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "workflow".into());
+    let meta = runtime.start(StartRequest { workflow: name, component, input, run_id: id }).await?;
+    tracing::info!(run_id = %meta.id, "driving run");
+    eprintln!("run {}", meta.id);
+    match runtime.drive(&meta.id).await {
+        Ok(RunOutcome::Completed { result }) => {
+            println!("{result}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(RunOutcome::Failed { failure }) => {
+            let report = serde_json::json!({ "run_id": meta.id, "status": "failed", "failure": failure });
+            eprintln!("{report}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(RunError::Trapped { run_id, failure } | RunError::Contract { run_id, failure }) => {
+            let report = serde_json::json!({ "run_id": run_id, "status": "failed", "failure": failure });
+            eprintln!("{report}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e @ RunError::Diverged { .. }) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_DIVERGED))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn journal(run_id: &str, data: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(data)?;
+    let records = store.journal(run_id)?;
+    if records.is_empty() {
+        bail!("run {run_id} does not exist in {}", data.display());
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        for record in &records {
+            writeln!(out, "{}", serde_json::to_string(record)?)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let start = records[0].at_ms;
+    writeln!(out, "{:>5}  {:>9}  {:<18}  {}", "SEQ", "TIME", "ENTRY", "DETAIL")?;
+    for record in &records {
+        writeln!(out, "{}", table_row(record, start))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn table_row(record: &Record, start: u64) -> String {
+    let detail = match &record.entry {
+        Entry::Started { workflow, component_sha256, input, .. } => {
+            format!("{workflow} ({}) input {input}", &component_sha256[..12.min(component_sha256.len())])
+        }
+        Entry::Call { call, reply } => format!("{call} -> {reply}"),
+        Entry::Completed { result } => result.clone(),
+        Entry::Failed { failure } => failure.to_string(),
+    };
+    let time = format!("+{}ms", record.at_ms.saturating_sub(start));
+    format!("{:>5}  {:>9}  {:<18}  {}", record.seq, time, record.entry.label(), detail)
+}
+
+pub async fn replay(run_id: &str, data: &Path, with: Option<&Path>, limits: &LimitArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(data)?;
+    let runtime = Runtime::new(store, limits.limits())?;
+    let with = match with {
+        Some(path) => Some(load(&runtime, path).await?),
+        None => None,
+    };
+    match runtime.replay(run_id, with).await {
+        Ok(report) => {
+            let state = if report.finished { "finished" } else { "in progress" };
+            println!("run {run_id}: replay reproduced all {} journal entries ({state})", report.entries);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(RunError::Diverged { divergence, .. }) => {
+            println!("run {run_id}: replay diverged at seq {}", divergence.seq);
+            println!("  expected: {}", divergence.expected);
+            println!("  actual:   {}", divergence.actual);
+            Ok(ExitCode::from(EXIT_DIVERGED))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,116 @@
+//! Errors of starting and driving runs.
+
+use crate::journal::{Divergence, Failure};
+use crate::sandbox::LoadError;
+use crate::store::{CommitError, StoreError};
+use thiserror::Error;
+
+/// A run could not be started.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The input is not JSON.
+    #[error("the input is not valid JSON: {0}")]
+    InvalidInput(String),
+    /// The run id has characters we do not allow.
+    #[error("invalid run id {0:?}: use 1-128 letters, digits, '-', '_', '.' or ':'")]
+    InvalidRunId(String),
+    /// The component does not fit the workflow world.
+    #[error("component {sha256} is not a workflow component: {reason}")]
+    NotAWorkflow {
+        /// Its hash.
+        sha256: String,
+        /// The missing export or unknown import.
+        reason: String,
+    },
+    /// The id is taken by a run of other code.
+    #[error("run {run_id} already exists with component {existing}, not {given}; choose another --id, or use `cairn replay {run_id} --with FILE` to check new code against it")]
+    DifferentComponent {
+        /// The run.
+        run_id: String,
+        /// Its component.
+        existing: String,
+        /// The component given now.
+        given: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The component failed to load.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// A run stopped without finishing.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// No such run.
+    #[error("run {0} does not exist")]
+    NotFound(String),
+    /// The code no longer matches the journal. The run is parked
+    /// (status `diverged`) and nothing was written to its journal.
+    #[error("run {run_id} {divergence}")]
+    Diverged {
+        /// The run.
+        run_id: String,
+        /// Where and how.
+        divergence: Divergence,
+    },
+    /// The guest trapped, ran away or ran out of memory: the run failed.
+    #[error("run {run_id} failed: {failure}")]
+    Trapped {
+        /// The run.
+        run_id: String,
+        /// What happened (kind `trap`, `runaway`, `out-of-memory`, `stack-overflow`).
+        failure: Failure,
+    },
+    /// The workflow called an activity component that is not registered.
+    /// Nothing was journaled for the call: register it and resume the run.
+    #[error("run {run_id} calls activity {activity}, but no activity component named {component:?} is registered (registered: {known}). Provide it (`--activity {component}=FILE.wasm`) and run again with `--id {run_id}` to resume; no step was lost")]
+    UnknownActivity {
+        /// The run.
+        run_id: String,
+        /// The full activity name.
+        activity: String,
+        /// The component part.
+        component: String,
+        /// Registered components.
+        known: String,
+    },
+    /// The workflow used a feature this host does not offer yet.
+    #[error("run {run_id} called {call}, which this host does not support yet; nothing was journaled for it")]
+    Unsupported {
+        /// The run.
+        run_id: String,
+        /// The call.
+        call: &'static str,
+    },
+    /// The workflow broke the contract (awaited a handle it never created,
+    /// returned invalid JSON, ...): the run failed.
+    #[error("run {run_id} failed: {failure}")]
+    Contract {
+        /// The run.
+        run_id: String,
+        /// What it did.
+        failure: Failure,
+    },
+    /// The run's component could not be loaded or instantiated.
+    #[error("run {run_id} cannot be instantiated: {reason}")]
+    Instantiate {
+        /// The run.
+        run_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed; the run stopped advancing with nothing lost.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A commit failed; the run stopped advancing with nothing lost.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// A component failed to load.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The run's journal is damaged (no start entry).
+    #[error("run {0} has no start entry in its journal; the store is damaged")]
+    NoStartEntry(String),
+}

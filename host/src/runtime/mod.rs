@@ -1,0 +1,200 @@
+//! Runs: starting them, driving them (replay, then live), and checking them
+//! by replay without side effects.
+//!
+//! A run is driven by one task that owns its wasmtime `Store`. The driver
+//! ([`driver`]) rebuilds the run by feeding the workflow its journal, then
+//! continues live; the host functions it exposes ([`host`]) journal every
+//! call. Completions from outside (activities, timers) arrive as events on
+//! the run's mailbox and are made durable before the workflow sees them.
+
+mod driver;
+mod errors;
+mod host;
+
+pub use driver::{ReplayReport, RunOutcome};
+pub use errors::{RunError, StartError};
+
+use crate::activity::ActivityRunner;
+use crate::journal::{Entry, Record};
+use crate::sandbox::bindings::workflow::WorkflowPre;
+use crate::sandbox::{ComponentCache, Limits, LoadedComponent, Sandbox};
+use crate::store::{RunMeta, RunStatus, Store, Write};
+use host::WorkflowState;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use wasmtime::component::{HasSelf, Linker};
+
+/// The engine, the store and the activity components of one host process.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sandbox: Sandbox,
+    store: Store,
+    components: ComponentCache,
+    activities: ActivityRunner,
+    linker: Linker<WorkflowState>,
+    prepared: Mutex<HashMap<String, WorkflowPre<WorkflowState>>>,
+}
+
+/// What to start.
+#[derive(Clone)]
+pub struct StartRequest {
+    /// Workflow name (for embedded runs, the file stem).
+    pub workflow: String,
+    /// The workflow component.
+    pub component: LoadedComponent,
+    /// JSON input.
+    pub input: String,
+    /// Run id; generated when absent.
+    pub run_id: Option<String>,
+}
+
+impl Runtime {
+    /// A runtime over `store` with `limits` for guest code.
+    pub fn new(store: Store, limits: Limits) -> anyhow::Result<Runtime> {
+        let sandbox = Sandbox::new(limits)?;
+        let mut linker = Linker::new(sandbox.engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::sandbox::bindings::workflow::Workflow::add_to_linker::<_, HasSelf<WorkflowState>>(&mut linker, |s| s)?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                components: ComponentCache::new(sandbox.clone(), store.clone()),
+                activities: ActivityRunner::new(sandbox.clone())?,
+                sandbox,
+                store,
+                linker,
+                prepared: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Loads and caches components.
+    pub fn components(&self) -> &ComponentCache {
+        &self.inner.components
+    }
+
+    /// The activity components runs can call.
+    pub fn activities(&self) -> &ActivityRunner {
+        &self.inner.activities
+    }
+
+    /// The sandbox.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.inner.sandbox
+    }
+
+    /// Checks that `component` fits the workflow world and prepares it for
+    /// fast instantiation.
+    pub fn prepare(&self, component: &LoadedComponent) -> Result<WorkflowPre<WorkflowState>, StartError> {
+        let mut prepared = self.inner.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pre) = prepared.get(&component.sha256) {
+            return Ok(pre.clone());
+        }
+        let invalid = |e: wasmtime::Error| StartError::NotAWorkflow { sha256: component.sha256.clone(), reason: format!("{e:#}") };
+        let pre = self.inner.linker.instantiate_pre(&component.component).map_err(invalid)?;
+        let pre = WorkflowPre::new(pre).map_err(invalid)?;
+        prepared.insert(component.sha256.clone(), pre.clone());
+        Ok(pre)
+    }
+
+    /// Creates a run: its metadata and its start entry, durably. Starting an
+    /// id that exists returns the existing run (idempotent) when it is the
+    /// same workflow, and an error otherwise.
+    pub async fn start(&self, req: StartRequest) -> Result<RunMeta, StartError> {
+        serde_json::from_str::<serde_json::Value>(&req.input).map_err(|e| StartError::InvalidInput(e.to_string()))?;
+        self.prepare(&req.component)?;
+        let run_id = match req.run_id {
+            Some(id) => {
+                validate_run_id(&id)?;
+                id
+            }
+            None => new_run_id(),
+        };
+        if let Some(existing) = self.inner.store.run(&run_id)? {
+            if existing.component_sha256 != req.component.sha256 {
+                return Err(StartError::DifferentComponent {
+                    run_id,
+                    existing: existing.component_sha256,
+                    given: req.component.sha256,
+                });
+            }
+            return Ok(existing);
+        }
+        let now = now_ms();
+        let seed = derive_seed(&run_id);
+        let meta = RunMeta {
+            id: run_id.clone(),
+            workflow: req.workflow.clone(),
+            component_sha256: req.component.sha256.clone(),
+            status: RunStatus::Running,
+            input: req.input.clone(),
+            result: None,
+            failure: None,
+            custom_status: None,
+            created_ms: now,
+            updated_ms: now,
+        };
+        let start = Record {
+            seq: 0,
+            at_ms: now,
+            entry: Entry::Started {
+                workflow: req.workflow,
+                component_sha256: req.component.sha256,
+                input: req.input,
+                seed: format!("{seed:032x}"),
+                engine: self.inner.sandbox.settings(),
+            },
+        };
+        self.inner
+            .store
+            .commit(vec![Write::PutRun(meta.clone()), Write::Append { run_id, record: start }])
+            .await?;
+        Ok(meta)
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the host's clock.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The run's PRNG seed: a hash of its id, so it is reproducible from the id
+/// alone and different for every run.
+fn derive_seed(run_id: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("cairn-seed:{run_id}").as_bytes());
+    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
+}
+
+fn new_run_id() -> String {
+    use sha2::{Digest, Sha256};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let unique = format!("{nanos}:{}:{:p}", std::process::id(), &nanos);
+    let digest = Sha256::digest(unique.as_bytes());
+    format!("run-{}", crate::sandbox::sha256_hex(&digest)[..16].to_owned())
+}
+
+fn validate_run_id(id: &str) -> Result<(), StartError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StartError::InvalidRunId(id.to_owned()))
+    }
+}

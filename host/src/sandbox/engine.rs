@@ -1,0 +1,167 @@
+//! The wasmtime engine and its limits.
+
+use crate::journal::EngineSettings;
+use std::time::Duration;
+use wasmtime::{Config, Engine, ResourceLimiter};
+
+/// How often the engine's epoch advances. Budgets are counted in ticks.
+pub const EPOCH_TICK_MS: u64 = 10;
+
+/// Resource limits for guest code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest linear memory one instance may have, in bytes.
+    pub max_memory_bytes: u64,
+    /// Longest a workflow may compute without calling the host, in ms. A
+    /// workflow over budget is a runaway loop: its run fails.
+    pub step_budget_ms: u64,
+    /// Guest stack limit in bytes; deeper recursion traps.
+    pub max_wasm_stack: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_memory_bytes: 256 << 20,
+            step_budget_ms: 10_000,
+            max_wasm_stack: 512 << 10,
+        }
+    }
+}
+
+impl Limits {
+    /// The epoch ticks of the step budget.
+    pub fn budget_ticks(&self) -> u64 {
+        self.step_budget_ms.div_ceil(EPOCH_TICK_MS).max(1)
+    }
+
+    /// Per-store limits for one instance.
+    pub fn guest_limits(&self) -> GuestLimits {
+        GuestLimits {
+            max_memory_bytes: usize::try_from(self.max_memory_bytes).unwrap_or(usize::MAX),
+            memory_denied: false,
+        }
+    }
+}
+
+/// A store's resource limiter. A denied `memory.grow` traps (rather than
+/// returning -1, which replay could observe differently) and is remembered
+/// so the failure can be reported as what it is.
+#[derive(Debug)]
+pub struct GuestLimits {
+    max_memory_bytes: usize,
+    /// Set when the guest tried to grow memory past the limit.
+    pub memory_denied: bool,
+}
+
+/// The error a denied memory growth traps with.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest tried to grow its memory to {desired} bytes, past the limit of {limit} bytes")]
+pub struct MemoryLimitExceeded {
+    /// Requested size.
+    pub desired: usize,
+    /// The limit.
+    pub limit: usize,
+}
+
+impl ResourceLimiter for GuestLimits {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_memory_bytes {
+            self.memory_denied = true;
+            return Err(MemoryLimitExceeded { desired, limit: self.max_memory_bytes }.into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// The engine shared by every run and activity of a host, with its settings.
+#[derive(Clone)]
+pub struct Sandbox {
+    engine: Engine,
+    limits: Limits,
+    fingerprint: String,
+}
+
+impl Sandbox {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new(limits: Limits) -> wasmtime::Result<Sandbox> {
+        let mut config = Config::new();
+        config
+            // Determinism: the same inputs give the same outputs on every
+            // machine and every replay.
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true)
+            .wasm_gc(false)
+            .wasm_stack_switching(false)
+            // The component-model-async machinery is not compiled in; say so
+            // explicitly so a feature change cannot turn it on silently.
+            .concurrency_support(false)
+            // Containment: runaway code is interrupted, stacks are bounded.
+            .epoch_interruption(true)
+            .max_wasm_stack(usize::try_from(limits.max_wasm_stack).unwrap_or(512 << 10))
+            .async_stack_size(4 << 20);
+        let engine = Engine::new(&config)?;
+        let fingerprint = {
+            use sha2::{Digest, Sha256};
+            use std::hash::{Hash, Hasher};
+            struct Sha(Sha256);
+            impl Hasher for Sha {
+                fn finish(&self) -> u64 {
+                    0
+                }
+                fn write(&mut self, bytes: &[u8]) {
+                    self.0.update(bytes);
+                }
+            }
+            let mut h = Sha(Sha256::new());
+            engine.precompile_compatibility_hash().hash(&mut h);
+            hex(&h.0.finalize())
+        };
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("cairn-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(Duration::from_millis(EPOCH_TICK_MS));
+                }
+            })
+            .expect("spawning the epoch thread");
+        Ok(Sandbox { engine, limits, fingerprint })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Identifies the compiled-code format, for the artifact cache.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The settings recorded in each run's start entry.
+    pub fn settings(&self) -> EngineSettings {
+        EngineSettings {
+            nan_canonicalization: true,
+            relaxed_simd_deterministic: true,
+            max_memory_bytes: self.limits.max_memory_bytes,
+            step_budget_ms: self.limits.step_budget_ms,
+            max_wasm_stack: self.limits.max_wasm_stack,
+        }
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,188 @@
+//! The store: redb schema, reads, and the single group-commit writer.
+//!
+//! Only this module opens redb. Every write goes through [`GroupCommitWriter`]
+//! as a [`Batch`] of [`Write`]s; a batch is applied atomically and is durable
+//! (fsync'd) when its acknowledgement arrives. Reads use redb's MVCC read
+//! transactions and never block the writer.
+
+mod schema;
+mod writer;
+
+pub use schema::{RunMeta, RunStatus, StoredCompletion};
+pub use writer::{Batch, CommitError, GroupCommitWriter, Write};
+
+use crate::journal::{self, DecodeError, Record};
+use redb::{Database, ReadableDatabase, ReadableTable};
+use schema::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// A store operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The data directory could not be created or opened.
+    #[error("cannot use data directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// redb refused to open the file.
+    #[error("cannot open store {path}: {source}. If another `cairn` process uses this --data directory, stop it or use another directory")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// redb's error.
+        source: redb::DatabaseError,
+    },
+    /// A read or write inside redb failed.
+    #[error("store error: {0}")]
+    Redb(#[from] redb::Error),
+    /// A journal record does not decode.
+    #[error("run {run_id}, seq {seq}: {source}")]
+    Journal {
+        /// The run.
+        run_id: String,
+        /// The record.
+        seq: u64,
+        /// Why.
+        source: DecodeError,
+    },
+    /// A stored row is not valid JSON of its type.
+    #[error("damaged {table} row {key}: {source}")]
+    Row {
+        /// The table.
+        table: &'static str,
+        /// The key.
+        key: String,
+        /// The parser error.
+        source: serde_json::Error,
+    },
+    /// A batch was not committed.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+}
+
+fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Redb(e.into())
+}
+
+/// The store of one data directory.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writer: GroupCommitWriter,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, as `dir/cairn.redb`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
+        let path = dir.join("cairn.redb");
+        let db = Database::builder()
+            // redb's default cache is 1 GiB and counts toward RSS.
+            .set_cache_size(64 << 20)
+            .create(&path)
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let txn = db.begin_write().map_err(db_err)?;
+        create_tables(&txn).map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        let db = Arc::new(db);
+        let writer = GroupCommitWriter::start(db.clone());
+        Ok(Store { db, writer })
+    }
+
+    /// The writer every change goes through.
+    pub fn writer(&self) -> &GroupCommitWriter {
+        &self.writer
+    }
+
+    /// Applies `batch` and waits until it is durable.
+    pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        Ok(self.writer.commit(batch).await?)
+    }
+
+    /// A run's metadata.
+    pub fn run(&self, run_id: &str) -> Result<Option<RunMeta>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(RUNS).map_err(db_err)?;
+        let row = table.get(run_id).map_err(db_err)?;
+        row.map(|v| parse_row("runs", run_id, v.value())).transpose()
+    }
+
+    /// Every run's metadata.
+    pub fn runs(&self) -> Result<Vec<RunMeta>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(RUNS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            out.push(parse_row("runs", k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// A run's journal, in seq order.
+    pub fn journal(&self, run_id: &str) -> Result<Vec<Record>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(JOURNAL).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.range((run_id, 0)..=(run_id, u64::MAX)).map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let seq = k.value().1;
+            let record = journal::decode(v.value()).map_err(|source| StoreError::Journal {
+                run_id: run_id.to_owned(),
+                seq,
+                source,
+            })?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Completions that arrived for a run and were not consumed yet.
+    pub fn completions(&self, run_id: &str) -> Result<Vec<(u32, StoredCompletion)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(COMPLETIONS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.range((run_id, 0)..=(run_id, u32::MAX)).map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let handle = k.value().1;
+            out.push((handle, parse_row("completions", &format!("{run_id}/{handle}"), v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// A component's bytes by sha256.
+    pub fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(COMPONENTS).map_err(db_err)?;
+        Ok(table.get(sha256).map_err(db_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// A precompiled artifact for a component and an engine fingerprint.
+    pub fn compiled(&self, sha256: &str, engine: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(COMPILED).map_err(db_err)?;
+        Ok(table.get((sha256, engine)).map_err(db_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every armed timer: (due ms, run, handle).
+    pub fn timers(&self) -> Result<Vec<(u64, String, u32)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(TIMERS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, _) = row.map_err(db_err)?;
+            let (due, run, handle) = k.value();
+            out.push((due, run.to_owned(), handle));
+        }
+        Ok(out)
+    }
+}
+
+fn parse_row<T: serde::de::DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Row { table, key: key.to_owned(), source })
+}

@@ -1,0 +1,88 @@
+//! Table definitions and the rows stored in them.
+
+use crate::journal::{Completion, Failure};
+use redb::{TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+/// run id → [`RunMeta`] (JSON).
+pub(super) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+/// (run id, seq) → encoded journal record.
+pub(super) const JOURNAL: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("journal");
+/// (run id, handle) → [`StoredCompletion`] (JSON), until the run consumes it.
+pub(super) const COMPLETIONS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("completions");
+/// (due ms, run id, handle) → (), one row per armed timer.
+pub(super) const TIMERS: TableDefinition<(u64, &str, u32), ()> = TableDefinition::new("timers");
+/// component sha256 → component bytes.
+pub(super) const COMPONENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("components");
+/// (component sha256, engine fingerprint) → precompiled artifact.
+pub(super) const COMPILED: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("compiled");
+
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
+    txn.open_table(RUNS)?;
+    txn.open_table(JOURNAL)?;
+    txn.open_table(COMPLETIONS)?;
+    txn.open_table(TIMERS)?;
+    txn.open_table(COMPONENTS)?;
+    txn.open_table(COMPILED)?;
+    Ok(())
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// Started and not finished.
+    Running,
+    /// The workflow returned a result.
+    Completed,
+    /// The workflow returned a failure, or its code trapped.
+    Failed,
+    /// Replay found the code no longer matches the journal; the run is
+    /// parked until it is upgraded, cancelled or terminated.
+    Diverged,
+}
+
+impl RunStatus {
+    /// Whether the run will not advance again on its own.
+    pub fn is_final(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::Failed)
+    }
+}
+
+/// A run's metadata row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// Run id.
+    pub id: String,
+    /// Workflow name.
+    pub workflow: String,
+    /// sha256 of the component the run executes.
+    pub component_sha256: String,
+    /// Status.
+    pub status: RunStatus,
+    /// JSON input.
+    pub input: String,
+    /// JSON result, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// Failure, once failed; or the divergence of a diverged run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// Latest custom status (JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_status: Option<String>,
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+    /// Last status change, ms since the epoch.
+    pub updated_ms: u64,
+}
+
+/// A completion that arrived from outside and waits to be consumed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredCompletion {
+    /// How the operation ended.
+    pub completion: Completion,
+    /// Arrival order within the run: `await-any` picks the lowest, which is
+    /// stable across restarts because arrivals only ever grow.
+    pub arrival: u64,
+}

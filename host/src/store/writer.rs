@@ -1,0 +1,253 @@
+//! The single group-commit writer.
+//!
+//! redb allows one write transaction at a time, and a durable commit costs an
+//! fsync. One thread owns all writes: it takes every batch waiting in its
+//! channel, applies them in one `Durability::Immediate` transaction, commits
+//! once, then acknowledges each batch. Under load many runs' steps share one
+//! fsync.
+
+use super::schema::*;
+use crate::journal::{self, Record};
+use redb::{Database, Durability, ReadableTable};
+use std::sync::Arc;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+/// One change to the store.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Insert or replace a run's metadata.
+    PutRun(RunMeta),
+    /// Append a journal record; refused if the seq already exists.
+    Append {
+        /// The run.
+        run_id: String,
+        /// The record.
+        record: Record,
+    },
+    /// Store a completion that arrived from outside.
+    PutCompletion {
+        /// The run.
+        run_id: String,
+        /// The handle it completes.
+        handle: u32,
+        /// The completion.
+        completion: StoredCompletion,
+    },
+    /// Drop a completion (consumed or cancelled).
+    DeleteCompletion {
+        /// The run.
+        run_id: String,
+        /// The handle.
+        handle: u32,
+    },
+    /// Arm a timer.
+    PutTimer {
+        /// Due time, ms since the epoch.
+        due_ms: u64,
+        /// The run.
+        run_id: String,
+        /// The timer's handle.
+        handle: u32,
+    },
+    /// Disarm a timer.
+    DeleteTimer {
+        /// Due time.
+        due_ms: u64,
+        /// The run.
+        run_id: String,
+        /// The handle.
+        handle: u32,
+    },
+    /// Store a component's bytes.
+    PutComponent {
+        /// sha256, hex.
+        sha256: String,
+        /// The bytes.
+        bytes: Arc<[u8]>,
+    },
+    /// Store a precompiled artifact.
+    PutCompiled {
+        /// Component sha256.
+        sha256: String,
+        /// Engine fingerprint.
+        engine: String,
+        /// The artifact.
+        bytes: Vec<u8>,
+    },
+}
+
+/// Writes applied together, atomically.
+pub type Batch = Vec<Write>;
+
+/// A batch was not committed.
+#[derive(Debug, Clone, Error)]
+pub enum CommitError {
+    /// The batch would overwrite a journal entry: a bug or a second writer.
+    #[error("journal entry {seq} of run {run_id} already exists; the batch was refused and nothing was written")]
+    DuplicateSeq {
+        /// The run.
+        run_id: String,
+        /// The seq.
+        seq: u64,
+    },
+    /// redb failed (disk full, I/O error). The writer refuses further
+    /// writes: runs stop advancing rather than risk an inconsistent store.
+    #[error("the store could not commit ({0}); runs stop advancing until Cairn is restarted, and nothing committed before was lost")]
+    Failed(String),
+    /// The writer thread is gone.
+    #[error("the store writer has stopped")]
+    Stopped,
+}
+
+struct Request {
+    batch: Batch,
+    ack: oneshot::Sender<Result<(), CommitError>>,
+}
+
+/// Handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct GroupCommitWriter {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl GroupCommitWriter {
+    pub(super) fn start(db: Arc<Database>) -> GroupCommitWriter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("cairn-store-writer".into())
+            .spawn(move || writer_loop(db, rx))
+            .expect("spawning the store writer thread");
+        GroupCommitWriter { tx }
+    }
+
+    /// Queues `batch`; the returned receiver resolves once it is durable.
+    /// Dropping the receiver does not cancel the write.
+    pub fn submit(&self, batch: Batch) -> oneshot::Receiver<Result<(), CommitError>> {
+        let (ack, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(req)) = self.tx.send(Request { batch, ack }) {
+            let _ = req.ack.send(Err(CommitError::Stopped));
+        }
+        rx
+    }
+
+    /// Applies `batch` and waits until it is durable.
+    pub async fn commit(&self, batch: Batch) -> Result<(), CommitError> {
+        self.submit(batch).await.unwrap_or(Err(CommitError::Stopped))
+    }
+}
+
+/// Most requests one transaction takes, so one huge backlog cannot delay
+/// the first acknowledgement without bound.
+const MAX_GROUP: usize = 4096;
+
+fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    // Test-only crash point: kill the process right after the Nth durable
+    // commit, before anyone is told it happened.
+    let crash_after: Option<u64> = std::env::var("CAIRN_CRASH_AFTER_COMMITS").ok().and_then(|v| v.parse().ok());
+    let mut commits = 0u64;
+    let mut broken: Option<String> = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(req) => group.push(req),
+                Err(_) => break,
+            }
+        }
+        let results = match &broken {
+            Some(reason) => vec![Err(CommitError::Failed(reason.clone())); group.len()],
+            None => match apply(&db, &group) {
+                Ok(results) => results,
+                Err(reason) => {
+                    tracing::error!(%reason, "store commit failed; refusing further writes");
+                    broken = Some(reason.clone());
+                    vec![Err(CommitError::Failed(reason)); group.len()]
+                }
+            },
+        };
+        commits += 1;
+        if crash_after == Some(commits) {
+            // SAFETY: kill(2) on our own pid; the point is to die abruptly.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        for (req, result) in group.into_iter().zip(results) {
+            let _ = req.ack.send(result);
+        }
+    }
+}
+
+fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>>, String> {
+    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+    txn.set_durability(Durability::Immediate).map_err(|e| e.to_string())?;
+    let mut results = Vec::with_capacity(group.len());
+    {
+        let mut runs = txn.open_table(RUNS).map_err(|e| e.to_string())?;
+        let mut journal_t = txn.open_table(JOURNAL).map_err(|e| e.to_string())?;
+        let mut completions = txn.open_table(COMPLETIONS).map_err(|e| e.to_string())?;
+        let mut timers = txn.open_table(TIMERS).map_err(|e| e.to_string())?;
+        let mut components = txn.open_table(COMPONENTS).map_err(|e| e.to_string())?;
+        let mut compiled = txn.open_table(COMPILED).map_err(|e| e.to_string())?;
+        for req in group {
+            // Validate first so a refused batch writes nothing.
+            if let Some(dup) = duplicate_append(&journal_t, &req.batch).map_err(|e| e.to_string())? {
+                results.push(Err(dup));
+                continue;
+            }
+            for write in &req.batch {
+                let r: Result<(), redb::StorageError> = (|| {
+                    match write {
+                        Write::PutRun(meta) => {
+                            let bytes = serde_json::to_vec(meta).expect("run metadata serialises");
+                            runs.insert(meta.id.as_str(), bytes.as_slice())?;
+                        }
+                        Write::Append { run_id, record } => {
+                            journal_t.insert((run_id.as_str(), record.seq), journal::encode(record).as_slice())?;
+                        }
+                        Write::PutCompletion { run_id, handle, completion } => {
+                            let bytes = serde_json::to_vec(completion).expect("completions serialise");
+                            completions.insert((run_id.as_str(), *handle), bytes.as_slice())?;
+                        }
+                        Write::DeleteCompletion { run_id, handle } => {
+                            completions.remove((run_id.as_str(), *handle))?;
+                        }
+                        Write::PutTimer { due_ms, run_id, handle } => {
+                            timers.insert((*due_ms, run_id.as_str(), *handle), ())?;
+                        }
+                        Write::DeleteTimer { due_ms, run_id, handle } => {
+                            timers.remove((*due_ms, run_id.as_str(), *handle))?;
+                        }
+                        Write::PutComponent { sha256, bytes } => {
+                            components.insert(sha256.as_str(), &bytes[..])?;
+                        }
+                        Write::PutCompiled { sha256, engine, bytes } => {
+                            compiled.insert((sha256.as_str(), engine.as_str()), bytes.as_slice())?;
+                        }
+                    }
+                    Ok(())
+                })();
+                r.map_err(|e| e.to_string())?;
+            }
+            results.push(Ok(()));
+        }
+    }
+    txn.commit().map_err(|e| e.to_string())?;
+    Ok(results)
+}
+
+fn duplicate_append(
+    journal_t: &redb::Table<(&str, u64), &[u8]>,
+    batch: &Batch,
+) -> Result<Option<CommitError>, redb::StorageError> {
+    let mut seen = std::collections::HashSet::new();
+    for write in batch {
+        if let Write::Append { run_id, record } = write {
+            let dup = !seen.insert((run_id.as_str(), record.seq))
+                || journal_t.get((run_id.as_str(), record.seq))?.is_some();
+            if dup {
+                return Ok(Some(CommitError::DuplicateSeq { run_id: run_id.clone(), seq: record.seq }));
+            }
+        }
+    }
+    Ok(None)
+}
