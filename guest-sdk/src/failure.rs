@@ -47,11 +47,17 @@ impl Failure {
     }
 
     pub(crate) fn invalid_input(err: serde_json::Error) -> Self {
-        Failure::new("invalid-input", format!("the input does not match the expected type: {err}"))
+        Failure::new(
+            "invalid-input",
+            format!("the input does not match the expected type: {err}"),
+        )
     }
 
     pub(crate) fn invalid_output(err: serde_json::Error) -> Self {
-        Failure::new("invalid-output", format!("the result could not be encoded as JSON: {err}"))
+        Failure::new(
+            "invalid-output",
+            format!("the result could not be encoded as JSON: {err}"),
+        )
     }
 
     /// The failure returned for an activity function the component does not have.

@@ -74,7 +74,8 @@ impl RetryPolicy {
 
     /// Adds failure kinds that end the activity without a retry.
     pub fn non_retryable<S: Into<String>>(mut self, kinds: impl IntoIterator<Item = S>) -> Self {
-        self.non_retryable_kinds.extend(kinds.into_iter().map(Into::into));
+        self.non_retryable_kinds
+            .extend(kinds.into_iter().map(Into::into));
         self
     }
 }
@@ -169,7 +170,6 @@ impl<T> Pending<T> {
             _result: PhantomData,
         }
     }
-
 }
 
 impl<T: DeserializeOwned> Pending<T> {
@@ -257,7 +257,11 @@ impl Context {
     /// let charge: serde_json::Value = ctx.activity("payments.charge", &42).get()?;
     /// # Ok(()) }
     /// ```
-    pub fn activity<I: Serialize + ?Sized, O: DeserializeOwned>(&self, name: &str, input: &I) -> Pending<O> {
+    pub fn activity<I: Serialize + ?Sized, O: DeserializeOwned>(
+        &self,
+        name: &str,
+        input: &I,
+    ) -> Pending<O> {
         self.activity_with(name, input, &ActivityOptions::default())
     }
 
@@ -295,7 +299,11 @@ impl Context {
     }
 
     /// Starts a child run of `workflow`.
-    pub fn child<I: Serialize + ?Sized, O: DeserializeOwned>(&self, workflow: &str, input: &I) -> Pending<O> {
+    pub fn child<I: Serialize + ?Sized, O: DeserializeOwned>(
+        &self,
+        workflow: &str,
+        input: &I,
+    ) -> Pending<O> {
         let input = serde_json::to_string(input).unwrap_or_else(|e| {
             panic!("the input of child workflow {workflow} could not be encoded as JSON: {e}")
         });
@@ -363,7 +371,8 @@ where
     O: Serialize,
     F: FnOnce(&Context, I) -> Result<O, Failure>,
 {
-    let input: I = serde_json::from_str(&input).map_err(|e| wit::Failure::from(Failure::invalid_input(e)))?;
+    let input: I =
+        serde_json::from_str(&input).map_err(|e| wit::Failure::from(Failure::invalid_input(e)))?;
     let output = function(&Context::new(), input).map_err(wit::Failure::from)?;
     serde_json::to_string(&output).map_err(|e| Failure::invalid_output(e).into())
 }

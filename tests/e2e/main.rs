@@ -1,1 +1,11 @@
-fn main(){}
+//! End-to-end tests: real guests built from `examples/`, real redb files,
+//! the real `cairn` binary (or the library, for in-process properties).
+//! One test binary, so the runtime is linked once.
+
+mod activities;
+mod crash;
+mod determinism;
+mod examples;
+mod hostile;
+mod replay;
+mod support;

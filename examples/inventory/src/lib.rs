@@ -19,7 +19,10 @@ struct Reservation {
 
 fn reserve(_ctx: &ActivityContext, req: ReserveRequest) -> Result<Reservation, Failure> {
     if req.quantity == 0 || req.quantity > 100 {
-        return Err(Failure::new("out-of-stock", format!("cannot reserve {} of {}", req.quantity, req.sku)));
+        return Err(Failure::new(
+            "out-of-stock",
+            format!("cannot reserve {} of {}", req.quantity, req.sku),
+        ));
     }
     Ok(Reservation {
         reservation_id: format!("res_{}_{}", req.order_id, req.sku),
@@ -39,7 +42,9 @@ struct Released {
 }
 
 fn release(_ctx: &ActivityContext, req: ReleaseRequest) -> Result<Released, Failure> {
-    Ok(Released { released: req.reservation_id })
+    Ok(Released {
+        released: req.reservation_id,
+    })
 }
 
 #[derive(Deserialize)]

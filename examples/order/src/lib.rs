@@ -77,7 +77,10 @@ fn order(ctx: &Context, order: Order) -> Result<Outcome, Failure> {
         Err(failure) => {
             // Compensate: give the stock back before reporting the failure.
             let _: Value = ctx
-                .activity("inventory.release", &json!({ "reservation_id": reservation.reservation_id }))
+                .activity(
+                    "inventory.release",
+                    &json!({ "reservation_id": reservation.reservation_id }),
+                )
                 .get()?;
             return Ok(Outcome {
                 order_id: order.order_id,

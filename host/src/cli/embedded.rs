@@ -25,12 +25,16 @@ impl LimitArgs {
 
 async fn load(runtime: &Runtime, path: &Path) -> anyhow::Result<LoadedComponent> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(runtime.components().load_bytes(&path.display().to_string(), bytes).await?)
+    Ok(runtime
+        .components()
+        .load_bytes(&path.display().to_string(), bytes)
+        .await?)
 }
 
 fn read_input(input: &str) -> anyhow::Result<String> {
     let text = match input.strip_prefix('@') {
-        Some(file) => std::fs::read_to_string(file).with_context(|| format!("cannot read input file {file}"))?,
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read input file {file}"))?,
         None => input.to_owned(),
     };
     serde_json::from_str::<serde_json::Value>(&text)
@@ -57,8 +61,18 @@ pub async fn run(
         runtime.activities().register(name, &component)?;
     }
     let component = load(&runtime, workflow).await?;
-    let name = workflow.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "workflow".into());
-    let meta = runtime.start(StartRequest { workflow: name, component, input, run_id: id }).await?;
+    let name = workflow
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "workflow".into());
+    let meta = runtime
+        .start(StartRequest {
+            workflow: name,
+            component,
+            input,
+            run_id: id,
+        })
+        .await?;
     tracing::info!(run_id = %meta.id, "driving run");
     eprintln!("run {}", meta.id);
     match runtime.drive(&meta.id).await {
@@ -67,12 +81,14 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Ok(RunOutcome::Failed { failure }) => {
-            let report = serde_json::json!({ "run_id": meta.id, "status": "failed", "failure": failure });
+            let report =
+                serde_json::json!({ "run_id": meta.id, "status": "failed", "failure": failure });
             eprintln!("{report}");
             Ok(ExitCode::FAILURE)
         }
         Err(RunError::Trapped { run_id, failure } | RunError::Contract { run_id, failure }) => {
-            let report = serde_json::json!({ "run_id": run_id, "status": "failed", "failure": failure });
+            let report =
+                serde_json::json!({ "run_id": run_id, "status": "failed", "failure": failure });
             eprintln!("{report}");
             Ok(ExitCode::FAILURE)
         }
@@ -98,7 +114,11 @@ pub fn journal(run_id: &str, data: &Path, json: bool) -> anyhow::Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     let start = records[0].at_ms;
-    writeln!(out, "{:>5}  {:>9}  {:<18}  {}", "SEQ", "TIME", "ENTRY", "DETAIL")?;
+    writeln!(
+        out,
+        "{:>5}  {:>9}  {:<18}  {}",
+        "SEQ", "TIME", "ENTRY", "DETAIL"
+    )?;
     for record in &records {
         writeln!(out, "{}", table_row(record, start))?;
     }
@@ -107,18 +127,37 @@ pub fn journal(run_id: &str, data: &Path, json: bool) -> anyhow::Result<ExitCode
 
 fn table_row(record: &Record, start: u64) -> String {
     let detail = match &record.entry {
-        Entry::Started { workflow, component_sha256, input, .. } => {
-            format!("{workflow} ({}) input {input}", &component_sha256[..12.min(component_sha256.len())])
+        Entry::Started {
+            workflow,
+            component_sha256,
+            input,
+            ..
+        } => {
+            format!(
+                "{workflow} ({}) input {input}",
+                &component_sha256[..12.min(component_sha256.len())]
+            )
         }
         Entry::Call { call, reply } => format!("{call} -> {reply}"),
         Entry::Completed { result } => result.clone(),
         Entry::Failed { failure } => failure.to_string(),
     };
     let time = format!("+{}ms", record.at_ms.saturating_sub(start));
-    format!("{:>5}  {:>9}  {:<18}  {}", record.seq, time, record.entry.label(), detail)
+    format!(
+        "{:>5}  {:>9}  {:<18}  {}",
+        record.seq,
+        time,
+        record.entry.label(),
+        detail
+    )
 }
 
-pub async fn replay(run_id: &str, data: &Path, with: Option<&Path>, limits: &LimitArgs) -> anyhow::Result<ExitCode> {
+pub async fn replay(
+    run_id: &str,
+    data: &Path,
+    with: Option<&Path>,
+    limits: &LimitArgs,
+) -> anyhow::Result<ExitCode> {
     let store = Store::open(data)?;
     let runtime = Runtime::new(store, limits.limits())?;
     let with = match with {
@@ -127,8 +166,15 @@ pub async fn replay(run_id: &str, data: &Path, with: Option<&Path>, limits: &Lim
     };
     match runtime.replay(run_id, with).await {
         Ok(report) => {
-            let state = if report.finished { "finished" } else { "in progress" };
-            println!("run {run_id}: replay reproduced all {} journal entries ({state})", report.entries);
+            let state = if report.finished {
+                "finished"
+            } else {
+                "in progress"
+            };
+            println!(
+                "run {run_id}: replay reproduced all {} journal entries ({state})",
+                report.entries
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(RunError::Diverged { divergence, .. }) => {

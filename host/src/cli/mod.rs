@@ -81,10 +81,20 @@ enum Command {
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { workflow, activities, input, data, id, limits } => {
-            embedded::run(&workflow, &activities, &input, &data, id, &limits).await
-        }
+        Command::Run {
+            workflow,
+            activities,
+            input,
+            data,
+            id,
+            limits,
+        } => embedded::run(&workflow, &activities, &input, &data, id, &limits).await,
         Command::Journal { run_id, data, json } => embedded::journal(&run_id, &data, json),
-        Command::Replay { run_id, data, with, limits } => embedded::replay(&run_id, &data, with.as_deref(), &limits).await,
+        Command::Replay {
+            run_id,
+            data,
+            with,
+            limits,
+        } => embedded::replay(&run_id, &data, with.as_deref(), &limits).await,
     }
 }

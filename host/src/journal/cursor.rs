@@ -59,14 +59,20 @@ impl JournalCursor {
     }
 
     fn skip_meta(&mut self) {
-        while self.records.get(self.pos).is_some_and(|r| matches!(r.entry, Entry::Started { .. })) {
+        while self
+            .records
+            .get(self.pos)
+            .is_some_and(|r| matches!(r.entry, Entry::Started { .. }))
+        {
             self.pos += 1;
         }
     }
 
     /// Whether a host call is still to be replayed.
     pub fn replaying(&self) -> bool {
-        self.records.get(self.pos).is_some_and(|r| r.entry.is_call())
+        self.records
+            .get(self.pos)
+            .is_some_and(|r| r.entry.is_call())
     }
 
     /// The terminal entry of the journal, if the run ended.
@@ -81,7 +87,10 @@ impl JournalCursor {
 
     /// Workflow time of the last entry replayed so far (or of the start).
     pub fn last_at_ms(&self) -> Option<u64> {
-        self.pos.checked_sub(1).and_then(|i| self.records.get(i)).map(|r| r.at_ms)
+        self.pos
+            .checked_sub(1)
+            .and_then(|i| self.records.get(i))
+            .map(|r| r.at_ms)
     }
 
     /// Matches `call` against the next journaled call: replay it, or go live
@@ -91,8 +100,15 @@ impl JournalCursor {
             return Ok(Step::Live);
         };
         match &record.entry {
-            Entry::Call { call: recorded, reply } if recorded == call => {
-                let step = Step::Replay { seq: record.seq, at_ms: record.at_ms, reply: reply.clone() };
+            Entry::Call {
+                call: recorded,
+                reply,
+            } if recorded == call => {
+                let step = Step::Replay {
+                    seq: record.seq,
+                    at_ms: record.at_ms,
+                    reply: reply.clone(),
+                };
                 self.pos += 1;
                 Ok(step)
             }
@@ -117,7 +133,10 @@ impl JournalCursor {
     pub fn patched(&mut self, change_id: &str) -> Option<(u64, bool)> {
         let record = self.records.get(self.pos)?;
         match &record.entry {
-            Entry::Call { call: HostCall::Patched { change_id: id }, .. } if id == change_id => {
+            Entry::Call {
+                call: HostCall::Patched { change_id: id },
+                ..
+            } if id == change_id => {
                 self.pos += 1;
                 Some((record.at_ms, true))
             }
@@ -161,28 +180,51 @@ mod tests {
     use crate::journal::entry::Completion;
 
     fn call(seq: u64, call: HostCall, reply: Reply) -> Record {
-        Record { seq, at_ms: 100 + seq, entry: Entry::Call { call, reply } }
+        Record {
+            seq,
+            at_ms: 100 + seq,
+            entry: Entry::Call { call, reply },
+        }
     }
 
     fn journal() -> Vec<Record> {
         vec![
-            call(1, HostCall::StartTimer { ms: 5 }, Reply::Handle { handle: 1 }),
+            call(
+                1,
+                HostCall::StartTimer { ms: 5 },
+                Reply::Handle { handle: 1 },
+            ),
             call(
                 2,
                 HostCall::Await { handle: 1 },
-                Reply::Completed { handle: 1, completion: Completion::Ok("null".into()) },
+                Reply::Completed {
+                    handle: 1,
+                    completion: Completion::Ok("null".into()),
+                },
             ),
-            Record { seq: 3, at_ms: 110, entry: Entry::Completed { result: "1".into() } },
+            Record {
+                seq: 3,
+                at_ms: 110,
+                entry: Entry::Completed { result: "1".into() },
+            },
         ]
     }
 
     #[test]
     fn replays_matching_calls_then_checks_the_result() {
         let mut c = JournalCursor::new(journal());
-        assert!(matches!(c.next(&HostCall::StartTimer { ms: 5 }), Ok(Step::Replay { seq: 1, .. })));
-        assert!(matches!(c.next(&HostCall::Await { handle: 1 }), Ok(Step::Replay { seq: 2, .. })));
+        assert!(matches!(
+            c.next(&HostCall::StartTimer { ms: 5 }),
+            Ok(Step::Replay { seq: 1, .. })
+        ));
+        assert!(matches!(
+            c.next(&HostCall::Await { handle: 1 }),
+            Ok(Step::Replay { seq: 2, .. })
+        ));
         assert!(c.finish(&Entry::Completed { result: "1".into() }).is_ok());
-        let d = c.finish(&Entry::Completed { result: "2".into() }).unwrap_err();
+        let d = c
+            .finish(&Entry::Completed { result: "2".into() })
+            .unwrap_err();
         assert_eq!(d.seq, 3);
     }
 
@@ -190,14 +232,22 @@ mod tests {
     fn a_changed_argument_diverges_at_its_seq() {
         let mut c = JournalCursor::new(journal());
         let d = c.next(&HostCall::StartTimer { ms: 6 }).unwrap_err();
-        assert_eq!((d.seq, d.expected.as_str(), d.actual.as_str()), (1, "start-timer(5 ms)", "start-timer(6 ms)"));
+        assert_eq!(
+            (d.seq, d.expected.as_str(), d.actual.as_str()),
+            (1, "start-timer(5 ms)", "start-timer(6 ms)")
+        );
     }
 
     #[test]
     fn early_return_and_extra_calls_diverge() {
         let mut c = JournalCursor::new(journal());
         c.next(&HostCall::StartTimer { ms: 5 }).unwrap();
-        assert_eq!(c.finish(&Entry::Completed { result: "1".into() }).unwrap_err().seq, 2);
+        assert_eq!(
+            c.finish(&Entry::Completed { result: "1".into() })
+                .unwrap_err()
+                .seq,
+            2
+        );
         c.next(&HostCall::Await { handle: 1 }).unwrap();
         assert_eq!(c.next(&HostCall::StartTimer { ms: 1 }).unwrap_err().seq, 3);
     }
@@ -206,6 +256,9 @@ mod tests {
     fn patched_is_false_without_a_marker_and_consumes_nothing() {
         let mut c = JournalCursor::new(journal());
         assert_eq!(c.patched("x"), Some((101, false)));
-        assert!(matches!(c.next(&HostCall::StartTimer { ms: 5 }), Ok(Step::Replay { .. })));
+        assert!(matches!(
+            c.next(&HostCall::StartTimer { ms: 5 }),
+            Ok(Step::Replay { .. })
+        ));
     }
 }

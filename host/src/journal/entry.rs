@@ -149,13 +149,19 @@ impl HostCall {
 impl fmt::Display for HostCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HostCall::ScheduleActivity { name, input, options } => write!(
+            HostCall::ScheduleActivity {
+                name,
+                input,
+                options,
+            } => write!(
                 f,
                 "schedule-activity({name}, {input}, timeout {} ms, {} attempts)",
                 options.timeout_ms, options.retry.max_attempts
             ),
             HostCall::StartTimer { ms } => write!(f, "start-timer({ms} ms)"),
-            HostCall::StartChild { workflow, input } => write!(f, "start-child({workflow}, {input})"),
+            HostCall::StartChild { workflow, input } => {
+                write!(f, "start-child({workflow}, {input})")
+            }
             HostCall::WaitSignal { name } => write!(f, "wait-signal({name})"),
             HostCall::Await { handle } => write!(f, "await(#{handle})"),
             HostCall::AwaitAny { handles } => {
@@ -198,8 +204,14 @@ impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reply::Handle { handle } => write!(f, "#{handle}"),
-            Reply::Completed { handle, completion: Completion::Ok(v) } => write!(f, "#{handle} ok {v}"),
-            Reply::Completed { handle, completion: Completion::Err(e) } => write!(f, "#{handle} err {e}"),
+            Reply::Completed {
+                handle,
+                completion: Completion::Ok(v),
+            } => write!(f, "#{handle} ok {v}"),
+            Reply::Completed {
+                handle,
+                completion: Completion::Err(e),
+            } => write!(f, "#{handle} err {e}"),
             Reply::Bool { value } => write!(f, "{value}"),
             Reply::Unit => write!(f, "-"),
         }

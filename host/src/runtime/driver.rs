@@ -53,17 +53,28 @@ impl Runtime {
     /// Drives a run to its end: replays its journal, then continues live.
     /// A run that already ended returns its outcome without executing.
     pub async fn drive(&self, run_id: &str) -> Result<RunOutcome, RunError> {
-        let meta = self.inner.store.run(run_id)?.ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
+        let meta = self
+            .inner
+            .store
+            .run(run_id)?
+            .ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
         match meta.status {
             RunStatus::Completed => {
-                return Ok(RunOutcome::Completed { result: meta.result.unwrap_or_else(|| "null".into()) })
+                return Ok(RunOutcome::Completed {
+                    result: meta.result.unwrap_or_else(|| "null".into()),
+                })
             }
             RunStatus::Failed => {
-                let failure = meta.failure.unwrap_or_else(|| Failure::new("failed", "the run failed"));
+                let failure = meta
+                    .failure
+                    .unwrap_or_else(|| Failure::new("failed", "the run failed"));
                 let journal = self.inner.store.journal(run_id)?;
                 return match journal.last().map(|r| &r.entry) {
                     Some(Entry::Failed { .. }) => Ok(RunOutcome::Failed { failure }),
-                    _ => Err(RunError::Trapped { run_id: meta.id, failure }),
+                    _ => Err(RunError::Trapped {
+                        run_id: meta.id,
+                        failure,
+                    }),
                 };
             }
             RunStatus::Diverged => {
@@ -72,13 +83,28 @@ impl Runtime {
                     .as_ref()
                     .and_then(|f| f.details.as_deref())
                     .and_then(|d| serde_json::from_str::<DivergenceDetails>(d).ok())
-                    .map(|d| Divergence { seq: d.seq, expected: d.expected, actual: d.actual })
-                    .unwrap_or_else(|| Divergence { seq: 0, expected: "?".into(), actual: "?".into() });
-                return Err(RunError::Diverged { run_id: meta.id, divergence });
+                    .map(|d| Divergence {
+                        seq: d.seq,
+                        expected: d.expected,
+                        actual: d.actual,
+                    })
+                    .unwrap_or_else(|| Divergence {
+                        seq: 0,
+                        expected: "?".into(),
+                        actual: "?".into(),
+                    });
+                return Err(RunError::Diverged {
+                    run_id: meta.id,
+                    divergence,
+                });
             }
             RunStatus::Running => {}
         }
-        let component = self.inner.components.load_stored(&meta.component_sha256).await?;
+        let component = self
+            .inner
+            .components
+            .load_stored(&meta.component_sha256)
+            .await?;
         match self.execute(meta, component, Mode::Live).await? {
             Executed::Outcome(outcome) => Ok(outcome),
             Executed::ReachedEnd => unreachable!("live runs do not stop at the end of the journal"),
@@ -88,23 +114,53 @@ impl Runtime {
     /// Re-executes a run from its journal in a scratch sandbox, with its own
     /// component or `with`, writing nothing and starting nothing. Succeeds
     /// when every journaled call is reproduced.
-    pub async fn replay(&self, run_id: &str, with: Option<LoadedComponent>) -> Result<ReplayReport, RunError> {
-        let meta = self.inner.store.run(run_id)?.ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
+    pub async fn replay(
+        &self,
+        run_id: &str,
+        with: Option<LoadedComponent>,
+    ) -> Result<ReplayReport, RunError> {
+        let meta = self
+            .inner
+            .store
+            .run(run_id)?
+            .ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
         let component = match with {
             Some(c) => c,
-            None => self.inner.components.load_stored(&meta.component_sha256).await?,
+            None => {
+                self.inner
+                    .components
+                    .load_stored(&meta.component_sha256)
+                    .await?
+            }
         };
-        let entries = self.inner.store.journal(run_id)?.iter().filter(|r| r.seq > 0).count() as u64;
+        let entries = self
+            .inner
+            .store
+            .journal(run_id)?
+            .iter()
+            .filter(|r| r.seq > 0)
+            .count() as u64;
         let finished = match self.execute(meta, component, Mode::Check).await? {
             Executed::Outcome(_) => true,
             Executed::ReachedEnd => false,
         };
-        Ok(ReplayReport { run_id: run_id.to_owned(), entries, finished })
+        Ok(ReplayReport {
+            run_id: run_id.to_owned(),
+            entries,
+            finished,
+        })
     }
 
-    async fn execute(&self, meta: RunMeta, component: LoadedComponent, mode: Mode) -> Result<Executed, RunError> {
+    async fn execute(
+        &self,
+        meta: RunMeta,
+        component: LoadedComponent,
+        mode: Mode,
+    ) -> Result<Executed, RunError> {
         let span = tracing::info_span!("run", run_id = %meta.id, workflow = %meta.workflow, ?mode);
-        self.execute_inner(meta, component, mode).instrument(span).await
+        self.execute_inner(meta, component, mode)
+            .instrument(span)
+            .await
     }
 
     async fn execute_inner(
@@ -115,14 +171,22 @@ impl Runtime {
     ) -> Result<Executed, RunError> {
         let run_id = meta.id.clone();
         let records = self.inner.store.journal(&run_id)?;
-        let Some(Record { at_ms: start_ms, entry: Entry::Started { seed, input, .. }, .. }) = records.first().cloned()
+        let Some(Record {
+            at_ms: start_ms,
+            entry: Entry::Started { seed, input, .. },
+            ..
+        }) = records.first().cloned()
         else {
             return Err(RunError::NoStartEntry(run_id));
         };
-        let seed = u128::from_str_radix(&seed, 16).map_err(|_| RunError::NoStartEntry(run_id.clone()))?;
+        let seed =
+            u128::from_str_radix(&seed, 16).map_err(|_| RunError::NoStartEntry(run_id.clone()))?;
         let pre = self
             .prepare(&component)
-            .map_err(|e| RunError::Instantiate { run_id: run_id.clone(), reason: e.to_string() })?;
+            .map_err(|e| RunError::Instantiate {
+                run_id: run_id.clone(),
+                reason: e.to_string(),
+            })?;
         let sandbox = &self.inner.sandbox;
         let state = WorkflowState::new(StateParts {
             meta,
@@ -156,13 +220,26 @@ impl Runtime {
         let outcome = match result {
             Ok(Ok(json)) => {
                 if let Err(e) = serde_json::from_str::<serde_json::Value>(&json) {
-                    let failure = Failure::new("contract-violation", format!("the workflow returned invalid JSON: {e}"));
-                    return self.fail(store.into_data(), mode, RunError::Contract { run_id, failure }).await;
+                    let failure = Failure::new(
+                        "contract-violation",
+                        format!("the workflow returned invalid JSON: {e}"),
+                    );
+                    return self
+                        .fail(
+                            store.into_data(),
+                            mode,
+                            RunError::Contract { run_id, failure },
+                        )
+                        .await;
                 }
                 Entry::Completed { result: json }
             }
             Ok(Err(f)) => Entry::Failed {
-                failure: Failure { kind: f.kind, message: f.message, details: f.details },
+                failure: Failure {
+                    kind: f.kind,
+                    message: f.message,
+                    details: f.details,
+                },
             },
             Err(e) => return self.stopped(store.into_data(), mode, e).await,
         };
@@ -170,13 +247,22 @@ impl Runtime {
     }
 
     /// The workflow returned: check it against the journal, then record it.
-    async fn finish(&self, mut state: WorkflowState, mode: Mode, outcome: Entry) -> Result<Executed, RunError> {
+    async fn finish(
+        &self,
+        mut state: WorkflowState,
+        mode: Mode,
+        outcome: Entry,
+    ) -> Result<Executed, RunError> {
         if let Err(divergence) = state.cursor().finish(&outcome) {
             return self.diverged(state, mode, divergence).await;
         }
         let run_outcome = match &outcome {
-            Entry::Completed { result } => RunOutcome::Completed { result: result.clone() },
-            Entry::Failed { failure } => RunOutcome::Failed { failure: failure.clone() },
+            Entry::Completed { result } => RunOutcome::Completed {
+                result: result.clone(),
+            },
+            Entry::Failed { failure } => RunOutcome::Failed {
+                failure: failure.clone(),
+            },
             _ => unreachable!("finish takes an end entry"),
         };
         if mode == Mode::Check || state.cursor().terminal().is_some() {
@@ -204,7 +290,12 @@ impl Runtime {
     }
 
     /// The guest stopped with an error: a divergence, a host stop, or a trap.
-    async fn stopped(&self, mut state: WorkflowState, mode: Mode, error: wasmtime::Error) -> Result<Executed, RunError> {
+    async fn stopped(
+        &self,
+        mut state: WorkflowState,
+        mode: Mode,
+        error: wasmtime::Error,
+    ) -> Result<Executed, RunError> {
         if let Some(divergence) = state.divergence.take() {
             return self.diverged(state, mode, divergence).await;
         }
@@ -219,12 +310,16 @@ impl Runtime {
         }
         let failure = self.classify(&state, &error);
         let run_id = state.run_id().to_owned();
-        self.fail(state, mode, RunError::Trapped { run_id, failure }).await
+        self.fail(state, mode, RunError::Trapped { run_id, failure })
+            .await
     }
 
     fn classify(&self, state: &WorkflowState, error: &wasmtime::Error) -> Failure {
         let limits = self.inner.sandbox.limits();
-        let backtrace = error.downcast_ref::<WasmBacktrace>().map(|b| format!("\n{b}")).unwrap_or_default();
+        let backtrace = error
+            .downcast_ref::<WasmBacktrace>()
+            .map(short_backtrace)
+            .unwrap_or_default();
         if state.runaway {
             Failure::new(
                 "runaway",
@@ -236,12 +331,23 @@ impl Runtime {
         } else if state.limits.memory_denied {
             Failure::new(
                 "out-of-memory",
-                format!("the workflow tried to use more than its memory limit of {} MiB{backtrace}", limits.max_memory_bytes >> 20),
+                format!(
+                    "the workflow tried to use more than its memory limit of {} MiB{backtrace}",
+                    limits.max_memory_bytes >> 20
+                ),
             )
         } else if let Some(Trap::StackOverflow) = error.downcast_ref::<Trap>() {
             Failure::new(
                 "stack-overflow",
-                format!("the workflow overflowed its {} KiB stack (unbounded recursion?){backtrace}", limits.max_wasm_stack >> 10),
+                format!(
+                    "the workflow overflowed its {} KiB stack (unbounded recursion?){backtrace}",
+                    limits.max_wasm_stack >> 10
+                ),
+            )
+        } else if let Some(Trap::MemoryOutOfBounds) = error.downcast_ref::<Trap>() {
+            Failure::new(
+                "trap",
+                format!("the workflow trapped: out-of-bounds memory access (Rust and C guests also end this way when deep recursion overflows their stack in linear memory){backtrace}"),
             )
         } else if let Some(trap) = error.downcast_ref::<Trap>() {
             Failure::new("trap", format!("the workflow trapped: {trap} (a panic in Rust code ends this way; see the run's log){backtrace}"))
@@ -252,9 +358,16 @@ impl Runtime {
 
     /// Marks a live run failed (not journaled: traps are terminal for this
     /// attempt, never events replay must reproduce).
-    async fn fail(&self, state: WorkflowState, mode: Mode, error: RunError) -> Result<Executed, RunError> {
+    async fn fail(
+        &self,
+        state: WorkflowState,
+        mode: Mode,
+        error: RunError,
+    ) -> Result<Executed, RunError> {
         let failure = match &error {
-            RunError::Trapped { failure, .. } | RunError::Contract { failure, .. } => failure.clone(),
+            RunError::Trapped { failure, .. } | RunError::Contract { failure, .. } => {
+                failure.clone()
+            }
             other => Failure::new("error", other.to_string()),
         };
         tracing::warn!(run_id = %state.run_id(), kind = %failure.kind, "run failed: {}", failure.message);
@@ -269,7 +382,12 @@ impl Runtime {
     }
 
     /// Parks a live run as diverged; nothing is added to its journal.
-    async fn diverged(&self, state: WorkflowState, mode: Mode, divergence: Divergence) -> Result<Executed, RunError> {
+    async fn diverged(
+        &self,
+        state: WorkflowState,
+        mode: Mode,
+        divergence: Divergence,
+    ) -> Result<Executed, RunError> {
         let run_id = state.run_id().to_owned();
         if mode == Mode::Live {
             let mut meta = state.meta.clone();
@@ -289,6 +407,17 @@ impl Runtime {
         }
         Err(RunError::Diverged { run_id, divergence })
     }
+}
+
+/// The first frames of a guest backtrace: enough to find the spot, short
+/// enough for a status line.
+fn short_backtrace(backtrace: &WasmBacktrace) -> String {
+    let text = backtrace.to_string();
+    let mut lines: Vec<&str> = text.lines().take(12).collect();
+    if text.lines().count() > lines.len() {
+        lines.push("    ...");
+    }
+    format!("\n{}", lines.join("\n"))
 }
 
 #[derive(Serialize, serde::Deserialize)]

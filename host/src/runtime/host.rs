@@ -11,7 +11,8 @@
 use super::errors::RunError;
 use crate::activity::{split_name, ActivityRunner, ActivityTask};
 use crate::journal::{
-    ActivityOptions, Completion, Divergence, Entry, Failure, HostCall, JournalCursor, Record, Reply, RetryPolicy, Step,
+    ActivityOptions, Completion, Divergence, Entry, Failure, HostCall, JournalCursor, Record,
+    Reply, RetryPolicy, Step,
 };
 use crate::sandbox::bindings::workflow::cairn::workflow::{runtime, types};
 use crate::sandbox::{GuestLimits, WorkflowClock};
@@ -51,8 +52,14 @@ pub(crate) struct Event {
 
 #[derive(Debug, Clone)]
 enum Operation {
-    Activity { name: String, input: String, options: ActivityOptions },
-    Timer { due_ms: u64 },
+    Activity {
+        name: String,
+        input: String,
+        options: ActivityOptions,
+    },
+    Timer {
+        due_ms: u64,
+    },
     Signal,
 }
 
@@ -62,7 +69,11 @@ enum HandleState {
     Pending { task: Option<AbortHandle> },
     /// Complete and not consumed yet. `stored` says the completion is in
     /// the completions table (so consuming it must delete the row).
-    Ready { completion: Completion, arrival: u64, stored: bool },
+    Ready {
+        completion: Completion,
+        arrival: u64,
+        stored: bool,
+    },
     /// Consumed by an await; awaiting again returns the same completion.
     Consumed(Completion),
 }
@@ -114,7 +125,10 @@ pub struct WorkflowState {
 
 impl WasiView for WorkflowState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -136,7 +150,16 @@ pub(crate) struct StateParts {
 
 impl WorkflowState {
     pub(crate) fn new(parts: StateParts) -> Self {
-        let StateParts { meta, mode, records, seed, start_ms, limits, store, activities } = parts;
+        let StateParts {
+            meta,
+            mode,
+            records,
+            seed,
+            start_ms,
+            limits,
+            store,
+            activities,
+        } = parts;
         let clock = WorkflowClock::new(start_ms);
         let replaying = Arc::new(AtomicBool::new(true));
         let cursor = JournalCursor::new(records);
@@ -186,10 +209,17 @@ impl WorkflowState {
     pub(crate) fn append(&mut self, entry: Entry) -> Record {
         let at_ms = super::now_ms().max(self.clock.now_ms());
         self.clock.set(at_ms);
-        let record = Record { seq: self.next_seq, at_ms, entry };
+        let record = Record {
+            seq: self.next_seq,
+            at_ms,
+            entry,
+        };
         self.next_seq += 1;
         if self.mode == Mode::Live {
-            self.pending.push(Write::Append { run_id: self.meta.id.clone(), record: record.clone() });
+            self.pending.push(Write::Append {
+                run_id: self.meta.id.clone(),
+                record: record.clone(),
+            });
         }
         record
     }
@@ -207,7 +237,10 @@ impl WorkflowState {
 
     fn contract(&mut self, message: String) -> wasmtime::Error {
         let run_id = self.meta.id.clone();
-        self.stop_with(RunError::Contract { run_id, failure: Failure::new("contract-violation", message) })
+        self.stop_with(RunError::Contract {
+            run_id,
+            failure: Failure::new("contract-violation", message),
+        })
     }
 
     /// Replays `call` or reports that it is live. Live in check mode stops.
@@ -245,14 +278,28 @@ impl WorkflowState {
             Ok(rows) => rows,
             Err(e) => return Err(self.stop_with(e.into())),
         };
-        for (handle, StoredCompletion { completion, arrival }) in stored {
+        for (
+            handle,
+            StoredCompletion {
+                completion,
+                arrival,
+            },
+        ) in stored
+        {
             self.next_arrival = self.next_arrival.max(arrival + 1);
             match self.handles.get_mut(&handle) {
                 Some(h) if matches!(h.state, HandleState::Pending { .. }) => {
-                    h.state = HandleState::Ready { completion, arrival, stored: true };
+                    h.state = HandleState::Ready {
+                        completion,
+                        arrival,
+                        stored: true,
+                    };
                 }
                 // Consumed or cancelled before the crash: a stale row.
-                _ => self.pending.push(Write::DeleteCompletion { run_id: self.meta.id.clone(), handle }),
+                _ => self.pending.push(Write::DeleteCompletion {
+                    run_id: self.meta.id.clone(),
+                    handle,
+                }),
             }
         }
         let to_start: Vec<u32> = self
@@ -269,11 +316,19 @@ impl WorkflowState {
 
     /// Starts the in-process work behind a pending handle.
     fn start_work(&mut self, handle: u32) -> wasmtime::Result<()> {
-        let Some(h) = self.handles.get(&handle) else { return Ok(()) };
+        let Some(h) = self.handles.get(&handle) else {
+            return Ok(());
+        };
         let tx = self.events_tx.clone();
         let task = match h.operation.clone() {
-            Operation::Activity { name, input, options } => {
-                let component = split_name(&name).map(|(c, _)| c.to_owned()).unwrap_or_default();
+            Operation::Activity {
+                name,
+                input,
+                options,
+            } => {
+                let component = split_name(&name)
+                    .map(|(c, _)| c.to_owned())
+                    .unwrap_or_default();
                 if !component.is_empty() && !self.activities.has(&component) {
                     let error = RunError::UnknownActivity {
                         run_id: self.meta.id.clone(),
@@ -284,7 +339,13 @@ impl WorkflowState {
                     return Err(self.stop_with(error));
                 }
                 let runner = self.activities.clone();
-                let task = ActivityTask { run_id: self.meta.id.clone(), handle, name, input, options };
+                let task = ActivityTask {
+                    run_id: self.meta.id.clone(),
+                    handle,
+                    name,
+                    input,
+                    options,
+                };
                 tokio::spawn(async move {
                     let completion = runner.execute(task).await;
                     let _ = tx.send(Event { handle, completion });
@@ -293,29 +354,50 @@ impl WorkflowState {
             Operation::Timer { due_ms } => tokio::spawn(async move {
                 let delay = due_ms.saturating_sub(super::now_ms());
                 tokio::time::sleep(Duration::from_millis(delay)).await;
-                let _ = tx.send(Event { handle, completion: Completion::Ok("null".into()) });
+                let _ = tx.send(Event {
+                    handle,
+                    completion: Completion::Ok("null".into()),
+                });
             }),
             Operation::Signal => return Ok(()),
         };
         if let Some(h) = self.handles.get_mut(&handle) {
-            h.state = HandleState::Pending { task: Some(task.abort_handle()) };
+            h.state = HandleState::Pending {
+                task: Some(task.abort_handle()),
+            };
         }
         Ok(())
     }
 
-    fn new_handle(&mut self, reply: Option<Reply>, call: HostCall, operation: Operation) -> wasmtime::Result<u32> {
+    fn new_handle(
+        &mut self,
+        reply: Option<Reply>,
+        call: HostCall,
+        operation: Operation,
+    ) -> wasmtime::Result<u32> {
         let handle = match reply {
             Some(Reply::Handle { handle }) => handle,
             Some(other) => return Err(self.contract(format!("journal replied {other} to {call}"))),
             None => {
                 let Ok(handle) = u32::try_from(self.next_seq) else {
-                    return Err(self.contract("the journal is too long for more handles; use continue-as-new".into()));
+                    return Err(self.contract(
+                        "the journal is too long for more handles; use continue-as-new".into(),
+                    ));
                 };
-                self.append(Entry::Call { call, reply: Reply::Handle { handle } });
+                self.append(Entry::Call {
+                    call,
+                    reply: Reply::Handle { handle },
+                });
                 handle
             }
         };
-        self.handles.insert(handle, Handle { operation, state: HandleState::Pending { task: None } });
+        self.handles.insert(
+            handle,
+            Handle {
+                operation,
+                state: HandleState::Pending { task: None },
+            },
+        );
         Ok(handle)
     }
 
@@ -333,7 +415,8 @@ impl WorkflowState {
 
     fn is_inflight_activity(&self, handle: u32) -> bool {
         self.handles.get(&handle).is_some_and(|h| {
-            matches!(h.operation, Operation::Activity { .. }) && matches!(h.state, HandleState::Pending { task: Some(_) })
+            matches!(h.operation, Operation::Activity { .. })
+                && matches!(h.state, HandleState::Pending { task: Some(_) })
         })
     }
 
@@ -341,31 +424,54 @@ impl WorkflowState {
     async fn wait_for(&mut self, wanted: &[u32]) -> wasmtime::Result<(u32, Completion, Source)> {
         loop {
             if let Some(handle) = self.pick_ready(wanted) {
-                let Some(h) = self.handles.get_mut(&handle) else { unreachable!("picked from handles") };
-                if let HandleState::Ready { completion, stored, .. } = &h.state {
-                    return Ok((handle, completion.clone(), Source::Known { stored: *stored }));
+                let Some(h) = self.handles.get_mut(&handle) else {
+                    unreachable!("picked from handles")
+                };
+                if let HandleState::Ready {
+                    completion, stored, ..
+                } = &h.state
+                {
+                    return Ok((
+                        handle,
+                        completion.clone(),
+                        Source::Known { stored: *stored },
+                    ));
                 }
             }
-            if let Some(done) = wanted.iter().find_map(|h| match self.handles.get(h).map(|h| &h.state) {
-                Some(HandleState::Consumed(c)) => Some((*h, c.clone())),
-                _ => None,
-            }) {
+            if let Some(done) =
+                wanted
+                    .iter()
+                    .find_map(|h| match self.handles.get(h).map(|h| &h.state) {
+                        Some(HandleState::Consumed(c)) => Some((*h, c.clone())),
+                        _ => None,
+                    })
+            {
                 return Ok((done.0, done.1, Source::Known { stored: false }));
             }
             let event = self.next_event(wanted).await;
             let Some(Event { handle, completion }) = event else {
                 return Err(self.contract("the run's mailbox closed".into()));
             };
-            let Some(h) = self.handles.get(&handle) else { continue };
+            let Some(h) = self.handles.get(&handle) else {
+                continue;
+            };
             if !matches!(h.state, HandleState::Pending { .. }) {
                 continue; // cancelled meanwhile
             }
             if let Operation::Timer { due_ms } = h.operation {
-                self.pending.push(Write::DeleteTimer { due_ms, run_id: self.meta.id.clone(), handle });
+                self.pending.push(Write::DeleteTimer {
+                    due_ms,
+                    run_id: self.meta.id.clone(),
+                    handle,
+                });
             }
             if wanted.contains(&handle) {
                 if let Some(h) = self.handles.get_mut(&handle) {
-                    h.state = HandleState::Ready { completion: completion.clone(), arrival: 0, stored: false };
+                    h.state = HandleState::Ready {
+                        completion: completion.clone(),
+                        arrival: 0,
+                        stored: false,
+                    };
                 }
                 return Ok((handle, completion, Source::Fresh));
             }
@@ -376,13 +482,20 @@ impl WorkflowState {
             batch.push(Write::PutCompletion {
                 run_id: self.meta.id.clone(),
                 handle,
-                completion: StoredCompletion { completion: completion.clone(), arrival },
+                completion: StoredCompletion {
+                    completion: completion.clone(),
+                    arrival,
+                },
             });
             if let Err(e) = self.store.commit(batch).await {
                 return Err(self.stop_with(e.into()));
             }
             if let Some(h) = self.handles.get_mut(&handle) {
-                h.state = HandleState::Ready { completion, arrival, stored: true };
+                h.state = HandleState::Ready {
+                    completion,
+                    arrival,
+                    stored: true,
+                };
             }
         }
     }
@@ -392,7 +505,8 @@ impl WorkflowState {
             // Hold buffered entries briefly when an in-process activity may
             // finish soon: they then share its commit.
             if wanted.iter().any(|h| self.is_inflight_activity(*h)) {
-                if let Ok(event) = tokio::time::timeout(COMMIT_WINDOW, self.events_rx.recv()).await {
+                if let Ok(event) = tokio::time::timeout(COMMIT_WINDOW, self.events_rx.recv()).await
+                {
                     return event;
                 }
             }
@@ -403,15 +517,25 @@ impl WorkflowState {
     }
 
     /// Journals the consumption of `handle` and returns its completion.
-    async fn consume(&mut self, call: HostCall, wanted: &[u32]) -> wasmtime::Result<(u32, Completion)> {
+    async fn consume(
+        &mut self,
+        call: HostCall,
+        wanted: &[u32],
+    ) -> wasmtime::Result<(u32, Completion)> {
         let (handle, completion, source) = self.wait_for(wanted).await?;
         self.append(Entry::Call {
             call,
-            reply: Reply::Completed { handle, completion: completion.clone() },
+            reply: Reply::Completed {
+                handle,
+                completion: completion.clone(),
+            },
         });
         match source {
             Source::Known { stored: true } => {
-                self.pending.push(Write::DeleteCompletion { run_id: self.meta.id.clone(), handle });
+                self.pending.push(Write::DeleteCompletion {
+                    run_id: self.meta.id.clone(),
+                    handle,
+                });
             }
             Source::Known { stored: false } => {}
             Source::Fresh => {
@@ -438,7 +562,9 @@ impl WorkflowState {
             return Err(self.contract("await-any was called with no handles".into()));
         }
         if let Some(unknown) = handles.iter().find(|h| !self.handles.contains_key(h)) {
-            return Err(self.contract(format!("awaited handle #{unknown}, which this run never created")));
+            return Err(self.contract(format!(
+                "awaited handle #{unknown}, which this run never created"
+            )));
         }
         Ok(())
     }
@@ -464,7 +590,11 @@ impl Drop for WorkflowState {
 fn to_wit(completion: Completion) -> types::Completion {
     match completion {
         Completion::Ok(json) => types::Completion::Ok(json),
-        Completion::Err(f) => types::Completion::Err(types::Failure { kind: f.kind, message: f.message, details: f.details }),
+        Completion::Err(f) => types::Completion::Err(types::Failure {
+            kind: f.kind,
+            message: f.message,
+            details: f.details,
+        }),
     }
 }
 
@@ -504,10 +634,22 @@ impl runtime::Host for WorkflowState {
     ) -> wasmtime::Result<u32> {
         self.check_json("the activity input", &input)?;
         let options = from_wit_options(options);
-        let call = HostCall::ScheduleActivity { name: name.clone(), input: input.clone(), options: options.clone() };
+        let call = HostCall::ScheduleActivity {
+            name: name.clone(),
+            input: input.clone(),
+            options: options.clone(),
+        };
         let reply = self.step(&call)?;
         let live = reply.is_none();
-        let handle = self.new_handle(reply, call, Operation::Activity { name, input, options })?;
+        let handle = self.new_handle(
+            reply,
+            call,
+            Operation::Activity {
+                name,
+                input,
+                options,
+            },
+        )?;
         if live {
             // In-process activities may start before their entry commits:
             // the idempotency key is the same on replay (DESIGN.md).
@@ -529,7 +671,11 @@ impl runtime::Host for WorkflowState {
             h.operation = Operation::Timer { due_ms };
         }
         if live {
-            self.pending.push(Write::PutTimer { due_ms, run_id: self.meta.id.clone(), handle });
+            self.pending.push(Write::PutTimer {
+                due_ms,
+                run_id: self.meta.id.clone(),
+                handle,
+            });
             self.start_work(handle)?;
         }
         Ok(handle)
@@ -537,7 +683,10 @@ impl runtime::Host for WorkflowState {
 
     async fn start_child(&mut self, _workflow: String, _input: String) -> wasmtime::Result<u32> {
         let run_id = self.meta.id.clone();
-        Err(self.stop_with(RunError::Unsupported { run_id, call: "start-child" }))
+        Err(self.stop_with(RunError::Unsupported {
+            run_id,
+            call: "start-child",
+        }))
     }
 
     async fn wait_signal(&mut self, name: String) -> wasmtime::Result<u32> {
@@ -561,7 +710,9 @@ impl runtime::Host for WorkflowState {
 
     async fn await_any(&mut self, handles: Vec<u32>) -> wasmtime::Result<(u32, types::Completion)> {
         self.check_handles(&handles)?;
-        let call = HostCall::AwaitAny { handles: handles.clone() };
+        let call = HostCall::AwaitAny {
+            handles: handles.clone(),
+        };
         match self.step(&call)? {
             Some(Reply::Completed { handle, completion }) if handles.contains(&handle) => {
                 self.mark_consumed(handle, &completion);
@@ -580,10 +731,15 @@ impl runtime::Host for WorkflowState {
         let call = HostCall::Cancel { handle: h };
         let live = self.step(&call)?.is_none();
         if live {
-            self.append(Entry::Call { call, reply: Reply::Unit });
+            self.append(Entry::Call {
+                call,
+                reply: Reply::Unit,
+            });
         }
         let run_id = self.meta.id.clone();
-        let Some(handle) = self.handles.get_mut(&h) else { return Ok(()) };
+        let Some(handle) = self.handles.get_mut(&h) else {
+            return Ok(());
+        };
         match &handle.state {
             HandleState::Consumed(_) => return Ok(()),
             HandleState::Pending { task } => {
@@ -591,19 +747,28 @@ impl runtime::Host for WorkflowState {
                     task.abort();
                 }
                 if let (true, Operation::Timer { due_ms }) = (live, &handle.operation) {
-                    self.pending.push(Write::DeleteTimer { due_ms: *due_ms, run_id, handle: h });
+                    self.pending.push(Write::DeleteTimer {
+                        due_ms: *due_ms,
+                        run_id,
+                        handle: h,
+                    });
                 }
             }
             HandleState::Ready { stored, .. } => {
                 if live && *stored {
-                    self.pending.push(Write::DeleteCompletion { run_id, handle: h });
+                    self.pending
+                        .push(Write::DeleteCompletion { run_id, handle: h });
                 }
             }
         }
         if let Some(handle) = self.handles.get_mut(&h) {
             // Arrival 0: a cancelled handle is "complete" before anything
             // that arrives from outside, on every replay alike.
-            handle.state = HandleState::Ready { completion: Completion::Err(Failure::cancelled()), arrival: 0, stored: false };
+            handle.state = HandleState::Ready {
+                completion: Completion::Err(Failure::cancelled()),
+                arrival: 0,
+                stored: false,
+            };
         }
         Ok(())
     }
@@ -619,7 +784,10 @@ impl runtime::Host for WorkflowState {
             }
             None => {
                 self.go_live()?;
-                self.append(Entry::Call { call: HostCall::Patched { change_id }, reply: Reply::Bool { value: true } });
+                self.append(Entry::Call {
+                    call: HostCall::Patched { change_id },
+                    reply: Reply::Bool { value: true },
+                });
                 Ok(true)
             }
         }
@@ -627,9 +795,14 @@ impl runtime::Host for WorkflowState {
 
     async fn set_custom_status(&mut self, status: String) -> wasmtime::Result<()> {
         self.check_json("the custom status", &status)?;
-        let call = HostCall::SetCustomStatus { status: status.clone() };
+        let call = HostCall::SetCustomStatus {
+            status: status.clone(),
+        };
         if self.step(&call)?.is_none() {
-            self.append(Entry::Call { call, reply: Reply::Unit });
+            self.append(Entry::Call {
+                call,
+                reply: Reply::Unit,
+            });
             self.meta.custom_status = Some(status);
             self.meta.updated_ms = super::now_ms();
             self.pending.push(Write::PutRun(self.meta.clone()));
@@ -641,7 +814,10 @@ impl runtime::Host for WorkflowState {
 
     async fn continue_as_new(&mut self, _input: String) -> wasmtime::Result<()> {
         let run_id = self.meta.id.clone();
-        Err(self.stop_with(RunError::Unsupported { run_id, call: "continue-as-new" }))
+        Err(self.stop_with(RunError::Unsupported {
+            run_id,
+            call: "continue-as-new",
+        }))
     }
 
     async fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {
@@ -651,11 +827,21 @@ impl runtime::Host for WorkflowState {
         let run_id = self.meta.id.as_str();
         let seq = self.next_seq;
         match level {
-            types::LogLevel::Trace => tracing::trace!(target: "cairn::guest", run_id, seq, "{message}"),
-            types::LogLevel::Debug => tracing::debug!(target: "cairn::guest", run_id, seq, "{message}"),
-            types::LogLevel::Info => tracing::info!(target: "cairn::guest", run_id, seq, "{message}"),
-            types::LogLevel::Warn => tracing::warn!(target: "cairn::guest", run_id, seq, "{message}"),
-            types::LogLevel::Error => tracing::error!(target: "cairn::guest", run_id, seq, "{message}"),
+            types::LogLevel::Trace => {
+                tracing::trace!(target: "cairn::guest", run_id, seq, "{message}")
+            }
+            types::LogLevel::Debug => {
+                tracing::debug!(target: "cairn::guest", run_id, seq, "{message}")
+            }
+            types::LogLevel::Info => {
+                tracing::info!(target: "cairn::guest", run_id, seq, "{message}")
+            }
+            types::LogLevel::Warn => {
+                tracing::warn!(target: "cairn::guest", run_id, seq, "{message}")
+            }
+            types::LogLevel::Error => {
+                tracing::error!(target: "cairn::guest", run_id, seq, "{message}")
+            }
         }
         Ok(())
     }

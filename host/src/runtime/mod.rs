@@ -58,7 +58,10 @@ impl Runtime {
         let sandbox = Sandbox::new(limits)?;
         let mut linker = Linker::new(sandbox.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        crate::sandbox::bindings::workflow::Workflow::add_to_linker::<_, HasSelf<WorkflowState>>(&mut linker, |s| s)?;
+        crate::sandbox::bindings::workflow::Workflow::add_to_linker::<_, HasSelf<WorkflowState>>(
+            &mut linker,
+            |s| s,
+        )?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 components: ComponentCache::new(sandbox.clone(), store.clone()),
@@ -93,13 +96,27 @@ impl Runtime {
 
     /// Checks that `component` fits the workflow world and prepares it for
     /// fast instantiation.
-    pub fn prepare(&self, component: &LoadedComponent) -> Result<WorkflowPre<WorkflowState>, StartError> {
-        let mut prepared = self.inner.prepared.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn prepare(
+        &self,
+        component: &LoadedComponent,
+    ) -> Result<WorkflowPre<WorkflowState>, StartError> {
+        let mut prepared = self
+            .inner
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(pre) = prepared.get(&component.sha256) {
             return Ok(pre.clone());
         }
-        let invalid = |e: wasmtime::Error| StartError::NotAWorkflow { sha256: component.sha256.clone(), reason: format!("{e:#}") };
-        let pre = self.inner.linker.instantiate_pre(&component.component).map_err(invalid)?;
+        let invalid = |e: wasmtime::Error| StartError::NotAWorkflow {
+            sha256: component.sha256.clone(),
+            reason: format!("{e:#}"),
+        };
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component.component)
+            .map_err(invalid)?;
         let pre = WorkflowPre::new(pre).map_err(invalid)?;
         prepared.insert(component.sha256.clone(), pre.clone());
         Ok(pre)
@@ -109,7 +126,8 @@ impl Runtime {
     /// id that exists returns the existing run (idempotent) when it is the
     /// same workflow, and an error otherwise.
     pub async fn start(&self, req: StartRequest) -> Result<RunMeta, StartError> {
-        serde_json::from_str::<serde_json::Value>(&req.input).map_err(|e| StartError::InvalidInput(e.to_string()))?;
+        serde_json::from_str::<serde_json::Value>(&req.input)
+            .map_err(|e| StartError::InvalidInput(e.to_string()))?;
         self.prepare(&req.component)?;
         let run_id = match req.run_id {
             Some(id) => {
@@ -155,7 +173,13 @@ impl Runtime {
         };
         self.inner
             .store
-            .commit(vec![Write::PutRun(meta.clone()), Write::Append { run_id, record: start }])
+            .commit(vec![
+                Write::PutRun(meta.clone()),
+                Write::Append {
+                    run_id,
+                    record: start,
+                },
+            ])
             .await?;
         Ok(meta)
     }
@@ -185,13 +209,18 @@ fn new_run_id() -> String {
         .unwrap_or(0);
     let unique = format!("{nanos}:{}:{:p}", std::process::id(), &nanos);
     let digest = Sha256::digest(unique.as_bytes());
-    format!("run-{}", crate::sandbox::sha256_hex(&digest)[..16].to_owned())
+    format!(
+        "run-{}",
+        crate::sandbox::sha256_hex(&digest)[..16].to_owned()
+    )
 }
 
 fn validate_run_id(id: &str) -> Result<(), StartError> {
     let ok = !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
     if ok {
         Ok(())
     } else {

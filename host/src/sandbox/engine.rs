@@ -65,15 +65,29 @@ pub struct MemoryLimitExceeded {
 }
 
 impl ResourceLimiter for GuestLimits {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_memory_bytes {
             self.memory_denied = true;
-            return Err(MemoryLimitExceeded { desired, limit: self.max_memory_bytes }.into());
+            return Err(MemoryLimitExceeded {
+                desired,
+                limit: self.max_memory_bytes,
+            }
+            .into());
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -132,7 +146,11 @@ impl Sandbox {
                 }
             })
             .expect("spawning the epoch thread");
-        Ok(Sandbox { engine, limits, fingerprint })
+        Ok(Sandbox {
+            engine,
+            limits,
+            fingerprint,
+        })
     }
 
     /// The engine.

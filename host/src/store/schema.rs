@@ -9,7 +9,8 @@ pub(super) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs
 /// (run id, seq) → encoded journal record.
 pub(super) const JOURNAL: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("journal");
 /// (run id, handle) → [`StoredCompletion`] (JSON), until the run consumes it.
-pub(super) const COMPLETIONS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("completions");
+pub(super) const COMPLETIONS: TableDefinition<(&str, u32), &[u8]> =
+    TableDefinition::new("completions");
 /// (due ms, run id, handle) → (), one row per armed timer.
 pub(super) const TIMERS: TableDefinition<(u64, &str, u32), ()> = TableDefinition::new("timers");
 /// component sha256 → component bytes.

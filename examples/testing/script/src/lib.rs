@@ -19,7 +19,12 @@ fn start(ctx: &Context, step: &Value) -> Result<Pending<Value>, Failure> {
     let name = step
         .get("activity")
         .and_then(Value::as_str)
-        .ok_or_else(|| Failure::new("invalid-input", format!("step {step} has neither `activity` nor `sleep_ms`")))?;
+        .ok_or_else(|| {
+            Failure::new(
+                "invalid-input",
+                format!("step {step} has neither `activity` nor `sleep_ms`"),
+            )
+        })?;
     let num = |key: &str, default: u64| step.get(key).and_then(Value::as_u64).unwrap_or(default);
     let mut policy = RetryPolicy::default()
         .max_attempts(num("max_attempts", 3) as u32)
@@ -44,15 +49,26 @@ fn script(ctx: &Context, steps: Vec<Value>) -> Result<Value, Failure> {
     let mut results = Vec::new();
     for step in &steps {
         if let Some(racers) = step.get("race").and_then(Value::as_array) {
-            let pending = racers.iter().map(|r| start(ctx, r)).collect::<Result<Vec<_>, _>>()?;
-            let refs: Vec<&dyn cairn_sdk::Selectable> = pending.iter().map(|p| p as &dyn cairn_sdk::Selectable).collect();
+            let pending = racers
+                .iter()
+                .map(|r| start(ctx, r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let refs: Vec<&dyn cairn_sdk::Selectable> = pending
+                .iter()
+                .map(|p| p as &dyn cairn_sdk::Selectable)
+                .collect();
             let winner = ctx.select(&refs);
             for (i, p) in pending.iter().enumerate() {
                 if i != winner {
                     p.cancel();
                 }
             }
-            let losers: Vec<Value> = pending.iter().enumerate().filter(|(i, _)| *i != winner).map(|(_, p)| outcome(p.get())).collect();
+            let losers: Vec<Value> = pending
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != winner)
+                .map(|(_, p)| outcome(p.get()))
+                .collect();
             results.push(json!({ "winner": winner, "result": outcome(pending[winner].get()), "losers": losers }));
         } else {
             results.push(outcome(start(ctx, step)?.get()));

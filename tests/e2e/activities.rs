@@ -1,0 +1,106 @@
+//! Activities: retries with backoff, non-retryable failures, timeouts,
+//! idempotency keys, await-any and cancellation.
+
+use crate::support::*;
+use serde_json::{json as j, Value};
+
+/// Runs the `script` workflow with the `flaky` activities.
+fn script(id: &str, steps: Value) -> (Value, Vec<Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cairn()
+        .arg("run")
+        .arg(wasm("script"))
+        .args(activity_args(&["flaky"]))
+        .args(["--id", id, "--input", &steps.to_string(), "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let result = json(&expect_success(&output));
+    (result, journal(dir.path(), id))
+}
+
+#[test]
+fn an_activity_that_fails_twice_completes_on_attempt_3_with_backoff() {
+    let (result, journal) = script(
+        "retry",
+        j!([{ "activity": "flaky.fail-twice", "max_attempts": 5, "initial_interval_ms": 100 }]),
+    );
+    assert_eq!(result[0]["ok"]["attempt"], 3);
+    // Every attempt saw the same idempotency key: run id + handle.
+    assert_eq!(result[0]["ok"]["key"], "retry/1");
+    // Backoff: 100 ms, then 200 ms between the attempts.
+    let scheduled = journal[1]["at_ms"].as_u64().unwrap();
+    let completed = journal[2]["at_ms"].as_u64().unwrap();
+    assert!(
+        completed - scheduled >= 300,
+        "retried after {} ms",
+        completed - scheduled
+    );
+}
+
+#[test]
+fn a_non_retryable_failure_is_not_retried() {
+    let (result, _) = script(
+        "declined",
+        j!([{ "activity": "flaky.declined", "max_attempts": 5, "non_retryable": ["declined"] }]),
+    );
+    let err = &result[0]["err"];
+    assert_eq!(err["kind"], "declined");
+    assert_eq!(err["message"], "declined on attempt 1");
+}
+
+#[test]
+fn retries_stop_at_max_attempts() {
+    let (result, _) = script(
+        "exhausted",
+        j!([{ "activity": "flaky.declined", "max_attempts": 3, "initial_interval_ms": 10 }]),
+    );
+    assert_eq!(result[0]["err"]["message"], "declined on attempt 3");
+    assert_eq!(result[0]["err"]["details"]["attempts"], 3);
+}
+
+#[test]
+fn a_timed_out_attempt_counts_as_a_failure_and_is_retried() {
+    let (result, _) = script(
+        "slow",
+        j!([{ "activity": "flaky.slow", "input": { "ms": 5000 }, "timeout_ms": 200, "max_attempts": 2, "initial_interval_ms": 10 }]),
+    );
+    assert_eq!(result[0]["ok"]["attempt"], 2);
+
+    let (result, _) = script(
+        "slow-once",
+        j!([{ "activity": "flaky.slow", "input": { "ms": 5000 }, "timeout_ms": 200, "max_attempts": 1 }]),
+    );
+    assert_eq!(result[0]["err"]["kind"], "timeout");
+}
+
+#[test]
+fn await_any_takes_the_first_to_finish_and_cancel_stops_the_rest() {
+    let (result, journal) = script(
+        "race",
+        j!([{ "race": [
+            { "activity": "flaky.slow", "input": { "ms": 3000 }, "timeout_ms": 10000 },
+            { "sleep_ms": 50 }
+        ] }]),
+    );
+    assert_eq!(result[0]["winner"], 1);
+    assert_eq!(result[0]["result"], j!({ "ok": null }));
+    assert_eq!(result[0]["losers"][0]["err"]["kind"], "cancelled");
+    assert_eq!(
+        kinds(&journal),
+        [
+            "started",
+            "schedule-activity",
+            "start-timer",
+            "await-any",
+            "cancel",
+            "await",
+            "await",
+            "completed"
+        ]
+    );
+    // The slow activity was abandoned, not awaited: the run took far less than 3 s.
+    let took =
+        journal.last().unwrap()["at_ms"].as_u64().unwrap() - journal[0]["at_ms"].as_u64().unwrap();
+    assert!(took < 2500, "took {took} ms");
+}

@@ -1,0 +1,100 @@
+//! Hostile guests fail their own run with a clear error; the host and the
+//! next run are unharmed.
+
+use crate::support::*;
+use cairn_host::runtime::{RunError, RunOutcome, Runtime, StartRequest};
+use cairn_host::sandbox::Limits;
+use cairn_host::store::{RunStatus, Store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_guests_fail_only_their_own_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let limits = Limits {
+        max_memory_bytes: 64 << 20,
+        step_budget_ms: 300,
+        ..Limits::default()
+    };
+    let runtime = Runtime::new(store.clone(), limits).unwrap();
+    let load = |name: &str| {
+        let runtime = runtime.clone();
+        let (name, path) = (name.to_owned(), wasm(name));
+        async move {
+            runtime
+                .components()
+                .load_bytes(&name, std::fs::read(path).unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let hostile = load("hostile").await;
+    let hello = load("hello").await;
+
+    let cases = [
+        ("loop", "runaway", "without calling the host"),
+        ("memory", "out-of-memory", "memory limit of 64 MiB"),
+        ("recursion", "stack-overflow", "overflowed its"),
+        ("trap", "trap", "trapped"),
+    ];
+    for (mode, kind, message) in cases {
+        let meta = runtime
+            .start(StartRequest {
+                workflow: "hostile".into(),
+                component: hostile.clone(),
+                input: format!(r#"{{"mode":"{mode}"}}"#),
+                run_id: Some(format!("hostile-{mode}")),
+            })
+            .await
+            .unwrap();
+        match runtime.drive(&meta.id).await {
+            Err(RunError::Trapped { failure, .. }) => {
+                assert_eq!(failure.kind, kind, "{mode}: {failure}");
+                assert!(failure.message.contains(message), "{mode}: {failure}");
+            }
+            other => panic!("{mode}: expected a trapped run, got {other:?}"),
+        }
+        let meta = store.run(&meta.id).unwrap().unwrap();
+        assert_eq!(meta.status, RunStatus::Failed);
+        // Traps are not journaled: only the start entry is there.
+        assert_eq!(store.journal(&meta.id).unwrap().len(), 1);
+
+        // The same process still runs a healthy workflow to completion.
+        let ok = runtime
+            .start(StartRequest {
+                workflow: "hello".into(),
+                component: hello.clone(),
+                input: r#"{"name":"after"}"#.into(),
+                run_id: Some(format!("after-{mode}")),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            runtime.drive(&ok.id).await.unwrap(),
+            RunOutcome::Completed {
+                result: r#"{"greeting":"Hello, after!"}"#.into()
+            }
+        );
+    }
+}
+
+#[test]
+fn a_runaway_workflow_fails_with_a_clear_message_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cairn()
+        .arg("run")
+        .arg(wasm("hostile"))
+        .args([
+            "--input",
+            r#"{"mode":"loop"}"#,
+            "--step-budget-ms",
+            "200",
+            "--data",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report = json(stderr(&output).lines().last().unwrap());
+    assert_eq!(report["status"], "failed");
+    assert_eq!(report["failure"]["kind"], "runaway");
+}

@@ -1,0 +1,138 @@
+//! Shared helpers: build the guests once, run the binary, read journals.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_owned()
+}
+
+/// Builds every guest in examples/ once per test run (cargo makes it a
+/// no-op when they are up to date) and returns the release output folder.
+pub fn guests() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let examples = repo().join("examples");
+        let status = Command::new(env!("CARGO"))
+            .current_dir(&examples)
+            .args(["build", "--release", "--lib", "--examples", "--target-dir"])
+            .arg(examples.join("target"))
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("running cargo to build the guests");
+        assert!(status.success(), "building the example guests failed");
+        examples.join("target/wasm32-wasip2/release")
+    })
+}
+
+/// A guest component built from examples/ (`name` is the crate).
+pub fn wasm(name: &str) -> PathBuf {
+    guests().join(format!("{name}.wasm"))
+}
+
+/// A guest component built from a cargo example target (the steps variants).
+pub fn example_wasm(name: &str) -> PathBuf {
+    guests().join("examples").join(format!("{name}.wasm"))
+}
+
+pub fn cairn() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.env_remove("CAIRN_CRASH_AFTER_COMMITS")
+        .env("CAIRN_LOG", "warn");
+    cmd
+}
+
+pub fn activity_args(names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| format!("--activity={n}={}", wasm(n).display()))
+        .collect()
+}
+
+/// `cairn run` of the order example.
+pub fn order_command(data: &Path, id: &str) -> Command {
+    let mut cmd = cairn();
+    cmd.arg("run")
+        .arg(wasm("order"))
+        .args(activity_args(&["payments", "inventory"]))
+        .arg("--input")
+        .arg(format!(
+            "@{}",
+            repo().join("examples/order/input.json").display()
+        ))
+        .arg("--data")
+        .arg(data)
+        .arg("--id")
+        .arg(id);
+    cmd
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).trim().to_owned()
+}
+
+pub fn expect_success(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "cairn failed ({}): {}",
+        output.status,
+        stderr(output)
+    );
+    stdout(output)
+}
+
+/// The journal as JSON records.
+pub fn journal(data: &Path, id: &str) -> Vec<Value> {
+    let output = cairn()
+        .args(["journal", id, "--json", "--data"])
+        .arg(data)
+        .output()
+        .expect("running cairn journal");
+    expect_success(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("journal lines are JSON"))
+        .collect()
+}
+
+/// The journal without timestamps, for comparing runs.
+pub fn journal_modulo_time(data: &Path, id: &str) -> Vec<Value> {
+    journal(data, id)
+        .into_iter()
+        .map(|mut r| {
+            let obj = r.as_object_mut().expect("records are objects");
+            obj.remove("at_ms");
+            r
+        })
+        .collect()
+}
+
+/// Each entry's label: `started`, a call kind, `completed`, `failed`.
+pub fn kinds(journal: &[Value]) -> Vec<String> {
+    journal
+        .iter()
+        .map(|r| match r["entry"].as_str() {
+            Some("call") => r["call"]["call"].as_str().unwrap_or("?").to_owned(),
+            Some(other) => other.to_owned(),
+            None => "?".to_owned(),
+        })
+        .collect()
+}
+
+pub fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+pub fn read_json(path: &Path) -> Value {
+    json(&std::fs::read_to_string(path).expect("reading a JSON file"))
+}
