@@ -18,10 +18,21 @@ pub fn guests() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let examples = repo().join("examples");
-        let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
-        if !installed.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l == "wasm32-wasip2")) {
-            let status = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
-            assert!(status.is_ok_and(|s| s.success()), "`rustup target add wasm32-wasip2` failed");
+        let installed = Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .output();
+        if !installed.is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == "wasm32-wasip2")
+        }) {
+            let status = Command::new("rustup")
+                .args(["target", "add", "wasm32-wasip2"])
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "`rustup target add wasm32-wasip2` failed"
+            );
         }
         let status = Command::new(env!("CARGO"))
             .current_dir(&examples)

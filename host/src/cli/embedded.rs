@@ -114,11 +114,7 @@ pub fn journal(run_id: &str, data: &Path, json: bool) -> anyhow::Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     let start = records[0].at_ms;
-    writeln!(
-        out,
-        "{:>5}  {:>9}  {:<18}  {}",
-        "SEQ", "TIME", "ENTRY", "DETAIL"
-    )?;
+    writeln!(out, "{:>5}  {:>9}  {:<18}  DETAIL", "SEQ", "TIME", "ENTRY")?;
     for record in &records {
         writeln!(out, "{}", table_row(record, start))?;
     }
