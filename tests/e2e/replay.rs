@@ -36,8 +36,16 @@ fn replay_of_completed_example_runs_reproduces_them() {
     let dir = tempfile::tempdir().unwrap();
     expect_success(&order_command(dir.path(), "order").output().unwrap());
     run_baseline(dir.path());
+    let output = cairn()
+        .arg("run")
+        .arg(wasm("hello"))
+        .args(["--id", "hello", "--input", r#"{"name":"Ada"}"#, "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    expect_success(&output);
     let before = journal(dir.path(), "order");
-    for id in ["order", "steps"] {
+    for id in ["order", "steps", "hello"] {
         let output = replay(dir.path(), id, None);
         assert_eq!(
             output.status.code(),

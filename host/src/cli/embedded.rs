@@ -157,7 +157,16 @@ pub async fn replay(
     let store = Store::open(data)?;
     let runtime = Runtime::new(store, limits.limits())?;
     let with = match with {
-        Some(path) => Some(load(&runtime, path).await?),
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Some(
+                runtime
+                    .components()
+                    .load_transient(&path.display().to_string(), bytes)
+                    .await?,
+            )
+        }
         None => None,
     };
     match runtime.replay(run_id, with).await {
@@ -177,6 +186,9 @@ pub async fn replay(
             println!("run {run_id}: replay diverged at seq {}", divergence.seq);
             println!("  expected: {}", divergence.expected);
             println!("  actual:   {}", divergence.actual);
+            if let Some(backtrace) = &divergence.backtrace {
+                println!("  where:{backtrace}");
+            }
             Ok(ExitCode::from(EXIT_DIVERGED))
         }
         Err(e) => Err(e.into()),

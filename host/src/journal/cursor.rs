@@ -1,11 +1,11 @@
 //! The replay cursor and divergence.
 
 use super::entry::{Entry, HostCall, Record, Reply};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The code no longer does what the journal says it did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Divergence {
     /// Journal position of the first entry that does not match.
     pub seq: u64,
@@ -13,6 +13,9 @@ pub struct Divergence {
     pub expected: String,
     /// What the code did instead.
     pub actual: String,
+    /// The guest's stack at the diverging call, when wasmtime has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backtrace: Option<String>,
 }
 
 impl fmt::Display for Divergence {
@@ -116,12 +119,14 @@ impl JournalCursor {
                 seq: record.seq,
                 expected: recorded.to_string(),
                 actual: call.to_string(),
+                backtrace: None,
             }),
             // The run ended here but the code goes on calling the host.
             Entry::Completed { .. } | Entry::Failed { .. } => Err(Divergence {
                 seq: record.seq,
                 expected: describe_end(&record.entry),
                 actual: format!("an extra call: {call}"),
+                backtrace: None,
             }),
             Entry::Started { .. } => unreachable!("start entries are skipped"),
         }
@@ -155,12 +160,14 @@ impl JournalCursor {
                 seq: record.seq,
                 expected: call.to_string(),
                 actual: format!("an early return ({})", describe_end(outcome)),
+                backtrace: None,
             }),
             recorded if recorded == outcome => Ok(()),
             recorded => Err(Divergence {
                 seq: record.seq,
                 expected: describe_end(recorded),
                 actual: describe_end(outcome),
+                backtrace: None,
             }),
         }
     }

@@ -82,16 +82,12 @@ impl Runtime {
                     .failure
                     .as_ref()
                     .and_then(|f| f.details.as_deref())
-                    .and_then(|d| serde_json::from_str::<DivergenceDetails>(d).ok())
-                    .map(|d| Divergence {
-                        seq: d.seq,
-                        expected: d.expected,
-                        actual: d.actual,
-                    })
+                    .and_then(|d| serde_json::from_str::<Divergence>(d).ok())
                     .unwrap_or_else(|| Divergence {
                         seq: 0,
-                        expected: "?".into(),
-                        actual: "?".into(),
+                        expected: "(not recorded)".into(),
+                        actual: "(not recorded)".into(),
+                        backtrace: None,
                     });
                 return Err(RunError::Diverged {
                     run_id: meta.id,
@@ -296,7 +292,8 @@ impl Runtime {
         mode: Mode,
         error: wasmtime::Error,
     ) -> Result<Executed, RunError> {
-        if let Some(divergence) = state.divergence.take() {
+        if let Some(mut divergence) = state.divergence.take() {
+            divergence.backtrace = error.downcast_ref::<WasmBacktrace>().map(short_backtrace);
             return self.diverged(state, mode, divergence).await;
         }
         if state.reached_end {
@@ -392,15 +389,10 @@ impl Runtime {
         if mode == Mode::Live {
             let mut meta = state.meta.clone();
             meta.status = RunStatus::Diverged;
-            let details = DivergenceDetails {
-                seq: divergence.seq,
-                expected: divergence.expected.clone(),
-                actual: divergence.actual.clone(),
-            };
             meta.failure = Some(Failure {
                 kind: "divergence".into(),
                 message: divergence.to_string(),
-                details: serde_json::to_string(&details).ok(),
+                details: serde_json::to_string(&divergence).ok(),
             });
             meta.updated_ms = now_ms();
             self.inner.store.commit(vec![Write::PutRun(meta)]).await?;
@@ -418,11 +410,4 @@ fn short_backtrace(backtrace: &WasmBacktrace) -> String {
         lines.push("    ...");
     }
     format!("\n{}", lines.join("\n"))
-}
-
-#[derive(Serialize, serde::Deserialize)]
-struct DivergenceDetails {
-    seq: u64,
-    expected: String,
-    actual: String,
 }

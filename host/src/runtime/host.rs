@@ -33,6 +33,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 /// transaction. Past it, they are flushed on their own.
 const COMMIT_WINDOW: Duration = Duration::from_millis(20);
 
+/// A journal longer than this makes every replay slow: the run is flagged
+/// in the log so its author can use `continue-as-new`.
+const JOURNAL_WARNING_ENTRIES: u64 = 10_000;
+
 /// Whether the run may act on the world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -215,6 +219,13 @@ impl WorkflowState {
             entry,
         };
         self.next_seq += 1;
+        if record.seq == JOURNAL_WARNING_ENTRIES {
+            tracing::warn!(
+                run_id = %self.meta.id,
+                seq = record.seq,
+                "the journal of this run passed {JOURNAL_WARNING_ENTRIES} entries; every replay re-executes all of them. Keep histories short with continue-as-new"
+            );
+        }
         if self.mode == Mode::Live {
             self.pending.push(Write::Append {
                 run_id: self.meta.id.clone(),

@@ -86,6 +86,31 @@ impl ComponentCache {
         self.compiled(what, &sha256).await
     }
 
+    /// Compiles component bytes without storing anything (for replay
+    /// checks, which must write nothing).
+    pub async fn load_transient(
+        &self,
+        what: &str,
+        bytes: Vec<u8>,
+    ) -> Result<LoadedComponent, LoadError> {
+        let sha256 = sha256_hex(&bytes);
+        if let Some(component) = self.memoised(&sha256) {
+            return Ok(LoadedComponent { sha256, component });
+        }
+        let engine = self.sandbox.engine().clone();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| LoadError::Invalid {
+                what: what.to_owned(),
+                reason: e.to_string(),
+            })?
+            .map_err(|e| LoadError::Invalid {
+                what: what.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        Ok(LoadedComponent { sha256, component })
+    }
+
     /// Loads a stored component by hash.
     pub async fn load_stored(&self, sha256: &str) -> Result<LoadedComponent, LoadError> {
         if let Some(component) = self.memoised(sha256) {

@@ -171,6 +171,12 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>) {
             },
         };
         commits += 1;
+        tracing::debug!(
+            commit = commits,
+            batches = group.len(),
+            writes = group.iter().map(|r| r.batch.len()).sum::<usize>(),
+            "committed"
+        );
         if crash_after == Some(commits) {
             // SAFETY: kill(2) on our own pid; the point is to die abruptly.
             unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
