@@ -137,6 +137,7 @@ fn table_row(record: &Record, start: u64) -> String {
         Entry::Call { call, reply } => format!("{call} -> {reply}"),
         Entry::Completed { result } => result.clone(),
         Entry::Failed { failure } => failure.to_string(),
+        Entry::Terminated { reason } => format!("terminated: {reason}"),
     };
     let time = format!("+{}ms", record.at_ms.saturating_sub(start));
     format!(

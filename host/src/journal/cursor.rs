@@ -122,12 +122,14 @@ impl JournalCursor {
                 backtrace: None,
             }),
             // The run ended here but the code goes on calling the host.
-            Entry::Completed { .. } | Entry::Failed { .. } => Err(Divergence {
-                seq: record.seq,
-                expected: describe_end(&record.entry),
-                actual: format!("an extra call: {call}"),
-                backtrace: None,
-            }),
+            Entry::Completed { .. } | Entry::Failed { .. } | Entry::Terminated { .. } => {
+                Err(Divergence {
+                    seq: record.seq,
+                    expected: describe_end(&record.entry),
+                    actual: format!("an extra call: {call}"),
+                    backtrace: None,
+                })
+            }
             Entry::Started { .. } => unreachable!("start entries are skipped"),
         }
     }

@@ -267,6 +267,11 @@ pub enum Entry {
         /// The failure.
         failure: Failure,
     },
+    /// The run was stopped from outside.
+    Terminated {
+        /// Why, as given by whoever terminated it.
+        reason: String,
+    },
 }
 
 impl Entry {
@@ -277,7 +282,10 @@ impl Entry {
 
     /// Whether this entry ends the run.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Entry::Completed { .. } | Entry::Failed { .. })
+        matches!(
+            self,
+            Entry::Completed { .. } | Entry::Failed { .. } | Entry::Terminated { .. }
+        )
     }
 
     /// A short label for tables.
@@ -287,6 +295,7 @@ impl Entry {
             Entry::Call { call, .. } => call.kind(),
             Entry::Completed { .. } => "completed",
             Entry::Failed { .. } => "failed",
+            Entry::Terminated { .. } => "terminated",
         }
     }
 }

@@ -1,13 +1,16 @@
 //! The run driver: instantiate a run's component, replay its journal, and
-//! continue live (or, in check mode, stop where the journal ends).
+//! continue live (or, in check mode, stop where the journal ends); then
+//! record how the run ended, or leave memory when it waits too long.
 
 use super::errors::RunError;
-use super::host::{Mode, StateParts, WorkflowState};
+use super::state::{Event, Mode, StateParts, WorkflowState};
 use super::{now_ms, Runtime};
 use crate::journal::{Divergence, Entry, Failure, Record};
 use crate::sandbox::LoadedComponent;
 use crate::store::{RunMeta, RunStatus, Write};
 use serde::Serialize;
+use std::sync::atomic::Ordering;
+use tokio::sync::mpsc;
 use tracing::Instrument;
 use wasmtime::{Trap, UpdateDeadline, WasmBacktrace};
 
@@ -39,6 +42,15 @@ pub struct ReplayReport {
     pub finished: bool,
 }
 
+/// What driving a run came to.
+#[derive(Debug)]
+pub(crate) enum Driven {
+    /// The run ended (now or before).
+    Finished(RunOutcome),
+    /// The run left memory while waiting; it is woken when input arrives.
+    Evicted,
+}
+
 /// The runaway-code trap.
 #[derive(Debug, thiserror::Error)]
 #[error("the workflow ran past its step budget without calling the host")]
@@ -47,36 +59,89 @@ struct Runaway;
 enum Executed {
     Outcome(RunOutcome),
     ReachedEnd,
+    Evicted,
 }
 
 impl Runtime {
-    /// Drives a run to its end: replays its journal, then continues live.
-    /// A run that already ended returns its outcome without executing.
+    /// Drives a run in this task until it ends: replays its journal, then
+    /// continues live. A run that already ended returns its outcome without
+    /// executing. Used by embedded mode, which keeps the run in memory.
     pub async fn drive(&self, run_id: &str) -> Result<RunOutcome, RunError> {
-        let meta = self
+        if !self.inner.scheduler.claim(run_id) {
+            return Err(RunError::Busy(run_id.to_owned()));
+        }
+        match self.drive_claimed(run_id).await? {
+            Driven::Finished(outcome) => Ok(outcome),
+            Driven::Evicted => Err(RunError::Busy(run_id.to_owned())),
+        }
+    }
+
+    /// Drives a run this task has claimed in the scheduler.
+    pub(crate) async fn drive_claimed(&self, run_id: &str) -> Result<Driven, RunError> {
+        let scheduler = &self.inner.scheduler;
+        let meta = match self.inner.store.run(run_id) {
+            Ok(Some(meta)) => meta,
+            Ok(None) => {
+                scheduler.release(run_id, false);
+                return Err(RunError::NotFound(run_id.to_owned()));
+            }
+            Err(e) => {
+                scheduler.release(run_id, false);
+                return Err(e.into());
+            }
+        };
+        if meta.status != RunStatus::Running {
+            scheduler.release(run_id, false);
+            return self.recorded_outcome(meta).map(Driven::Finished);
+        }
+        let component = match self
             .inner
-            .store
-            .run(run_id)?
-            .ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
+            .components
+            .load_stored(&meta.component_sha256)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                scheduler.release(run_id, false);
+                return Err(e.into());
+            }
+        };
+        let mailbox = scheduler.open_mailbox(run_id);
+        match self
+            .execute(meta, component, Mode::Live, Some(mailbox))
+            .await?
+        {
+            Executed::Outcome(outcome) => Ok(Driven::Finished(outcome)),
+            Executed::Evicted => Ok(Driven::Evicted),
+            Executed::ReachedEnd => unreachable!("live runs do not stop at the end of the journal"),
+        }
+    }
+
+    /// The outcome of a run that is not running, from its metadata.
+    fn recorded_outcome(&self, meta: RunMeta) -> Result<RunOutcome, RunError> {
+        let failure = || {
+            meta.failure
+                .clone()
+                .unwrap_or_else(|| Failure::new("failed", "the run failed"))
+        };
         match meta.status {
-            RunStatus::Completed => {
-                return Ok(RunOutcome::Completed {
-                    result: meta.result.unwrap_or_else(|| "null".into()),
-                })
-            }
+            RunStatus::Completed => Ok(RunOutcome::Completed {
+                result: meta.result.unwrap_or_else(|| "null".into()),
+            }),
             RunStatus::Failed => {
-                let failure = meta
-                    .failure
-                    .unwrap_or_else(|| Failure::new("failed", "the run failed"));
-                let journal = self.inner.store.journal(run_id)?;
-                return match journal.last().map(|r| &r.entry) {
-                    Some(Entry::Failed { .. }) => Ok(RunOutcome::Failed { failure }),
+                let journal = self.inner.store.journal(&meta.id)?;
+                match journal.last().map(|r| &r.entry) {
+                    Some(Entry::Failed { .. }) => Ok(RunOutcome::Failed { failure: failure() }),
                     _ => Err(RunError::Trapped {
+                        failure: failure(),
                         run_id: meta.id,
-                        failure,
                     }),
-                };
+                }
             }
+            RunStatus::Terminated => Err(RunError::Terminated {
+                failure: failure(),
+                run_id: meta.id,
+            }),
             RunStatus::Diverged => {
                 let divergence = meta
                     .failure
@@ -89,21 +154,12 @@ impl Runtime {
                         actual: "(not recorded)".into(),
                         backtrace: None,
                     });
-                return Err(RunError::Diverged {
+                Err(RunError::Diverged {
                     run_id: meta.id,
                     divergence,
-                });
+                })
             }
-            RunStatus::Running => {}
-        }
-        let component = self
-            .inner
-            .components
-            .load_stored(&meta.component_sha256)
-            .await?;
-        match self.execute(meta, component, Mode::Live).await? {
-            Executed::Outcome(outcome) => Ok(outcome),
-            Executed::ReachedEnd => unreachable!("live runs do not stop at the end of the journal"),
+            RunStatus::Running => unreachable!("only called for runs that are not running"),
         }
     }
 
@@ -136,9 +192,9 @@ impl Runtime {
             .iter()
             .filter(|r| r.seq > 0)
             .count() as u64;
-        let finished = match self.execute(meta, component, Mode::Check).await? {
+        let finished = match self.execute(meta, component, Mode::Check, None).await? {
             Executed::Outcome(_) => true,
-            Executed::ReachedEnd => false,
+            Executed::ReachedEnd | Executed::Evicted => false,
         };
         Ok(ReplayReport {
             run_id: run_id.to_owned(),
@@ -152,11 +208,18 @@ impl Runtime {
         meta: RunMeta,
         component: LoadedComponent,
         mode: Mode,
+        mailbox: Option<mpsc::UnboundedReceiver<Event>>,
     ) -> Result<Executed, RunError> {
         let span = tracing::info_span!("run", run_id = %meta.id, workflow = %meta.workflow, ?mode);
-        self.execute_inner(meta, component, mode)
+        let run_id = meta.id.clone();
+        let (result, state) = self
+            .execute_inner(meta, component, mode, mailbox)
             .instrument(span)
-            .await
+            .await;
+        if mode == Mode::Live {
+            self.leave_memory(&run_id, state, &result).await;
+        }
+        result
     }
 
     async fn execute_inner(
@@ -164,25 +227,43 @@ impl Runtime {
         meta: RunMeta,
         component: LoadedComponent,
         mode: Mode,
-    ) -> Result<Executed, RunError> {
+        mailbox: Option<mpsc::UnboundedReceiver<Event>>,
+    ) -> (Result<Executed, RunError>, Option<WorkflowState>) {
         let run_id = meta.id.clone();
-        let records = self.inner.store.journal(&run_id)?;
+        let records = match self.inner.store.journal(&run_id) {
+            Ok(r) => r,
+            Err(e) => return (Err(e.into()), None),
+        };
         let Some(Record {
             at_ms: start_ms,
             entry: Entry::Started { seed, input, .. },
             ..
         }) = records.first().cloned()
         else {
-            return Err(RunError::NoStartEntry(run_id));
+            return (Err(RunError::NoStartEntry(run_id)), None);
         };
-        let seed =
-            u128::from_str_radix(&seed, 16).map_err(|_| RunError::NoStartEntry(run_id.clone()))?;
-        let pre = self
-            .prepare(&component)
-            .map_err(|e| RunError::Instantiate {
-                run_id: run_id.clone(),
-                reason: e.to_string(),
-            })?;
+        let Ok(seed) = u128::from_str_radix(&seed, 16) else {
+            return (Err(RunError::NoStartEntry(run_id)), None);
+        };
+        let pre = match self.prepare(&component) {
+            Ok(pre) => pre,
+            Err(e) => {
+                return (
+                    Err(RunError::Instantiate {
+                        run_id,
+                        reason: e.to_string(),
+                    }),
+                    None,
+                )
+            }
+        };
+        if mode == Mode::Live && records.len() > 1 {
+            self.inner
+                .scheduler
+                .counters
+                .rebuilds
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let sandbox = &self.inner.sandbox;
         let state = WorkflowState::new(StateParts {
             meta,
@@ -191,8 +272,9 @@ impl Runtime {
             seed,
             start_ms,
             limits: sandbox.limits().guest_limits(),
-            store: self.inner.store.clone(),
-            activities: self.inner.activities.clone(),
+            rt: self.clone(),
+            events: mailbox,
+            idle: self.inner.scheduler.residency.idle,
         });
         let mut store = wasmtime::Store::new(sandbox.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -213,44 +295,43 @@ impl Runtime {
             Ok(workflow) => workflow.call_run(&mut store, &input).await,
             Err(e) => Err(e),
         };
-        let outcome = match result {
-            Ok(Ok(json)) => {
-                if let Err(e) = serde_json::from_str::<serde_json::Value>(&json) {
+        let mut state = store.into_data();
+        let executed = match result {
+            Ok(Ok(json)) => match serde_json::from_str::<serde_json::Value>(&json) {
+                Ok(_) => {
+                    self.finish(&mut state, Entry::Completed { result: json })
+                        .await
+                }
+                Err(e) => {
                     let failure = Failure::new(
                         "contract-violation",
                         format!("the workflow returned invalid JSON: {e}"),
                     );
-                    return self
-                        .fail(
-                            store.into_data(),
-                            mode,
-                            RunError::Contract { run_id, failure },
-                        )
-                        .await;
+                    self.fail(&mut state, RunError::Contract { run_id, failure })
+                        .await
                 }
-                Entry::Completed { result: json }
-            }
-            Ok(Err(f)) => Entry::Failed {
-                failure: Failure {
+            },
+            Ok(Err(f)) => {
+                let failure = Failure {
                     kind: f.kind,
                     message: f.message,
                     details: f.details,
-                },
-            },
-            Err(e) => return self.stopped(store.into_data(), mode, e).await,
+                };
+                self.finish(&mut state, Entry::Failed { failure }).await
+            }
+            Err(e) => self.stopped(&mut state, e).await,
         };
-        self.finish(store.into_data(), mode, outcome).await
+        (executed, Some(state))
     }
 
     /// The workflow returned: check it against the journal, then record it.
     async fn finish(
         &self,
-        mut state: WorkflowState,
-        mode: Mode,
+        state: &mut WorkflowState,
         outcome: Entry,
     ) -> Result<Executed, RunError> {
         if let Err(divergence) = state.cursor().finish(&outcome) {
-            return self.diverged(state, mode, divergence).await;
+            return self.diverged(state, divergence).await;
         }
         let run_outcome = match &outcome {
             Entry::Completed { result } => RunOutcome::Completed {
@@ -261,7 +342,7 @@ impl Runtime {
             },
             _ => unreachable!("finish takes an end entry"),
         };
-        if mode == Mode::Check || state.cursor().terminal().is_some() {
+        if state.mode == Mode::Check || state.cursor().terminal().is_some() {
             return Ok(Executed::Outcome(run_outcome));
         }
         let record = state.append(outcome);
@@ -277,37 +358,53 @@ impl Runtime {
             }
             _ => {}
         }
+        self.record_end(state, meta).await?;
+        tracing::info!(run_id = %state.run_id(), seq = record.seq, "run finished");
+        Ok(Executed::Outcome(run_outcome))
+    }
+
+    /// Commits a run's final metadata with its buffered entries.
+    async fn record_end(
+        &self,
+        state: &mut WorkflowState,
+        mut meta: RunMeta,
+    ) -> Result<(), RunError> {
         meta.updated_ms = now_ms();
+        state.meta = meta.clone();
         let mut batch = state.take_pending();
         batch.push(Write::PutRun(meta));
         self.inner.store.commit(batch).await?;
-        tracing::info!(run_id = %state.run_id(), seq = record.seq, "run finished");
-        Ok(Executed::Outcome(run_outcome))
+        Ok(())
     }
 
     /// The guest stopped with an error: a divergence, a host stop, or a trap.
     async fn stopped(
         &self,
-        mut state: WorkflowState,
-        mode: Mode,
+        state: &mut WorkflowState,
         error: wasmtime::Error,
     ) -> Result<Executed, RunError> {
         if let Some(mut divergence) = state.divergence.take() {
             divergence.backtrace = error.downcast_ref::<WasmBacktrace>().map(short_backtrace);
-            return self.diverged(state, mode, divergence).await;
+            return self.diverged(state, divergence).await;
         }
         if state.reached_end {
             return Ok(Executed::ReachedEnd);
         }
+        if state.evicted {
+            return Ok(Executed::Evicted);
+        }
+        if let Some(reason) = state.terminated.take() {
+            return self.terminated(state, reason).await;
+        }
         if let Some(stop) = state.stop.take() {
             return match stop {
-                RunError::Contract { .. } => self.fail(state, mode, stop).await,
+                RunError::Contract { .. } => self.fail(state, stop).await,
                 other => Err(other),
             };
         }
-        let failure = self.classify(&state, &error);
+        let failure = self.classify(state, &error);
         let run_id = state.run_id().to_owned();
-        self.fail(state, mode, RunError::Trapped { run_id, failure })
+        self.fail(state, RunError::Trapped { run_id, failure })
             .await
     }
 
@@ -355,12 +452,7 @@ impl Runtime {
 
     /// Marks a live run failed (not journaled: traps are terminal for this
     /// attempt, never events replay must reproduce).
-    async fn fail(
-        &self,
-        state: WorkflowState,
-        mode: Mode,
-        error: RunError,
-    ) -> Result<Executed, RunError> {
+    async fn fail(&self, state: &mut WorkflowState, error: RunError) -> Result<Executed, RunError> {
         let failure = match &error {
             RunError::Trapped { failure, .. } | RunError::Contract { failure, .. } => {
                 failure.clone()
@@ -368,25 +460,43 @@ impl Runtime {
             other => Failure::new("error", other.to_string()),
         };
         tracing::warn!(run_id = %state.run_id(), kind = %failure.kind, "run failed: {}", failure.message);
-        if mode == Mode::Live {
+        if state.mode == Mode::Live {
             let mut meta = state.meta.clone();
             meta.status = RunStatus::Failed;
             meta.failure = Some(failure);
-            meta.updated_ms = now_ms();
-            self.inner.store.commit(vec![Write::PutRun(meta)]).await?;
+            state.take_pending();
+            self.record_end(state, meta).await?;
         }
         Err(error)
+    }
+
+    /// Stops a live run for good at the request of an operator.
+    async fn terminated(
+        &self,
+        state: &mut WorkflowState,
+        reason: String,
+    ) -> Result<Executed, RunError> {
+        let failure = Failure::new("terminated", reason.clone());
+        state.append(Entry::Terminated { reason });
+        let mut meta = state.meta.clone();
+        meta.status = RunStatus::Terminated;
+        meta.failure = Some(failure.clone());
+        self.record_end(state, meta).await?;
+        self.inner.work.abort_run(state.run_id());
+        Err(RunError::Terminated {
+            run_id: state.run_id().to_owned(),
+            failure,
+        })
     }
 
     /// Parks a live run as diverged; nothing is added to its journal.
     async fn diverged(
         &self,
-        state: WorkflowState,
-        mode: Mode,
+        state: &mut WorkflowState,
         divergence: Divergence,
     ) -> Result<Executed, RunError> {
         let run_id = state.run_id().to_owned();
-        if mode == Mode::Live {
+        if state.mode == Mode::Live {
             let mut meta = state.meta.clone();
             meta.status = RunStatus::Diverged;
             meta.failure = Some(Failure {
@@ -394,10 +504,56 @@ impl Runtime {
                 message: divergence.to_string(),
                 details: serde_json::to_string(&divergence).ok(),
             });
-            meta.updated_ms = now_ms();
-            self.inner.store.commit(vec![Write::PutRun(meta)]).await?;
+            state.take_pending();
+            self.record_end(state, meta).await?;
         }
         Err(RunError::Diverged { run_id, divergence })
+    }
+
+    /// The driver is done with the run (it ended, was evicted or stopped):
+    /// stop its mailbox, and keep whatever raced into it.
+    async fn leave_memory(
+        &self,
+        run_id: &str,
+        state: Option<WorkflowState>,
+        result: &Result<Executed, RunError>,
+    ) {
+        let scheduler = &self.inner.scheduler;
+        let mut state = state;
+        let mailbox = state.as_mut().and_then(|s| s.take_mailbox());
+        let ended = state
+            .as_ref()
+            .is_some_and(|s| s.meta.status != RunStatus::Running);
+        drop(state);
+        scheduler.release(run_id, true);
+        if matches!(result, Ok(Executed::Evicted)) {
+            scheduler.counters.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        if ended {
+            scheduler.counters.finished.fetch_add(1, Ordering::Relaxed);
+            let _ = scheduler.finished.send(run_id.to_owned());
+        }
+        let Some(mut mailbox) = mailbox else { return };
+        mailbox.close();
+        let mut wake = false;
+        while let Ok(event) = mailbox.try_recv() {
+            match event {
+                Event::Completion { handle, completion } => {
+                    self.persist_completion(run_id, handle, completion, None)
+                        .await
+                }
+                Event::Nudge => wake = true,
+                Event::Evict => {}
+                Event::Terminate { reason } => {
+                    if let Err(e) = self.terminate(run_id, &reason).await {
+                        tracing::debug!(run_id, error = %e, "terminate after leaving memory");
+                    }
+                }
+            }
+        }
+        if wake && !ended && matches!(result, Ok(Executed::Evicted)) {
+            self.wake(run_id);
+        }
     }
 }
 

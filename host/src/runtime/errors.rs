@@ -110,7 +110,48 @@ pub enum RunError {
     /// A component failed to load.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// Another driver has the run (it is already being executed).
+    #[error("run {0} is already being executed by this host")]
+    Busy(String),
+    /// The run was terminated.
+    #[error("run {run_id} was terminated: {failure}")]
+    Terminated {
+        /// The run.
+        run_id: String,
+        /// The reason, as kind `terminated`.
+        failure: Failure,
+    },
     /// The run's journal is damaged (no start entry).
     #[error("run {0} has no start entry in its journal; the store is damaged")]
     NoStartEntry(String),
+}
+
+/// A signal, cancel or terminate request was refused.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    /// No such run.
+    #[error("run {0} does not exist")]
+    NotFound(String),
+    /// The run already ended; it takes no more input.
+    #[error(
+        "run {run_id} has already ended ({status}); it takes no signals, cancels or terminates"
+    )]
+    Ended {
+        /// The run.
+        run_id: String,
+        /// Its final status.
+        status: &'static str,
+    },
+    /// The signal name is not usable.
+    #[error("invalid signal name {0:?}: use 1-128 characters, not starting with '$'")]
+    InvalidName(String),
+    /// The payload is not JSON.
+    #[error("the signal payload is not valid JSON: {0}")]
+    InvalidPayload(String),
+    /// The store failed; nothing was recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A commit failed; nothing was recorded.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
 }

@@ -7,22 +7,30 @@
 //! call. Completions from outside (activities, timers) arrive as events on
 //! the run's mailbox and are made durable before the workflow sees them.
 
+mod calls;
+mod control;
 mod driver;
 mod errors;
-mod host;
+mod scheduler;
+mod state;
+mod work;
 
 pub use driver::{ReplayReport, RunOutcome};
-pub use errors::{RunError, StartError};
+pub use errors::{ControlError, RunError, StartError};
+pub use scheduler::{Metrics, Residency};
 
 use crate::activity::ActivityRunner;
 use crate::journal::{Entry, Record};
 use crate::sandbox::bindings::workflow::WorkflowPre;
 use crate::sandbox::{ComponentCache, Limits, LoadedComponent, Sandbox};
 use crate::store::{RunMeta, RunStatus, Store, Write};
-use host::WorkflowState;
+use scheduler::Scheduler;
+use state::WorkflowState;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use wasmtime::component::{HasSelf, Linker};
+use work::Work;
 
 /// The engine, the store and the activity components of one host process.
 #[derive(Clone)]
@@ -37,6 +45,9 @@ struct Inner {
     activities: ActivityRunner,
     linker: Linker<WorkflowState>,
     prepared: Mutex<HashMap<String, WorkflowPre<WorkflowState>>>,
+    scheduler: Scheduler,
+    work: Work,
+    arrivals: AtomicU64,
 }
 
 /// What to start.
@@ -53,8 +64,18 @@ pub struct StartRequest {
 }
 
 impl Runtime {
-    /// A runtime over `store` with `limits` for guest code.
+    /// A runtime over `store` with `limits` for guest code, keeping every
+    /// run in memory until it ends (embedded mode).
     pub fn new(store: Store, limits: Limits) -> anyhow::Result<Runtime> {
+        Self::with_residency(store, limits, Residency::default())
+    }
+
+    /// A runtime that evicts waiting runs as `residency` says (server mode).
+    pub fn with_residency(
+        store: Store,
+        limits: Limits,
+        residency: Residency,
+    ) -> anyhow::Result<Runtime> {
         let sandbox = Sandbox::new(limits)?;
         let mut linker = Linker::new(sandbox.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -70,6 +91,9 @@ impl Runtime {
                 store,
                 linker,
                 prepared: Mutex::default(),
+                scheduler: Scheduler::new(residency),
+                work: Work::default(),
+                arrivals: AtomicU64::new(0),
             }),
         })
     }
@@ -94,9 +118,18 @@ impl Runtime {
         &self.inner.sandbox
     }
 
+    pub(crate) fn work(&self) -> &Work {
+        &self.inner.work
+    }
+
+    /// Checks that `component` fits the workflow world.
+    pub fn check_workflow(&self, component: &LoadedComponent) -> Result<(), StartError> {
+        self.prepare(component).map(drop)
+    }
+
     /// Checks that `component` fits the workflow world and prepares it for
     /// fast instantiation.
-    pub fn prepare(
+    pub(crate) fn prepare(
         &self,
         component: &LoadedComponent,
     ) -> Result<WorkflowPre<WorkflowState>, StartError> {

@@ -8,7 +8,7 @@
 mod schema;
 mod writer;
 
-pub use schema::{RunMeta, RunStatus, StoredCompletion};
+pub use schema::{RunMeta, RunStatus, StoredCompletion, StoredSignal};
 pub use writer::{Batch, CommitError, GroupCommitWriter, Write};
 
 use crate::journal::{self, DecodeError, Record};
@@ -166,6 +166,25 @@ impl Store {
             out.push((
                 handle,
                 parse_row("completions", &format!("{run_id}/{handle}"), v.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Signals buffered for a run, in arrival order: (seq, signal).
+    pub fn signals(&self, run_id: &str) -> Result<Vec<(u64, StoredSignal)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(SIGNALS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table
+            .range((run_id, 0)..=(run_id, u64::MAX))
+            .map_err(db_err)?
+        {
+            let (k, v) = row.map_err(db_err)?;
+            let seq = k.value().1;
+            out.push((
+                seq,
+                parse_row("signals", &format!("{run_id}/{seq}"), v.value())?,
             ));
         }
         Ok(out)

@@ -13,6 +13,9 @@ pub(super) const COMPLETIONS: TableDefinition<(&str, u32), &[u8]> =
     TableDefinition::new("completions");
 /// (due ms, run id, handle) → (), one row per armed timer.
 pub(super) const TIMERS: TableDefinition<(u64, &str, u32), ()> = TableDefinition::new("timers");
+/// (run id, arrival seq) → [`StoredSignal`] (JSON): signals sent to a run and
+/// not yet consumed, in arrival order.
+pub(super) const SIGNALS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("signals");
 /// component sha256 → component bytes.
 pub(super) const COMPONENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("components");
 /// (component sha256, engine fingerprint) → precompiled artifact.
@@ -23,6 +26,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableErr
     txn.open_table(JOURNAL)?;
     txn.open_table(COMPLETIONS)?;
     txn.open_table(TIMERS)?;
+    txn.open_table(SIGNALS)?;
     txn.open_table(COMPONENTS)?;
     txn.open_table(COMPILED)?;
     Ok(())
@@ -41,12 +45,41 @@ pub enum RunStatus {
     /// Replay found the code no longer matches the journal; the run is
     /// parked until it is upgraded, cancelled or terminated.
     Diverged,
+    /// Stopped from outside by `terminate`.
+    Terminated,
 }
 
 impl RunStatus {
+    /// The status as the API and CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Diverged => "diverged",
+            RunStatus::Terminated => "terminated",
+        }
+    }
+
+    /// Parses [`RunStatus::as_str`]'s spelling.
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Running,
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Diverged,
+            RunStatus::Terminated,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
     /// Whether the run will not advance again on its own.
     pub fn is_final(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed)
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Terminated
+        )
     }
 }
 
@@ -76,6 +109,15 @@ pub struct RunMeta {
     pub created_ms: u64,
     /// Last status change, ms since the epoch.
     pub updated_ms: u64,
+}
+
+/// A signal waiting to be consumed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSignal {
+    /// Signal name.
+    pub name: String,
+    /// JSON payload.
+    pub payload: String,
 }
 
 /// A completion that arrived from outside and waits to be consumed.

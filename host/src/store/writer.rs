@@ -59,6 +59,22 @@ pub enum Write {
         /// The handle.
         handle: u32,
     },
+    /// Buffer a signal for a run.
+    PutSignal {
+        /// The run.
+        run_id: String,
+        /// Arrival order.
+        seq: u64,
+        /// Name and payload.
+        signal: StoredSignal,
+    },
+    /// Drop a consumed signal.
+    DeleteSignal {
+        /// The run.
+        run_id: String,
+        /// Its arrival seq.
+        seq: u64,
+    },
     /// Store a component's bytes.
     PutComponent {
         /// sha256, hex.
@@ -197,6 +213,7 @@ fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>
         let mut journal_t = txn.open_table(JOURNAL).map_err(|e| e.to_string())?;
         let mut completions = txn.open_table(COMPLETIONS).map_err(|e| e.to_string())?;
         let mut timers = txn.open_table(TIMERS).map_err(|e| e.to_string())?;
+        let mut signals = txn.open_table(SIGNALS).map_err(|e| e.to_string())?;
         let mut components = txn.open_table(COMPONENTS).map_err(|e| e.to_string())?;
         let mut compiled = txn.open_table(COMPILED).map_err(|e| e.to_string())?;
         for req in group {
@@ -245,6 +262,17 @@ fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>
                             handle,
                         } => {
                             timers.remove((*due_ms, run_id.as_str(), *handle))?;
+                        }
+                        Write::PutSignal {
+                            run_id,
+                            seq,
+                            signal,
+                        } => {
+                            let bytes = serde_json::to_vec(signal).expect("signals serialise");
+                            signals.insert((run_id.as_str(), *seq), bytes.as_slice())?;
+                        }
+                        Write::DeleteSignal { run_id, seq } => {
+                            signals.remove((run_id.as_str(), *seq))?;
                         }
                         Write::PutComponent { sha256, bytes } => {
                             components.insert(sha256.as_str(), &bytes[..])?;

@@ -1,0 +1,221 @@
+//! The `runtime` interface of the WIT contract, as the host implements it:
+//! each call is replayed from the journal or performed live and journaled.
+
+use super::errors::RunError;
+use super::state::{Operation, WorkflowState};
+use crate::journal::{ActivityOptions, Completion, Entry, HostCall, Reply, RetryPolicy};
+use crate::sandbox::bindings::workflow::cairn::workflow::{runtime, types};
+use crate::store::Write;
+use rand_chacha::rand_core::RngCore;
+use std::sync::atomic::Ordering;
+
+fn to_wit(completion: Completion) -> types::Completion {
+    match completion {
+        Completion::Ok(json) => types::Completion::Ok(json),
+        Completion::Err(f) => types::Completion::Err(types::Failure {
+            kind: f.kind,
+            message: f.message,
+            details: f.details,
+        }),
+    }
+}
+
+fn from_wit_options(o: types::ActivityOptions) -> ActivityOptions {
+    ActivityOptions {
+        timeout_ms: o.timeout_ms,
+        retry: RetryPolicy {
+            max_attempts: o.retry.max_attempts,
+            initial_interval_ms: o.retry.initial_interval_ms,
+            backoff_coefficient: o.retry.backoff_coefficient,
+            max_interval_ms: o.retry.max_interval_ms,
+            non_retryable_kinds: o.retry.non_retryable_kinds,
+        },
+    }
+}
+
+impl types::Host for WorkflowState {}
+
+impl runtime::Host for WorkflowState {
+    async fn run_id(&mut self) -> wasmtime::Result<String> {
+        Ok(self.meta.id.clone())
+    }
+
+    async fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.clock.now_ms())
+    }
+
+    async fn random_u64(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.rng.next_u64())
+    }
+
+    async fn schedule_activity(
+        &mut self,
+        name: String,
+        input: String,
+        options: types::ActivityOptions,
+    ) -> wasmtime::Result<u32> {
+        self.check_json("the activity input", &input)?;
+        let options = from_wit_options(options);
+        let call = HostCall::ScheduleActivity {
+            name: name.clone(),
+            input: input.clone(),
+            options: options.clone(),
+        };
+        let reply = self.step(&call)?;
+        let live = reply.is_none();
+        let handle = self.new_handle(
+            reply,
+            call,
+            Operation::Activity {
+                name,
+                input,
+                options,
+            },
+        )?;
+        if live {
+            // In-process activities may start before their entry commits:
+            // the idempotency key is the same on replay (DESIGN.md).
+            self.start_work(handle)?;
+        }
+        Ok(handle)
+    }
+
+    async fn start_timer(&mut self, ms: u64) -> wasmtime::Result<u32> {
+        let call = HostCall::StartTimer { ms };
+        let reply = self.step(&call)?;
+        let live = reply.is_none();
+        let handle = self.new_handle(reply, call, Operation::Timer { due_ms: 0 })?;
+        // Due `ms` after the entry's workflow time; replaying or appending
+        // the entry moved the clock to that time.
+        let due_ms = self.clock.now_ms().saturating_add(ms);
+        if let Some(h) = self.handles.get_mut(&handle) {
+            h.operation = Operation::Timer { due_ms };
+        }
+        if live {
+            self.pending.push(Write::PutTimer {
+                due_ms,
+                run_id: self.meta.id.clone(),
+                handle,
+            });
+            self.start_work(handle)?;
+        }
+        Ok(handle)
+    }
+
+    async fn start_child(&mut self, _workflow: String, _input: String) -> wasmtime::Result<u32> {
+        let run_id = self.meta.id.clone();
+        Err(self.stop_with(RunError::Unsupported {
+            run_id,
+            call: "start-child",
+        }))
+    }
+
+    async fn wait_signal(&mut self, name: String) -> wasmtime::Result<u32> {
+        let call = HostCall::WaitSignal { name: name.clone() };
+        let reply = self.step(&call)?;
+        let handle = self.new_handle(reply, call, Operation::Signal { name })?;
+        self.match_signals()?;
+        Ok(handle)
+    }
+
+    async fn await_(&mut self, h: u32) -> wasmtime::Result<types::Completion> {
+        self.check_handles(&[h])?;
+        let call = HostCall::Await { handle: h };
+        match self.step(&call)? {
+            Some(Reply::Completed { handle, completion }) if handle == h => {
+                self.mark_consumed(handle, &completion);
+                Ok(to_wit(completion))
+            }
+            Some(other) => Err(self.contract(format!("journal replied {other} to {call}"))),
+            None => Ok(to_wit(self.consume(call, &[h]).await?.1)),
+        }
+    }
+
+    async fn await_any(&mut self, handles: Vec<u32>) -> wasmtime::Result<(u32, types::Completion)> {
+        self.check_handles(&handles)?;
+        let call = HostCall::AwaitAny {
+            handles: handles.clone(),
+        };
+        match self.step(&call)? {
+            Some(Reply::Completed { handle, completion }) if handles.contains(&handle) => {
+                self.mark_consumed(handle, &completion);
+                Ok((handle, to_wit(completion)))
+            }
+            Some(other) => Err(self.contract(format!("journal replied {other} to {call}"))),
+            None => {
+                let (handle, completion) = self.consume(call, &handles).await?;
+                Ok((handle, to_wit(completion)))
+            }
+        }
+    }
+
+    async fn cancel(&mut self, h: u32) -> wasmtime::Result<()> {
+        self.check_handles(&[h])?;
+        let call = HostCall::Cancel { handle: h };
+        let live = self.step(&call)?.is_none();
+        if live {
+            self.append(Entry::Call {
+                call,
+                reply: Reply::Unit,
+            });
+        }
+        self.cancel_handle(h, live);
+        Ok(())
+    }
+
+    async fn patched(&mut self, change_id: String) -> wasmtime::Result<bool> {
+        WorkflowState::patched(self, change_id)
+    }
+
+    async fn set_custom_status(&mut self, status: String) -> wasmtime::Result<()> {
+        self.check_json("the custom status", &status)?;
+        let call = HostCall::SetCustomStatus {
+            status: status.clone(),
+        };
+        let live = self.step(&call)?.is_none();
+        self.meta.custom_status = Some(status);
+        if live {
+            self.append(Entry::Call {
+                call,
+                reply: Reply::Unit,
+            });
+            self.meta.updated_ms = super::now_ms();
+            self.pending.push(Write::PutRun(self.meta.clone()));
+        }
+        Ok(())
+    }
+
+    async fn continue_as_new(&mut self, _input: String) -> wasmtime::Result<()> {
+        let run_id = self.meta.id.clone();
+        Err(self.stop_with(RunError::Unsupported {
+            run_id,
+            call: "continue-as-new",
+        }))
+    }
+
+    async fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {
+        if self.replaying.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let run_id = self.meta.id.as_str();
+        let seq = self.next_seq();
+        match level {
+            types::LogLevel::Trace => {
+                tracing::trace!(target: "cairn::guest", run_id, seq, "{message}")
+            }
+            types::LogLevel::Debug => {
+                tracing::debug!(target: "cairn::guest", run_id, seq, "{message}")
+            }
+            types::LogLevel::Info => {
+                tracing::info!(target: "cairn::guest", run_id, seq, "{message}")
+            }
+            types::LogLevel::Warn => {
+                tracing::warn!(target: "cairn::guest", run_id, seq, "{message}")
+            }
+            types::LogLevel::Error => {
+                tracing::error!(target: "cairn::guest", run_id, seq, "{message}")
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,190 @@
+//! Input from outside a run: signals, cancel and terminate requests; and
+//! what a host does at start (recovery) and for waiting clients.
+
+use super::errors::ControlError;
+use super::state::{Event, CANCEL_SIGNAL};
+use super::Runtime;
+use crate::journal::{Entry, Failure, Record};
+use crate::store::{RunMeta, RunStatus, StoredSignal, Write};
+use std::time::Duration;
+
+impl Runtime {
+    fn live_run(&self, run_id: &str) -> Result<RunMeta, ControlError> {
+        let meta = self
+            .store()
+            .run(run_id)?
+            .ok_or_else(|| ControlError::NotFound(run_id.to_owned()))?;
+        if meta.status.is_final() {
+            return Err(ControlError::Ended {
+                run_id: run_id.to_owned(),
+                status: meta.status.as_str(),
+            });
+        }
+        Ok(meta)
+    }
+
+    /// Sends signal `name` with a JSON payload to a run. It is durable when
+    /// this returns; the run's oldest `wait-signal(name)` handle receives it,
+    /// or it waits in the run's buffer for one.
+    pub async fn signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        payload: &str,
+    ) -> Result<(), ControlError> {
+        if name.is_empty() || name.len() > 128 || name.starts_with('$') {
+            return Err(ControlError::InvalidName(name.to_owned()));
+        }
+        serde_json::from_str::<serde_json::Value>(payload)
+            .map_err(|e| ControlError::InvalidPayload(e.to_string()))?;
+        self.buffer_signal(run_id, name, payload).await
+    }
+
+    async fn buffer_signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        payload: &str,
+    ) -> Result<(), ControlError> {
+        self.live_run(run_id)?;
+        let signal = StoredSignal {
+            name: name.to_owned(),
+            payload: payload.to_owned(),
+        };
+        let seq = self.next_arrival();
+        self.store()
+            .commit(vec![Write::PutSignal {
+                run_id: run_id.to_owned(),
+                seq,
+                signal,
+            }])
+            .await?;
+        self.wake(run_id);
+        Ok(())
+    }
+
+    /// Asks a run to cancel: its current await (or its next one) returns a
+    /// failure of kind `cancelled`, so the workflow can compensate and end.
+    pub async fn cancel_run(&self, run_id: &str) -> Result<(), ControlError> {
+        self.buffer_signal(run_id, CANCEL_SIGNAL, "null").await
+    }
+
+    /// Stops a run at once: no more code of it runs, its in-flight work is
+    /// abandoned, and its journal ends with a `terminated` entry.
+    pub async fn terminate(&self, run_id: &str, reason: &str) -> Result<(), ControlError> {
+        let scheduler = &self.inner.scheduler;
+        for _ in 0..1000 {
+            self.live_run(run_id)?;
+            if scheduler
+                .send(
+                    run_id,
+                    Event::Terminate {
+                        reason: reason.to_owned(),
+                    },
+                )
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if scheduler.claim(run_id) {
+                let result = self.terminate_at_rest(run_id, reason).await;
+                scheduler.release(run_id, false);
+                return result;
+            }
+            // A driver is starting up; it will have a mailbox in a moment.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Err(ControlError::Ended {
+            run_id: run_id.to_owned(),
+            status: "busy",
+        })
+    }
+
+    async fn terminate_at_rest(&self, run_id: &str, reason: &str) -> Result<(), ControlError> {
+        let mut meta = self.live_run(run_id)?;
+        let journal = self.store().journal(run_id)?;
+        let record = Record {
+            seq: journal.last().map_or(0, |r| r.seq + 1),
+            at_ms: super::now_ms(),
+            entry: Entry::Terminated {
+                reason: reason.to_owned(),
+            },
+        };
+        meta.status = RunStatus::Terminated;
+        meta.failure = Some(Failure::new("terminated", reason));
+        meta.updated_ms = record.at_ms;
+        let mut batch = vec![
+            Write::Append {
+                run_id: run_id.to_owned(),
+                record,
+            },
+            Write::PutRun(meta),
+        ];
+        for (due_ms, run, handle) in self.store().timers()? {
+            if run == run_id {
+                batch.push(Write::DeleteTimer {
+                    due_ms,
+                    run_id: run,
+                    handle,
+                });
+            }
+        }
+        self.store().commit(batch).await?;
+        self.inner.work.abort_run(run_id);
+        let _ = self.inner.scheduler.finished.send(run_id.to_owned());
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for a run to end; returns its metadata then
+    /// (ended or not).
+    pub async fn wait_for_end(
+        &self,
+        run_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<RunMeta>, ControlError> {
+        let mut finished = self.inner.scheduler.finished.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let meta = self.store().run(run_id)?;
+            match &meta {
+                None => return Ok(None),
+                Some(m) if m.status != RunStatus::Running => return Ok(meta),
+                Some(_) => {}
+            }
+            // Poll now and then as well: a finish notice can be missed when
+            // the channel lags.
+            let wait = tokio::time::sleep_until(
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(500)),
+            );
+            tokio::select! {
+                _ = finished.recv() => {}
+                _ = wait => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(self.store().run(run_id)?);
+            }
+        }
+    }
+
+    /// At host start: re-arms every armed timer and wakes every unfinished
+    /// run, which is rebuilt by replay. Returns (runs, timers).
+    pub async fn recover(&self) -> Result<(usize, usize), ControlError> {
+        let runs: Vec<RunMeta> = self
+            .store()
+            .runs()?
+            .into_iter()
+            .filter(|m| m.status == RunStatus::Running)
+            .collect();
+        let mut timers = 0;
+        for (due_ms, run_id, handle) in self.store().timers()? {
+            if runs.iter().any(|m| m.id == run_id) {
+                self.inner.work.start_timer(self, &run_id, handle, due_ms);
+                timers += 1;
+            }
+        }
+        for meta in &runs {
+            self.wake(&meta.id);
+        }
+        Ok((runs.len(), timers))
+    }
+}

@@ -1,0 +1,772 @@
+//! A run's state while it executes: the replay cursor, its handles, the
+//! entries buffered for the next commit, and how it waits for completions.
+//!
+//! Every call a workflow makes is replayed from the journal or, once the
+//! journal is exhausted, performed live and journaled (the calls themselves
+//! are in `calls.rs`).
+//!
+//! Durability rule (DESIGN.md): information from outside the run (an
+//! activity result, a fired timer, a signal) reaches the guest only once the
+//! entry carrying it is durable. Entries the journal itself determines (new
+//! handles, `patched` markers, awaits of completions already stored) are
+//! buffered and ride in the next commit, so a step costs one commit.
+
+use super::errors::RunError;
+use super::Runtime;
+use crate::journal::{
+    ActivityOptions, Completion, Divergence, Entry, Failure, HostCall, JournalCursor, Record,
+    Reply, Step,
+};
+use crate::sandbox::{GuestLimits, WorkflowClock};
+use crate::store::{RunMeta, StoredCompletion, Write};
+use rand_chacha::ChaCha20Rng;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// How long a run blocked on in-process activities holds its buffered
+/// entries back, hoping to commit them with the activity's result in one
+/// transaction. Past it, they are flushed on their own.
+const COMMIT_WINDOW: Duration = Duration::from_millis(20);
+
+/// A journal longer than this makes every replay slow: the run is flagged
+/// in the log so its author can use `continue-as-new`.
+const JOURNAL_WARNING_ENTRIES: u64 = 10_000;
+
+/// The signal name `cancel` requests use: buffered like a signal, so it is
+/// durable, ordered and survives eviction; consumed by the run's next await.
+pub(crate) const CANCEL_SIGNAL: &str = "$cancel";
+
+/// Whether the run may act on the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Replay, then continue live: activities run, entries are written.
+    Live,
+    /// Replay only, in a scratch sandbox: nothing is written or started;
+    /// reaching the end of the journal stops the run.
+    Check,
+}
+
+/// Something for a resident run's mailbox.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// An in-process activity or timer completed.
+    Completion { handle: u32, completion: Completion },
+    /// The store has new input for the run (a signal, a stored completion,
+    /// a cancel request): look.
+    Nudge,
+    /// Leave memory now (another run needs the slot).
+    Evict,
+    /// Stop at once.
+    Terminate { reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Operation {
+    Activity {
+        name: String,
+        input: String,
+        options: ActivityOptions,
+    },
+    Timer {
+        due_ms: u64,
+    },
+    Signal {
+        name: String,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) enum HandleState {
+    /// Not complete.
+    Pending,
+    /// Complete and not consumed yet; `cleanup` is the write that removes
+    /// its buffered source once it is consumed.
+    Ready {
+        completion: Completion,
+        arrival: u64,
+        cleanup: Option<Write>,
+    },
+    /// Consumed by an await; awaiting again returns the same completion.
+    Consumed(Completion),
+}
+
+#[derive(Debug)]
+pub(crate) struct Handle {
+    pub operation: Operation,
+    pub state: HandleState,
+}
+
+/// Where a completion handed to an awaiting guest came from.
+enum Source {
+    /// Already durable or determined by the journal; `cleanup` removes its
+    /// buffered copy in the same commit as the await entry.
+    Known { cleanup: Option<Write> },
+    /// Just arrived from outside: its entry must be durable before the guest sees it.
+    Fresh,
+}
+
+/// The data of a workflow's wasmtime `Store`.
+pub struct WorkflowState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: GuestLimits,
+    pub(crate) meta: RunMeta,
+    pub(crate) mode: Mode,
+    cursor: JournalCursor,
+    next_seq: u64,
+    pub(crate) clock: WorkflowClock,
+    pub(crate) replaying: Arc<AtomicBool>,
+    live: bool,
+    pub(crate) rng: ChaCha20Rng,
+    pub(crate) handles: BTreeMap<u32, Handle>,
+    pub(crate) pending: Vec<Write>,
+    events_rx: Option<mpsc::UnboundedReceiver<Event>>,
+    /// Signal seqs already matched to a handle (their delete rides later).
+    assigned_signals: HashSet<u64>,
+    /// A buffered cancel request, delivered to the current or next await.
+    cancel_request: Option<u64>,
+    /// Evict after this long blocked; `None` keeps the run resident.
+    idle: Option<Duration>,
+    pub(crate) rt: Runtime,
+    /// Host calls so far; the epoch callback checks it moved.
+    pub(crate) host_calls: u64,
+    pub(crate) host_calls_at_check: u64,
+    /// Why the guest was stopped, when the host stopped it.
+    pub(crate) divergence: Option<Divergence>,
+    pub(crate) stop: Option<RunError>,
+    pub(crate) runaway: bool,
+    /// Check mode: the code went past the end of the journal.
+    pub(crate) reached_end: bool,
+    pub(crate) evicted: bool,
+    pub(crate) terminated: Option<String>,
+}
+
+impl WasiView for WorkflowState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The trap raised when the host stops a guest; the reason is in the state.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by the host")]
+pub(crate) struct Stopped;
+
+pub(crate) struct StateParts {
+    pub meta: RunMeta,
+    pub mode: Mode,
+    pub records: Vec<Record>,
+    pub seed: u128,
+    pub start_ms: u64,
+    pub limits: GuestLimits,
+    pub rt: Runtime,
+    pub events: Option<mpsc::UnboundedReceiver<Event>>,
+    pub idle: Option<Duration>,
+}
+
+impl WorkflowState {
+    pub(crate) fn new(parts: StateParts) -> Self {
+        let StateParts {
+            meta,
+            mode,
+            records,
+            seed,
+            start_ms,
+            limits,
+            rt,
+            events,
+            idle,
+        } = parts;
+        let clock = WorkflowClock::new(start_ms);
+        let replaying = Arc::new(AtomicBool::new(true));
+        let cursor = JournalCursor::new(records);
+        WorkflowState {
+            wasi: crate::sandbox::workflow_wasi(&meta.id, seed, &clock, &replaying),
+            table: ResourceTable::new(),
+            limits,
+            next_seq: cursor.next_seq(),
+            cursor,
+            meta,
+            mode,
+            clock,
+            replaying,
+            live: false,
+            rng: crate::sandbox::seeded_rng(seed, 0),
+            handles: BTreeMap::new(),
+            pending: Vec::new(),
+            events_rx: events,
+            assigned_signals: HashSet::new(),
+            cancel_request: None,
+            idle,
+            rt,
+            host_calls: 0,
+            host_calls_at_check: 0,
+            divergence: None,
+            stop: None,
+            runaway: false,
+            reached_end: false,
+            evicted: false,
+            terminated: None,
+        }
+    }
+
+    pub(crate) fn run_id(&self) -> &str {
+        &self.meta.id
+    }
+
+    pub(crate) fn cursor(&self) -> &JournalCursor {
+        &self.cursor
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The mailbox, handed back when the run leaves memory so events that
+    /// raced in can be kept.
+    pub(crate) fn take_mailbox(&mut self) -> Option<mpsc::UnboundedReceiver<Event>> {
+        self.events_rx.take()
+    }
+
+    /// Entries buffered but not yet submitted.
+    pub(crate) fn take_pending(&mut self) -> Vec<Write> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Appends a live entry and returns it.
+    pub(crate) fn append(&mut self, entry: Entry) -> Record {
+        let at_ms = super::now_ms().max(self.clock.now_ms());
+        self.clock.set(at_ms);
+        let record = Record {
+            seq: self.next_seq,
+            at_ms,
+            entry,
+        };
+        self.next_seq += 1;
+        if record.seq == JOURNAL_WARNING_ENTRIES {
+            tracing::warn!(
+                run_id = %self.meta.id,
+                seq = record.seq,
+                "the journal of this run passed {JOURNAL_WARNING_ENTRIES} entries; every replay re-executes all of them. Keep histories short with continue-as-new"
+            );
+        }
+        if self.mode == Mode::Live {
+            self.pending.push(Write::Append {
+                run_id: self.meta.id.clone(),
+                record: record.clone(),
+            });
+        }
+        record
+    }
+
+    pub(crate) fn stop_with(&mut self, error: RunError) -> wasmtime::Error {
+        self.stop = Some(error);
+        Stopped.into()
+    }
+
+    fn diverge(&mut self, divergence: Divergence) -> wasmtime::Error {
+        tracing::warn!(run_id = %self.meta.id, seq = divergence.seq, %divergence, "replay diverged");
+        self.divergence = Some(divergence);
+        Stopped.into()
+    }
+
+    pub(crate) fn contract(&mut self, message: String) -> wasmtime::Error {
+        let run_id = self.meta.id.clone();
+        self.stop_with(RunError::Contract {
+            run_id,
+            failure: Failure::new("contract-violation", message),
+        })
+    }
+
+    /// Replays `call` or reports that it is live. Live in check mode stops.
+    pub(crate) fn step(&mut self, call: &HostCall) -> wasmtime::Result<Option<Reply>> {
+        self.host_calls += 1;
+        match self.cursor.next(call) {
+            Ok(Step::Replay { seq, at_ms, reply }) => {
+                tracing::trace!(run_id = %self.meta.id, seq, %call, "replayed");
+                self.clock.set(at_ms);
+                Ok(Some(reply))
+            }
+            Ok(Step::Live) => {
+                self.go_live()?;
+                Ok(None)
+            }
+            Err(divergence) => Err(self.diverge(divergence)),
+        }
+    }
+
+    /// `patched`: replay the marker, report its absence, or record it live.
+    pub(crate) fn patched(&mut self, change_id: String) -> wasmtime::Result<bool> {
+        self.host_calls += 1;
+        match self.cursor.patched(&change_id) {
+            Some((at_ms, present)) => {
+                if present {
+                    self.clock.set(at_ms);
+                }
+                Ok(present)
+            }
+            None => {
+                self.go_live()?;
+                self.append(Entry::Call {
+                    call: HostCall::Patched { change_id },
+                    reply: Reply::Bool { value: true },
+                });
+                Ok(true)
+            }
+        }
+    }
+
+    /// The journal is exhausted: from here on calls are new. Picks up what
+    /// arrived while the run was not resident and restarts the work of
+    /// handles still pending.
+    fn go_live(&mut self) -> wasmtime::Result<()> {
+        if self.live {
+            return Ok(());
+        }
+        if self.mode == Mode::Check {
+            self.reached_end = true;
+            return Err(Stopped.into());
+        }
+        self.live = true;
+        self.replaying.store(false, Ordering::Relaxed);
+        tracing::debug!(run_id = %self.meta.id, seq = self.next_seq, "replay done; live");
+        self.absorb_store(true)?;
+        let pending: Vec<u32> = self
+            .handles
+            .iter()
+            .filter(|(_, h)| matches!(h.state, HandleState::Pending))
+            .map(|(id, _)| *id)
+            .collect();
+        for handle in pending {
+            self.start_work(handle)?;
+        }
+        Ok(())
+    }
+
+    /// Takes what the store holds for this run: completions that arrived
+    /// while it was not resident, signals, cancel requests. At go-live,
+    /// rows for handles no longer pending are stale and deleted.
+    fn absorb_store(&mut self, at_go_live: bool) -> wasmtime::Result<()> {
+        let store = self.rt.store().clone();
+        let completions = match store.completions(&self.meta.id) {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.stop_with(e.into())),
+        };
+        for (
+            handle,
+            StoredCompletion {
+                completion,
+                arrival,
+            },
+        ) in completions
+        {
+            let cleanup = Write::DeleteCompletion {
+                run_id: self.meta.id.clone(),
+                handle,
+            };
+            match self.handles.get_mut(&handle) {
+                Some(h) if matches!(h.state, HandleState::Pending) => {
+                    h.state = HandleState::Ready {
+                        completion,
+                        arrival,
+                        cleanup: Some(cleanup),
+                    };
+                }
+                _ if at_go_live => self.pending.push(cleanup),
+                _ => {}
+            }
+        }
+        let signals = match store.signals(&self.meta.id) {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.stop_with(e.into())),
+        };
+        for (seq, signal) in signals {
+            if self.assigned_signals.contains(&seq) {
+                continue;
+            }
+            if signal.name == CANCEL_SIGNAL {
+                if self.cancel_request.is_none() {
+                    self.cancel_request = Some(seq);
+                    self.assigned_signals.insert(seq);
+                }
+                continue;
+            }
+            let waiting = self.handles.iter_mut().find(|(_, h)| {
+                matches!(&h.operation, Operation::Signal { name } if *name == signal.name)
+                    && matches!(h.state, HandleState::Pending)
+            });
+            if let Some((_, h)) = waiting {
+                h.state = HandleState::Ready {
+                    completion: Completion::Ok(signal.payload),
+                    arrival: seq,
+                    cleanup: Some(Write::DeleteSignal {
+                        run_id: self.meta.id.clone(),
+                        seq,
+                    }),
+                };
+                self.assigned_signals.insert(seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// A new wait-signal handle takes the oldest buffered signal of its name.
+    pub(crate) fn match_signals(&mut self) -> wasmtime::Result<()> {
+        if self.live {
+            self.absorb_store(false)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the in-process work behind a pending handle (once per
+    /// process: work already running for it is left alone).
+    pub(crate) fn start_work(&mut self, handle: u32) -> wasmtime::Result<()> {
+        let Some(h) = self.handles.get(&handle) else {
+            return Ok(());
+        };
+        match h.operation.clone() {
+            Operation::Activity {
+                name,
+                input,
+                options,
+            } => {
+                if let Some((component, _)) = crate::activity::split_name(&name) {
+                    if !self.rt.activities().has(component) {
+                        let error = RunError::UnknownActivity {
+                            run_id: self.meta.id.clone(),
+                            activity: name.clone(),
+                            component: component.to_owned(),
+                            known: self.rt.activities().names().join(", "),
+                        };
+                        return Err(self.stop_with(error));
+                    }
+                }
+                let task = crate::activity::ActivityTask {
+                    run_id: self.meta.id.clone(),
+                    handle,
+                    name,
+                    input,
+                    options,
+                };
+                self.rt.work().start_activity(&self.rt, task);
+            }
+            Operation::Timer { due_ms } => {
+                self.rt
+                    .work()
+                    .start_timer(&self.rt, &self.meta.id, handle, due_ms)
+            }
+            Operation::Signal { .. } => {}
+        }
+        Ok(())
+    }
+
+    pub(crate) fn new_handle(
+        &mut self,
+        reply: Option<Reply>,
+        call: HostCall,
+        operation: Operation,
+    ) -> wasmtime::Result<u32> {
+        let handle = match reply {
+            Some(Reply::Handle { handle }) => handle,
+            Some(other) => return Err(self.contract(format!("journal replied {other} to {call}"))),
+            None => {
+                let Ok(handle) = u32::try_from(self.next_seq) else {
+                    return Err(self.contract(
+                        "the journal is too long for more handles; use continue-as-new".into(),
+                    ));
+                };
+                self.append(Entry::Call {
+                    call,
+                    reply: Reply::Handle { handle },
+                });
+                handle
+            }
+        };
+        self.handles.insert(
+            handle,
+            Handle {
+                operation,
+                state: HandleState::Pending,
+            },
+        );
+        Ok(handle)
+    }
+
+    /// The ready handle among `wanted` that completed first.
+    fn pick_ready(&self, wanted: &[u32]) -> Option<u32> {
+        wanted
+            .iter()
+            .filter_map(|h| match self.handles.get(h).map(|h| &h.state) {
+                Some(HandleState::Ready { arrival, .. }) => Some((*arrival, *h)),
+                _ => None,
+            })
+            .min()
+            .map(|(_, h)| h)
+    }
+
+    fn is_inflight_activity(&self, handle: u32) -> bool {
+        self.handles.get(&handle).is_some_and(|h| {
+            matches!(h.operation, Operation::Activity { .. })
+                && matches!(h.state, HandleState::Pending)
+                && self.rt.work().is_running(&self.meta.id, handle)
+        })
+    }
+
+    /// Blocks (live) until one of `wanted` is complete.
+    async fn wait_for(&mut self, wanted: &[u32]) -> wasmtime::Result<(u32, Completion, Source)> {
+        loop {
+            if let Some(seq) = self.cancel_request.take() {
+                let cleanup = Some(Write::DeleteSignal {
+                    run_id: self.meta.id.clone(),
+                    seq,
+                });
+                let completion =
+                    Completion::Err(Failure::new("cancelled", "the run was cancelled"));
+                return Ok((wanted[0], completion, Source::Known { cleanup }));
+            }
+            if let Some(handle) = self.pick_ready(wanted) {
+                if let Some(Handle {
+                    state:
+                        HandleState::Ready {
+                            completion,
+                            cleanup,
+                            ..
+                        },
+                    ..
+                }) = self.handles.get_mut(&handle)
+                {
+                    return Ok((
+                        handle,
+                        completion.clone(),
+                        Source::Known {
+                            cleanup: cleanup.take(),
+                        },
+                    ));
+                }
+            }
+            let consumed =
+                wanted
+                    .iter()
+                    .find_map(|h| match self.handles.get(h).map(|h| &h.state) {
+                        Some(HandleState::Consumed(c)) => Some((*h, c.clone())),
+                        _ => None,
+                    });
+            if let Some((handle, completion)) = consumed {
+                return Ok((handle, completion, Source::Known { cleanup: None }));
+            }
+            match self.next_event(wanted).await {
+                Some(Event::Completion { handle, completion }) => {
+                    if let Some(fresh) = self.take_completion(wanted, handle, completion).await? {
+                        return Ok((handle, fresh, Source::Fresh));
+                    }
+                }
+                Some(Event::Nudge) => self.absorb_store(false)?,
+                Some(Event::Evict) => return Err(self.leave().await),
+                Some(Event::Terminate { reason }) => {
+                    self.terminated = Some(reason);
+                    return Err(Stopped.into());
+                }
+                None => return Err(self.contract("the run's mailbox closed".into())),
+            }
+        }
+    }
+
+    /// Handles an in-process completion: returned when the guest waits for
+    /// it now (the caller makes it durable with the await entry), otherwise
+    /// made durable on its own and kept for later.
+    async fn take_completion(
+        &mut self,
+        wanted: &[u32],
+        handle: u32,
+        completion: Completion,
+    ) -> wasmtime::Result<Option<Completion>> {
+        let Some(h) = self.handles.get(&handle) else {
+            return Ok(None);
+        };
+        if !matches!(h.state, HandleState::Pending) {
+            return Ok(None); // cancelled meanwhile
+        }
+        if let Operation::Timer { due_ms } = h.operation {
+            self.pending.push(Write::DeleteTimer {
+                due_ms,
+                run_id: self.meta.id.clone(),
+                handle,
+            });
+        }
+        if wanted.contains(&handle) {
+            if let Some(h) = self.handles.get_mut(&handle) {
+                h.state = HandleState::Ready {
+                    completion: completion.clone(),
+                    arrival: 0,
+                    cleanup: None,
+                };
+            }
+            return Ok(Some(completion));
+        }
+        let arrival = self.rt.next_arrival();
+        let mut batch = self.take_pending();
+        batch.push(Write::PutCompletion {
+            run_id: self.meta.id.clone(),
+            handle,
+            completion: StoredCompletion {
+                completion: completion.clone(),
+                arrival,
+            },
+        });
+        if let Err(e) = self.rt.store().commit(batch).await {
+            return Err(self.stop_with(e.into()));
+        }
+        let cleanup = Some(Write::DeleteCompletion {
+            run_id: self.meta.id.clone(),
+            handle,
+        });
+        if let Some(h) = self.handles.get_mut(&handle) {
+            h.state = HandleState::Ready {
+                completion,
+                arrival,
+                cleanup,
+            };
+        }
+        Ok(None)
+    }
+
+    /// Leaves memory: commits what is buffered, then stops the guest.
+    async fn leave(&mut self) -> wasmtime::Error {
+        let batch = self.take_pending();
+        if !batch.is_empty() {
+            if let Err(e) = self.rt.store().commit(batch).await {
+                return self.stop_with(e.into());
+            }
+        }
+        self.evicted = true;
+        Stopped.into()
+    }
+
+    async fn next_event(&mut self, wanted: &[u32]) -> Option<Event> {
+        let hold = wanted.iter().any(|h| self.is_inflight_activity(*h));
+        let rx = self.events_rx.as_mut()?;
+        if !self.pending.is_empty() {
+            // Hold buffered entries briefly when an in-process activity may
+            // finish soon: they then share its commit.
+            if hold {
+                if let Ok(event) = tokio::time::timeout(COMMIT_WINDOW, rx.recv()).await {
+                    return event;
+                }
+            }
+            let batch = std::mem::take(&mut self.pending);
+            drop(self.rt.store().writer().submit(batch));
+        }
+        let rx = self.events_rx.as_mut()?;
+        match self.idle {
+            None => rx.recv().await,
+            Some(idle) => {
+                let pressure = self.rt.pressure();
+                tokio::select! {
+                    event = rx.recv() => event,
+                    _ = tokio::time::sleep(idle) => Some(Event::Evict),
+                    _ = pressure.notified() => Some(Event::Evict),
+                }
+            }
+        }
+    }
+
+    /// Journals the consumption of a completion among `wanted`.
+    pub(crate) async fn consume(
+        &mut self,
+        call: HostCall,
+        wanted: &[u32],
+    ) -> wasmtime::Result<(u32, Completion)> {
+        let (handle, completion, source) = self.wait_for(wanted).await?;
+        self.append(Entry::Call {
+            call,
+            reply: Reply::Completed {
+                handle,
+                completion: completion.clone(),
+            },
+        });
+        match source {
+            Source::Known { cleanup } => self.pending.extend(cleanup),
+            Source::Fresh => {
+                let batch = self.take_pending();
+                if let Err(e) = self.rt.store().commit(batch).await {
+                    return Err(self.stop_with(e.into()));
+                }
+            }
+        }
+        self.mark_consumed(handle, &completion);
+        Ok((handle, completion))
+    }
+
+    pub(crate) fn mark_consumed(&mut self, handle: u32, completion: &Completion) {
+        if let Some(h) = self.handles.get_mut(&handle) {
+            h.state = HandleState::Consumed(completion.clone());
+        }
+    }
+
+    pub(crate) fn check_handles(&mut self, handles: &[u32]) -> wasmtime::Result<()> {
+        if handles.is_empty() {
+            return Err(self.contract("await-any was called with no handles".into()));
+        }
+        if let Some(unknown) = handles.iter().find(|h| !self.handles.contains_key(h)) {
+            return Err(self.contract(format!(
+                "awaited handle #{unknown}, which this run never created"
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_json(&mut self, what: &str, json: &str) -> wasmtime::Result<()> {
+        match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.contract(format!("{what} is not valid JSON: {e}"))),
+        }
+    }
+
+    /// `cancel(h)` of one handle: abandon its work; it completes cancelled.
+    pub(crate) fn cancel_handle(&mut self, h: u32, live: bool) {
+        let run_id = self.meta.id.clone();
+        let Some(handle) = self.handles.get_mut(&h) else {
+            return;
+        };
+        match &mut handle.state {
+            HandleState::Consumed(_) => return,
+            HandleState::Pending => {
+                if live {
+                    self.rt.work().abort(&run_id, h);
+                    if let Operation::Timer { due_ms } = handle.operation {
+                        self.pending.push(Write::DeleteTimer {
+                            due_ms,
+                            run_id,
+                            handle: h,
+                        });
+                    }
+                }
+            }
+            HandleState::Ready { cleanup, .. } => match cleanup.take() {
+                // A signal matched but not consumed goes back to the buffer.
+                Some(Write::DeleteSignal { seq, .. }) => {
+                    self.assigned_signals.remove(&seq);
+                }
+                Some(write) if live => self.pending.push(write),
+                _ => {}
+            },
+        }
+        if let Some(handle) = self.handles.get_mut(&h) {
+            // Arrival 0: a cancelled handle is "complete" before anything
+            // that arrives from outside, on every replay alike.
+            handle.state = HandleState::Ready {
+                completion: Completion::Err(Failure::cancelled()),
+                arrival: 0,
+                cleanup: None,
+            };
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! In-flight work of this process: activity executions and armed timers,
+//! keyed by (run, handle). Work belongs to the process, not to a resident
+//! run: an evicted run's activity keeps running and its completion is
+//! delivered to the store; a run rebuilt by replay finds its work already
+//! in flight and does not start it twice.
+
+use super::Runtime;
+use crate::activity::ActivityTask;
+use crate::journal::Completion;
+use crate::store::Write;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::AbortHandle;
+
+type Key = (String, u32);
+
+/// The registry of in-flight work.
+#[derive(Clone, Default)]
+pub(crate) struct Work {
+    running: Arc<Mutex<HashMap<Key, AbortHandle>>>,
+}
+
+impl Work {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, AbortHandle>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether work for this handle is in flight.
+    pub fn is_running(&self, run_id: &str, handle: u32) -> bool {
+        self.lock().contains_key(&(run_id.to_owned(), handle))
+    }
+
+    /// Abandons the work of one handle (cancel).
+    pub fn abort(&self, run_id: &str, handle: u32) {
+        if let Some(task) = self.lock().remove(&(run_id.to_owned(), handle)) {
+            task.abort();
+        }
+    }
+
+    /// Abandons all work of a run (terminate).
+    pub fn abort_run(&self, run_id: &str) {
+        self.lock().retain(|(run, _), task| {
+            if run == run_id {
+                task.abort();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn spawn<F>(&self, rt: &Runtime, run_id: &str, handle: u32, cleanup: Option<Write>, produce: F)
+    where
+        F: std::future::Future<Output = Completion> + Send + 'static,
+    {
+        let key = (run_id.to_owned(), handle);
+        let mut running = self.lock();
+        if running.contains_key(&key) {
+            return;
+        }
+        let rt = rt.clone();
+        let work = self.clone();
+        let task_key = key.clone();
+        // The task waits until it is registered, so its removal below can
+        // never run before its insertion.
+        let (registered_tx, registered) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = registered.await;
+            let completion = produce.await;
+            rt.deliver(&task_key.0, task_key.1, completion, cleanup)
+                .await;
+            work.lock().remove(&task_key);
+        });
+        running.insert(key, task.abort_handle());
+        let _ = registered_tx.send(());
+    }
+
+    /// Runs an activity to its final outcome and delivers it.
+    pub fn start_activity(&self, rt: &Runtime, task: ActivityTask) {
+        let runner = rt.activities().clone();
+        let (run_id, handle) = (task.run_id.clone(), task.handle);
+        self.spawn(rt, &run_id, handle, None, async move {
+            runner.execute(task).await
+        });
+    }
+
+    /// Arms a timer that delivers `ok(null)` at `due_ms`.
+    pub fn start_timer(&self, rt: &Runtime, run_id: &str, handle: u32, due_ms: u64) {
+        let disarm = Write::DeleteTimer {
+            due_ms,
+            run_id: run_id.to_owned(),
+            handle,
+        };
+        self.spawn(rt, run_id, handle, Some(disarm), async move {
+            let delay = due_ms.saturating_sub(super::now_ms());
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            Completion::Ok("null".into())
+        });
+    }
+}
