@@ -80,6 +80,22 @@ pub(crate) enum Operation {
     },
 }
 
+/// What to delete once a buffered completion or signal is consumed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cleanup {
+    Completion(u32),
+    Signal(u64),
+}
+
+impl Cleanup {
+    fn write(self, run_id: &str) -> Write {
+        match self {
+            Cleanup::Completion(handle) => Write::DeleteCompletion { run_id: run_id.to_owned(), handle },
+            Cleanup::Signal(seq) => Write::DeleteSignal { run_id: run_id.to_owned(), seq },
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum HandleState {
     /// Not complete.
@@ -89,7 +105,7 @@ pub(crate) enum HandleState {
     Ready {
         completion: Completion,
         arrival: u64,
-        cleanup: Option<Write>,
+        cleanup: Option<Cleanup>,
     },
     /// Consumed by an await; awaiting again returns the same completion.
     Consumed(Completion),
@@ -105,7 +121,7 @@ pub(crate) struct Handle {
 enum Source {
     /// Already durable or determined by the journal; `cleanup` removes its
     /// buffered copy in the same commit as the await entry.
-    Known { cleanup: Option<Write> },
+    Known { cleanup: Option<Cleanup> },
     /// Just arrived from outside: its entry must be durable before the guest sees it.
     Fresh,
 }
@@ -368,10 +384,7 @@ impl WorkflowState {
             },
         ) in completions
         {
-            let cleanup = Write::DeleteCompletion {
-                run_id: self.meta.id.clone(),
-                handle,
-            };
+            let cleanup = Cleanup::Completion(handle);
             match self.handles.get_mut(&handle) {
                 Some(h) if matches!(h.state, HandleState::Pending) => {
                     h.state = HandleState::Ready {
@@ -380,7 +393,7 @@ impl WorkflowState {
                         cleanup: Some(cleanup),
                     };
                 }
-                _ if at_go_live => self.pending.push(cleanup),
+                _ if at_go_live => self.pending.push(cleanup.write(&self.meta.id)),
                 _ => {}
             }
         }
@@ -407,10 +420,7 @@ impl WorkflowState {
                 h.state = HandleState::Ready {
                     completion: Completion::Ok(signal.payload),
                     arrival: seq,
-                    cleanup: Some(Write::DeleteSignal {
-                        run_id: self.meta.id.clone(),
-                        seq,
-                    }),
+                    cleanup: Some(Cleanup::Signal(seq)),
                 };
                 self.assigned_signals.insert(seq);
             }
@@ -524,10 +534,7 @@ impl WorkflowState {
     async fn wait_for(&mut self, wanted: &[u32]) -> wasmtime::Result<(u32, Completion, Source)> {
         loop {
             if let Some(seq) = self.cancel_request.take() {
-                let cleanup = Some(Write::DeleteSignal {
-                    run_id: self.meta.id.clone(),
-                    seq,
-                });
+                let cleanup = Some(Cleanup::Signal(seq));
                 let completion =
                     Completion::Err(Failure::new("cancelled", "the run was cancelled"));
                 return Ok((wanted[0], completion, Source::Known { cleanup }));
@@ -624,10 +631,7 @@ impl WorkflowState {
         if let Err(e) = self.rt.store().commit(batch).await {
             return Err(self.stop_with(e.into()));
         }
-        let cleanup = Some(Write::DeleteCompletion {
-            run_id: self.meta.id.clone(),
-            handle,
-        });
+        let cleanup = Some(Cleanup::Completion(handle));
         if let Some(h) = self.handles.get_mut(&handle) {
             h.state = HandleState::Ready {
                 completion,
@@ -693,7 +697,11 @@ impl WorkflowState {
             },
         });
         match source {
-            Source::Known { cleanup } => self.pending.extend(cleanup),
+            Source::Known { cleanup } => {
+                if let Some(cleanup) = cleanup {
+                    self.pending.push(cleanup.write(&self.meta.id));
+                }
+            }
             Source::Fresh => {
                 let batch = self.take_pending();
                 if let Err(e) = self.rt.store().commit(batch).await {
@@ -752,10 +760,10 @@ impl WorkflowState {
             }
             HandleState::Ready { cleanup, .. } => match cleanup.take() {
                 // A signal matched but not consumed goes back to the buffer.
-                Some(Write::DeleteSignal { seq, .. }) => {
+                Some(Cleanup::Signal(seq)) => {
                     self.assigned_signals.remove(&seq);
                 }
-                Some(write) if live => self.pending.push(write),
+                Some(cleanup) if live => self.pending.push(cleanup.write(&run_id)),
                 _ => {}
             },
         }
