@@ -6,7 +6,9 @@
 #![deny(missing_docs)]
 
 pub mod activity;
+pub mod api;
 pub mod journal;
+pub mod registry;
 pub mod runtime;
 pub mod sandbox;
 pub mod store;

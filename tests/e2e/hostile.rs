@@ -43,6 +43,7 @@ async fn hostile_guests_fail_only_their_own_run() {
                 component: hostile.clone(),
                 input: format!(r#"{{"mode":"{mode}"}}"#),
                 run_id: Some(format!("hostile-{mode}")),
+                version: None,
             })
             .await
             .unwrap();
@@ -65,6 +66,7 @@ async fn hostile_guests_fail_only_their_own_run() {
                 component: hello.clone(),
                 input: r#"{"name":"after"}"#.into(),
                 run_id: Some(format!("after-{mode}")),
+                version: None,
             })
             .await
             .unwrap();

@@ -118,24 +118,23 @@ impl ActivityRunner {
         })
     }
 
+    /// Checks that `component` fits the activity world, without registering it.
+    pub fn check(&self, name: &str, component: &LoadedComponent) -> Result<(), ActivityError> {
+        self.prepare(name, component).map(drop)
+    }
+
+    fn prepare(&self, name: &str, component: &LoadedComponent) -> Result<ActivityPre<ActivityState>, ActivityError> {
+        let invalid = |e: wasmtime::Error| ActivityError::NotAnActivity { name: name.to_owned(), reason: format!("{e:#}") };
+        let pre = self.linker.instantiate_pre(&component.component).map_err(invalid)?;
+        ActivityPre::new(pre).map_err(invalid)
+    }
+
     /// Makes `component` callable as `<name>.<function>`.
     pub fn register(&self, name: &str, component: &LoadedComponent) -> Result<(), ActivityError> {
-        let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid {
+        if !crate::registry::valid_name(name) {
             return Err(ActivityError::InvalidName(name.to_owned()));
         }
-        let invalid = |e: wasmtime::Error| ActivityError::NotAnActivity {
-            name: name.to_owned(),
-            reason: format!("{e:#}"),
-        };
-        let pre = self
-            .linker
-            .instantiate_pre(&component.component)
-            .map_err(invalid)?;
-        let pre = ActivityPre::new(pre).map_err(invalid)?;
+        let pre = self.prepare(name, component)?;
         self.components
             .write()
             .unwrap_or_else(|e| e.into_inner())

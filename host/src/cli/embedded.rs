@@ -71,6 +71,7 @@ pub async fn run(
             component,
             input,
             run_id: id,
+            version: None,
         })
         .await?;
     tracing::info!(run_id = %meta.id, "driving run");

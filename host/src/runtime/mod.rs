@@ -61,6 +61,8 @@ pub struct StartRequest {
     pub input: String,
     /// Run id; generated when absent.
     pub run_id: Option<String>,
+    /// The deployed version of the workflow, if it is deployed.
+    pub version: Option<u32>,
 }
 
 impl Runtime {
@@ -185,6 +187,7 @@ impl Runtime {
             id: run_id.clone(),
             workflow: req.workflow.clone(),
             component_sha256: req.component.sha256.clone(),
+            version: req.version,
             status: RunStatus::Running,
             input: req.input.clone(),
             result: None,
@@ -204,17 +207,26 @@ impl Runtime {
                 engine: self.inner.sandbox.settings(),
             },
         };
-        self.inner
-            .store
-            .commit(vec![
-                Write::PutRun(meta.clone()),
-                Write::Append {
-                    run_id,
-                    record: start,
-                },
-            ])
-            .await?;
-        Ok(meta)
+        let batch = vec![Write::PutRun(meta.clone()), Write::Append { run_id: run_id.clone(), record: start }];
+        match self.inner.store.commit(batch).await {
+            Ok(()) => Ok(meta),
+            // A concurrent start of the same id won: the batch was refused
+            // whole, so the existing run stands and this start returns it.
+            Err(crate::store::StoreError::Commit(crate::store::CommitError::DuplicateSeq { .. })) => {
+                match self.inner.store.run(&run_id)? {
+                    Some(existing) if existing.component_sha256 == meta.component_sha256 => Ok(existing),
+                    Some(existing) => Err(StartError::DifferentComponent {
+                        run_id,
+                        existing: existing.component_sha256,
+                        given: meta.component_sha256,
+                    }),
+                    None => Err(StartError::Store(crate::store::StoreError::Commit(
+                        crate::store::CommitError::DuplicateSeq { run_id, seq: 0 },
+                    ))),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

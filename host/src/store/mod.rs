@@ -8,7 +8,7 @@
 mod schema;
 mod writer;
 
-pub use schema::{RunMeta, RunStatus, StoredCompletion, StoredSignal};
+pub use schema::{ComponentKind, Deployment, RunMeta, RunStatus, StoredCompletion, StoredSignal, Version};
 pub use writer::{Batch, CommitError, GroupCommitWriter, Write};
 
 use crate::journal::{self, DecodeError, Record};
@@ -186,6 +186,26 @@ impl Store {
                 seq,
                 parse_row("signals", &format!("{run_id}/{seq}"), v.value())?,
             ));
+        }
+        Ok(out)
+    }
+
+    /// A deployment by name.
+    pub fn deployment(&self, name: &str) -> Result<Option<Deployment>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(DEPLOYMENTS).map_err(db_err)?;
+        let row = table.get(name).map_err(db_err)?;
+        row.map(|v| parse_row("deployments", name, v.value())).transpose()
+    }
+
+    /// Every deployment, by name.
+    pub fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(DEPLOYMENTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            out.push(parse_row("deployments", k.value(), v.value())?);
         }
         Ok(out)
     }

@@ -16,6 +16,8 @@ pub(super) const TIMERS: TableDefinition<(u64, &str, u32), ()> = TableDefinition
 /// (run id, arrival seq) → [`StoredSignal`] (JSON): signals sent to a run and
 /// not yet consumed, in arrival order.
 pub(super) const SIGNALS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("signals");
+/// deployed name → [`Deployment`] (JSON): its versions and the current one.
+pub(super) const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
 /// component sha256 → component bytes.
 pub(super) const COMPONENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("components");
 /// (component sha256, engine fingerprint) → precompiled artifact.
@@ -27,6 +29,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableErr
     txn.open_table(COMPLETIONS)?;
     txn.open_table(TIMERS)?;
     txn.open_table(SIGNALS)?;
+    txn.open_table(DEPLOYMENTS)?;
     txn.open_table(COMPONENTS)?;
     txn.open_table(COMPILED)?;
     Ok(())
@@ -92,6 +95,9 @@ pub struct RunMeta {
     pub workflow: String,
     /// sha256 of the component the run executes.
     pub component_sha256: String,
+    /// The deployed version it executes (none for embedded runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
     /// Status.
     pub status: RunStatus,
     /// JSON input.
@@ -128,4 +134,55 @@ pub struct StoredCompletion {
     /// Arrival order within the run: `await-any` picks the lowest, which is
     /// stable across restarts because arrivals only ever grow.
     pub arrival: u64,
+}
+
+/// What a deployed component is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComponentKind {
+    /// A workflow (the `workflow` world).
+    Workflow,
+    /// An activity component (the `activity` world).
+    Activity,
+}
+
+impl ComponentKind {
+    /// As the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentKind::Workflow => "workflow",
+            ComponentKind::Activity => "activity",
+        }
+    }
+}
+
+/// One deployed version of a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// 1, 2, ...
+    pub version: u32,
+    /// sha256 of its component.
+    pub sha256: String,
+    /// When it was deployed, ms since the epoch.
+    pub deployed_ms: u64,
+}
+
+/// A deployed name: a workflow or an activity component, with its versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// The name runs and activity calls use.
+    pub name: String,
+    /// Workflow or activity.
+    pub kind: ComponentKind,
+    /// Every version, oldest first.
+    pub versions: Vec<Version>,
+    /// The version new runs (or activity calls) use.
+    pub current: u32,
+}
+
+impl Deployment {
+    /// The current version.
+    pub fn current_version(&self) -> Option<&Version> {
+        self.versions.iter().find(|v| v.version == self.current)
+    }
 }

@@ -75,6 +75,8 @@ pub enum Write {
         /// Its arrival seq.
         seq: u64,
     },
+    /// Insert or replace a deployment.
+    PutDeployment(Deployment),
     /// Store a component's bytes.
     PutComponent {
         /// sha256, hex.
@@ -214,6 +216,7 @@ fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>
         let mut completions = txn.open_table(COMPLETIONS).map_err(|e| e.to_string())?;
         let mut timers = txn.open_table(TIMERS).map_err(|e| e.to_string())?;
         let mut signals = txn.open_table(SIGNALS).map_err(|e| e.to_string())?;
+        let mut deployments = txn.open_table(DEPLOYMENTS).map_err(|e| e.to_string())?;
         let mut components = txn.open_table(COMPONENTS).map_err(|e| e.to_string())?;
         let mut compiled = txn.open_table(COMPILED).map_err(|e| e.to_string())?;
         for req in group {
@@ -273,6 +276,10 @@ fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>
                         }
                         Write::DeleteSignal { run_id, seq } => {
                             signals.remove((run_id.as_str(), *seq))?;
+                        }
+                        Write::PutDeployment(d) => {
+                            let bytes = serde_json::to_vec(d).expect("deployments serialise");
+                            deployments.insert(d.name.as_str(), bytes.as_slice())?;
                         }
                         Write::PutComponent { sha256, bytes } => {
                             components.insert(sha256.as_str(), &bytes[..])?;

@@ -1,0 +1,105 @@
+//! Every error the API returns: `{"code": "...", "message": "..."}` with the
+//! right HTTP status. Each library error maps here, in one place.
+
+use crate::registry::UploadError;
+use crate::runtime::{ControlError, StartError};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// An API error.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub(crate) fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    fn internal(message: impl std::fmt::Display) -> Self {
+        tracing::error!(%message, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{message}; nothing was changed"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "code": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StartError> for ApiError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::InvalidInput(_) => ApiError::bad_request("invalid-input", e.to_string()),
+            StartError::InvalidRunId(_) => ApiError::bad_request("invalid-run-id", e.to_string()),
+            StartError::NotAWorkflow { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-component", e.to_string()),
+            StartError::DifferentComponent { .. } => ApiError::new(StatusCode::CONFLICT, "run-exists", e.to_string()),
+            StartError::Store(_) | StartError::Load(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::NotFound(_) => ApiError::not_found("run-not-found", e.to_string()),
+            ControlError::Ended { .. } => ApiError::new(StatusCode::CONFLICT, "run-ended", e.to_string()),
+            ControlError::InvalidName(_) => ApiError::bad_request("invalid-signal-name", e.to_string()),
+            ControlError::InvalidPayload(_) => ApiError::bad_request("invalid-json", e.to_string()),
+            ControlError::Store(_) | ControlError::Commit(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string()),
+            UploadError::InvalidName(_) => ApiError::bad_request("invalid-name", e.to_string()),
+            UploadError::NotAComponent(_) | UploadError::WrongWorld { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-component", e.to_string())
+            }
+            UploadError::KindConflict { .. } => ApiError::new(StatusCode::CONFLICT, "kind-conflict", e.to_string()),
+            UploadError::Store(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "the request body is over the size limit")
+        } else {
+            ApiError::bad_request("bad-body", e.body_text())
+        }
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::bad_request("invalid-query", e.body_text())
+    }
+}

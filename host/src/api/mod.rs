@@ -1,0 +1,94 @@
+//! The HTTP API (axum): routes under `/v1`, bearer-token auth, and the
+//! mapping of library errors to JSON errors. No engine logic lives here;
+//! nothing below this module knows HTTP exists.
+
+mod error;
+mod openapi;
+mod routes;
+
+pub use error::ApiError;
+
+use crate::registry::{Registry, MAX_COMPONENT_BYTES};
+use crate::runtime::Runtime;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Largest JSON request body.
+const MAX_JSON_BODY: usize = 1 << 20;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) rt: Runtime,
+    pub(crate) registry: Registry,
+    token: Option<Arc<str>>,
+}
+
+impl AppState {
+    /// The state of an API over `rt`; with `token`, requests need it.
+    pub fn new(rt: Runtime, token: Option<String>) -> Self {
+        AppState { registry: Registry::new(rt.clone()), rt, token: token.map(Into::into) }
+    }
+}
+
+/// The `/v1` router.
+pub fn router(state: AppState) -> Router {
+    let json_limit = DefaultBodyLimit::max(MAX_JSON_BODY);
+    // Over the component limit by a little, so the registry reports the
+    // size itself with its own message.
+    let upload_limit = DefaultBodyLimit::max(MAX_COMPONENT_BYTES + 1);
+    let v1 = Router::new()
+        .route("/health", get(routes::health))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(openapi::document))
+        .route("/components", get(routes::components))
+        .route("/components/{name}", post(routes::deploy).layer(upload_limit))
+        .route("/runs", post(routes::start).get(routes::list))
+        .route("/runs/{id}", get(routes::get_run))
+        .route("/runs/{id}/result", get(routes::result))
+        .route("/runs/{id}/journal", get(routes::journal))
+        .route("/runs/{id}/signals/{name}", post(routes::signal))
+        .route("/runs/{id}/cancel", post(routes::cancel))
+        .route("/runs/{id}/terminate", post(routes::terminate))
+        .layer(json_limit);
+    Router::new()
+        .nest("/v1", v1)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this endpoint does not take that method; see /v1/openapi.json")
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time.
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        next.run(request).await
+    } else {
+        let message = if given.is_empty() {
+            "this server needs `Authorization: Bearer <token>` (cairn: --token or CAIRN_TOKEN)"
+        } else {
+            "the bearer token is not valid for this server"
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
+    }
+}

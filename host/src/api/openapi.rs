@@ -1,0 +1,120 @@
+//! The OpenAPI 3 description of the API, served at `/v1/openapi.json`.
+
+use axum::Json;
+use serde_json::{json, Value};
+
+fn error_responses(codes: &[&str]) -> Value {
+    let mut out = serde_json::Map::new();
+    for code in codes {
+        out.insert((*code).to_owned(), json!({ "$ref": "#/components/responses/Error" }));
+    }
+    Value::Object(out)
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+fn ok(status: &str, schema: &str) -> Value {
+    json!({ status: { "description": "OK", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } } })
+}
+
+pub(crate) async fn document() -> Json<Value> {
+    let run_id = json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } });
+    Json(json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Cairn",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Durable workflows in WebAssembly. Errors are JSON {code, message}. With --token-file, every request needs `Authorization: Bearer <token>`."
+        },
+        "servers": [{ "url": "/v1" }],
+        "security": [{ "bearer": [] }],
+        "paths": {
+            "/health": { "get": { "summary": "Liveness and residency counters", "responses": { "200": { "description": "OK" } } } },
+            "/metrics": { "get": { "summary": "Residency counters: resident, evictions, rebuilds, finished", "responses": ok("200", "Metrics") } },
+            "/components": { "get": { "summary": "List deployed components", "responses": { "200": { "description": "OK" } } } },
+            "/components/{name}": { "post": {
+                "summary": "Deploy a component: raw .wasm body; same bytes give the existing version",
+                "parameters": [
+                    { "name": "name", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" } },
+                    { "name": "kind", "in": "query", "schema": { "type": "string", "enum": ["workflow", "activity"], "default": "workflow" } }
+                ],
+                "requestBody": { "required": true, "content": { "application/wasm": { "schema": { "type": "string", "format": "binary" } } } },
+                "responses": merge(merge(ok("201", "Deployed"), ok("200", "Deployed")), error_responses(&["400", "401", "409", "413", "422"]))
+            } },
+            "/runs": {
+                "post": {
+                    "summary": "Start a run; an existing id returns that run (idempotent)",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/StartRequest" } } } },
+                    "responses": merge(merge(ok("201", "Run"), ok("200", "Run")), error_responses(&["400", "401", "404", "409", "413"]))
+                },
+                "get": {
+                    "summary": "List runs, by id, paginated",
+                    "parameters": [
+                        { "name": "workflow", "in": "query", "schema": { "type": "string" } },
+                        { "name": "status", "in": "query", "schema": { "$ref": "#/components/schemas/Status" } },
+                        { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
+                        { "name": "after", "in": "query", "description": "the `next` of the previous page", "schema": { "type": "string" } }
+                    ],
+                    "responses": merge(ok("200", "RunList"), error_responses(&["400", "401"]))
+                }
+            },
+            "/runs/{id}": { "get": { "summary": "A run's status", "parameters": [run_id], "responses": merge(ok("200", "Run"), error_responses(&["401", "404"])) } },
+            "/runs/{id}/result": { "get": {
+                "summary": "Long-poll: wait up to `wait` seconds for the run to end, then return it",
+                "parameters": [run_id, { "name": "wait", "in": "query", "schema": { "type": "number", "minimum": 0, "maximum": 60, "default": 0 } }],
+                "responses": merge(ok("200", "Run"), error_responses(&["400", "401", "404"]))
+            } },
+            "/runs/{id}/journal": { "get": {
+                "summary": "A run's journal entries, paginated by seq",
+                "parameters": [run_id,
+                    { "name": "from", "in": "query", "schema": { "type": "integer", "minimum": 0, "default": 0 } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 1000 } }],
+                "responses": merge(ok("200", "JournalPage"), error_responses(&["400", "401", "404"]))
+            } },
+            "/runs/{id}/signals/{name}": { "post": {
+                "summary": "Send a signal; the body is its JSON payload (empty: null)",
+                "parameters": [run_id, { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "requestBody": { "content": { "application/json": { "schema": {} } } },
+                "responses": merge(json!({ "202": { "description": "stored durably" } }), error_responses(&["400", "401", "404", "409", "413"]))
+            } },
+            "/runs/{id}/cancel": { "post": {
+                "summary": "Cancel: the run's current (or next) await fails with kind `cancelled`",
+                "parameters": [run_id],
+                "responses": merge(json!({ "202": { "description": "requested" } }), error_responses(&["401", "404", "409"]))
+            } },
+            "/runs/{id}/terminate": { "post": {
+                "summary": "Terminate: stop the run at once",
+                "parameters": [run_id],
+                "requestBody": { "content": { "application/json": { "schema": { "type": "object", "properties": { "reason": { "type": "string" } }, "additionalProperties": false } } } },
+                "responses": merge(json!({ "202": { "description": "requested" } }), error_responses(&["400", "401", "404", "409"]))
+            } }
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "responses": { "Error": { "description": "An error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["code", "message"], "properties": { "code": { "type": "string" }, "message": { "type": "string" } } },
+                "Status": { "type": "string", "enum": ["running", "completed", "failed", "diverged", "terminated"] },
+                "Failure": { "type": "object", "properties": { "kind": { "type": "string" }, "message": { "type": "string" }, "details": { "type": "string", "nullable": true } } },
+                "StartRequest": { "type": "object", "required": ["workflow"], "additionalProperties": false, "properties": {
+                    "workflow": { "type": "string" }, "input": { "description": "any JSON" }, "id": { "type": "string" } } },
+                "Run": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "workflow": { "type": "string" }, "version": { "type": "integer", "nullable": true },
+                    "status": { "$ref": "#/components/schemas/Status" }, "input": {}, "custom_status": {}, "result": {},
+                    "failure": { "allOf": [{ "$ref": "#/components/schemas/Failure" }], "nullable": true },
+                    "created_ms": { "type": "integer" }, "updated_ms": { "type": "integer" } } },
+                "RunList": { "type": "object", "properties": { "runs": { "type": "array", "items": { "$ref": "#/components/schemas/Run" } }, "next": { "type": "string", "nullable": true } } },
+                "JournalPage": { "type": "object", "properties": { "entries": { "type": "array", "items": { "type": "object" } }, "next": { "type": "integer", "nullable": true } } },
+                "Deployed": { "type": "object", "properties": {
+                    "name": { "type": "string" }, "kind": { "type": "string" }, "version": { "type": "integer" }, "sha256": { "type": "string" }, "created": { "type": "boolean" } } },
+                "Metrics": { "type": "object", "properties": {
+                    "resident": { "type": "integer" }, "evictions": { "type": "integer" }, "rebuilds": { "type": "integer" }, "finished": { "type": "integer" } } }
+            }
+        }
+    }))
+}

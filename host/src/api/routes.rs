@@ -1,0 +1,270 @@
+//! The `/v1` handlers: parse the request, call the runtime or registry, map
+//! the answer to JSON. No engine logic lives here.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::journal::Failure;
+use crate::runtime::StartRequest;
+use crate::store::{ComponentKind, RunMeta, RunStatus};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Parses a JSON body into `T`, with the API's error for bad JSON.
+fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let body = body?;
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &body };
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid-json", format!("the request body is not valid: {e}")))
+}
+
+fn json_text(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::String(text.to_owned()))
+}
+
+/// A run as the API shows it.
+#[derive(Serialize)]
+pub(crate) struct RunView {
+    id: String,
+    workflow: String,
+    version: Option<u32>,
+    status: &'static str,
+    input: Value,
+    custom_status: Option<Value>,
+    result: Option<Value>,
+    failure: Option<Failure>,
+    created_ms: u64,
+    updated_ms: u64,
+}
+
+impl From<RunMeta> for RunView {
+    fn from(m: RunMeta) -> Self {
+        RunView {
+            status: m.status.as_str(),
+            input: json_text(&m.input),
+            custom_status: m.custom_status.as_deref().map(json_text),
+            result: m.result.as_deref().map(json_text),
+            failure: m.failure,
+            id: m.id,
+            workflow: m.workflow,
+            version: m.version,
+            created_ms: m.created_ms,
+            updated_ms: m.updated_ms,
+        }
+    }
+}
+
+pub(crate) async fn health(State(app): State<AppState>) -> Json<Value> {
+    Json(serde_json::json!({ "status": "ok", "metrics": app.rt.metrics() }))
+}
+
+pub(crate) async fn metrics(State(app): State<AppState>) -> Json<Value> {
+    Json(serde_json::to_value(app.rt.metrics()).unwrap_or(Value::Null))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DeployQuery {
+    kind: Option<String>,
+}
+
+pub(crate) async fn deploy(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<DeployQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Query(query) = query?;
+    let kind = match query.kind.as_deref().unwrap_or("workflow") {
+        "workflow" => ComponentKind::Workflow,
+        "activity" => ComponentKind::Activity,
+        other => return Err(ApiError::bad_request("invalid-kind", format!("kind must be workflow or activity, not {other:?}"))),
+    };
+    let bytes = body?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("empty-body", "send the component's .wasm bytes as the request body"));
+    }
+    let deployed = app.registry.deploy(&name, kind, bytes.to_vec()).await?;
+    let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(deployed)))
+}
+
+pub(crate) async fn components(State(app): State<AppState>) -> ApiResult<Json<Value>> {
+    Ok(Json(serde_json::json!({ "components": app.registry.list()? })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartBody {
+    workflow: String,
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+pub(crate) async fn start(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> ApiResult<impl IntoResponse> {
+    let body: StartBody = parse(body)?;
+    let Some((version, component)) = app.registry.workflow(&body.workflow).await? else {
+        return Err(ApiError::not_found(
+            "workflow-not-found",
+            format!("no workflow named {:?} is deployed; deploy it with `cairn deploy {} FILE.wasm`", body.workflow, body.workflow),
+        ));
+    };
+    let existed = match &body.id {
+        Some(id) => app.rt.store().run(id)?.is_some(),
+        None => false,
+    };
+    let meta = app
+        .rt
+        .start(StartRequest {
+            workflow: body.workflow,
+            component,
+            input: body.input.to_string(),
+            run_id: body.id,
+            version: Some(version),
+        })
+        .await?;
+    app.rt.wake(&meta.id);
+    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(RunView::from(meta))))
+}
+
+fn run_meta(app: &AppState, id: &str) -> ApiResult<RunMeta> {
+    app.rt.store().run(id)?.ok_or_else(|| ApiError::not_found("run-not-found", format!("run {id} does not exist")))
+}
+
+pub(crate) async fn get_run(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunView>> {
+    Ok(Json(run_meta(&app, &id)?.into()))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WaitQuery {
+    wait: Option<f64>,
+}
+
+/// Longest a client may wait in one request.
+const MAX_WAIT_S: f64 = 60.0;
+
+pub(crate) async fn result(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<Json<RunView>> {
+    let Query(query) = query?;
+    let wait = query.wait.unwrap_or(0.0);
+    if !(0.0..=MAX_WAIT_S).contains(&wait) {
+        return Err(ApiError::bad_request("invalid-wait", format!("wait must be between 0 and {MAX_WAIT_S} seconds")));
+    }
+    let meta = app.rt.wait_for_end(&id, Duration::from_secs_f64(wait)).await?;
+    let meta = meta.ok_or_else(|| ApiError::not_found("run-not-found", format!("run {id} does not exist")))?;
+    Ok(Json(meta.into()))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+pub(crate) async fn list(
+    State(app): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request("invalid-status", format!("unknown status {s:?}: use running, completed, failed, diverged or terminated"))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut runs: Vec<RunMeta> = app
+        .rt
+        .store()
+        .runs()?
+        .into_iter()
+        .filter(|m| q.workflow.as_ref().is_none_or(|w| &m.workflow == w))
+        .filter(|m| status.is_none_or(|s| m.status == s))
+        .filter(|m| q.after.as_ref().is_none_or(|a| &m.id > a))
+        .collect();
+    let more = runs.len() > limit;
+    runs.truncate(limit);
+    let next = if more { runs.last().map(|m| m.id.clone()) } else { None };
+    let runs: Vec<RunView> = runs.into_iter().map(RunView::from).collect();
+    Ok(Json(serde_json::json!({ "runs": runs, "next": next })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct JournalQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn journal(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<JournalQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query?;
+    run_meta(&app, &id)?;
+    let from = q.from.unwrap_or(0);
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let records = app.rt.store().journal(&id)?;
+    let page: Vec<_> = records.iter().filter(|r| r.seq >= from).take(limit + 1).collect();
+    let next = page.get(limit).map(|r| r.seq);
+    let entries: Vec<_> = page.into_iter().take(limit).collect();
+    Ok(Json(serde_json::json!({ "entries": entries, "next": next })))
+}
+
+pub(crate) async fn signal(
+    State(app): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let body = body?;
+    let payload = if body.iter().all(u8::is_ascii_whitespace) {
+        "null".to_owned()
+    } else {
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid-json", format!("the signal payload is not valid JSON: {e}")))?;
+        value.to_string()
+    };
+    app.rt.signal(&id, &name, &payload).await?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "signal": name, "accepted": true }))))
+}
+
+pub(crate) async fn cancel(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    app.rt.cancel_run(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "cancel": "requested" }))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TerminateBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub(crate) async fn terminate(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let body: TerminateBody = parse(body)?;
+    let reason = body.reason.unwrap_or_else(|| "terminated by an operator".into());
+    app.rt.terminate(&id, &reason).await?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "terminate": "requested" }))))
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::not_found("no-such-endpoint", "no such endpoint; see /v1/openapi.json")
+}

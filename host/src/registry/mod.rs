@@ -1,0 +1,192 @@
+//! Deployments: named workflow and activity components, validated on
+//! upload, stored by content hash, numbered in versions.
+//!
+//! An upload is checked before anything is stored: the bytes must be a
+//! component, its imports must be ones the host provides for its kind
+//! (WASI 0.2 and `cairn:workflow`), and its exports must match the world.
+//! Same bytes are stored once; the compiled artifact is cached beside them.
+
+use crate::runtime::Runtime;
+use crate::sandbox::{LoadError, LoadedComponent};
+use crate::store::{ComponentKind, Deployment, StoreError, Version, Write};
+use serde::Serialize;
+use thiserror::Error;
+
+/// The largest component accepted (Python components are ~18 MB).
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+
+/// An upload was refused; nothing was stored.
+#[derive(Debug, Error)]
+pub enum UploadError {
+    /// Over [`MAX_COMPONENT_BYTES`].
+    #[error("the component is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The name is not usable.
+    #[error("invalid name {0:?}: use 1-64 letters, digits, '-' or '_'")]
+    InvalidName(String),
+    /// The bytes are not a component.
+    #[error("{0}")]
+    NotAComponent(String),
+    /// The component does not fit its world.
+    #[error("the component is not a valid {kind}: {reason}")]
+    WrongWorld {
+        /// Workflow or activity.
+        kind: &'static str,
+        /// The offending import or export, in wasmtime's words, and a hint.
+        reason: String,
+    },
+    /// The name is taken by the other kind.
+    #[error("{name} is already deployed as {existing}; choose another name")]
+    KindConflict {
+        /// The name.
+        name: String,
+        /// Its kind.
+        existing: &'static str,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Deployed {
+    /// The name.
+    pub name: String,
+    /// Workflow or activity.
+    pub kind: ComponentKind,
+    /// The version these bytes are.
+    pub version: u32,
+    /// sha256 of the bytes.
+    pub sha256: String,
+    /// False when these exact bytes were already a version of the name.
+    pub created: bool,
+}
+
+/// Validates names the way deployments and activity calls need them.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Deploys components and looks them up.
+#[derive(Clone)]
+pub struct Registry {
+    rt: Runtime,
+    deploying: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Registry {
+    /// A registry over the runtime's store.
+    pub fn new(rt: Runtime) -> Self {
+        Registry { rt, deploying: Default::default() }
+    }
+
+    /// Validates and deploys `bytes` as version N+1 of `name` (or reports
+    /// the version that already has these bytes).
+    pub async fn deploy(&self, name: &str, kind: ComponentKind, bytes: Vec<u8>) -> Result<Deployed, UploadError> {
+        if !valid_name(name) {
+            return Err(UploadError::InvalidName(name.to_owned()));
+        }
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(UploadError::TooLarge { size: bytes.len(), limit: MAX_COMPONENT_BYTES });
+        }
+        // One deploy at a time, so version numbers never race.
+        let _guard = self.deploying.lock().await;
+        let existing = self.rt.store().deployment(name)?;
+        if let Some(d) = &existing {
+            if d.kind != kind {
+                return Err(UploadError::KindConflict { name: name.to_owned(), existing: d.kind.as_str() });
+            }
+        }
+        let (component, writes) = match self.rt.components().compile_for_store(name, bytes).await {
+            Ok(loaded) => loaded,
+            Err(LoadError::Store(e)) => return Err(e.into()),
+            Err(e) => return Err(UploadError::NotAComponent(e.to_string())),
+        };
+        self.check_world(name, kind, &component)?;
+        if let Some(v) = existing.as_ref().and_then(|d| d.versions.iter().find(|v| v.sha256 == component.sha256)) {
+            return Ok(Deployed { name: name.to_owned(), kind, version: v.version, sha256: v.sha256.clone(), created: false });
+        }
+        let mut deployment = existing.unwrap_or(Deployment { name: name.to_owned(), kind, versions: vec![], current: 0 });
+        let version = deployment.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+        deployment.versions.push(Version { version, sha256: component.sha256.clone(), deployed_ms: now_ms() });
+        deployment.current = version;
+        let mut batch = writes;
+        batch.push(Write::PutDeployment(deployment));
+        self.rt.store().commit(batch).await.map_err(StoreError::from)?;
+        if kind == ComponentKind::Activity {
+            self.register_activity(name, &component)?;
+        }
+        tracing::info!(name, version, sha256 = %component.sha256, kind = kind.as_str(), "deployed");
+        Ok(Deployed { name: name.to_owned(), kind, version, sha256: component.sha256, created: true })
+    }
+
+    fn check_world(&self, name: &str, kind: ComponentKind, component: &LoadedComponent) -> Result<(), UploadError> {
+        let hint = match kind {
+            ComponentKind::Workflow => "workflows may import WASI 0.2 and cairn:workflow/runtime, and must export `run`; move other calls into an activity",
+            ComponentKind::Activity => "activities may import WASI 0.2 and cairn:workflow/activity-context, and must export `execute`",
+        };
+        let result = match kind {
+            ComponentKind::Workflow => self.rt.check_workflow(component).map_err(|e| e.to_string()),
+            ComponentKind::Activity => self.rt.activities().check(name, component).map_err(|e| e.to_string()),
+        };
+        result.map_err(|reason| UploadError::WrongWorld { kind: kind.as_str(), reason: format!("{reason} ({hint})") })
+    }
+
+    fn register_activity(&self, name: &str, component: &LoadedComponent) -> Result<(), UploadError> {
+        self.rt
+            .activities()
+            .register(name, component)
+            .map_err(|e| UploadError::WrongWorld { kind: "activity", reason: e.to_string() })
+    }
+
+    /// At host start: registers every activity component's current version
+    /// and compiles (or loads from cache) every workflow's. Returns how many.
+    pub async fn load_all(&self) -> Result<usize, UploadError> {
+        let deployments = self.rt.store().deployments()?;
+        for d in &deployments {
+            let Some(v) = d.current_version() else { continue };
+            let component = match self.rt.components().load_stored(&v.sha256).await {
+                Ok(c) => c,
+                Err(LoadError::Store(e)) => return Err(e.into()),
+                Err(e) => return Err(UploadError::NotAComponent(e.to_string())),
+            };
+            match d.kind {
+                ComponentKind::Activity => self.register_activity(&d.name, &component)?,
+                ComponentKind::Workflow => self.check_world(&d.name, d.kind, &component)?,
+            }
+        }
+        Ok(deployments.len())
+    }
+
+    /// The current version of a workflow.
+    pub async fn workflow(&self, name: &str) -> Result<Option<(u32, LoadedComponent)>, UploadError> {
+        let Some(d) = self.rt.store().deployment(name)? else { return Ok(None) };
+        if d.kind != ComponentKind::Workflow {
+            return Ok(None);
+        }
+        let Some(v) = d.current_version() else { return Ok(None) };
+        match self.rt.components().load_stored(&v.sha256).await {
+            Ok(c) => Ok(Some((v.version, c))),
+            Err(LoadError::Store(e)) => Err(e.into()),
+            Err(e) => Err(UploadError::NotAComponent(e.to_string())),
+        }
+    }
+
+    /// Every deployment.
+    pub fn list(&self) -> Result<Vec<Deployment>, UploadError> {
+        Ok(self.rt.store().deployments()?)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
