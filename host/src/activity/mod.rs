@@ -123,9 +123,19 @@ impl ActivityRunner {
         self.prepare(name, component).map(drop)
     }
 
-    fn prepare(&self, name: &str, component: &LoadedComponent) -> Result<ActivityPre<ActivityState>, ActivityError> {
-        let invalid = |e: wasmtime::Error| ActivityError::NotAnActivity { name: name.to_owned(), reason: format!("{e:#}") };
-        let pre = self.linker.instantiate_pre(&component.component).map_err(invalid)?;
+    fn prepare(
+        &self,
+        name: &str,
+        component: &LoadedComponent,
+    ) -> Result<ActivityPre<ActivityState>, ActivityError> {
+        let invalid = |e: wasmtime::Error| ActivityError::NotAnActivity {
+            name: name.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component.component)
+            .map_err(invalid)?;
         ActivityPre::new(pre).map_err(invalid)
     }
 

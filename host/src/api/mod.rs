@@ -34,7 +34,11 @@ pub struct AppState {
 impl AppState {
     /// The state of an API over `rt`; with `token`, requests need it.
     pub fn new(rt: Runtime, token: Option<String>) -> Self {
-        AppState { registry: Registry::new(rt.clone()), rt, token: token.map(Into::into) }
+        AppState {
+            registry: Registry::new(rt.clone()),
+            rt,
+            token: token.map(Into::into),
+        }
     }
 }
 
@@ -49,7 +53,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(openapi::document))
         .route("/components", get(routes::components))
-        .route("/components/{name}", post(routes::deploy).layer(upload_limit))
+        .route(
+            "/components/{name}",
+            post(routes::deploy).layer(upload_limit),
+        )
         .route("/runs", post(routes::start).get(routes::list))
         .route("/runs/{id}", get(routes::get_run))
         .route("/runs/{id}/result", get(routes::result))
@@ -67,7 +74,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this endpoint does not take that method; see /v1/openapi.json")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this endpoint does not take that method; see /v1/openapi.json",
+    )
 }
 
 /// Checks `Authorization: Bearer <token>` in constant time.

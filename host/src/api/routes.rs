@@ -21,8 +21,17 @@ type ApiResult<T> = Result<T, ApiError>;
 /// Parses a JSON body into `T`, with the API's error for bad JSON.
 fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let body = body?;
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &body };
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid-json", format!("the request body is not valid: {e}")))
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid-json",
+            format!("the request body is not valid: {e}"),
+        )
+    })
 }
 
 fn json_text(text: &str) -> Value {
@@ -84,19 +93,33 @@ pub(crate) async fn deploy(
     let kind = match query.kind.as_deref().unwrap_or("workflow") {
         "workflow" => ComponentKind::Workflow,
         "activity" => ComponentKind::Activity,
-        other => return Err(ApiError::bad_request("invalid-kind", format!("kind must be workflow or activity, not {other:?}"))),
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid-kind",
+                format!("kind must be workflow or activity, not {other:?}"),
+            ))
+        }
     };
     let bytes = body?;
     if bytes.is_empty() {
-        return Err(ApiError::bad_request("empty-body", "send the component's .wasm bytes as the request body"));
+        return Err(ApiError::bad_request(
+            "empty-body",
+            "send the component's .wasm bytes as the request body",
+        ));
     }
     let deployed = app.registry.deploy(&name, kind, bytes.to_vec()).await?;
-    let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if deployed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(deployed)))
 }
 
 pub(crate) async fn components(State(app): State<AppState>) -> ApiResult<Json<Value>> {
-    Ok(Json(serde_json::json!({ "components": app.registry.list()? })))
+    Ok(Json(
+        serde_json::json!({ "components": app.registry.list()? }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -109,12 +132,18 @@ pub(crate) struct StartBody {
     id: Option<String>,
 }
 
-pub(crate) async fn start(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> ApiResult<impl IntoResponse> {
+pub(crate) async fn start(
+    State(app): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<impl IntoResponse> {
     let body: StartBody = parse(body)?;
     let Some((version, component)) = app.registry.workflow(&body.workflow).await? else {
         return Err(ApiError::not_found(
             "workflow-not-found",
-            format!("no workflow named {:?} is deployed; deploy it with `cairn deploy {} FILE.wasm`", body.workflow, body.workflow),
+            format!(
+                "no workflow named {:?} is deployed; deploy it with `cairn deploy {} FILE.wasm`",
+                body.workflow, body.workflow
+            ),
         ));
     };
     let existed = match &body.id {
@@ -132,15 +161,25 @@ pub(crate) async fn start(State(app): State<AppState>, body: Result<Bytes, Bytes
         })
         .await?;
     app.rt.wake(&meta.id);
-    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((status, Json(RunView::from(meta))))
 }
 
 fn run_meta(app: &AppState, id: &str) -> ApiResult<RunMeta> {
-    app.rt.store().run(id)?.ok_or_else(|| ApiError::not_found("run-not-found", format!("run {id} does not exist")))
+    app.rt
+        .store()
+        .run(id)?
+        .ok_or_else(|| ApiError::not_found("run-not-found", format!("run {id} does not exist")))
 }
 
-pub(crate) async fn get_run(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunView>> {
+pub(crate) async fn get_run(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunView>> {
     Ok(Json(run_meta(&app, &id)?.into()))
 }
 
@@ -160,10 +199,17 @@ pub(crate) async fn result(
     let Query(query) = query?;
     let wait = query.wait.unwrap_or(0.0);
     if !(0.0..=MAX_WAIT_S).contains(&wait) {
-        return Err(ApiError::bad_request("invalid-wait", format!("wait must be between 0 and {MAX_WAIT_S} seconds")));
+        return Err(ApiError::bad_request(
+            "invalid-wait",
+            format!("wait must be between 0 and {MAX_WAIT_S} seconds"),
+        ));
     }
-    let meta = app.rt.wait_for_end(&id, Duration::from_secs_f64(wait)).await?;
-    let meta = meta.ok_or_else(|| ApiError::not_found("run-not-found", format!("run {id} does not exist")))?;
+    let meta = app
+        .rt
+        .wait_for_end(&id, Duration::from_secs_f64(wait))
+        .await?;
+    let meta = meta
+        .ok_or_else(|| ApiError::not_found("run-not-found", format!("run {id} does not exist")))?;
     Ok(Json(meta.into()))
 }
 
@@ -183,7 +229,12 @@ pub(crate) async fn list(
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
-            ApiError::bad_request("invalid-status", format!("unknown status {s:?}: use running, completed, failed, diverged or terminated"))
+            ApiError::bad_request(
+                "invalid-status",
+                format!(
+                    "unknown status {s:?}: use running, completed, failed, diverged or terminated"
+                ),
+            )
         })?),
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
@@ -198,7 +249,11 @@ pub(crate) async fn list(
         .collect();
     let more = runs.len() > limit;
     runs.truncate(limit);
-    let next = if more { runs.last().map(|m| m.id.clone()) } else { None };
+    let next = if more {
+        runs.last().map(|m| m.id.clone())
+    } else {
+        None
+    };
     let runs: Vec<RunView> = runs.into_iter().map(RunView::from).collect();
     Ok(Json(serde_json::json!({ "runs": runs, "next": next })))
 }
@@ -219,10 +274,16 @@ pub(crate) async fn journal(
     let from = q.from.unwrap_or(0);
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let records = app.rt.store().journal(&id)?;
-    let page: Vec<_> = records.iter().filter(|r| r.seq >= from).take(limit + 1).collect();
+    let page: Vec<_> = records
+        .iter()
+        .filter(|r| r.seq >= from)
+        .take(limit + 1)
+        .collect();
     let next = page.get(limit).map(|r| r.seq);
     let entries: Vec<_> = page.into_iter().take(limit).collect();
-    Ok(Json(serde_json::json!({ "entries": entries, "next": next })))
+    Ok(Json(
+        serde_json::json!({ "entries": entries, "next": next }),
+    ))
 }
 
 pub(crate) async fn signal(
@@ -234,17 +295,30 @@ pub(crate) async fn signal(
     let payload = if body.iter().all(u8::is_ascii_whitespace) {
         "null".to_owned()
     } else {
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("invalid-json", format!("the signal payload is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid-json",
+                format!("the signal payload is not valid JSON: {e}"),
+            )
+        })?;
         value.to_string()
     };
     app.rt.signal(&id, &name, &payload).await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "signal": name, "accepted": true }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "run_id": id, "signal": name, "accepted": true })),
+    ))
 }
 
-pub(crate) async fn cancel(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+pub(crate) async fn cancel(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     app.rt.cancel_run(&id).await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "cancel": "requested" }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "run_id": id, "cancel": "requested" })),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -260,9 +334,14 @@ pub(crate) async fn terminate(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let body: TerminateBody = parse(body)?;
-    let reason = body.reason.unwrap_or_else(|| "terminated by an operator".into());
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "terminated by an operator".into());
     app.rt.terminate(&id, &reason).await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "terminate": "requested" }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "run_id": id, "terminate": "requested" })),
+    ))
 }
 
 pub(crate) async fn not_found() -> ApiError {

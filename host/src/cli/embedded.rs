@@ -14,7 +14,7 @@ use std::process::ExitCode;
 const EXIT_DIVERGED: u8 = 3;
 
 impl LimitArgs {
-    fn limits(&self) -> Limits {
+    pub(super) fn limits(&self) -> Limits {
         Limits {
             max_memory_bytes: self.max_memory_mib.saturating_mul(1 << 20),
             step_budget_ms: self.step_budget_ms,
@@ -31,17 +31,6 @@ async fn load(runtime: &Runtime, path: &Path) -> anyhow::Result<LoadedComponent>
         .await?)
 }
 
-fn read_input(input: &str) -> anyhow::Result<String> {
-    let text = match input.strip_prefix('@') {
-        Some(file) => std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read input file {file}"))?,
-        None => input.to_owned(),
-    };
-    serde_json::from_str::<serde_json::Value>(&text)
-        .with_context(|| format!("--input is not valid JSON: {text:?}"))?;
-    Ok(text.trim().to_owned())
-}
-
 pub async fn run(
     workflow: &Path,
     activities: &[String],
@@ -50,7 +39,7 @@ pub async fn run(
     id: Option<String>,
     limits: &LimitArgs,
 ) -> anyhow::Result<ExitCode> {
-    let input = read_input(input)?;
+    let input = super::read_json_arg("--input", input)?;
     let store = Store::open(data)?;
     let runtime = Runtime::new(store, limits.limits())?;
     for spec in activities {
@@ -122,7 +111,7 @@ pub fn journal(run_id: &str, data: &Path, json: bool) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn table_row(record: &Record, start: u64) -> String {
+pub(super) fn table_row(record: &Record, start: u64) -> String {
     let detail = match &record.entry {
         Entry::Started {
             workflow,

@@ -1,9 +1,14 @@
-//! The `cairn` command line. Embedded mode: the store is a directory
-//! (`--data`, default `./cairn-data`) and everything runs in this process.
+//! The `cairn` command line.
+//!
+//! Embedded mode (`run`, `replay`, and `journal --data`): the store is a
+//! directory and everything runs in this process. Server mode (`serve`) runs
+//! the host with its HTTP API; the client commands talk to it over HTTP.
 
+mod client;
 mod embedded;
+mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,7 +21,7 @@ pub struct Cli {
 }
 
 /// Limits for guest code.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Args)]
 pub struct LimitArgs {
     /// Longest a workflow may compute without calling the host, in ms.
     #[arg(long, default_value_t = 10_000)]
@@ -24,6 +29,25 @@ pub struct LimitArgs {
     /// Memory limit per guest instance, in MiB.
     #[arg(long, default_value_t = 256)]
     max_memory_mib: u64,
+}
+
+/// How client commands reach the server.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// The server's URL.
+    #[arg(
+        long,
+        env = "CAIRN_SERVER",
+        default_value = "http://127.0.0.1:7233",
+        global = true
+    )]
+    server: String,
+    /// The bearer token, if the server needs one.
+    #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print JSON (for scripts) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,17 +75,6 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
-    /// Print a run's journal.
-    Journal {
-        /// The run id.
-        run_id: String,
-        /// The store directory.
-        #[arg(long, default_value = "cairn-data", env = "CAIRN_DATA")]
-        data: PathBuf,
-        /// One JSON object per entry instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
     /// Re-execute a run from its journal without side effects and check
     /// that the code reproduces it. Exit 0: identical; 3: diverged.
     Replay {
@@ -76,6 +89,118 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Run the host: the HTTP API and every run, recovering unfinished
+    /// runs from the store at start.
+    Serve(serve::ServeArgs),
+    /// Print a run's journal: from the store with --data, else from the server.
+    Journal {
+        /// The run id.
+        run_id: String,
+        /// Read this store directly (embedded mode) instead of asking a server.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deploy a workflow (or with --activity, an activity component).
+    Deploy {
+        /// The name to deploy it under.
+        name: String,
+        /// The component (.wasm).
+        file: PathBuf,
+        /// It is an activity component.
+        #[arg(long)]
+        activity: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Start a run of a deployed workflow.
+    Start {
+        /// The workflow name.
+        workflow: String,
+        /// Run id; starting an existing id returns that run.
+        #[arg(long)]
+        id: Option<String>,
+        /// The input, as JSON text, or @FILE.
+        #[arg(long, default_value = "null")]
+        input: String,
+        /// Wait for the run to end and print its result.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a run's status.
+    Status {
+        /// The run id.
+        run_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a run's result (exit 1 if it failed).
+    Result {
+        /// The run id.
+        run_id: String,
+        /// Wait until the run ends.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List runs.
+    List {
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only runs with this status (running, completed, failed, diverged, terminated).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send a signal to a run.
+    Signal {
+        /// The run id.
+        run_id: String,
+        /// The signal name.
+        name: String,
+        /// The JSON payload.
+        #[arg(long, default_value = "null")]
+        payload: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a run: its current (or next) await fails with `cancelled`.
+    Cancel {
+        /// The run id.
+        run_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Terminate a run at once.
+    Terminate {
+        /// The run id.
+        run_id: String,
+        /// Why (recorded in the journal).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+impl Cli {
+    /// The log filter when `CAIRN_LOG` is not set: the server reports what
+    /// it does; one-shot commands only warn.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Serve(_) => "info",
+            _ => "warn,cairn::guest=info",
+        }
+    }
 }
 
 /// Runs a parsed command.
@@ -89,12 +214,72 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             id,
             limits,
         } => embedded::run(&workflow, &activities, &input, &data, id, &limits).await,
-        Command::Journal { run_id, data, json } => embedded::journal(&run_id, &data, json),
         Command::Replay {
             run_id,
             data,
             with,
             limits,
         } => embedded::replay(&run_id, &data, with.as_deref(), &limits).await,
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Journal {
+            run_id,
+            data: Some(data),
+            client,
+        } => embedded::journal(&run_id, &data, client.json),
+        Command::Journal {
+            run_id,
+            data: None,
+            client,
+        } => client::journal(&client, &run_id).await,
+        Command::Deploy {
+            name,
+            file,
+            activity,
+            client,
+        } => client::deploy(&client, &name, &file, activity).await,
+        Command::Start {
+            workflow,
+            id,
+            input,
+            wait,
+            client,
+        } => client::start(&client, &workflow, id, &input, wait).await,
+        Command::Status { run_id, client } => client::status(&client, &run_id).await,
+        Command::Result {
+            run_id,
+            wait,
+            client,
+        } => client::result(&client, &run_id, wait).await,
+        Command::List {
+            workflow,
+            status,
+            limit,
+            client,
+        } => client::list(&client, workflow, status, limit).await,
+        Command::Signal {
+            run_id,
+            name,
+            payload,
+            client,
+        } => client::signal(&client, &run_id, &name, &payload).await,
+        Command::Cancel { run_id, client } => client::cancel(&client, &run_id).await,
+        Command::Terminate {
+            run_id,
+            reason,
+            client,
+        } => client::terminate(&client, &run_id, reason).await,
     }
+}
+
+/// Reads `--input`-style text: JSON, or @FILE.
+pub(crate) fn read_json_arg(flag: &str, text: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let text = match text.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {flag} file {file}"))?,
+        None => text.to_owned(),
+    };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .with_context(|| format!("{flag} is not valid JSON: {text:?}"))?;
+    Ok(text.trim().to_owned())
 }

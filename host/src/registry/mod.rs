@@ -70,7 +70,11 @@ pub struct Deployed {
 
 /// Validates names the way deployments and activity calls need them.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Deploys components and looks them up.
@@ -83,24 +87,38 @@ pub struct Registry {
 impl Registry {
     /// A registry over the runtime's store.
     pub fn new(rt: Runtime) -> Self {
-        Registry { rt, deploying: Default::default() }
+        Registry {
+            rt,
+            deploying: Default::default(),
+        }
     }
 
     /// Validates and deploys `bytes` as version N+1 of `name` (or reports
     /// the version that already has these bytes).
-    pub async fn deploy(&self, name: &str, kind: ComponentKind, bytes: Vec<u8>) -> Result<Deployed, UploadError> {
+    pub async fn deploy(
+        &self,
+        name: &str,
+        kind: ComponentKind,
+        bytes: Vec<u8>,
+    ) -> Result<Deployed, UploadError> {
         if !valid_name(name) {
             return Err(UploadError::InvalidName(name.to_owned()));
         }
         if bytes.len() > MAX_COMPONENT_BYTES {
-            return Err(UploadError::TooLarge { size: bytes.len(), limit: MAX_COMPONENT_BYTES });
+            return Err(UploadError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_COMPONENT_BYTES,
+            });
         }
         // One deploy at a time, so version numbers never race.
         let _guard = self.deploying.lock().await;
         let existing = self.rt.store().deployment(name)?;
         if let Some(d) = &existing {
             if d.kind != kind {
-                return Err(UploadError::KindConflict { name: name.to_owned(), existing: d.kind.as_str() });
+                return Err(UploadError::KindConflict {
+                    name: name.to_owned(),
+                    existing: d.kind.as_str(),
+                });
             }
         }
         let (component, writes) = match self.rt.components().compile_for_store(name, bytes).await {
@@ -109,40 +127,93 @@ impl Registry {
             Err(e) => return Err(UploadError::NotAComponent(e.to_string())),
         };
         self.check_world(name, kind, &component)?;
-        if let Some(v) = existing.as_ref().and_then(|d| d.versions.iter().find(|v| v.sha256 == component.sha256)) {
-            return Ok(Deployed { name: name.to_owned(), kind, version: v.version, sha256: v.sha256.clone(), created: false });
+        if let Some(v) = existing
+            .as_ref()
+            .and_then(|d| d.versions.iter().find(|v| v.sha256 == component.sha256))
+        {
+            return Ok(Deployed {
+                name: name.to_owned(),
+                kind,
+                version: v.version,
+                sha256: v.sha256.clone(),
+                created: false,
+            });
         }
-        let mut deployment = existing.unwrap_or(Deployment { name: name.to_owned(), kind, versions: vec![], current: 0 });
-        let version = deployment.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
-        deployment.versions.push(Version { version, sha256: component.sha256.clone(), deployed_ms: now_ms() });
+        let mut deployment = existing.unwrap_or(Deployment {
+            name: name.to_owned(),
+            kind,
+            versions: vec![],
+            current: 0,
+        });
+        let version = deployment
+            .versions
+            .iter()
+            .map(|v| v.version)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        deployment.versions.push(Version {
+            version,
+            sha256: component.sha256.clone(),
+            deployed_ms: now_ms(),
+        });
         deployment.current = version;
         let mut batch = writes;
         batch.push(Write::PutDeployment(deployment));
-        self.rt.store().commit(batch).await.map_err(StoreError::from)?;
+        self.rt
+            .store()
+            .commit(batch)
+            .await
+            .map_err(StoreError::from)?;
         if kind == ComponentKind::Activity {
             self.register_activity(name, &component)?;
         }
         tracing::info!(name, version, sha256 = %component.sha256, kind = kind.as_str(), "deployed");
-        Ok(Deployed { name: name.to_owned(), kind, version, sha256: component.sha256, created: true })
+        Ok(Deployed {
+            name: name.to_owned(),
+            kind,
+            version,
+            sha256: component.sha256,
+            created: true,
+        })
     }
 
-    fn check_world(&self, name: &str, kind: ComponentKind, component: &LoadedComponent) -> Result<(), UploadError> {
+    fn check_world(
+        &self,
+        name: &str,
+        kind: ComponentKind,
+        component: &LoadedComponent,
+    ) -> Result<(), UploadError> {
         let hint = match kind {
             ComponentKind::Workflow => "workflows may import WASI 0.2 and cairn:workflow/runtime, and must export `run`; move other calls into an activity",
             ComponentKind::Activity => "activities may import WASI 0.2 and cairn:workflow/activity-context, and must export `execute`",
         };
         let result = match kind {
             ComponentKind::Workflow => self.rt.check_workflow(component).map_err(|e| e.to_string()),
-            ComponentKind::Activity => self.rt.activities().check(name, component).map_err(|e| e.to_string()),
+            ComponentKind::Activity => self
+                .rt
+                .activities()
+                .check(name, component)
+                .map_err(|e| e.to_string()),
         };
-        result.map_err(|reason| UploadError::WrongWorld { kind: kind.as_str(), reason: format!("{reason} ({hint})") })
+        result.map_err(|reason| UploadError::WrongWorld {
+            kind: kind.as_str(),
+            reason: format!("{reason} ({hint})"),
+        })
     }
 
-    fn register_activity(&self, name: &str, component: &LoadedComponent) -> Result<(), UploadError> {
+    fn register_activity(
+        &self,
+        name: &str,
+        component: &LoadedComponent,
+    ) -> Result<(), UploadError> {
         self.rt
             .activities()
             .register(name, component)
-            .map_err(|e| UploadError::WrongWorld { kind: "activity", reason: e.to_string() })
+            .map_err(|e| UploadError::WrongWorld {
+                kind: "activity",
+                reason: e.to_string(),
+            })
     }
 
     /// At host start: registers every activity component's current version
@@ -150,7 +221,9 @@ impl Registry {
     pub async fn load_all(&self) -> Result<usize, UploadError> {
         let deployments = self.rt.store().deployments()?;
         for d in &deployments {
-            let Some(v) = d.current_version() else { continue };
+            let Some(v) = d.current_version() else {
+                continue;
+            };
             let component = match self.rt.components().load_stored(&v.sha256).await {
                 Ok(c) => c,
                 Err(LoadError::Store(e)) => return Err(e.into()),
@@ -165,12 +238,19 @@ impl Registry {
     }
 
     /// The current version of a workflow.
-    pub async fn workflow(&self, name: &str) -> Result<Option<(u32, LoadedComponent)>, UploadError> {
-        let Some(d) = self.rt.store().deployment(name)? else { return Ok(None) };
+    pub async fn workflow(
+        &self,
+        name: &str,
+    ) -> Result<Option<(u32, LoadedComponent)>, UploadError> {
+        let Some(d) = self.rt.store().deployment(name)? else {
+            return Ok(None);
+        };
         if d.kind != ComponentKind::Workflow {
             return Ok(None);
         }
-        let Some(v) = d.current_version() else { return Ok(None) };
+        let Some(v) = d.current_version() else {
+            return Ok(None);
+        };
         match self.rt.components().load_stored(&v.sha256).await {
             Ok(c) => Ok(Some((v.version, c))),
             Err(LoadError::Store(e)) => Err(e.into()),

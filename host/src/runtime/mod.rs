@@ -207,24 +207,32 @@ impl Runtime {
                 engine: self.inner.sandbox.settings(),
             },
         };
-        let batch = vec![Write::PutRun(meta.clone()), Write::Append { run_id: run_id.clone(), record: start }];
+        let batch = vec![
+            Write::PutRun(meta.clone()),
+            Write::Append {
+                run_id: run_id.clone(),
+                record: start,
+            },
+        ];
         match self.inner.store.commit(batch).await {
             Ok(()) => Ok(meta),
             // A concurrent start of the same id won: the batch was refused
             // whole, so the existing run stands and this start returns it.
-            Err(crate::store::StoreError::Commit(crate::store::CommitError::DuplicateSeq { .. })) => {
-                match self.inner.store.run(&run_id)? {
-                    Some(existing) if existing.component_sha256 == meta.component_sha256 => Ok(existing),
-                    Some(existing) => Err(StartError::DifferentComponent {
-                        run_id,
-                        existing: existing.component_sha256,
-                        given: meta.component_sha256,
-                    }),
-                    None => Err(StartError::Store(crate::store::StoreError::Commit(
-                        crate::store::CommitError::DuplicateSeq { run_id, seq: 0 },
-                    ))),
+            Err(crate::store::StoreError::Commit(crate::store::CommitError::DuplicateSeq {
+                ..
+            })) => match self.inner.store.run(&run_id)? {
+                Some(existing) if existing.component_sha256 == meta.component_sha256 => {
+                    Ok(existing)
                 }
-            }
+                Some(existing) => Err(StartError::DifferentComponent {
+                    run_id,
+                    existing: existing.component_sha256,
+                    given: meta.component_sha256,
+                }),
+                None => Err(StartError::Store(crate::store::StoreError::Commit(
+                    crate::store::CommitError::DuplicateSeq { run_id, seq: 0 },
+                ))),
+            },
             Err(e) => Err(e.into()),
         }
     }

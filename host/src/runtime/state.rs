@@ -90,8 +90,14 @@ pub(crate) enum Cleanup {
 impl Cleanup {
     fn write(self, run_id: &str) -> Write {
         match self {
-            Cleanup::Completion(handle) => Write::DeleteCompletion { run_id: run_id.to_owned(), handle },
-            Cleanup::Signal(seq) => Write::DeleteSignal { run_id: run_id.to_owned(), seq },
+            Cleanup::Completion(handle) => Write::DeleteCompletion {
+                run_id: run_id.to_owned(),
+                handle,
+            },
+            Cleanup::Signal(seq) => Write::DeleteSignal {
+                run_id: run_id.to_owned(),
+                seq,
+            },
         }
     }
 }

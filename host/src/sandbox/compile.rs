@@ -115,22 +115,43 @@ impl ComponentCache {
     /// that would store the bytes and the artifact: the caller commits them
     /// together with whatever makes the component reachable (a deployment),
     /// so a refused upload leaves nothing behind.
-    pub async fn compile_for_store(&self, what: &str, bytes: Vec<u8>) -> Result<(LoadedComponent, Vec<Write>), LoadError> {
+    pub async fn compile_for_store(
+        &self,
+        what: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(LoadedComponent, Vec<Write>), LoadError> {
         let sha256 = sha256_hex(&bytes);
         let fingerprint = self.sandbox.fingerprint().to_owned();
         let mut writes = Vec::new();
         if self.store.component(&sha256)?.is_none() {
             let engine = self.sandbox.engine().clone();
             let source = bytes.clone();
-            let artifact = tokio::task::spawn_blocking(move || engine.precompile_component(&source))
-                .await
-                .map_err(|e| LoadError::Invalid { what: what.to_owned(), reason: e.to_string() })?
-                .map_err(|e| LoadError::Invalid { what: what.to_owned(), reason: format!("{e:#}") })?;
+            let artifact =
+                tokio::task::spawn_blocking(move || engine.precompile_component(&source))
+                    .await
+                    .map_err(|e| LoadError::Invalid {
+                        what: what.to_owned(),
+                        reason: e.to_string(),
+                    })?
+                    .map_err(|e| LoadError::Invalid {
+                        what: what.to_owned(),
+                        reason: format!("{e:#}"),
+                    })?;
             // SAFETY: produced just above by this engine.
             let component = unsafe { Component::deserialize(self.sandbox.engine(), &artifact) }
-                .map_err(|e| LoadError::Invalid { what: what.to_owned(), reason: format!("{e:#}") })?;
-            writes.push(Write::PutComponent { sha256: sha256.clone(), bytes: bytes.into() });
-            writes.push(Write::PutCompiled { sha256: sha256.clone(), engine: fingerprint, bytes: artifact });
+                .map_err(|e| LoadError::Invalid {
+                    what: what.to_owned(),
+                    reason: format!("{e:#}"),
+                })?;
+            writes.push(Write::PutComponent {
+                sha256: sha256.clone(),
+                bytes: bytes.into(),
+            });
+            writes.push(Write::PutCompiled {
+                sha256: sha256.clone(),
+                engine: fingerprint,
+                bytes: artifact,
+            });
             return Ok((self.remember(&sha256, component), writes));
         }
         Ok((self.load_stored(&sha256).await?, writes))

@@ -8,7 +8,9 @@
 mod schema;
 mod writer;
 
-pub use schema::{ComponentKind, Deployment, RunMeta, RunStatus, StoredCompletion, StoredSignal, Version};
+pub use schema::{
+    ComponentKind, Deployment, RunMeta, RunStatus, StoredCompletion, StoredSignal, Version,
+};
 pub use writer::{Batch, CommitError, GroupCommitWriter, Write};
 
 use crate::journal::{self, DecodeError, Record};
@@ -195,7 +197,8 @@ impl Store {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(DEPLOYMENTS).map_err(db_err)?;
         let row = table.get(name).map_err(db_err)?;
-        row.map(|v| parse_row("deployments", name, v.value())).transpose()
+        row.map(|v| parse_row("deployments", name, v.value()))
+            .transpose()
     }
 
     /// Every deployment, by name.

@@ -1,0 +1,336 @@
+//! Client commands: talk to `cairn serve` over its HTTP API.
+
+use super::ClientArgs;
+use anyhow::{bail, Context};
+use cairn_host::journal::Record;
+use serde_json::Value;
+use std::path::Path;
+use std::process::ExitCode;
+
+struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(args: &ClientArgs) -> Self {
+        Client {
+            base: args.server.trim_end_matches('/').to_owned(),
+            token: args.token.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request.send().await.with_context(|| {
+            format!("cannot reach the Cairn server at {} (start one with `cairn serve`, or set --server / CAIRN_SERVER)", self.base)
+        })?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["message"].as_str().unwrap_or("no message");
+            let code = body["code"].as_str().unwrap_or("?");
+            bail!("{message} (HTTP {}, {code})", status.as_u16());
+        }
+        Ok(body)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}/v1{path}", self.base)))
+            .await
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(format!("{}/v1{path}", self.base)).json(body))
+            .await
+    }
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+fn print_run(run: &Value) {
+    let field = |k: &str| match &run[k] {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!("run       {}", field("id"));
+    println!(
+        "workflow  {} (version {})",
+        field("workflow"),
+        field("version")
+    );
+    println!("status    {}", field("status"));
+    if !run["custom_status"].is_null() {
+        println!("custom    {}", run["custom_status"]);
+    }
+    if !run["result"].is_null() {
+        println!("result    {}", run["result"]);
+    }
+    if !run["failure"].is_null() {
+        println!(
+            "failure   {}: {}",
+            field_of(&run["failure"], "kind"),
+            field_of(&run["failure"], "message")
+        );
+    }
+}
+
+fn field_of(v: &Value, k: &str) -> String {
+    v[k].as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| v[k].to_string())
+}
+
+fn escape(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn deploy(
+    args: &ClientArgs,
+    name: &str,
+    file: &Path,
+    activity: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args);
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let kind = if activity { "activity" } else { "workflow" };
+    let url = format!("{}/v1/components/{}?kind={kind}", client.base, escape(name));
+    let body = client
+        .send(
+            client
+                .http
+                .post(url)
+                .header("content-type", "application/wasm")
+                .body(bytes),
+        )
+        .await?;
+    if args.json {
+        print_json(&body);
+    } else if body["created"] == Value::Bool(true) {
+        println!(
+            "deployed {kind} {name} version {} ({})",
+            body["version"],
+            field_of(&body, "sha256")
+        );
+    } else {
+        println!(
+            "{kind} {name}: these bytes are already version {}; nothing changed",
+            body["version"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn start(
+    args: &ClientArgs,
+    workflow: &str,
+    id: Option<String>,
+    input: &str,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args);
+    let input: Value = serde_json::from_str(&super::read_json_arg("--input", input)?)?;
+    let mut body = serde_json::json!({ "workflow": workflow, "input": input });
+    if let Some(id) = id {
+        body["id"] = Value::String(id);
+    }
+    let run = client.post_json("/runs", &body).await?;
+    if wait {
+        let id = field_of(&run, "id");
+        return result(args, &id, true).await;
+    }
+    if args.json {
+        print_json(&run);
+    } else {
+        println!("{}", field_of(&run, "id"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode> {
+    let run = Client::new(args)
+        .get(&format!("/runs/{}", escape(run_id)))
+        .await?;
+    if args.json {
+        print_json(&run);
+    } else {
+        print_run(&run);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn result(args: &ClientArgs, run_id: &str, wait: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args);
+    let path = format!(
+        "/runs/{}/result?wait={}",
+        escape(run_id),
+        if wait { 30 } else { 0 }
+    );
+    let run = loop {
+        let run = client.get(&path).await?;
+        if !wait || run["status"] != "running" {
+            break run;
+        }
+    };
+    if args.json {
+        print_json(&run);
+    } else if run["status"] == "completed" {
+        println!("{}", run["result"]);
+    } else if run["status"] == "running" {
+        println!("run {run_id} is still running");
+    } else {
+        eprintln!(
+            "{}",
+            serde_json::json!({ "run_id": run_id, "status": run["status"], "failure": run["failure"] })
+        );
+    }
+    Ok(
+        if run["status"] == "completed" || run["status"] == "running" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+pub async fn list(
+    args: &ClientArgs,
+    workflow: Option<String>,
+    status: Option<String>,
+    limit: usize,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args);
+    let mut query = vec![format!("limit={}", limit.clamp(1, 1000))];
+    if let Some(w) = workflow {
+        query.push(format!("workflow={}", escape(&w)));
+    }
+    if let Some(s) = status {
+        query.push(format!("status={}", escape(&s)));
+    }
+    let page = client.get(&format!("/runs?{}", query.join("&"))).await?;
+    if args.json {
+        print_json(&page);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<36}  {:<16}  {:>7}  {:<10}  CUSTOM STATUS",
+        "RUN", "WORKFLOW", "VERSION", "STATUS"
+    );
+    for run in page["runs"].as_array().into_iter().flatten() {
+        let custom = if run["custom_status"].is_null() {
+            String::new()
+        } else {
+            run["custom_status"].to_string()
+        };
+        println!(
+            "{:<36}  {:<16}  {:>7}  {:<10}  {custom}",
+            field_of(run, "id"),
+            field_of(run, "workflow"),
+            field_of(run, "version"),
+            field_of(run, "status")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn journal(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args);
+    let mut records: Vec<Record> = Vec::new();
+    let mut from = Some(0u64);
+    while let Some(seq) = from {
+        let page = client
+            .get(&format!("/runs/{}/journal?from={seq}", escape(run_id)))
+            .await?;
+        for entry in page["entries"].as_array().into_iter().flatten() {
+            records.push(
+                serde_json::from_value(entry.clone())
+                    .context("the server sent a journal entry this client cannot read")?,
+            );
+        }
+        from = page["next"].as_u64();
+    }
+    if args.json {
+        for r in &records {
+            println!("{}", serde_json::to_string(r)?);
+        }
+    } else {
+        let start = records.first().map_or(0, |r| r.at_ms);
+        println!("{:>5}  {:>9}  {:<18}  DETAIL", "SEQ", "TIME", "ENTRY");
+        for r in &records {
+            println!("{}", super::embedded::table_row(r, start));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn signal(
+    args: &ClientArgs,
+    run_id: &str,
+    name: &str,
+    payload: &str,
+) -> anyhow::Result<ExitCode> {
+    let payload: Value = serde_json::from_str(&super::read_json_arg("--payload", payload)?)?;
+    let body = Client::new(args)
+        .post_json(
+            &format!("/runs/{}/signals/{}", escape(run_id), escape(name)),
+            &payload,
+        )
+        .await?;
+    if args.json {
+        print_json(&body);
+    } else {
+        println!("signal {name} sent to {run_id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cancel(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode> {
+    let body = Client::new(args)
+        .post_json(&format!("/runs/{}/cancel", escape(run_id)), &Value::Null)
+        .await?;
+    if args.json {
+        print_json(&body);
+    } else {
+        println!("cancel requested for {run_id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn terminate(
+    args: &ClientArgs,
+    run_id: &str,
+    reason: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let body = match reason {
+        Some(r) => serde_json::json!({ "reason": r }),
+        None => serde_json::json!({}),
+    };
+    let body = Client::new(args)
+        .post_json(&format!("/runs/{}/terminate", escape(run_id)), &body)
+        .await?;
+    if args.json {
+        print_json(&body);
+    } else {
+        println!("terminate requested for {run_id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

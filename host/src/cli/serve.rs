@@ -1,0 +1,107 @@
+//! `cairn serve`: the host process.
+
+use super::LimitArgs;
+use anyhow::{bail, Context};
+use cairn_host::api::{router, AppState};
+use cairn_host::registry::Registry;
+use cairn_host::runtime::{Residency, Runtime};
+use cairn_host::store::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Options of `cairn serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The store directory.
+    #[arg(long, default_value = "cairn-data", env = "CAIRN_DATA")]
+    data: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7233")]
+    listen: SocketAddr,
+    /// A file holding the bearer token every request must carry.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Listen on a non-loopback address without a token (not recommended).
+    #[arg(long)]
+    allow_remote_without_token: bool,
+    /// Runs blocked this long (ms) leave memory; they are rebuilt by replay
+    /// when something concerns them.
+    #[arg(long, default_value_t = 1000)]
+    idle_ms: u64,
+    /// Most runs kept in memory at once.
+    #[arg(long, default_value_t = 10_000)]
+    resident_cap: usize,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let token = match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --token-file {}", path.display()))?;
+            let token = text.trim().to_owned();
+            if token.is_empty() {
+                bail!("--token-file {} is empty", path.display());
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    if token.is_none() {
+        if !args.listen.ip().is_loopback() && !args.allow_remote_without_token {
+            bail!(
+                "refusing to listen on {} without authentication: pass --token-file FILE, listen on a loopback address, or add --allow-remote-without-token",
+                args.listen
+            );
+        }
+        tracing::warn!(listen = %args.listen, "no --token-file: requests are not authenticated; listening on loopback only");
+    }
+    let store = Store::open(&args.data)?;
+    let residency = Residency {
+        idle: Some(Duration::from_millis(args.idle_ms)),
+        cap: args.resident_cap.max(1),
+    };
+    let runtime = Runtime::with_residency(store, args.limits.limits(), residency)?;
+    let deployed = Registry::new(runtime.clone()).load_all().await?;
+    let (runs, timers) = runtime.recover().await?;
+    tracing::info!(
+        data = %args.data.display(),
+        components = deployed,
+        runs_recovered = runs,
+        timers_rearmed = timers,
+        "recovered {runs} unfinished runs and re-armed {timers} timers"
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // The first line on stdout says where to connect (scripts read it).
+    println!("cairn listening on http://{addr}");
+    tracing::info!(%addr, "serving the HTTP API");
+    axum::serve(listener, router(AppState::new(runtime.clone(), token)))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+    // Let journal commits already queued reach the disk before exiting.
+    runtime.store().commit(Vec::new()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
+    }
+}
