@@ -8,4 +8,5 @@ mod determinism;
 mod examples;
 mod hostile;
 mod replay;
+mod server;
 mod support;

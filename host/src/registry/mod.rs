@@ -160,11 +160,7 @@ impl Registry {
         deployment.current = version;
         let mut batch = writes;
         batch.push(Write::PutDeployment(deployment));
-        self.rt
-            .store()
-            .commit(batch)
-            .await
-            .map_err(StoreError::from)?;
+        self.rt.store().commit(batch).await?;
         if kind == ComponentKind::Activity {
             self.register_activity(name, &component)?;
         }

@@ -1,0 +1,760 @@
+//! The host server: a real `cairn serve` process, real HTTP on loopback.
+
+use crate::support::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `cairn serve`; killed (SIGKILL) when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+}
+
+impl Server {
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .env("CAIRN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting cairn serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the listen line");
+        let url = line
+            .trim()
+            .strip_prefix("cairn listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from cairn serve: {line:?}"))
+            .to_owned();
+        Server { child, url }
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Api {
+    pub base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Api {
+    pub fn new(server: &Server) -> Api {
+        Api {
+            base: format!("{}/v1", server.url),
+            http: reqwest::Client::new(),
+            token: None,
+        }
+    }
+
+    fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .auth(self.http.get(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .expect("GET");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let r = self
+            .auth(
+                self.http
+                    .post(format!("{}{path}", self.base))
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .send()
+            .await
+            .expect("POST");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post(path, body.to_string()).await
+    }
+
+    pub async fn deploy(&self, name: &str, kind: &str, bytes: Vec<u8>) -> (u16, Value) {
+        self.post(&format!("/components/{name}?kind={kind}"), bytes)
+            .await
+    }
+
+    /// Waits for a run to end (long-polling) and returns it.
+    pub async fn wait(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, run) = self.get(&format!("/runs/{id}/result?wait=10")).await;
+            assert_eq!(status, 200, "{run}");
+            if run["status"] != "running" {
+                return run;
+            }
+            assert!(Instant::now() < deadline, "run {id} did not end: {run}");
+        }
+    }
+}
+
+async fn deploy_examples(api: &Api) {
+    for (name, kind) in [
+        ("approval", "workflow"),
+        ("order", "workflow"),
+        ("payments", "activity"),
+        ("inventory", "activity"),
+    ] {
+        let (status, body) = api
+            .deploy(name, kind, std::fs::read(wasm(name)).unwrap())
+            .await;
+        assert!(
+            status == 201 || status == 200,
+            "deploy {name}: {status} {body}"
+        );
+    }
+}
+
+fn approval_input(i: usize) -> Value {
+    json!({ "order_id": format!("A-{i}"), "sku": "cairn-lamp", "quantity": 1, "amount_cents": 4200, "card": "4242-4242-4242-4242" })
+}
+
+fn order_input(i: usize) -> Value {
+    let mut input = read_json(&repo().join("examples/order/input.json"));
+    input["order_id"] = json!(format!("O-{i}"));
+    input
+}
+
+fn expected_order(i: usize) -> Value {
+    json!({ "order_id": format!("O-{i}"), "status": "shipped", "charge_id": format!("ch_O-{i}_2400"), "tracking": format!("TRK-O-{i}-cairn-mug") })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_approvals_deployed_started_and_signalled_by_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    // Deploy with the CLI, as a user would.
+    for (name, extra) in [
+        ("approval", None),
+        ("payments", Some("--activity")),
+        ("inventory", Some("--activity")),
+    ] {
+        let mut cmd = cairn();
+        cmd.args(["deploy", name])
+            .arg(wasm(name))
+            .args(["--server", &server.url]);
+        cmd.args(extra);
+        expect_success(&cmd.output().unwrap());
+    }
+    let api = Api::new(&server);
+    let ids: Vec<String> = (0..100).map(|i| format!("approval-{i}")).collect();
+    let starts = ids.iter().enumerate().map(|(i, id)| {
+        let api = &api;
+        async move {
+            let (status, run) = api
+                .post_json(
+                    "/runs",
+                    &json!({ "workflow": "approval", "id": id, "input": approval_input(i) }),
+                )
+                .await;
+            assert_eq!(status, 201, "{run}");
+            assert_eq!(run["version"], 1);
+        }
+    });
+    futures_join(starts).await;
+    let signals = ids.iter().map(|id| {
+        let api = &api;
+        async move {
+            let (status, body) = api
+                .post_json(
+                    &format!("/runs/{id}/signals/approve"),
+                    &json!({ "approved": true, "by": "alice" }),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+        }
+    });
+    futures_join(signals).await;
+    for (i, id) in ids.iter().enumerate() {
+        let run = api.wait(id).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(
+            run["result"],
+            json!({ "order_id": format!("A-{i}"), "status": "charged", "approved_by": "alice", "charge_id": format!("ch_A-{i}_4200") })
+        );
+    }
+    // The example's own input gives its expected output.
+    let (_, run) = api
+        .post_json("/runs", &json!({ "workflow": "approval", "id": "sample", "input": read_json(&repo().join("examples/approval/input.json")) }))
+        .await;
+    assert_eq!(run["status"], "running");
+    api.post_json(
+        "/runs/sample/signals/approve",
+        &json!({ "approved": true, "by": "alice" }),
+    )
+    .await;
+    assert_eq!(
+        api.wait("sample").await["result"],
+        read_json(&repo().join("examples/approval/expected-output.json"))
+    );
+
+    // The CLI reads it back.
+    let output = cairn()
+        .args(["result", "sample", "--server", &server.url])
+        .output()
+        .unwrap();
+    assert_eq!(
+        json(&expect_success(&output)),
+        read_json(&repo().join("examples/approval/expected-output.json"))
+    );
+    let output = cairn()
+        .args([
+            "list",
+            "--status",
+            "completed",
+            "--json",
+            "--server",
+            &server.url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        json(&expect_success(&output))["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        100
+    );
+}
+
+async fn futures_join<F: std::future::Future<Output = ()>>(futures: impl IntoIterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(f);
+    }
+    // Run them concurrently on this task.
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = set.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        pinned.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if pinned.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_waiting_for_approval_releases_the_stock() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    deploy_examples(&api).await;
+    api.post_json(
+        "/runs",
+        &json!({ "workflow": "approval", "id": "c1", "input": approval_input(1) }),
+    )
+    .await;
+    // Wait until it is parked on the signal.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.get("/runs/c1").await.1["custom_status"] != json!({ "stage": "awaiting-approval" }) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = api.post("/runs/c1/cancel", "").await;
+    assert_eq!(status, 202, "{body}");
+    let run = api.wait("c1").await;
+    assert_eq!(
+        run["result"],
+        json!({ "order_id": "A-1", "status": "cancelled" })
+    );
+    let (_, journal) = api.get("/runs/c1/journal").await;
+    let activities: Vec<&str> = journal["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["call"]["call"] == "schedule-activity")
+        .filter_map(|e| e["call"]["name"].as_str())
+        .collect();
+    assert_eq!(activities, ["inventory.reserve", "inventory.release"]);
+    // The await on the signal is the one that received the cancellation.
+    let cancelled = journal["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["reply"]["completion"]["err"]["kind"] == "cancelled");
+    assert_eq!(cancelled.unwrap()["call"]["call"], "await");
+
+    // A finished run takes no more input.
+    let (status, body) = api
+        .post_json(
+            "/runs/c1/signals/approve",
+            &json!({ "approved": true, "by": "x" }),
+        )
+        .await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("run-ended")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_stops_a_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    deploy_examples(&api).await;
+    api.post_json(
+        "/runs",
+        &json!({ "workflow": "approval", "id": "t1", "input": approval_input(1) }),
+    )
+    .await;
+    let (status, _) = api
+        .post_json(
+            "/runs/t1/terminate",
+            &json!({ "reason": "fraud suspected" }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let run = api.wait("t1").await;
+    assert_eq!(run["status"], "terminated");
+    assert_eq!(run["failure"]["message"], "fraud suspected");
+    let (_, journal) = api.get("/runs/t1/journal").await;
+    let last = journal["entries"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["entry"], "terminated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_survive_the_server_being_killed_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = 300;
+    let mut server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    deploy_examples(&api).await;
+    for i in 0..runs {
+        let (status, body) = api
+            .post_json(
+                "/runs",
+                &json!({ "workflow": "order", "id": format!("o-{i}"), "input": order_input(i) }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // Kill at different moments of the load (seeded, so a failure replays).
+    for (round, delay_ms) in [150u64, 420, 75, 900].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        eprintln!(
+            "round {round}: SIGKILL pid {} after {delay_ms} ms",
+            server.pid()
+        );
+        server.kill();
+        server = Server::start(dir.path(), &[]);
+    }
+    let api = Api::new(&server);
+    for i in 0..runs {
+        let id = format!("o-{i}");
+        let run = api.wait(&id).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(run["result"], expected_order(i));
+        let (_, journal) = api.get(&format!("/runs/{id}/journal")).await;
+        let entries = journal["entries"].as_array().unwrap();
+        let mut awaited = std::collections::HashSet::new();
+        for e in entries {
+            if e["call"]["call"] == "await" {
+                assert!(
+                    awaited.insert(e["call"]["handle"].as_u64().unwrap()),
+                    "{id}: a completion was consumed twice"
+                );
+            }
+        }
+        assert_eq!(
+            entries.iter().filter(|e| e["entry"] == "completed").count(),
+            1
+        );
+        for (n, e) in entries.iter().enumerate() {
+            assert_eq!(e["seq"], n as u64, "{id}: gap or duplicate in the journal");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_waiting_runs_fit_in_ten_resident_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--resident-cap", "10", "--idle-ms", "200"]);
+    let api = Api::new(&server);
+    deploy_examples(&api).await;
+    let runs = 1000;
+    for i in 0..runs {
+        let (status, body) = api.post_json("/runs", &json!({ "workflow": "approval", "id": format!("e-{i}"), "input": approval_input(i) })).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    for i in 0..runs {
+        let (status, body) = api
+            .post_json(
+                &format!("/runs/e-{i}/signals/approve"),
+                &json!({ "approved": i % 2 == 0, "by": "bob" }),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    for i in 0..runs {
+        let run = api.wait(&format!("e-{i}")).await;
+        let expected = if i % 2 == 0 { "charged" } else { "rejected" };
+        assert_eq!(run["result"]["status"], expected, "{run}");
+    }
+    let (_, metrics) = api.get("/metrics").await;
+    assert!(metrics["evictions"].as_u64().unwrap() > 0, "{metrics}");
+    assert!(metrics["rebuilds"].as_u64().unwrap() > 0, "{metrics}");
+    assert!(metrics["resident"].as_u64().unwrap() <= 10, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_with_one_id_make_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    deploy_examples(&api).await;
+    let body = json!({ "workflow": "approval", "id": "same", "input": approval_input(7) });
+    let starts = (0..16).map(|_| {
+        let (api, body) = (&api, body.clone());
+        async move {
+            let (status, run) = api.post_json("/runs", &body).await;
+            assert!(status == 201 || status == 200, "{status} {run}");
+            assert_eq!(run["id"], "same");
+        }
+    });
+    futures_join(starts).await;
+    let (_, page) = api.get("/runs?workflow=approval").await;
+    assert_eq!(page["runs"].as_array().unwrap().len(), 1);
+    let (_, journal) = api.get("/runs/same/journal").await;
+    assert_eq!(
+        journal["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["entry"] == "started")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_documented_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    deploy_examples(&api).await;
+    api.post_json(
+        "/runs",
+        &json!({ "workflow": "approval", "id": "keep", "input": approval_input(1) }),
+    )
+    .await;
+
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        ("POST", "/runs", b"{not json".to_vec(), 400, "invalid-json"),
+        (
+            "POST",
+            "/runs",
+            br#"{"workflow": 42}"#.to_vec(),
+            400,
+            "invalid-json",
+        ),
+        (
+            "POST",
+            "/runs",
+            br#"{"workflow": "approval", "extra": 1}"#.to_vec(),
+            400,
+            "invalid-json",
+        ),
+        (
+            "POST",
+            "/runs",
+            br#"{"workflow": "nope"}"#.to_vec(),
+            404,
+            "workflow-not-found",
+        ),
+        (
+            "POST",
+            "/runs",
+            br#"{"workflow": "approval", "id": "bad id!"}"#.to_vec(),
+            400,
+            "invalid-run-id",
+        ),
+        ("POST", "/runs", vec![b' '; 2 << 20], 413, "too-large"),
+        ("GET", "/runs/missing", vec![], 404, "run-not-found"),
+        ("GET", "/runs/missing/journal", vec![], 404, "run-not-found"),
+        (
+            "GET",
+            "/runs/keep/result?wait=abc",
+            vec![],
+            400,
+            "invalid-query",
+        ),
+        (
+            "GET",
+            "/runs/keep/result?wait=1000",
+            vec![],
+            400,
+            "invalid-wait",
+        ),
+        (
+            "GET",
+            "/runs?status=sleeping",
+            vec![],
+            400,
+            "invalid-status",
+        ),
+        (
+            "POST",
+            "/runs/missing/signals/approve",
+            b"{}".to_vec(),
+            404,
+            "run-not-found",
+        ),
+        (
+            "POST",
+            "/runs/keep/signals/approve",
+            b"{oops".to_vec(),
+            400,
+            "invalid-json",
+        ),
+        (
+            "POST",
+            "/runs/keep/signals/$cancel",
+            b"{}".to_vec(),
+            400,
+            "invalid-signal-name",
+        ),
+        ("POST", "/runs/missing/cancel", vec![], 404, "run-not-found"),
+        (
+            "POST",
+            "/runs/keep/terminate",
+            br#"{"reason": 5}"#.to_vec(),
+            400,
+            "invalid-json",
+        ),
+        (
+            "POST",
+            "/components/x?kind=workflow",
+            b"not wasm at all".to_vec(),
+            422,
+            "invalid-component",
+        ),
+        (
+            "POST",
+            "/components/x?kind=gizmo",
+            b"\0asm".to_vec(),
+            400,
+            "invalid-kind",
+        ),
+        (
+            "POST",
+            "/components/bad%20name",
+            b"\0asm".to_vec(),
+            400,
+            "invalid-name",
+        ),
+        ("POST", "/components/x", vec![], 400, "empty-body"),
+        ("GET", "/nope", vec![], 404, "no-such-endpoint"),
+        ("DELETE", "/runs", vec![], 405, "method-not-allowed"),
+    ];
+    // No connection reuse: the server closes a connection whose oversized
+    // body it refused without reading.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    for (method, path, body, status, code) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = http
+            .request(method.clone(), format!("{}{path}", api.base))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let got = response.status().as_u16();
+        let error: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            (got, error["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path}: {error}"
+        );
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+
+    // Upload validation names what is wrong: an activity is not a workflow.
+    let (status, error) = api
+        .deploy(
+            "wrong",
+            "workflow",
+            std::fs::read(wasm("payments")).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (422, Some("invalid-component")),
+        "{error}"
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("cairn:workflow/activity-context"),
+        "{error}"
+    );
+    // A workflow imports cairn:workflow/runtime, which activities do not get.
+    let (status, error) = api
+        .deploy("wrong", "activity", std::fs::read(wasm("hello")).unwrap())
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("cairn:workflow/runtime"),
+        "{error}"
+    );
+    // A name keeps its kind.
+    let (status, error) = api
+        .deploy(
+            "payments",
+            "workflow",
+            std::fs::read(wasm("hello")).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (409, Some("kind-conflict")),
+        "{error}"
+    );
+    // Same bytes: same version, nothing new.
+    let (status, deployed) = api
+        .deploy(
+            "payments",
+            "activity",
+            std::fs::read(wasm("payments")).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, &deployed["version"], &deployed["created"]),
+        (200, &json!(1), &json!(false))
+    );
+
+    // The store is intact: the one run, untouched.
+    let (_, page) = api.get("/runs").await;
+    assert_eq!(page["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(page["runs"][0]["status"], "running");
+    let (_, components) = api.get("/components").await;
+    assert_eq!(components["components"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_protects_every_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--token-file", token_file.to_str().unwrap()],
+    );
+    let mut api = Api::new(&server);
+    for (path, token) in [
+        ("/health", None),
+        ("/runs", Some("wrong")),
+        ("/openapi.json", Some("s3cret-toke")),
+    ] {
+        api.token = token.map(String::from);
+        let (status, error) = api.get(path).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{path}"
+        );
+    }
+    api.token = Some("s3cret-token".into());
+    assert_eq!(api.get("/health").await.0, 200);
+    let (status, doc) = api.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["paths"]["/runs/{id}/signals/{name}"].is_object());
+    // The CLI sends the token from CAIRN_TOKEN.
+    let output = cairn()
+        .args(["list", "--server", &server.url])
+        .env("CAIRN_TOKEN", "s3cret-token")
+        .output()
+        .unwrap();
+    expect_success(&output);
+    let output = cairn()
+        .args(["list", "--server", &server.url])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&output).contains("Authorization: Bearer"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn the_server_refuses_to_listen_publicly_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cairn()
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--token-file"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let pid = server.pid();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut server = server;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cairn serve did not exit on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+}
