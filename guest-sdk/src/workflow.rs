@@ -310,6 +310,25 @@ impl Context {
         Pending::new(runtime::start_child(workflow, &input))
     }
 
+    /// Ends this run's current journal and starts over with `input`, under
+    /// the same run id: the way to keep long-lived workflows (an agent loop,
+    /// a daily job) fast to replay. Signals not consumed yet carry over. Does
+    /// not return.
+    ///
+    /// ```no_run
+    /// # fn f(ctx: &cairn_sdk::Context, day: u32) -> Result<(), cairn_sdk::Failure> {
+    /// ctx.sleep(std::time::Duration::from_secs(86_400));
+    /// ctx.continue_as_new(&(day + 1))
+    /// # }
+    /// ```
+    pub fn continue_as_new<I: Serialize + ?Sized>(&self, input: &I) -> ! {
+        let input = serde_json::to_string(input).unwrap_or_else(|e| {
+            panic!("the input of continue-as-new could not be encoded as JSON: {e}")
+        });
+        runtime::continue_as_new(&input);
+        unreachable!("the host never returns from continue-as-new")
+    }
+
     /// Waits until the first of `pending` completes and returns its index.
     /// Then call `get` on that one for its result.
     ///

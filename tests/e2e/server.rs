@@ -587,7 +587,10 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
     ];
     // No connection reuse: the server closes a connection whose oversized
     // body it refused without reading.
-    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     for (method, path, body, status, code) in cases {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let response = http
@@ -757,4 +760,126 @@ fn sigterm_drains_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(exit.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_runs_report_their_results_to_the_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    for name in ["family", "hello"] {
+        assert_eq!(
+            api.deploy(name, "workflow", std::fs::read(wasm(name)).unwrap())
+                .await
+                .0,
+            201
+        );
+    }
+    let (status, _) = api
+        .post_json(
+            "/runs",
+            &json!({ "workflow": "family", "id": "fam", "input": ["Ada", "Grace", ""] }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let run = api.wait("fam").await;
+    assert_eq!(
+        run["result"],
+        json!([{ "greeting": "Hello, Ada!" }, { "greeting": "Hello, Grace!" }, { "failed": "invalid-input" }])
+    );
+    // Children have ids derived from the parent's id and the call's seq.
+    for (seq, status) in [(1, "completed"), (2, "completed"), (3, "failed")] {
+        let (code, child) = api.get(&format!("/runs/fam:{seq}")).await;
+        assert_eq!(code, 200, "{child}");
+        assert_eq!(
+            (child["status"].as_str(), child["parent"].as_str()),
+            (Some(status), Some("fam"))
+        );
+    }
+    let (_, page) = api.get("/runs?workflow=hello").await;
+    assert_eq!(
+        page["runs"].as_array().unwrap().len(),
+        3,
+        "a replay must not start children twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_as_new_starts_a_fresh_journal_and_keeps_history_and_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    assert_eq!(
+        api.deploy(
+            "counter",
+            "workflow",
+            std::fs::read(wasm("counter")).unwrap()
+        )
+        .await
+        .0,
+        201
+    );
+    api.post_json(
+        "/runs",
+        &json!({ "workflow": "counter", "id": "cnt", "input": { "n": 0, "until": 3 } }),
+    )
+    .await;
+    // Sent while generation 0 runs; generation 1 consumes it.
+    let (status, body) = api
+        .post_json("/runs/cnt/signals/note", &json!("carried over"))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let run = api.wait("cnt").await;
+    assert_eq!(
+        run["result"],
+        json!({ "n": 3, "until": 3, "notes": ["carried over"] })
+    );
+    assert_eq!(run["generation"], 3);
+    let (_, current) = api.get("/runs/cnt/journal").await;
+    let entries = current["entries"].as_array().unwrap();
+    assert_eq!(
+        entries.len(),
+        2,
+        "the last generation only started and completed: {current}"
+    );
+    assert_eq!(json(entries[0]["input"].as_str().unwrap())["n"], 3);
+    for generation in 0..3 {
+        let (status, old) = api
+            .get(&format!("/runs/cnt/journal?generation={generation}"))
+            .await;
+        assert_eq!(status, 200);
+        let old = old["entries"].as_array().unwrap();
+        assert_eq!(json(old[0]["input"].as_str().unwrap())["n"], generation);
+        assert_eq!(
+            old.last().unwrap()["reply"]["completion"]["ok"],
+            "null",
+            "each generation ends after its sleep"
+        );
+    }
+    let (status, error) = api.get("/runs/cnt/journal?generation=9").await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (400, Some("invalid-generation"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_importing_an_interface_the_host_lacks_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    let (status, error) = api
+        .deploy("rogue", "workflow", std::fs::read(wasm("rogue")).unwrap())
+        .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (422, Some("invalid-component")),
+        "{error}"
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains("acme:db/query"),
+        "{error}"
+    );
+    let (_, components) = api.get("/components").await;
+    assert_eq!(components["components"], json!([]));
 }

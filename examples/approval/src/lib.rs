@@ -46,16 +46,29 @@ struct Outcome {
 }
 
 fn release(ctx: &Context, reservation: &Reservation) -> Result<(), Failure> {
-    let _: Value = ctx.activity("inventory.release", &json!({ "reservation_id": reservation.reservation_id })).get()?;
+    let _: Value = ctx
+        .activity(
+            "inventory.release",
+            &json!({ "reservation_id": reservation.reservation_id }),
+        )
+        .get()?;
     Ok(())
 }
 
 fn approval(ctx: &Context, order: Order) -> Result<Outcome, Failure> {
     let reservation: Reservation = ctx
-        .activity("inventory.reserve", &json!({ "order_id": order.order_id, "sku": order.sku, "quantity": order.quantity }))
+        .activity(
+            "inventory.reserve",
+            &json!({ "order_id": order.order_id, "sku": order.sku, "quantity": order.quantity }),
+        )
         .get()?;
     ctx.set_status(&json!({ "stage": "awaiting-approval" }));
-    let outcome = |status, approved_by, charge_id| Outcome { order_id: order.order_id.clone(), status, approved_by, charge_id };
+    let outcome = |status, approved_by, charge_id| Outcome {
+        order_id: order.order_id.clone(),
+        status,
+        approved_by,
+        charge_id,
+    };
 
     let decision = match ctx.signal::<Decision>("approve").get() {
         Ok(decision) => decision,
@@ -74,7 +87,11 @@ fn approval(ctx: &Context, order: Order) -> Result<Outcome, Failure> {
     let charge: Charge = ctx
         .activity("payments.charge", &json!({ "order_id": order.order_id, "amount_cents": order.amount_cents, "card": order.card }))
         .get()?;
-    Ok(outcome("charged", Some(decision.by), Some(charge.charge_id)))
+    Ok(outcome(
+        "charged",
+        Some(decision.by),
+        Some(charge.charge_id),
+    ))
 }
 
 cairn_sdk::workflow!(approval);

@@ -76,6 +76,7 @@ pub(crate) async fn document() -> Json<Value> {
             "/runs/{id}/journal": { "get": {
                 "summary": "A run's journal entries, paginated by seq",
                 "parameters": [run_id,
+                    { "name": "generation", "in": "query", "description": "an earlier generation (before continue-as-new); default: the current one", "schema": { "type": "integer", "minimum": 0 } },
                     { "name": "from", "in": "query", "schema": { "type": "integer", "minimum": 0, "default": 0 } },
                     { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 1000 } }],
                 "responses": merge(ok("200", "JournalPage"), error_responses(&["400", "401", "404"]))
@@ -108,7 +109,7 @@ pub(crate) async fn document() -> Json<Value> {
                 "StartRequest": { "type": "object", "required": ["workflow"], "additionalProperties": false, "properties": {
                     "workflow": { "type": "string" }, "input": { "description": "any JSON" }, "id": { "type": "string" } } },
                 "Run": { "type": "object", "properties": {
-                    "id": { "type": "string" }, "workflow": { "type": "string" }, "version": { "type": "integer", "nullable": true },
+                    "id": { "type": "string" }, "workflow": { "type": "string" }, "version": { "type": "integer", "nullable": true }, "generation": { "type": "integer" }, "parent": { "type": "string", "nullable": true },
                     "status": { "$ref": "#/components/schemas/Status" }, "input": {}, "custom_status": {}, "result": {},
                     "failure": { "allOf": [{ "$ref": "#/components/schemas/Failure" }], "nullable": true },
                     "created_ms": { "type": "integer" }, "updated_ms": { "type": "integer" } } },

@@ -44,6 +44,8 @@ pub(crate) struct RunView {
     id: String,
     workflow: String,
     version: Option<u32>,
+    generation: u32,
+    parent: Option<String>,
     status: &'static str,
     input: Value,
     custom_status: Option<Value>,
@@ -64,6 +66,8 @@ impl From<RunMeta> for RunView {
             id: m.id,
             workflow: m.workflow,
             version: m.version,
+            generation: m.generation,
+            parent: m.parent.map(|p| p.run_id),
             created_ms: m.created_ms,
             updated_ms: m.updated_ms,
         }
@@ -260,6 +264,7 @@ pub(crate) async fn list(
 
 #[derive(Deserialize)]
 pub(crate) struct JournalQuery {
+    generation: Option<u32>,
     from: Option<u64>,
     limit: Option<usize>,
 }
@@ -270,10 +275,23 @@ pub(crate) async fn journal(
     query: Result<Query<JournalQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = query?;
-    run_meta(&app, &id)?;
     let from = q.from.unwrap_or(0);
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let records = app.rt.store().journal(&id)?;
+    let meta = run_meta(&app, &id)?;
+    let records = match q.generation {
+        None => app.rt.store().journal(&id)?,
+        Some(g) if g == meta.generation => app.rt.store().journal(&id)?,
+        Some(g) if g < meta.generation => app.rt.store().history(&id, g)?,
+        Some(g) => {
+            return Err(ApiError::bad_request(
+                "invalid-generation",
+                format!(
+                    "run {id} is in generation {}; generation {g} does not exist yet",
+                    meta.generation
+                ),
+            ))
+        }
+    };
     let page: Vec<_> = records
         .iter()
         .filter(|r| r.seq >= from)

@@ -151,6 +151,23 @@ impl JournalCursor {
         }
     }
 
+    /// The code ends this journal without returning (continue-as-new):
+    /// fine when nothing is left to replay.
+    pub fn expect_end(&self, actual: &str) -> Result<(), Divergence> {
+        match self.records.get(self.pos) {
+            None => Ok(()),
+            Some(record) => Err(Divergence {
+                seq: record.seq,
+                expected: match &record.entry {
+                    Entry::Call { call, .. } => call.to_string(),
+                    other => describe_end(other),
+                },
+                actual: actual.to_owned(),
+                backtrace: None,
+            }),
+        }
+    }
+
     /// The workflow returned `outcome`: check it against the journal. Calls
     /// left over, or a different result than the one recorded, diverge.
     pub fn finish(&self, outcome: &Entry) -> Result<(), Divergence> {

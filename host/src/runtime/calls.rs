@@ -1,7 +1,6 @@
 //! The `runtime` interface of the WIT contract, as the host implements it:
 //! each call is replayed from the journal or performed live and journaled.
 
-use super::errors::RunError;
 use super::state::{Operation, WorkflowState};
 use crate::journal::{ActivityOptions, Completion, Entry, HostCall, Reply, RetryPolicy};
 use crate::sandbox::bindings::workflow::cairn::workflow::{runtime, types};
@@ -102,12 +101,30 @@ impl runtime::Host for WorkflowState {
         Ok(handle)
     }
 
-    async fn start_child(&mut self, _workflow: String, _input: String) -> wasmtime::Result<u32> {
-        let run_id = self.meta.id.clone();
-        Err(self.stop_with(RunError::Unsupported {
-            run_id,
-            call: "start-child",
-        }))
+    async fn start_child(&mut self, workflow: String, input: String) -> wasmtime::Result<u32> {
+        self.check_json("the child's input", &input)?;
+        let call = HostCall::StartChild {
+            workflow: workflow.clone(),
+            input: input.clone(),
+        };
+        let reply = self.step(&call)?;
+        let live = reply.is_none();
+        let handle = self.new_handle(
+            reply,
+            call,
+            Operation::Child {
+                run_id: String::new(),
+            },
+        )?;
+        if let Some(h) = self.handles.get_mut(&handle) {
+            h.operation = Operation::Child {
+                run_id: format!("{}:{handle}", self.meta.id),
+            };
+        }
+        if live {
+            self.start_child_run(handle, &workflow, &input).await?;
+        }
+        Ok(handle)
     }
 
     async fn wait_signal(&mut self, name: String) -> wasmtime::Result<u32> {
@@ -185,12 +202,9 @@ impl runtime::Host for WorkflowState {
         Ok(())
     }
 
-    async fn continue_as_new(&mut self, _input: String) -> wasmtime::Result<()> {
-        let run_id = self.meta.id.clone();
-        Err(self.stop_with(RunError::Unsupported {
-            run_id,
-            call: "continue-as-new",
-        }))
+    async fn continue_as_new(&mut self, input: String) -> wasmtime::Result<()> {
+        self.check_json("the input of continue-as-new", &input)?;
+        self.continue_as_new(input)
     }
 
     async fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {

@@ -113,13 +113,13 @@ impl Runtime {
         meta.status = RunStatus::Terminated;
         meta.failure = Some(Failure::new("terminated", reason));
         meta.updated_ms = record.at_ms;
-        let mut batch = vec![
-            Write::Append {
-                run_id: run_id.to_owned(),
-                record,
-            },
-            Write::PutRun(meta),
-        ];
+        let mut batch = self.parent_writes(&meta);
+        let parent = meta.parent.clone();
+        batch.push(Write::Append {
+            run_id: run_id.to_owned(),
+            record,
+        });
+        batch.push(Write::PutRun(meta));
         for (due_ms, run, handle) in self.store().timers()? {
             if run == run_id {
                 batch.push(Write::DeleteTimer {
@@ -130,6 +130,9 @@ impl Runtime {
             }
         }
         self.store().commit(batch).await?;
+        if let Some(parent) = parent {
+            self.wake(&parent.run_id);
+        }
         self.inner.work.abort_run(run_id);
         let _ = self.inner.scheduler.finished.send(run_id.to_owned());
         Ok(())

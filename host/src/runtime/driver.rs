@@ -49,6 +49,8 @@ pub(crate) enum Driven {
     Finished(RunOutcome),
     /// The run left memory while waiting; it is woken when input arrives.
     Evicted,
+    /// The run continued as new: drive its next generation.
+    Continued,
 }
 
 /// The runaway-code trap.
@@ -60,6 +62,7 @@ enum Executed {
     Outcome(RunOutcome),
     ReachedEnd,
     Evicted,
+    Continued,
 }
 
 impl Runtime {
@@ -67,12 +70,15 @@ impl Runtime {
     /// continues live. A run that already ended returns its outcome without
     /// executing. Used by embedded mode, which keeps the run in memory.
     pub async fn drive(&self, run_id: &str) -> Result<RunOutcome, RunError> {
-        if !self.inner.scheduler.claim(run_id) {
-            return Err(RunError::Busy(run_id.to_owned()));
-        }
-        match self.drive_claimed(run_id).await? {
-            Driven::Finished(outcome) => Ok(outcome),
-            Driven::Evicted => Err(RunError::Busy(run_id.to_owned())),
+        loop {
+            if !self.inner.scheduler.claim(run_id) {
+                return Err(RunError::Busy(run_id.to_owned()));
+            }
+            match self.drive_claimed(run_id).await? {
+                Driven::Finished(outcome) => return Ok(outcome),
+                Driven::Evicted => return Err(RunError::Busy(run_id.to_owned())),
+                Driven::Continued => continue,
+            }
         }
     }
 
@@ -113,6 +119,7 @@ impl Runtime {
         {
             Executed::Outcome(outcome) => Ok(Driven::Finished(outcome)),
             Executed::Evicted => Ok(Driven::Evicted),
+            Executed::Continued => Ok(Driven::Continued),
             Executed::ReachedEnd => unreachable!("live runs do not stop at the end of the journal"),
         }
     }
@@ -194,7 +201,7 @@ impl Runtime {
             .count() as u64;
         let finished = match self.execute(meta, component, Mode::Check, None).await? {
             Executed::Outcome(_) => true,
-            Executed::ReachedEnd | Executed::Evicted => false,
+            Executed::ReachedEnd | Executed::Evicted | Executed::Continued => false,
         };
         Ok(ReplayReport {
             run_id: run_id.to_owned(),
@@ -372,8 +379,13 @@ impl Runtime {
         meta.updated_ms = now_ms();
         state.meta = meta.clone();
         let mut batch = state.take_pending();
+        batch.extend(self.parent_writes(&meta));
+        let parent = meta.parent.clone().filter(|_| meta.status.is_final());
         batch.push(Write::PutRun(meta));
         self.inner.store.commit(batch).await?;
+        if let Some(parent) = parent {
+            self.wake(&parent.run_id);
+        }
         Ok(())
     }
 
@@ -392,6 +404,9 @@ impl Runtime {
         }
         if state.evicted {
             return Ok(Executed::Evicted);
+        }
+        if let Some(input) = state.continue_with.take() {
+            return self.continued(state, input).await;
         }
         if let Some(reason) = state.terminated.take() {
             return self.terminated(state, reason).await;
@@ -468,6 +483,43 @@ impl Runtime {
             self.record_end(state, meta).await?;
         }
         Err(error)
+    }
+
+    /// Ends this generation of a run and starts the next with `input`, in
+    /// one transaction: the journal moves to history, signals not consumed
+    /// yet carry over.
+    async fn continued(
+        &self,
+        state: &mut WorkflowState,
+        input: String,
+    ) -> Result<Executed, RunError> {
+        let mut meta = state.meta.clone();
+        meta.generation += 1;
+        let (fresh, mut start) = self.new_run(
+            &meta.workflow,
+            &meta.component_sha256,
+            &input,
+            &meta.id,
+            meta.version,
+        );
+        if let Entry::Started { seed, .. } = &mut start.entry {
+            *seed = format!(
+                "{:032x}",
+                super::derive_seed(&format!("{}#{}", meta.id, meta.generation))
+            );
+        }
+        meta.input = input;
+        meta.updated_ms = fresh.updated_ms;
+        let mut batch = state.take_pending();
+        batch.push(Write::ContinueAsNew {
+            meta: meta.clone(),
+            start,
+        });
+        self.inner.store.commit(batch).await?;
+        self.inner.work.abort_run(&meta.id);
+        tracing::info!(run_id = %meta.id, generation = meta.generation, "continued as new");
+        state.meta = meta;
+        Ok(Executed::Continued)
     }
 
     /// Stops a live run for good at the request of an operator.

@@ -181,32 +181,13 @@ impl Runtime {
             }
             return Ok(existing);
         }
-        let now = now_ms();
-        let seed = derive_seed(&run_id);
-        let meta = RunMeta {
-            id: run_id.clone(),
-            workflow: req.workflow.clone(),
-            component_sha256: req.component.sha256.clone(),
-            version: req.version,
-            status: RunStatus::Running,
-            input: req.input.clone(),
-            result: None,
-            failure: None,
-            custom_status: None,
-            created_ms: now,
-            updated_ms: now,
-        };
-        let start = Record {
-            seq: 0,
-            at_ms: now,
-            entry: Entry::Started {
-                workflow: req.workflow,
-                component_sha256: req.component.sha256,
-                input: req.input,
-                seed: format!("{seed:032x}"),
-                engine: self.inner.sandbox.settings(),
-            },
-        };
+        let (meta, start) = self.new_run(
+            &req.workflow,
+            &req.component.sha256,
+            &req.input,
+            &run_id,
+            req.version,
+        );
         let batch = vec![
             Write::PutRun(meta.clone()),
             Write::Append {
@@ -235,6 +216,75 @@ impl Runtime {
             },
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+impl Runtime {
+    /// The metadata and start entry of a new run.
+    pub(crate) fn new_run(
+        &self,
+        workflow: &str,
+        sha256: &str,
+        input: &str,
+        run_id: &str,
+        version: Option<u32>,
+    ) -> (RunMeta, Record) {
+        let now = now_ms();
+        let seed = derive_seed(run_id);
+        let meta = RunMeta {
+            id: run_id.to_owned(),
+            workflow: workflow.to_owned(),
+            component_sha256: sha256.to_owned(),
+            version,
+            status: RunStatus::Running,
+            input: input.to_owned(),
+            result: None,
+            failure: None,
+            custom_status: None,
+            parent: None,
+            generation: 0,
+            created_ms: now,
+            updated_ms: now,
+        };
+        let start = Record {
+            seq: 0,
+            at_ms: now,
+            entry: Entry::Started {
+                workflow: workflow.to_owned(),
+                component_sha256: sha256.to_owned(),
+                input: input.to_owned(),
+                seed: format!("{seed:032x}"),
+                engine: self.inner.sandbox.settings(),
+            },
+        };
+        (meta, start)
+    }
+
+    /// The writes that tell a run's parent how it ended (in the same
+    /// transaction as the end itself, so the news is never lost).
+    pub(crate) fn parent_writes(&self, meta: &RunMeta) -> Vec<Write> {
+        let Some(parent) = &meta.parent else {
+            return Vec::new();
+        };
+        if !meta.status.is_final() {
+            return Vec::new();
+        }
+        let completion = match (&meta.status, &meta.result) {
+            (RunStatus::Completed, Some(result)) => crate::journal::Completion::Ok(result.clone()),
+            _ => {
+                crate::journal::Completion::Err(meta.failure.clone().unwrap_or_else(|| {
+                    crate::journal::Failure::new("failed", "the child run failed")
+                }))
+            }
+        };
+        vec![Write::PutCompletion {
+            run_id: parent.run_id.clone(),
+            handle: parent.handle,
+            completion: crate::store::StoredCompletion {
+                completion,
+                arrival: self.next_arrival(),
+            },
+        }]
     }
 }
 

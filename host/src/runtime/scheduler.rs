@@ -237,7 +237,14 @@ impl Runtime {
         let run_id = run_id.to_owned();
         tokio::spawn(async move {
             let permit = rt.inner.scheduler.permit().await;
-            let outcome = rt.drive_claimed(&run_id).await;
+            let mut outcome = rt.drive_claimed(&run_id).await;
+            // A run that continued as new goes on with its next generation,
+            // unless someone else claimed it meanwhile.
+            while matches!(outcome, Ok(super::driver::Driven::Continued))
+                && rt.inner.scheduler.claim(&run_id)
+            {
+                outcome = rt.drive_claimed(&run_id).await;
+            }
             drop(permit);
             match outcome {
                 Ok(_) => {}

@@ -78,6 +78,9 @@ pub(crate) enum Operation {
     Signal {
         name: String,
     },
+    Child {
+        run_id: String,
+    },
 }
 
 /// What to delete once a buffered completion or signal is consumed.
@@ -166,6 +169,8 @@ pub struct WorkflowState {
     pub(crate) reached_end: bool,
     pub(crate) evicted: bool,
     pub(crate) terminated: Option<String>,
+    /// The input of the next generation, after `continue-as-new`.
+    pub(crate) continue_with: Option<String>,
 }
 
 impl WasiView for WorkflowState {
@@ -237,6 +242,7 @@ impl WorkflowState {
             reached_end: false,
             evicted: false,
             terminated: None,
+            continue_with: None,
         }
     }
 
@@ -346,6 +352,19 @@ impl WorkflowState {
         }
     }
 
+    /// `continue-as-new`: ends this generation of the run. It is never
+    /// journaled (the journal it would end in is emptied), so on replay it
+    /// must come exactly where the journal ends.
+    pub(crate) fn continue_as_new(&mut self, input: String) -> wasmtime::Result<()> {
+        self.host_calls += 1;
+        if let Err(divergence) = self.cursor.expect_end("continue-as-new") {
+            return Err(self.diverge(divergence));
+        }
+        self.go_live()?;
+        self.continue_with = Some(input);
+        Err(Stopped.into())
+    }
+
     /// The journal is exhausted: from here on calls are new. Picks up what
     /// arrived while the run was not resident and restarts the work of
     /// handles still pending.
@@ -434,6 +453,72 @@ impl WorkflowState {
         Ok(())
     }
 
+    /// Creates the child run of a live `start-child`: its metadata and
+    /// start entry commit together with the parent's entry, and only then
+    /// does the child start. A workflow that is not deployed completes the
+    /// handle with a `workflow-not-found` failure.
+    pub(crate) async fn start_child_run(
+        &mut self,
+        handle: u32,
+        workflow: &str,
+        input: &str,
+    ) -> wasmtime::Result<()> {
+        let child_id = format!("{}:{handle}", self.meta.id);
+        let deployment = match self.rt.store().deployment(workflow) {
+            Ok(d) => d,
+            Err(e) => return Err(self.stop_with(e.into())),
+        };
+        let current = deployment
+            .filter(|d| d.kind == crate::store::ComponentKind::Workflow)
+            .and_then(|d| d.current_version().cloned());
+        let Some(version) = current else {
+            let failure = Failure::new(
+                "workflow-not-found",
+                format!("no workflow named {workflow:?} is deployed (child workflows need `cairn serve` and `cairn deploy`)"),
+            );
+            let arrival = self.rt.next_arrival();
+            let completion = StoredCompletion {
+                completion: Completion::Err(failure),
+                arrival,
+            };
+            self.pending.push(Write::PutCompletion {
+                run_id: self.meta.id.clone(),
+                handle,
+                completion: completion.clone(),
+            });
+            if let Some(h) = self.handles.get_mut(&handle) {
+                h.state = HandleState::Ready {
+                    completion: completion.completion,
+                    arrival,
+                    cleanup: Some(Cleanup::Completion(handle)),
+                };
+            }
+            return Ok(());
+        };
+        let (mut meta, start) = self.rt.new_run(
+            workflow,
+            &version.sha256,
+            input,
+            &child_id,
+            Some(version.version),
+        );
+        meta.parent = Some(crate::store::ParentLink {
+            run_id: self.meta.id.clone(),
+            handle,
+        });
+        let mut batch = self.take_pending();
+        batch.push(Write::PutRun(meta));
+        batch.push(Write::Append {
+            run_id: child_id.clone(),
+            record: start,
+        });
+        if let Err(e) = self.rt.store().commit(batch).await {
+            return Err(self.stop_with(e.into()));
+        }
+        self.rt.wake(&child_id);
+        Ok(())
+    }
+
     /// A new wait-signal handle takes the oldest buffered signal of its name.
     pub(crate) fn match_signals(&mut self) -> wasmtime::Result<()> {
         if self.live {
@@ -479,7 +564,9 @@ impl WorkflowState {
                     .work()
                     .start_timer(&self.rt, &self.meta.id, handle, due_ms)
             }
-            Operation::Signal { .. } => {}
+            // A child exists from the commit of its start-child entry on,
+            // and reports its end to the parent's completions.
+            Operation::Signal { .. } | Operation::Child { .. } => {}
         }
         Ok(())
     }
@@ -753,6 +840,14 @@ impl WorkflowState {
         match &mut handle.state {
             HandleState::Consumed(_) => return,
             HandleState::Pending => {
+                if let (true, Operation::Child { run_id: child }) = (live, &handle.operation) {
+                    let (rt, child) = (self.rt.clone(), child.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = rt.cancel_run(&child).await {
+                            tracing::debug!(run_id = %child, error = %e, "cancelling a child run");
+                        }
+                    });
+                }
                 if live {
                     self.rt.work().abort(&run_id, h);
                     if let Operation::Timer { due_ms } = handle.operation {

@@ -9,7 +9,8 @@ mod schema;
 mod writer;
 
 pub use schema::{
-    ComponentKind, Deployment, RunMeta, RunStatus, StoredCompletion, StoredSignal, Version,
+    ComponentKind, Deployment, ParentLink, RunMeta, RunStatus, StoredCompletion, StoredSignal,
+    Version,
 };
 pub use writer::{Batch, CommitError, GroupCommitWriter, Write};
 
@@ -144,6 +145,28 @@ impl Store {
         {
             let (k, v) = row.map_err(db_err)?;
             let seq = k.value().1;
+            let record = journal::decode(v.value()).map_err(|source| StoreError::Journal {
+                run_id: run_id.to_owned(),
+                seq,
+                source,
+            })?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// The journal of an earlier generation of a run (before a
+    /// continue-as-new), in seq order.
+    pub fn history(&self, run_id: &str, generation: u32) -> Result<Vec<Record>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(HISTORY).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table
+            .range((run_id, generation, 0)..=(run_id, generation, u64::MAX))
+            .map_err(db_err)?
+        {
+            let (k, v) = row.map_err(db_err)?;
+            let seq = k.value().2;
             let record = journal::decode(v.value()).map_err(|source| StoreError::Journal {
                 run_id: run_id.to_owned(),
                 seq,

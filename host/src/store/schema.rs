@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 /// run id → [`RunMeta`] (JSON).
 pub(super) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+/// (run id, generation, seq) → encoded journal record of a generation that
+/// ended with continue-as-new.
+pub(super) const HISTORY: TableDefinition<(&str, u32, u64), &[u8]> =
+    TableDefinition::new("history");
 /// (run id, seq) → encoded journal record.
 pub(super) const JOURNAL: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("journal");
 /// (run id, handle) → [`StoredCompletion`] (JSON), until the run consumes it.
@@ -26,6 +30,7 @@ pub(super) const COMPILED: TableDefinition<(&str, &str), &[u8]> = TableDefinitio
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(RUNS)?;
     txn.open_table(JOURNAL)?;
+    txn.open_table(HISTORY)?;
     txn.open_table(COMPLETIONS)?;
     txn.open_table(TIMERS)?;
     txn.open_table(SIGNALS)?;
@@ -111,10 +116,25 @@ pub struct RunMeta {
     /// Latest custom status (JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_status: Option<String>,
+    /// The run that started this one as a child, and its handle for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
+    /// How many times the run continued as new (0 for the first journal).
+    #[serde(default)]
+    pub generation: u32,
     /// Creation time, ms since the epoch.
     pub created_ms: u64,
     /// Last status change, ms since the epoch.
     pub updated_ms: u64,
+}
+
+/// Where a child run reports its end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentLink {
+    /// The parent run.
+    pub run_id: String,
+    /// The parent's handle for the child.
+    pub handle: u32,
 }
 
 /// A signal waiting to be consumed.

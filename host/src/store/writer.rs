@@ -75,6 +75,15 @@ pub enum Write {
         /// Its arrival seq.
         seq: u64,
     },
+    /// End a generation of a run (continue-as-new): its journal moves to
+    /// history, its completions and timers are dropped, its buffered
+    /// signals stay, and the new generation starts with `start`.
+    ContinueAsNew {
+        /// The run, with its new generation, input and status.
+        meta: RunMeta,
+        /// The new start entry (seq 0).
+        start: Record,
+    },
     /// Insert or replace a deployment.
     PutDeployment(Deployment),
     /// Store a component's bytes.
@@ -216,6 +225,7 @@ fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>
         let mut completions = txn.open_table(COMPLETIONS).map_err(|e| e.to_string())?;
         let mut timers = txn.open_table(TIMERS).map_err(|e| e.to_string())?;
         let mut signals = txn.open_table(SIGNALS).map_err(|e| e.to_string())?;
+        let mut history = txn.open_table(HISTORY).map_err(|e| e.to_string())?;
         let mut deployments = txn.open_table(DEPLOYMENTS).map_err(|e| e.to_string())?;
         let mut components = txn.open_table(COMPONENTS).map_err(|e| e.to_string())?;
         let mut compiled = txn.open_table(COMPILED).map_err(|e| e.to_string())?;
@@ -276,6 +286,40 @@ fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>
                         }
                         Write::DeleteSignal { run_id, seq } => {
                             signals.remove((run_id.as_str(), *seq))?;
+                        }
+                        Write::ContinueAsNew { meta, start } => {
+                            let run = meta.id.as_str();
+                            let ended = meta.generation.saturating_sub(1);
+                            let mut old = Vec::new();
+                            for row in journal_t.range((run, 0)..=(run, u64::MAX))? {
+                                let (k, v) = row?;
+                                old.push((k.value().1, v.value().to_vec()));
+                            }
+                            for (seq, bytes) in old {
+                                history.insert((run, ended, seq), bytes.as_slice())?;
+                                journal_t.remove((run, seq))?;
+                            }
+                            let handles: Vec<u32> = completions
+                                .range((run, 0)..=(run, u32::MAX))?
+                                .map(|row| row.map(|(k, _)| k.value().1))
+                                .collect::<Result<_, _>>()?;
+                            for handle in handles {
+                                completions.remove((run, handle))?;
+                            }
+                            let mut armed: Vec<(u64, u32)> = Vec::new();
+                            for row in timers.iter()? {
+                                let (k, _) = row?;
+                                let (due, r, h) = k.value();
+                                if r == run {
+                                    armed.push((due, h));
+                                }
+                            }
+                            for (due, handle) in armed {
+                                timers.remove((due, run, handle))?;
+                            }
+                            journal_t.insert((run, 0), journal::encode(start).as_slice())?;
+                            let bytes = serde_json::to_vec(meta).expect("run metadata serialises");
+                            runs.insert(run, bytes.as_slice())?;
                         }
                         Write::PutDeployment(d) => {
                             let bytes = serde_json::to_vec(d).expect("deployments serialise");
