@@ -512,8 +512,8 @@ impl Runtime {
         meta.updated_ms = fresh.updated_ms;
         let mut batch = state.take_pending();
         batch.push(Write::ContinueAsNew {
-            meta: meta.clone(),
-            start,
+            meta: Box::new(meta.clone()),
+            start: Box::new(start),
         });
         self.inner.store.commit(batch).await?;
         self.inner.work.abort_run(&meta.id);

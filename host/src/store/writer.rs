@@ -80,9 +80,9 @@ pub enum Write {
     /// signals stay, and the new generation starts with `start`.
     ContinueAsNew {
         /// The run, with its new generation, input and status.
-        meta: RunMeta,
+        meta: Box<RunMeta>,
         /// The new start entry (seq 0).
-        start: Record,
+        start: Box<Record>,
     },
     /// Insert or replace a deployment.
     PutDeployment(Deployment),
@@ -318,7 +318,8 @@ fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>
                                 timers.remove((due, run, handle))?;
                             }
                             journal_t.insert((run, 0), journal::encode(start).as_slice())?;
-                            let bytes = serde_json::to_vec(meta).expect("run metadata serialises");
+                            let bytes =
+                                serde_json::to_vec(meta.as_ref()).expect("run metadata serialises");
                             runs.insert(run, bytes.as_slice())?;
                         }
                         Write::PutDeployment(d) => {
