@@ -12,3 +12,4 @@ pub mod registry;
 pub mod runtime;
 pub mod sandbox;
 pub mod store;
+pub mod upgrade;

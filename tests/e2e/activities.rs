@@ -21,29 +21,21 @@ fn script(id: &str, steps: Value) -> (Value, Vec<Value>) {
 
 #[test]
 fn an_activity_that_fails_twice_completes_on_attempt_3_with_backoff() {
-    let (result, journal) = script(
-        "retry",
-        j!([{ "activity": "flaky.fail-twice", "max_attempts": 5, "initial_interval_ms": 100 }]),
-    );
+    let (result, journal) =
+        script("retry", j!([{ "activity": "flaky.fail-twice", "max_attempts": 5, "initial_interval_ms": 100 }]));
     assert_eq!(result[0]["ok"]["attempt"], 3);
     // Every attempt saw the same idempotency key: run id + handle.
     assert_eq!(result[0]["ok"]["key"], "retry/1");
     // Backoff: 100 ms, then 200 ms between the attempts.
     let scheduled = journal[1]["at_ms"].as_u64().unwrap();
     let completed = journal[2]["at_ms"].as_u64().unwrap();
-    assert!(
-        completed - scheduled >= 300,
-        "retried after {} ms",
-        completed - scheduled
-    );
+    assert!(completed - scheduled >= 300, "retried after {} ms", completed - scheduled);
 }
 
 #[test]
 fn a_non_retryable_failure_is_not_retried() {
-    let (result, _) = script(
-        "declined",
-        j!([{ "activity": "flaky.declined", "max_attempts": 5, "non_retryable": ["declined"] }]),
-    );
+    let (result, _) =
+        script("declined", j!([{ "activity": "flaky.declined", "max_attempts": 5, "non_retryable": ["declined"] }]));
     let err = &result[0]["err"];
     assert_eq!(err["kind"], "declined");
     assert_eq!(err["message"], "declined on attempt 1");
@@ -51,10 +43,8 @@ fn a_non_retryable_failure_is_not_retried() {
 
 #[test]
 fn retries_stop_at_max_attempts() {
-    let (result, _) = script(
-        "exhausted",
-        j!([{ "activity": "flaky.declined", "max_attempts": 3, "initial_interval_ms": 10 }]),
-    );
+    let (result, _) =
+        script("exhausted", j!([{ "activity": "flaky.declined", "max_attempts": 3, "initial_interval_ms": 10 }]));
     assert_eq!(result[0]["err"]["message"], "declined on attempt 3");
     assert_eq!(result[0]["err"]["details"]["attempts"], 3);
 }
@@ -88,19 +78,9 @@ fn await_any_takes_the_first_to_finish_and_cancel_stops_the_rest() {
     assert_eq!(result[0]["losers"][0]["err"]["kind"], "cancelled");
     assert_eq!(
         kinds(&journal),
-        [
-            "started",
-            "schedule-activity",
-            "start-timer",
-            "await-any",
-            "cancel",
-            "await",
-            "await",
-            "completed"
-        ]
+        ["started", "schedule-activity", "start-timer", "await-any", "cancel", "await", "await", "completed"]
     );
     // The slow activity was abandoned, not awaited: the run took far less than 3 s.
-    let took =
-        journal.last().unwrap()["at_ms"].as_u64().unwrap() - journal[0]["at_ms"].as_u64().unwrap();
+    let took = journal.last().unwrap()["at_ms"].as_u64().unwrap() - journal[0]["at_ms"].as_u64().unwrap();
     assert!(took < 2500, "took {took} ms");
 }

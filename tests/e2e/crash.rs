@@ -10,10 +10,7 @@ use std::time::{Duration, Instant};
 /// Runs the order example with the test-only crash point: the process kills
 /// itself with SIGKILL right after its `n`th durable commit.
 fn run_killed_after(data: &Path, id: &str, n: u32) -> std::process::Output {
-    order_command(data, id)
-        .env("CAIRN_CRASH_AFTER_COMMITS", n.to_string())
-        .output()
-        .unwrap()
+    order_command(data, id).env("CAIRN_CRASH_AFTER_COMMITS", n.to_string()).output().unwrap()
 }
 
 fn killed(output: &std::process::Output) -> bool {
@@ -30,22 +27,16 @@ fn assert_no_completion_twice(journal: &[Value]) {
     let mut consumed: HashMap<u64, usize> = HashMap::new();
     for r in journal {
         if r["call"]["call"] == "await" {
-            *consumed
-                .entry(r["call"]["handle"].as_u64().unwrap())
-                .or_default() += 1;
+            *consumed.entry(r["call"]["handle"].as_u64().unwrap()).or_default() += 1;
         }
     }
-    assert!(
-        consumed.values().all(|n| *n == 1),
-        "a completion was journaled twice: {consumed:?}"
-    );
+    assert!(consumed.values().all(|n| *n == 1), "a completion was journaled twice: {consumed:?}");
 }
 
 #[test]
 fn resumes_after_kill_at_every_commit() {
     let reference = tempfile::tempdir().unwrap();
-    let expected_result =
-        expect_success(&order_command(reference.path(), "order").output().unwrap());
+    let expected_result = expect_success(&order_command(reference.path(), "order").output().unwrap());
     let expected_journal = journal_modulo_time(reference.path(), "order");
 
     let mut kills = 0;
@@ -59,30 +50,19 @@ fn resumes_after_kill_at_every_commit() {
         }
         kills += 1;
         let resumed = order_command(dir.path(), "order").output().unwrap();
-        assert_eq!(
-            expect_success(&resumed),
-            expected_result,
-            "after a kill at commit {n}"
-        );
+        assert_eq!(expect_success(&resumed), expected_result, "after a kill at commit {n}");
         let journal = journal_modulo_time(dir.path(), "order");
         assert_no_completion_twice(&journal);
-        assert_eq!(
-            journal, expected_journal,
-            "journal after a kill at commit {n}"
-        );
+        assert_eq!(journal, expected_journal, "journal after a kill at commit {n}");
         assert!(n < 200, "the run never finished without being killed");
     }
-    assert!(
-        kills >= 10,
-        "expected the run to span many commits, killed only {kills} times"
-    );
+    assert!(kills >= 10, "expected the run to span many commits, killed only {kills} times");
 }
 
 #[test]
 fn survives_being_killed_again_and_again() {
     let reference = tempfile::tempdir().unwrap();
-    let expected_result =
-        expect_success(&order_command(reference.path(), "order").output().unwrap());
+    let expected_result = expect_success(&order_command(reference.path(), "order").output().unwrap());
     let expected_journal = journal_modulo_time(reference.path(), "order");
 
     // Every process dies after its 2nd commit; each still moves the run on.
@@ -110,49 +90,25 @@ fn a_durable_timer_fires_on_time_after_a_restart() {
         let mut cmd = cairn();
         cmd.arg("run")
             .arg(wasm("script"))
-            .args([
-                "--id",
-                "sleeper",
-                "--input",
-                r#"[{"sleep_ms": 3000}]"#,
-                "--data",
-            ])
+            .args(["--id", "sleeper", "--input", r#"[{"sleep_ms": 3000}]"#, "--data"])
             .arg(dir.path());
         cmd
     };
     let started = Instant::now();
-    let mut child = run()
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = run().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
     let output = run().output().unwrap();
-    assert_eq!(
-        json(&expect_success(&output)),
-        serde_json::json!([{ "ok": null }])
-    );
+    assert_eq!(json(&expect_success(&output)), serde_json::json!([{ "ok": null }]));
     let journal = journal(dir.path(), "sleeper");
-    assert_eq!(
-        kinds(&journal),
-        ["started", "start-timer", "await", "completed"]
-    );
+    assert_eq!(kinds(&journal), ["started", "start-timer", "await", "completed"]);
     // The timer kept its original due time: it fired 3 s after it was set
     // by the first process, not 3 s after the restart.
     let set_at = journal[1]["at_ms"].as_u64().unwrap();
     let fired_at = journal[2]["at_ms"].as_u64().unwrap();
-    assert!(
-        fired_at >= set_at + 3000,
-        "fired early: {}",
-        fired_at - set_at
-    );
-    assert!(
-        fired_at < set_at + 3800,
-        "the timer restarted instead of keeping its due time: {} ms",
-        fired_at - set_at
-    );
+    assert!(fired_at >= set_at + 3000, "fired early: {}", fired_at - set_at);
+    assert!(fired_at < set_at + 3800, "the timer restarted instead of keeping its due time: {} ms", fired_at - set_at);
     assert!(started.elapsed() < Duration::from_millis(3900));
 }

@@ -4,13 +4,7 @@
 use crate::support::*;
 
 fn run_clockwork(data: &std::path::Path, id: &str) -> serde_json::Value {
-    let output = cairn()
-        .arg("run")
-        .arg(wasm("clockwork"))
-        .args(["--id", id, "--data"])
-        .arg(data)
-        .output()
-        .unwrap();
+    let output = cairn().arg("run").arg(wasm("clockwork")).args(["--id", id, "--data"]).arg(data).output().unwrap();
     json(&expect_success(&output))
 }
 
@@ -29,28 +23,13 @@ fn std_clocks_and_randomness_are_identical_on_replay() {
     assert_eq!(seen["monotonic_elapsed_ms"], fired_at - started_at);
     assert!(fired_at - started_at >= 30);
     // Seeded, not zeros.
-    let random: Vec<u64> = seen["random"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let random: Vec<u64> = seen["random"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert!(random.iter().any(|b| *b != 0));
 
     // Replay re-executes the code and compares its result with the journal:
     // exit 0 means every value above came out the same.
-    let output = cairn()
-        .args(["replay", "clock-1", "--data"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&output),
-        stderr(&output)
-    );
+    let output = cairn().args(["replay", "clock-1", "--data"]).arg(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}{}", stdout(&output), stderr(&output));
 
     // A second run gets its own seed.
     let other = run_clockwork(dir.path(), "clock-2");
@@ -65,10 +44,7 @@ fn a_resumed_run_sees_the_values_it_saw_before() {
     // time and the run's seed and must return what a straight run returns.
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = cairn();
-    cmd.arg("run")
-        .arg(wasm("clockwork"))
-        .args(["--id", "c", "--data"])
-        .arg(dir.path());
+    cmd.arg("run").arg(wasm("clockwork")).args(["--id", "c", "--data"]).arg(dir.path());
     // 2 commits store the component and its compiled artifact, then start,
     // then the timer entry.
     let output = cmd.env("CAIRN_CRASH_AFTER_COMMITS", "4").output().unwrap();
@@ -76,14 +52,7 @@ fn a_resumed_run_sees_the_values_it_saw_before() {
     let resumed = run_clockwork(dir.path(), "c");
     let journal = journal(dir.path(), "c");
     assert_eq!(resumed["wall_before_ms"], journal[0]["at_ms"]);
-    assert_eq!(
-        json(journal.last().unwrap()["result"].as_str().unwrap()),
-        resumed
-    );
-    let output = cairn()
-        .args(["replay", "c", "--data"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    assert_eq!(json(journal.last().unwrap()["result"].as_str().unwrap()), resumed);
+    let output = cairn().args(["replay", "c", "--data"]).arg(dir.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
 }

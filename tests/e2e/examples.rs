@@ -7,10 +7,7 @@ fn order_completes_with_the_expected_result_and_journal() {
     let dir = tempfile::tempdir().unwrap();
     let output = order_command(dir.path(), "order-1").output().unwrap();
     let result = expect_success(&output);
-    assert_eq!(
-        json(&result),
-        read_json(&repo().join("examples/order/expected-output.json"))
-    );
+    assert_eq!(json(&result), read_json(&repo().join("examples/order/expected-output.json")));
 
     let journal = journal(dir.path(), "order-1");
     assert_eq!(
@@ -28,14 +25,8 @@ fn order_completes_with_the_expected_result_and_journal() {
             "completed",
         ]
     );
-    let names: Vec<&str> = journal
-        .iter()
-        .filter_map(|r| r["call"]["name"].as_str())
-        .collect();
-    assert_eq!(
-        names,
-        ["inventory.reserve", "payments.charge", "inventory.ship"]
-    );
+    let names: Vec<&str> = journal.iter().filter_map(|r| r["call"]["name"].as_str()).collect();
+    assert_eq!(names, ["inventory.reserve", "payments.charge", "inventory.ship"]);
     assert_eq!(journal[5]["call"]["ms"], 500);
     // seqs are contiguous from 0
     for (i, r) in journal.iter().enumerate() {
@@ -61,20 +52,11 @@ fn order_with_a_declined_card_compensates_by_releasing_stock() {
         .unwrap();
     let result = json(&expect_success(&output));
     assert_eq!(result["status"], "payment-failed");
-    assert!(result["reason"]
-        .as_str()
-        .unwrap()
-        .starts_with("card-declined"));
+    assert!(result["reason"].as_str().unwrap().starts_with("card-declined"));
 
     let journal = journal(dir.path(), "declined");
-    let names: Vec<&str> = journal
-        .iter()
-        .filter_map(|r| r["call"]["name"].as_str())
-        .collect();
-    assert_eq!(
-        names,
-        ["inventory.reserve", "payments.charge", "inventory.release"]
-    );
+    let names: Vec<&str> = journal.iter().filter_map(|r| r["call"]["name"].as_str()).collect();
+    assert_eq!(names, ["inventory.reserve", "payments.charge", "inventory.release"]);
     // Declines are not retried: one attempt.
     let charge = &journal[4]["reply"]["completion"]["err"];
     assert_eq!(charge["kind"], "card-declined");
@@ -88,18 +70,12 @@ fn hello_prints_its_expected_output() {
         .arg("run")
         .arg(wasm("hello"))
         .arg("--input")
-        .arg(format!(
-            "@{}",
-            repo().join("examples/hello/input.json").display()
-        ))
+        .arg(format!("@{}", repo().join("examples/hello/input.json").display()))
         .arg("--data")
         .arg(dir.path())
         .output()
         .unwrap();
-    assert_eq!(
-        json(&expect_success(&output)),
-        read_json(&repo().join("examples/hello/expected-output.json"))
-    );
+    assert_eq!(json(&expect_success(&output)), read_json(&repo().join("examples/hello/expected-output.json")));
 }
 
 #[test]
@@ -110,36 +86,22 @@ fn a_missing_activity_component_stops_the_run_without_losing_it() {
         .arg(wasm("order"))
         .args(activity_args(&["inventory"]))
         .arg("--input")
-        .arg(format!(
-            "@{}",
-            repo().join("examples/order/input.json").display()
-        ))
+        .arg(format!("@{}", repo().join("examples/order/input.json").display()))
         .args(["--id", "o", "--data"])
         .arg(dir.path())
         .output()
         .unwrap();
     assert!(!output.status.success());
     let err = stderr(&output);
-    assert!(
-        err.contains("no activity component named \"payments\""),
-        "{err}"
-    );
+    assert!(err.contains("no activity component named \"payments\""), "{err}");
     assert!(err.contains("--activity payments=FILE.wasm"), "{err}");
 
     // Resuming with the component finishes the run from where it stopped.
     let output = order_command(dir.path(), "o").output().unwrap();
-    assert_eq!(
-        json(&expect_success(&output)),
-        read_json(&repo().join("examples/order/expected-output.json"))
-    );
-    let names: Vec<String> = journal(dir.path(), "o")
-        .iter()
-        .filter_map(|r| r["call"]["name"].as_str().map(String::from))
-        .collect();
-    assert_eq!(
-        names,
-        ["inventory.reserve", "payments.charge", "inventory.ship"]
-    );
+    assert_eq!(json(&expect_success(&output)), read_json(&repo().join("examples/order/expected-output.json")));
+    let names: Vec<String> =
+        journal(dir.path(), "o").iter().filter_map(|r| r["call"]["name"].as_str().map(String::from)).collect();
+    assert_eq!(names, ["inventory.reserve", "payments.charge", "inventory.ship"]);
 }
 
 #[test]
@@ -153,23 +115,9 @@ fn bad_input_is_refused_with_a_clear_error() {
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("--input is not valid JSON"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("--input is not valid JSON"), "{}", stderr(&output));
 
-    let output = cairn()
-        .arg("run")
-        .arg(repo().join("Cargo.toml"))
-        .arg("--data")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let output = cairn().arg("run").arg(repo().join("Cargo.toml")).arg("--data").arg(dir.path()).output().unwrap();
     assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("is not a valid WebAssembly component"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("is not a valid WebAssembly component"), "{}", stderr(&output));
 }

@@ -10,22 +10,12 @@ use cairn_host::store::{RunStatus, Store};
 async fn hostile_guests_fail_only_their_own_run() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let limits = Limits {
-        max_memory_bytes: 64 << 20,
-        step_budget_ms: 300,
-        ..Limits::default()
-    };
+    let limits = Limits { max_memory_bytes: 64 << 20, step_budget_ms: 300, ..Limits::default() };
     let runtime = Runtime::new(store.clone(), limits).unwrap();
     let load = |name: &str| {
         let runtime = runtime.clone();
         let (name, path) = (name.to_owned(), wasm(name));
-        async move {
-            runtime
-                .components()
-                .load_bytes(&name, std::fs::read(path).unwrap())
-                .await
-                .unwrap()
-        }
+        async move { runtime.components().load_bytes(&name, std::fs::read(path).unwrap()).await.unwrap() }
     };
     let hostile = load("hostile").await;
     let hello = load("hello").await;
@@ -72,9 +62,7 @@ async fn hostile_guests_fail_only_their_own_run() {
             .unwrap();
         assert_eq!(
             runtime.drive(&ok.id).await.unwrap(),
-            RunOutcome::Completed {
-                result: r#"{"greeting":"Hello, after!"}"#.into()
-            }
+            RunOutcome::Completed { result: r#"{"greeting":"Hello, after!"}"#.into() }
         );
     }
 }
@@ -85,13 +73,7 @@ fn a_runaway_workflow_fails_with_a_clear_message_from_the_cli() {
     let output = cairn()
         .arg("run")
         .arg(wasm("hostile"))
-        .args([
-            "--input",
-            r#"{"mode":"loop"}"#,
-            "--step-budget-ms",
-            "200",
-            "--data",
-        ])
+        .args(["--input", r#"{"mode":"loop"}"#, "--step-budget-ms", "200", "--data"])
         .arg(dir.path())
         .output()
         .unwrap();

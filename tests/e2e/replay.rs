@@ -9,13 +9,7 @@ fn run_baseline(data: &Path) {
         .arg("run")
         .arg(example_wasm("steps_baseline"))
         .args(activity_args(&["flaky"]))
-        .args([
-            "--id",
-            "steps",
-            "--input",
-            r#"{"sku":"mug","amount":42}"#,
-            "--data",
-        ])
+        .args(["--id", "steps", "--input", r#"{"sku":"mug","amount":42}"#, "--data"])
         .arg(data)
         .output()
         .unwrap();
@@ -47,18 +41,8 @@ fn replay_of_completed_example_runs_reproduces_them() {
     let before = journal(dir.path(), "order");
     for id in ["order", "steps", "hello"] {
         let output = replay(dir.path(), id, None);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{}{}",
-            stdout(&output),
-            stderr(&output)
-        );
-        assert!(
-            stdout(&output).contains("reproduced all"),
-            "{}",
-            stdout(&output)
-        );
+        assert_eq!(output.status.code(), Some(0), "{}{}", stdout(&output), stderr(&output));
+        assert!(stdout(&output).contains("reproduced all"), "{}", stdout(&output));
     }
     // Replay writes nothing.
     assert_eq!(journal(dir.path(), "order"), before);
@@ -70,70 +54,27 @@ fn replay_with_changed_code_reports_the_first_diverging_seq() {
     run_baseline(dir.path());
     assert_eq!(
         kinds(&journal(dir.path(), "steps")),
-        [
-            "started",
-            "schedule-activity",
-            "await",
-            "start-timer",
-            "await",
-            "schedule-activity",
-            "await",
-            "completed"
-        ]
+        ["started", "schedule-activity", "await", "start-timer", "await", "schedule-activity", "await", "completed"]
     );
     let cases = [
         ("steps_renamed", 5, "flaky.echo", "flaky.fail-twice"),
         ("steps_changed_arg", 5, "\"amount\":42", "\"amount\":43"),
-        (
-            "steps_extra_call",
-            5,
-            "schedule-activity(flaky.echo",
-            "start-timer(5 ms)",
-        ),
-        (
-            "steps_missing_call",
-            3,
-            "start-timer(20 ms)",
-            "schedule-activity(flaky.echo",
-        ),
-        (
-            "steps_early_return",
-            3,
-            "start-timer(20 ms)",
-            "an early return",
-        ),
+        ("steps_extra_call", 5, "schedule-activity(flaky.echo", "start-timer(5 ms)"),
+        ("steps_missing_call", 3, "start-timer(20 ms)", "schedule-activity(flaky.echo"),
+        ("steps_early_return", 3, "start-timer(20 ms)", "an early return"),
     ];
     for (variant, seq, expected, actual) in cases {
         let output = replay(dir.path(), "steps", Some(&example_wasm(variant)));
         let text = stdout(&output);
-        assert_eq!(
-            output.status.code(),
-            Some(3),
-            "{variant}: {text}{}",
-            stderr(&output)
-        );
-        assert!(
-            text.contains(&format!("diverged at seq {seq}")),
-            "{variant}: {text}"
-        );
-        let expected_line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with("expected:"))
-            .unwrap();
-        let actual_line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with("actual:"))
-            .unwrap();
+        assert_eq!(output.status.code(), Some(3), "{variant}: {text}{}", stderr(&output));
+        assert!(text.contains(&format!("diverged at seq {seq}")), "{variant}: {text}");
+        let expected_line = text.lines().find(|l| l.trim_start().starts_with("expected:")).unwrap();
+        let actual_line = text.lines().find(|l| l.trim_start().starts_with("actual:")).unwrap();
         assert!(expected_line.contains(expected), "{variant}: {text}");
         assert!(actual_line.contains(actual), "{variant}: {text}");
     }
     // The baseline itself still replays cleanly.
-    assert_eq!(
-        replay(dir.path(), "steps", Some(&example_wasm("steps_baseline")))
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_eq!(replay(dir.path(), "steps", Some(&example_wasm("steps_baseline"))).status.code(), Some(0));
 }
 
 #[test]
@@ -155,8 +96,5 @@ fn a_different_result_than_the_recorded_one_is_a_divergence() {
     assert_eq!(output.status.code(), Some(3), "{text}");
     assert!(text.contains("diverged at seq 1"), "{text}");
     assert!(text.contains(r#"expected: return {"ok":true}"#), "{text}");
-    assert!(
-        text.contains("actual:   return failure invalid-input"),
-        "{text}"
-    );
+    assert!(text.contains("actual:   return failure invalid-input"), "{text}");
 }

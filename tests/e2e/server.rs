@@ -26,9 +26,7 @@ impl Server {
             .expect("starting cairn serve");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("reading the listen line");
+        BufReader::new(stdout).read_line(&mut line).expect("reading the listen line");
         let url = line
             .trim()
             .strip_prefix("cairn listening on ")
@@ -62,11 +60,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(server: &Server) -> Api {
-        Api {
-            base: format!("{}/v1", server.url),
-            http: reqwest::Client::new(),
-            token: None,
-        }
+        Api { base: format!("{}/v1", server.url), http: reqwest::Client::new(), token: None }
     }
 
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -77,22 +71,13 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .auth(self.http.get(format!("{}{path}", self.base)))
-            .send()
-            .await
-            .expect("GET");
+        let r = self.auth(self.http.get(format!("{}{path}", self.base))).send().await.expect("GET");
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         let r = self
-            .auth(
-                self.http
-                    .post(format!("{}{path}", self.base))
-                    .header("content-type", "application/json")
-                    .body(body),
-            )
+            .auth(self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body))
             .send()
             .await
             .expect("POST");
@@ -104,8 +89,7 @@ impl Api {
     }
 
     pub async fn deploy(&self, name: &str, kind: &str, bytes: Vec<u8>) -> (u16, Value) {
-        self.post(&format!("/components/{name}?kind={kind}"), bytes)
-            .await
+        self.post(&format!("/components/{name}?kind={kind}"), bytes).await
     }
 
     /// Waits for a run to end (long-polling) and returns it.
@@ -123,19 +107,11 @@ impl Api {
 }
 
 async fn deploy_examples(api: &Api) {
-    for (name, kind) in [
-        ("approval", "workflow"),
-        ("order", "workflow"),
-        ("payments", "activity"),
-        ("inventory", "activity"),
-    ] {
-        let (status, body) = api
-            .deploy(name, kind, std::fs::read(wasm(name)).unwrap())
-            .await;
-        assert!(
-            status == 201 || status == 200,
-            "deploy {name}: {status} {body}"
-        );
+    for (name, kind) in
+        [("approval", "workflow"), ("order", "workflow"), ("payments", "activity"), ("inventory", "activity")]
+    {
+        let (status, body) = api.deploy(name, kind, std::fs::read(wasm(name)).unwrap()).await;
+        assert!(status == 201 || status == 200, "deploy {name}: {status} {body}");
     }
 }
 
@@ -158,15 +134,9 @@ async fn a_hundred_approvals_deployed_started_and_signalled_by_clients() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     // Deploy with the CLI, as a user would.
-    for (name, extra) in [
-        ("approval", None),
-        ("payments", Some("--activity")),
-        ("inventory", Some("--activity")),
-    ] {
+    for (name, extra) in [("approval", None), ("payments", Some("--activity")), ("inventory", Some("--activity"))] {
         let mut cmd = cairn();
-        cmd.args(["deploy", name])
-            .arg(wasm(name))
-            .args(["--server", &server.url]);
+        cmd.args(["deploy", name]).arg(wasm(name)).args(["--server", &server.url]);
         cmd.args(extra);
         expect_success(&cmd.output().unwrap());
     }
@@ -175,12 +145,8 @@ async fn a_hundred_approvals_deployed_started_and_signalled_by_clients() {
     let starts = ids.iter().enumerate().map(|(i, id)| {
         let api = &api;
         async move {
-            let (status, run) = api
-                .post_json(
-                    "/runs",
-                    &json!({ "workflow": "approval", "id": id, "input": approval_input(i) }),
-                )
-                .await;
+            let (status, run) =
+                api.post_json("/runs", &json!({ "workflow": "approval", "id": id, "input": approval_input(i) })).await;
             assert_eq!(status, 201, "{run}");
             assert_eq!(run["version"], 1);
         }
@@ -190,10 +156,7 @@ async fn a_hundred_approvals_deployed_started_and_signalled_by_clients() {
         let api = &api;
         async move {
             let (status, body) = api
-                .post_json(
-                    &format!("/runs/{id}/signals/approve"),
-                    &json!({ "approved": true, "by": "alice" }),
-                )
+                .post_json(&format!("/runs/{id}/signals/approve"), &json!({ "approved": true, "by": "alice" }))
                 .await;
             assert_eq!(status, 202, "{body}");
         }
@@ -212,43 +175,14 @@ async fn a_hundred_approvals_deployed_started_and_signalled_by_clients() {
         .post_json("/runs", &json!({ "workflow": "approval", "id": "sample", "input": read_json(&repo().join("examples/approval/input.json")) }))
         .await;
     assert_eq!(run["status"], "running");
-    api.post_json(
-        "/runs/sample/signals/approve",
-        &json!({ "approved": true, "by": "alice" }),
-    )
-    .await;
-    assert_eq!(
-        api.wait("sample").await["result"],
-        read_json(&repo().join("examples/approval/expected-output.json"))
-    );
+    api.post_json("/runs/sample/signals/approve", &json!({ "approved": true, "by": "alice" })).await;
+    assert_eq!(api.wait("sample").await["result"], read_json(&repo().join("examples/approval/expected-output.json")));
 
     // The CLI reads it back.
-    let output = cairn()
-        .args(["result", "sample", "--server", &server.url])
-        .output()
-        .unwrap();
-    assert_eq!(
-        json(&expect_success(&output)),
-        read_json(&repo().join("examples/approval/expected-output.json"))
-    );
-    let output = cairn()
-        .args([
-            "list",
-            "--status",
-            "completed",
-            "--json",
-            "--server",
-            &server.url,
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        json(&expect_success(&output))["runs"]
-            .as_array()
-            .unwrap()
-            .len(),
-        100
-    );
+    let output = cairn().args(["result", "sample", "--server", &server.url]).output().unwrap();
+    assert_eq!(json(&expect_success(&output)), read_json(&repo().join("examples/approval/expected-output.json")));
+    let output = cairn().args(["list", "--status", "completed", "--json", "--server", &server.url]).output().unwrap();
+    assert_eq!(json(&expect_success(&output))["runs"].as_array().unwrap().len(), 100);
 }
 
 async fn futures_join<F: std::future::Future<Output = ()>>(futures: impl IntoIterator<Item = F>) {
@@ -275,11 +209,7 @@ async fn cancel_while_waiting_for_approval_releases_the_stock() {
     let server = Server::start(dir.path(), &[]);
     let api = Api::new(&server);
     deploy_examples(&api).await;
-    api.post_json(
-        "/runs",
-        &json!({ "workflow": "approval", "id": "c1", "input": approval_input(1) }),
-    )
-    .await;
+    api.post_json("/runs", &json!({ "workflow": "approval", "id": "c1", "input": approval_input(1) })).await;
     // Wait until it is parked on the signal.
     let deadline = Instant::now() + Duration::from_secs(20);
     while api.get("/runs/c1").await.1["custom_status"] != json!({ "stage": "awaiting-approval" }) {
@@ -289,10 +219,7 @@ async fn cancel_while_waiting_for_approval_releases_the_stock() {
     let (status, body) = api.post("/runs/c1/cancel", "").await;
     assert_eq!(status, 202, "{body}");
     let run = api.wait("c1").await;
-    assert_eq!(
-        run["result"],
-        json!({ "order_id": "A-1", "status": "cancelled" })
-    );
+    assert_eq!(run["result"], json!({ "order_id": "A-1", "status": "cancelled" }));
     let (_, journal) = api.get("/runs/c1/journal").await;
     let activities: Vec<&str> = journal["entries"]
         .as_array()
@@ -303,20 +230,12 @@ async fn cancel_while_waiting_for_approval_releases_the_stock() {
         .collect();
     assert_eq!(activities, ["inventory.reserve", "inventory.release"]);
     // The await on the signal is the one that received the cancellation.
-    let cancelled = journal["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["reply"]["completion"]["err"]["kind"] == "cancelled");
+    let cancelled =
+        journal["entries"].as_array().unwrap().iter().find(|e| e["reply"]["completion"]["err"]["kind"] == "cancelled");
     assert_eq!(cancelled.unwrap()["call"]["call"], "await");
 
     // A finished run takes no more input.
-    let (status, body) = api
-        .post_json(
-            "/runs/c1/signals/approve",
-            &json!({ "approved": true, "by": "x" }),
-        )
-        .await;
+    let (status, body) = api.post_json("/runs/c1/signals/approve", &json!({ "approved": true, "by": "x" })).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("run-ended")));
 }
 
@@ -326,28 +245,14 @@ async fn terminate_stops_a_run_at_once() {
     let server = Server::start(dir.path(), &[]);
     let api = Api::new(&server);
     deploy_examples(&api).await;
-    api.post_json(
-        "/runs",
-        &json!({ "workflow": "approval", "id": "t1", "input": approval_input(1) }),
-    )
-    .await;
-    let (status, _) = api
-        .post_json(
-            "/runs/t1/terminate",
-            &json!({ "reason": "fraud suspected" }),
-        )
-        .await;
+    api.post_json("/runs", &json!({ "workflow": "approval", "id": "t1", "input": approval_input(1) })).await;
+    let (status, _) = api.post_json("/runs/t1/terminate", &json!({ "reason": "fraud suspected" })).await;
     assert_eq!(status, 202);
     let run = api.wait("t1").await;
     assert_eq!(run["status"], "terminated");
     assert_eq!(run["failure"]["message"], "fraud suspected");
     let (_, journal) = api.get("/runs/t1/journal").await;
-    let last = journal["entries"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = journal["entries"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["entry"], "terminated");
 }
 
@@ -360,20 +265,14 @@ async fn runs_survive_the_server_being_killed_under_load() {
     deploy_examples(&api).await;
     for i in 0..runs {
         let (status, body) = api
-            .post_json(
-                "/runs",
-                &json!({ "workflow": "order", "id": format!("o-{i}"), "input": order_input(i) }),
-            )
+            .post_json("/runs", &json!({ "workflow": "order", "id": format!("o-{i}"), "input": order_input(i) }))
             .await;
         assert_eq!(status, 201, "{body}");
     }
     // Kill at different moments of the load (seeded, so a failure replays).
     for (round, delay_ms) in [150u64, 420, 75, 900].into_iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        eprintln!(
-            "round {round}: SIGKILL pid {} after {delay_ms} ms",
-            server.pid()
-        );
+        eprintln!("round {round}: SIGKILL pid {} after {delay_ms} ms", server.pid());
         server.kill();
         server = Server::start(dir.path(), &[]);
     }
@@ -388,16 +287,10 @@ async fn runs_survive_the_server_being_killed_under_load() {
         let mut awaited = std::collections::HashSet::new();
         for e in entries {
             if e["call"]["call"] == "await" {
-                assert!(
-                    awaited.insert(e["call"]["handle"].as_u64().unwrap()),
-                    "{id}: a completion was consumed twice"
-                );
+                assert!(awaited.insert(e["call"]["handle"].as_u64().unwrap()), "{id}: a completion was consumed twice");
             }
         }
-        assert_eq!(
-            entries.iter().filter(|e| e["entry"] == "completed").count(),
-            1
-        );
+        assert_eq!(entries.iter().filter(|e| e["entry"] == "completed").count(), 1);
         for (n, e) in entries.iter().enumerate() {
             assert_eq!(e["seq"], n as u64, "{id}: gap or duplicate in the journal");
         }
@@ -412,15 +305,14 @@ async fn a_thousand_waiting_runs_fit_in_ten_resident_slots() {
     deploy_examples(&api).await;
     let runs = 1000;
     for i in 0..runs {
-        let (status, body) = api.post_json("/runs", &json!({ "workflow": "approval", "id": format!("e-{i}"), "input": approval_input(i) })).await;
+        let (status, body) = api
+            .post_json("/runs", &json!({ "workflow": "approval", "id": format!("e-{i}"), "input": approval_input(i) }))
+            .await;
         assert_eq!(status, 201, "{body}");
     }
     for i in 0..runs {
         let (status, body) = api
-            .post_json(
-                &format!("/runs/e-{i}/signals/approve"),
-                &json!({ "approved": i % 2 == 0, "by": "bob" }),
-            )
+            .post_json(&format!("/runs/e-{i}/signals/approve"), &json!({ "approved": i % 2 == 0, "by": "bob" }))
             .await;
         assert_eq!(status, 202, "{body}");
     }
@@ -454,15 +346,7 @@ async fn concurrent_starts_with_one_id_make_one_run() {
     let (_, page) = api.get("/runs?workflow=approval").await;
     assert_eq!(page["runs"].as_array().unwrap().len(), 1);
     let (_, journal) = api.get("/runs/same/journal").await;
-    assert_eq!(
-        journal["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["entry"] == "started")
-            .count(),
-        1
-    );
+    assert_eq!(journal["entries"].as_array().unwrap().iter().filter(|e| e["entry"] == "started").count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,201 +355,58 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
     let server = Server::start(dir.path(), &[]);
     let api = Api::new(&server);
     deploy_examples(&api).await;
-    api.post_json(
-        "/runs",
-        &json!({ "workflow": "approval", "id": "keep", "input": approval_input(1) }),
-    )
-    .await;
+    api.post_json("/runs", &json!({ "workflow": "approval", "id": "keep", "input": approval_input(1) })).await;
 
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
         ("POST", "/runs", b"{not json".to_vec(), 400, "invalid-json"),
-        (
-            "POST",
-            "/runs",
-            br#"{"workflow": 42}"#.to_vec(),
-            400,
-            "invalid-json",
-        ),
-        (
-            "POST",
-            "/runs",
-            br#"{"workflow": "approval", "extra": 1}"#.to_vec(),
-            400,
-            "invalid-json",
-        ),
-        (
-            "POST",
-            "/runs",
-            br#"{"workflow": "nope"}"#.to_vec(),
-            404,
-            "workflow-not-found",
-        ),
-        (
-            "POST",
-            "/runs",
-            br#"{"workflow": "approval", "id": "bad id!"}"#.to_vec(),
-            400,
-            "invalid-run-id",
-        ),
+        ("POST", "/runs", br#"{"workflow": 42}"#.to_vec(), 400, "invalid-json"),
+        ("POST", "/runs", br#"{"workflow": "approval", "extra": 1}"#.to_vec(), 400, "invalid-json"),
+        ("POST", "/runs", br#"{"workflow": "nope"}"#.to_vec(), 404, "workflow-not-found"),
+        ("POST", "/runs", br#"{"workflow": "approval", "id": "bad id!"}"#.to_vec(), 400, "invalid-run-id"),
         ("POST", "/runs", vec![b' '; 2 << 20], 413, "too-large"),
         ("GET", "/runs/missing", vec![], 404, "run-not-found"),
         ("GET", "/runs/missing/journal", vec![], 404, "run-not-found"),
-        (
-            "GET",
-            "/runs/keep/result?wait=abc",
-            vec![],
-            400,
-            "invalid-query",
-        ),
-        (
-            "GET",
-            "/runs/keep/result?wait=1000",
-            vec![],
-            400,
-            "invalid-wait",
-        ),
-        (
-            "GET",
-            "/runs?status=sleeping",
-            vec![],
-            400,
-            "invalid-status",
-        ),
-        (
-            "POST",
-            "/runs/missing/signals/approve",
-            b"{}".to_vec(),
-            404,
-            "run-not-found",
-        ),
-        (
-            "POST",
-            "/runs/keep/signals/approve",
-            b"{oops".to_vec(),
-            400,
-            "invalid-json",
-        ),
-        (
-            "POST",
-            "/runs/keep/signals/$cancel",
-            b"{}".to_vec(),
-            400,
-            "invalid-signal-name",
-        ),
+        ("GET", "/runs/keep/result?wait=abc", vec![], 400, "invalid-query"),
+        ("GET", "/runs/keep/result?wait=1000", vec![], 400, "invalid-wait"),
+        ("GET", "/runs?status=sleeping", vec![], 400, "invalid-status"),
+        ("POST", "/runs/missing/signals/approve", b"{}".to_vec(), 404, "run-not-found"),
+        ("POST", "/runs/keep/signals/approve", b"{oops".to_vec(), 400, "invalid-json"),
+        ("POST", "/runs/keep/signals/$cancel", b"{}".to_vec(), 400, "invalid-signal-name"),
         ("POST", "/runs/missing/cancel", vec![], 404, "run-not-found"),
-        (
-            "POST",
-            "/runs/keep/terminate",
-            br#"{"reason": 5}"#.to_vec(),
-            400,
-            "invalid-json",
-        ),
-        (
-            "POST",
-            "/components/x?kind=workflow",
-            b"not wasm at all".to_vec(),
-            422,
-            "invalid-component",
-        ),
-        (
-            "POST",
-            "/components/x?kind=gizmo",
-            b"\0asm".to_vec(),
-            400,
-            "invalid-kind",
-        ),
-        (
-            "POST",
-            "/components/bad%20name",
-            b"\0asm".to_vec(),
-            400,
-            "invalid-name",
-        ),
+        ("POST", "/runs/keep/terminate", br#"{"reason": 5}"#.to_vec(), 400, "invalid-json"),
+        ("POST", "/components/x?kind=workflow", b"not wasm at all".to_vec(), 422, "invalid-component"),
+        ("POST", "/components/x?kind=gizmo", b"\0asm".to_vec(), 400, "invalid-kind"),
+        ("POST", "/components/bad%20name", b"\0asm".to_vec(), 400, "invalid-name"),
         ("POST", "/components/x", vec![], 400, "empty-body"),
         ("GET", "/nope", vec![], 404, "no-such-endpoint"),
         ("DELETE", "/runs", vec![], 405, "method-not-allowed"),
     ];
     // No connection reuse: the server closes a connection whose oversized
     // body it refused without reading.
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     for (method, path, body, status, code) in cases {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let response = http
-            .request(method.clone(), format!("{}{path}", api.base))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = http.request(method.clone(), format!("{}{path}", api.base)).body(body).send().await.unwrap();
         let got = response.status().as_u16();
         let error: Value = response.json().await.unwrap_or(Value::Null);
-        assert_eq!(
-            (got, error["code"].as_str()),
-            (status, Some(code)),
-            "{method} {path}: {error}"
-        );
+        assert_eq!((got, error["code"].as_str()), (status, Some(code)), "{method} {path}: {error}");
         assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
 
     // Upload validation names what is wrong: an activity is not a workflow.
-    let (status, error) = api
-        .deploy(
-            "wrong",
-            "workflow",
-            std::fs::read(wasm("payments")).unwrap(),
-        )
-        .await;
-    assert_eq!(
-        (status, error["code"].as_str()),
-        (422, Some("invalid-component")),
-        "{error}"
-    );
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("cairn:workflow/activity-context"),
-        "{error}"
-    );
+    let (status, error) = api.deploy("wrong", "workflow", std::fs::read(wasm("payments")).unwrap()).await;
+    assert_eq!((status, error["code"].as_str()), (422, Some("invalid-component")), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("cairn:workflow/activity-context"), "{error}");
     // A workflow imports cairn:workflow/runtime, which activities do not get.
-    let (status, error) = api
-        .deploy("wrong", "activity", std::fs::read(wasm("hello")).unwrap())
-        .await;
+    let (status, error) = api.deploy("wrong", "activity", std::fs::read(wasm("hello")).unwrap()).await;
     assert_eq!(status, 422, "{error}");
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("cairn:workflow/runtime"),
-        "{error}"
-    );
+    assert!(error["message"].as_str().unwrap().contains("cairn:workflow/runtime"), "{error}");
     // A name keeps its kind.
-    let (status, error) = api
-        .deploy(
-            "payments",
-            "workflow",
-            std::fs::read(wasm("hello")).unwrap(),
-        )
-        .await;
-    assert_eq!(
-        (status, error["code"].as_str()),
-        (409, Some("kind-conflict")),
-        "{error}"
-    );
+    let (status, error) = api.deploy("payments", "workflow", std::fs::read(wasm("hello")).unwrap()).await;
+    assert_eq!((status, error["code"].as_str()), (409, Some("kind-conflict")), "{error}");
     // Same bytes: same version, nothing new.
-    let (status, deployed) = api
-        .deploy(
-            "payments",
-            "activity",
-            std::fs::read(wasm("payments")).unwrap(),
-        )
-        .await;
-    assert_eq!(
-        (status, &deployed["version"], &deployed["created"]),
-        (200, &json!(1), &json!(false))
-    );
+    let (status, deployed) = api.deploy("payments", "activity", std::fs::read(wasm("payments")).unwrap()).await;
+    assert_eq!((status, &deployed["version"], &deployed["created"]), (200, &json!(1), &json!(false)));
 
     // The store is intact: the one run, untouched.
     let (_, page) = api.get("/runs").await;
@@ -680,23 +421,12 @@ async fn a_token_protects_every_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
-        &["--token-file", token_file.to_str().unwrap()],
-    );
+    let server = Server::start(&dir.path().join("data"), &["--token-file", token_file.to_str().unwrap()]);
     let mut api = Api::new(&server);
-    for (path, token) in [
-        ("/health", None),
-        ("/runs", Some("wrong")),
-        ("/openapi.json", Some("s3cret-toke")),
-    ] {
+    for (path, token) in [("/health", None), ("/runs", Some("wrong")), ("/openapi.json", Some("s3cret-toke"))] {
         api.token = token.map(String::from);
         let (status, error) = api.get(path).await;
-        assert_eq!(
-            (status, error["code"].as_str()),
-            (401, Some("unauthorized")),
-            "{path}"
-        );
+        assert_eq!((status, error["code"].as_str()), (401, Some("unauthorized")), "{path}");
     }
     api.token = Some("s3cret-token".into());
     assert_eq!(api.get("/health").await.0, 200);
@@ -704,37 +434,18 @@ async fn a_token_protects_every_endpoint() {
     assert_eq!(status, 200);
     assert!(doc["paths"]["/runs/{id}/signals/{name}"].is_object());
     // The CLI sends the token from CAIRN_TOKEN.
-    let output = cairn()
-        .args(["list", "--server", &server.url])
-        .env("CAIRN_TOKEN", "s3cret-token")
-        .output()
-        .unwrap();
+    let output = cairn().args(["list", "--server", &server.url]).env("CAIRN_TOKEN", "s3cret-token").output().unwrap();
     expect_success(&output);
-    let output = cairn()
-        .args(["list", "--server", &server.url])
-        .output()
-        .unwrap();
-    assert!(
-        stderr(&output).contains("Authorization: Bearer"),
-        "{}",
-        stderr(&output)
-    );
+    let output = cairn().args(["list", "--server", &server.url]).output().unwrap();
+    assert!(stderr(&output).contains("Authorization: Bearer"), "{}", stderr(&output));
 }
 
 #[test]
 fn the_server_refuses_to_listen_publicly_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let output = cairn()
-        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let output = cairn().args(["serve", "--listen", "0.0.0.0:0", "--data"]).arg(dir.path()).output().unwrap();
     assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("--token-file"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("--token-file"), "{}", stderr(&output));
 }
 
 #[test]
@@ -742,10 +453,7 @@ fn sigterm_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let pid = server.pid();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(status.success());
     let mut server = server;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -753,10 +461,7 @@ fn sigterm_drains_and_exits_zero() {
         if let Some(exit) = server.child.try_wait().unwrap() {
             break exit;
         }
-        assert!(
-            Instant::now() < deadline,
-            "cairn serve did not exit on SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "cairn serve did not exit on SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(exit.code(), Some(0));
@@ -768,19 +473,10 @@ async fn child_runs_report_their_results_to_the_parent() {
     let server = Server::start(dir.path(), &[]);
     let api = Api::new(&server);
     for name in ["family", "hello"] {
-        assert_eq!(
-            api.deploy(name, "workflow", std::fs::read(wasm(name)).unwrap())
-                .await
-                .0,
-            201
-        );
+        assert_eq!(api.deploy(name, "workflow", std::fs::read(wasm(name)).unwrap()).await.0, 201);
     }
-    let (status, _) = api
-        .post_json(
-            "/runs",
-            &json!({ "workflow": "family", "id": "fam", "input": ["Ada", "Grace", ""] }),
-        )
-        .await;
+    let (status, _) =
+        api.post_json("/runs", &json!({ "workflow": "family", "id": "fam", "input": ["Ada", "Grace", ""] })).await;
     assert_eq!(status, 201);
     let run = api.wait("fam").await;
     assert_eq!(
@@ -791,17 +487,10 @@ async fn child_runs_report_their_results_to_the_parent() {
     for (seq, status) in [(1, "completed"), (2, "completed"), (3, "failed")] {
         let (code, child) = api.get(&format!("/runs/fam:{seq}")).await;
         assert_eq!(code, 200, "{child}");
-        assert_eq!(
-            (child["status"].as_str(), child["parent"].as_str()),
-            (Some(status), Some("fam"))
-        );
+        assert_eq!((child["status"].as_str(), child["parent"].as_str()), (Some(status), Some("fam")));
     }
     let (_, page) = api.get("/runs?workflow=hello").await;
-    assert_eq!(
-        page["runs"].as_array().unwrap().len(),
-        3,
-        "a replay must not start children twice"
-    );
+    assert_eq!(page["runs"].as_array().unwrap().len(), 3, "a replay must not start children twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -809,58 +498,27 @@ async fn continue_as_new_starts_a_fresh_journal_and_keeps_history_and_signals() 
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let api = Api::new(&server);
-    assert_eq!(
-        api.deploy(
-            "counter",
-            "workflow",
-            std::fs::read(wasm("counter")).unwrap()
-        )
-        .await
-        .0,
-        201
-    );
-    api.post_json(
-        "/runs",
-        &json!({ "workflow": "counter", "id": "cnt", "input": { "n": 0, "until": 3 } }),
-    )
-    .await;
+    assert_eq!(api.deploy("counter", "workflow", std::fs::read(wasm("counter")).unwrap()).await.0, 201);
+    api.post_json("/runs", &json!({ "workflow": "counter", "id": "cnt", "input": { "n": 0, "until": 3 } })).await;
     // Sent while generation 0 runs; generation 1 consumes it.
-    let (status, body) = api
-        .post_json("/runs/cnt/signals/note", &json!("carried over"))
-        .await;
+    let (status, body) = api.post_json("/runs/cnt/signals/note", &json!("carried over")).await;
     assert_eq!(status, 202, "{body}");
     let run = api.wait("cnt").await;
-    assert_eq!(
-        run["result"],
-        json!({ "n": 3, "until": 3, "notes": ["carried over"] })
-    );
+    assert_eq!(run["result"], json!({ "n": 3, "until": 3, "notes": ["carried over"] }));
     assert_eq!(run["generation"], 3);
     let (_, current) = api.get("/runs/cnt/journal").await;
     let entries = current["entries"].as_array().unwrap();
-    assert_eq!(
-        entries.len(),
-        2,
-        "the last generation only started and completed: {current}"
-    );
+    assert_eq!(entries.len(), 2, "the last generation only started and completed: {current}");
     assert_eq!(json(entries[0]["input"].as_str().unwrap())["n"], 3);
     for generation in 0..3 {
-        let (status, old) = api
-            .get(&format!("/runs/cnt/journal?generation={generation}"))
-            .await;
+        let (status, old) = api.get(&format!("/runs/cnt/journal?generation={generation}")).await;
         assert_eq!(status, 200);
         let old = old["entries"].as_array().unwrap();
         assert_eq!(json(old[0]["input"].as_str().unwrap())["n"], generation);
-        assert_eq!(
-            old.last().unwrap()["reply"]["completion"]["ok"],
-            "null",
-            "each generation ends after its sleep"
-        );
+        assert_eq!(old.last().unwrap()["reply"]["completion"]["ok"], "null", "each generation ends after its sleep");
     }
     let (status, error) = api.get("/runs/cnt/journal?generation=9").await;
-    assert_eq!(
-        (status, error["code"].as_str()),
-        (400, Some("invalid-generation"))
-    );
+    assert_eq!((status, error["code"].as_str()), (400, Some("invalid-generation")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -868,18 +526,9 @@ async fn a_workflow_importing_an_interface_the_host_lacks_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let api = Api::new(&server);
-    let (status, error) = api
-        .deploy("rogue", "workflow", std::fs::read(wasm("rogue")).unwrap())
-        .await;
-    assert_eq!(
-        (status, error["code"].as_str()),
-        (422, Some("invalid-component")),
-        "{error}"
-    );
-    assert!(
-        error["message"].as_str().unwrap().contains("acme:db/query"),
-        "{error}"
-    );
+    let (status, error) = api.deploy("rogue", "workflow", std::fs::read(wasm("rogue")).unwrap()).await;
+    assert_eq!((status, error["code"].as_str()), (422, Some("invalid-component")), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("acme:db/query"), "{error}");
     let (_, components) = api.get("/components").await;
     assert_eq!(components["components"], json!([]));
 }

@@ -6,10 +6,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_owned()
 }
 
 /// Builds every guest in examples/ once per test run (cargo makes it a
@@ -18,21 +15,10 @@ pub fn guests() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let examples = repo().join("examples");
-        let installed = Command::new("rustup")
-            .args(["target", "list", "--installed"])
-            .output();
-        if !installed.is_ok_and(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l == "wasm32-wasip2")
-        }) {
-            let status = Command::new("rustup")
-                .args(["target", "add", "wasm32-wasip2"])
-                .status();
-            assert!(
-                status.is_ok_and(|s| s.success()),
-                "`rustup target add wasm32-wasip2` failed"
-            );
+        let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+        if !installed.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l == "wasm32-wasip2")) {
+            let status = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
+            assert!(status.is_ok_and(|s| s.success()), "`rustup target add wasm32-wasip2` failed");
         }
         let status = Command::new(env!("CARGO"))
             .current_dir(&examples)
@@ -60,16 +46,12 @@ pub fn example_wasm(name: &str) -> PathBuf {
 
 pub fn cairn() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    cmd.env_remove("CAIRN_CRASH_AFTER_COMMITS")
-        .env("CAIRN_LOG", "warn");
+    cmd.env_remove("CAIRN_CRASH_AFTER_COMMITS").env("CAIRN_LOG", "warn");
     cmd
 }
 
 pub fn activity_args(names: &[&str]) -> Vec<String> {
-    names
-        .iter()
-        .map(|n| format!("--activity={n}={}", wasm(n).display()))
-        .collect()
+    names.iter().map(|n| format!("--activity={n}={}", wasm(n).display())).collect()
 }
 
 /// `cairn run` of the order example.
@@ -79,10 +61,7 @@ pub fn order_command(data: &Path, id: &str) -> Command {
         .arg(wasm("order"))
         .args(activity_args(&["payments", "inventory"]))
         .arg("--input")
-        .arg(format!(
-            "@{}",
-            repo().join("examples/order/input.json").display()
-        ))
+        .arg(format!("@{}", repo().join("examples/order/input.json").display()))
         .arg("--data")
         .arg(data)
         .arg("--id")
@@ -99,26 +78,14 @@ pub fn stderr(output: &Output) -> String {
 }
 
 pub fn expect_success(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "cairn failed ({}): {}",
-        output.status,
-        stderr(output)
-    );
+    assert!(output.status.success(), "cairn failed ({}): {}", output.status, stderr(output));
     stdout(output)
 }
 
 /// The journal as JSON records.
 pub fn journal(data: &Path, id: &str) -> Vec<Value> {
-    let output = cairn()
-        .args(["journal", id, "--json", "--data"])
-        .arg(data)
-        .output()
-        .expect("running cairn journal");
-    expect_success(&output)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("journal lines are JSON"))
-        .collect()
+    let output = cairn().args(["journal", id, "--json", "--data"]).arg(data).output().expect("running cairn journal");
+    expect_success(&output).lines().map(|l| serde_json::from_str(l).expect("journal lines are JSON")).collect()
 }
 
 /// The journal without timestamps, for comparing runs.

@@ -8,9 +8,7 @@
 //! [`Completion`] of a call, which the run driver journals.
 
 use crate::journal::{ActivityOptions, Completion, Failure};
-use crate::sandbox::bindings::activity::{
-    cairn::workflow::activity_context, Activity, ActivityPre,
-};
+use crate::sandbox::bindings::activity::{cairn::workflow::activity_context, Activity, ActivityPre};
 use crate::sandbox::{activity_wasi, GuestLimits, LoadedComponent, Sandbox};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -48,10 +46,7 @@ pub struct ActivityState {
 
 impl WasiView for ActivityState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -93,8 +88,7 @@ impl ActivityTask {
 
 /// Splits `"<component>.<function>"`.
 pub fn split_name(name: &str) -> Option<(&str, &str)> {
-    name.split_once('.')
-        .filter(|(c, f)| !c.is_empty() && !f.is_empty())
+    name.split_once('.').filter(|(c, f)| !c.is_empty() && !f.is_empty())
 }
 
 /// Runs activity components.
@@ -111,11 +105,7 @@ impl ActivityRunner {
         let mut linker = Linker::new(sandbox.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Activity::add_to_linker::<_, HasSelf<ActivityState>>(&mut linker, |s| s)?;
-        Ok(ActivityRunner {
-            sandbox,
-            linker: Arc::new(linker),
-            components: Arc::default(),
-        })
+        Ok(ActivityRunner { sandbox, linker: Arc::new(linker), components: Arc::default() })
     }
 
     /// Checks that `component` fits the activity world, without registering it.
@@ -123,19 +113,10 @@ impl ActivityRunner {
         self.prepare(name, component).map(drop)
     }
 
-    fn prepare(
-        &self,
-        name: &str,
-        component: &LoadedComponent,
-    ) -> Result<ActivityPre<ActivityState>, ActivityError> {
-        let invalid = |e: wasmtime::Error| ActivityError::NotAnActivity {
-            name: name.to_owned(),
-            reason: format!("{e:#}"),
-        };
-        let pre = self
-            .linker
-            .instantiate_pre(&component.component)
-            .map_err(invalid)?;
+    fn prepare(&self, name: &str, component: &LoadedComponent) -> Result<ActivityPre<ActivityState>, ActivityError> {
+        let invalid =
+            |e: wasmtime::Error| ActivityError::NotAnActivity { name: name.to_owned(), reason: format!("{e:#}") };
+        let pre = self.linker.instantiate_pre(&component.component).map_err(invalid)?;
         ActivityPre::new(pre).map_err(invalid)
     }
 
@@ -145,30 +126,19 @@ impl ActivityRunner {
             return Err(ActivityError::InvalidName(name.to_owned()));
         }
         let pre = self.prepare(name, component)?;
-        self.components
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_owned(), pre);
+        self.components.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), pre);
         Ok(())
     }
 
     /// Whether a component is registered under `name`.
     pub fn has(&self, name: &str) -> bool {
-        self.components
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(name)
+        self.components.read().unwrap_or_else(|e| e.into_inner()).contains_key(name)
     }
 
     /// Registered component names, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .components
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let mut names: Vec<String> =
+            self.components.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
         names.sort();
         names
     }
@@ -179,18 +149,10 @@ impl ActivityRunner {
         let Some((component, function)) = split_name(&task.name) else {
             return Completion::Err(Failure::new(
                 "invalid-activity-name",
-                format!(
-                    "activity name {:?} is not of the form <component>.<function>",
-                    task.name
-                ),
+                format!("activity name {:?} is not of the form <component>.<function>", task.name),
             ));
         };
-        let pre = self
-            .components
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(component)
-            .cloned();
+        let pre = self.components.read().unwrap_or_else(|e| e.into_inner()).get(component).cloned();
         let Some(pre) = pre else {
             return Completion::Err(Failure::new(
                 "unknown-activity",
@@ -202,23 +164,21 @@ impl ActivityRunner {
         loop {
             let span = tracing::info_span!("activity", run_id = %task.run_id, handle = task.handle, name = %task.name, attempt);
             let timeout = Duration::from_millis(task.options.timeout_ms.max(1));
-            let outcome =
-                tokio::time::timeout(timeout, self.attempt(&pre, &task, function, attempt))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Failure::new(
-                            "timeout",
-                            format!(
-                                "attempt {attempt} did not finish within {} ms",
-                                task.options.timeout_ms
-                            ),
-                        ))
-                    });
+            let outcome = tokio::time::timeout(timeout, self.attempt(&pre, &task, function, attempt))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failure::new(
+                        "timeout",
+                        format!("attempt {attempt} did not finish within {} ms", task.options.timeout_ms),
+                    ))
+                });
             let failure = match outcome {
                 Ok(json) => return Completion::Ok(json),
                 Err(failure) => failure,
             };
-            span.in_scope(|| tracing::warn!(kind = %failure.kind, message = %failure.message, "activity attempt failed"));
+            span.in_scope(
+                || tracing::warn!(kind = %failure.kind, message = %failure.message, "activity attempt failed"),
+            );
             let exhausted = retry.max_attempts != 0 && attempt >= retry.max_attempts;
             if exhausted || retry.non_retryable_kinds.contains(&failure.kind) {
                 let mut failure = failure;
@@ -255,10 +215,7 @@ impl ActivityRunner {
         store.epoch_deadline_async_yield_and_update(1);
         let trap = |e: wasmtime::Error, memory_denied: bool| {
             if memory_denied {
-                Failure::new(
-                    "out-of-memory",
-                    format!("the activity exceeded its memory limit: {e}"),
-                )
+                Failure::new("out-of-memory", format!("the activity exceeded its memory limit: {e}"))
             } else {
                 Failure::new("trap", format!("the activity trapped: {e:#}"))
             }
@@ -267,22 +224,12 @@ impl ActivityRunner {
             Ok(i) => i,
             Err(e) => return Err(trap(e, store.data().limits.memory_denied)),
         };
-        match instance
-            .call_execute(&mut store, function, &task.input)
-            .await
-        {
+        match instance.call_execute(&mut store, function, &task.input).await {
             Ok(Ok(json)) => match serde_json::from_str::<serde_json::Value>(&json) {
                 Ok(_) => Ok(json),
-                Err(e) => Err(Failure::new(
-                    "invalid-output",
-                    format!("the activity returned invalid JSON: {e}"),
-                )),
+                Err(e) => Err(Failure::new("invalid-output", format!("the activity returned invalid JSON: {e}"))),
             },
-            Ok(Err(f)) => Err(Failure {
-                kind: f.kind,
-                message: f.message,
-                details: f.details,
-            }),
+            Ok(Err(f)) => Err(Failure { kind: f.kind, message: f.message, details: f.details }),
             Err(e) => Err(trap(e, store.data().limits.memory_denied)),
         }
     }
@@ -290,11 +237,7 @@ impl ActivityRunner {
 
 /// Delay before attempt `attempt + 1`.
 fn backoff(retry: &crate::journal::RetryPolicy, attempt: u32) -> Duration {
-    let coefficient = if retry.backoff_coefficient.is_finite() {
-        retry.backoff_coefficient.max(1.0)
-    } else {
-        1.0
-    };
+    let coefficient = if retry.backoff_coefficient.is_finite() { retry.backoff_coefficient.max(1.0) } else { 1.0 };
     let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
     let ms = (retry.initial_interval_ms as f64) * coefficient.powi(exponent);
     let cap = retry.max_interval_ms.max(retry.initial_interval_ms) as f64;
@@ -315,9 +258,7 @@ mod tests {
             max_interval_ms: 500,
             non_retryable_kinds: vec![],
         };
-        let delays: Vec<u64> = (1..=5)
-            .map(|a| backoff(&policy, a).as_millis() as u64)
-            .collect();
+        let delays: Vec<u64> = (1..=5).map(|a| backoff(&policy, a).as_millis() as u64).collect();
         assert_eq!(delays, [100, 200, 400, 500, 500]);
     }
 

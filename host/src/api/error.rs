@@ -20,11 +20,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -37,11 +33,7 @@ impl ApiError {
 
     fn internal(message: impl std::fmt::Display) -> Self {
         tracing::error!(%message, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("{message}; nothing was changed"),
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{message}; nothing was changed"))
     }
 }
 
@@ -57,14 +49,10 @@ impl From<StartError> for ApiError {
         match e {
             StartError::InvalidInput(_) => ApiError::bad_request("invalid-input", e.to_string()),
             StartError::InvalidRunId(_) => ApiError::bad_request("invalid-run-id", e.to_string()),
-            StartError::NotAWorkflow { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-component",
-                e.to_string(),
-            ),
-            StartError::DifferentComponent { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "run-exists", e.to_string())
+            StartError::NotAWorkflow { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-component", e.to_string())
             }
+            StartError::DifferentComponent { .. } => ApiError::new(StatusCode::CONFLICT, "run-exists", e.to_string()),
             StartError::Store(_) | StartError::Load(_) => ApiError::internal(e),
         }
     }
@@ -74,13 +62,10 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::NotFound(_) => ApiError::not_found("run-not-found", e.to_string()),
-            ControlError::Ended { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "run-ended", e.to_string())
-            }
-            ControlError::InvalidName(_) => {
-                ApiError::bad_request("invalid-signal-name", e.to_string())
-            }
+            ControlError::Ended { .. } => ApiError::new(StatusCode::CONFLICT, "run-ended", e.to_string()),
+            ControlError::InvalidName(_) => ApiError::bad_request("invalid-signal-name", e.to_string()),
             ControlError::InvalidPayload(_) => ApiError::bad_request("invalid-json", e.to_string()),
+            ControlError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "run-busy", e.to_string()),
             ControlError::Store(_) | ControlError::Commit(_) => ApiError::internal(e),
         }
     }
@@ -89,18 +74,12 @@ impl From<ControlError> for ApiError {
 impl From<UploadError> for ApiError {
     fn from(e: UploadError) -> Self {
         match e {
-            UploadError::TooLarge { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string())
-            }
+            UploadError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string()),
             UploadError::InvalidName(_) => ApiError::bad_request("invalid-name", e.to_string()),
-            UploadError::NotAComponent(_) | UploadError::WrongWorld { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-component",
-                e.to_string(),
-            ),
-            UploadError::KindConflict { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "kind-conflict", e.to_string())
+            UploadError::NotAComponent(_) | UploadError::WrongWorld { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-component", e.to_string())
             }
+            UploadError::KindConflict { .. } => ApiError::new(StatusCode::CONFLICT, "kind-conflict", e.to_string()),
             UploadError::Store(_) => ApiError::internal(e),
         }
     }
@@ -115,11 +94,7 @@ impl From<crate::store::StoreError> for ApiError {
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(e: axum::extract::rejection::BytesRejection) -> Self {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                "the request body is over the size limit",
-            )
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "the request body is over the size limit")
         } else {
             ApiError::bad_request("bad-body", e.body_text())
         }
@@ -129,5 +104,31 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(e: axum::extract::rejection::QueryRejection) -> Self {
         ApiError::bad_request("invalid-query", e.body_text())
+    }
+}
+
+impl From<crate::registry::VersionError> for ApiError {
+    fn from(e: crate::registry::VersionError) -> Self {
+        use crate::registry::VersionError as V;
+        match e {
+            V::WorkflowNotFound(_) => ApiError::not_found("workflow-not-found", e.to_string()),
+            V::VersionNotFound { .. } => ApiError::not_found("version-not-found", e.to_string()),
+            V::InUse { .. } => ApiError::new(StatusCode::CONFLICT, "version-in-use", e.to_string()),
+            V::Current { .. } => ApiError::new(StatusCode::CONFLICT, "version-is-current", e.to_string()),
+            V::Store(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<crate::upgrade::UpgradeError> for ApiError {
+    fn from(e: crate::upgrade::UpgradeError) -> Self {
+        use crate::upgrade::UpgradeError as U;
+        match e {
+            U::RunNotFound(_) => ApiError::not_found("run-not-found", e.to_string()),
+            U::WorkflowNotFound(_) => ApiError::not_found("workflow-not-found", e.to_string()),
+            U::VersionNotFound { .. } => ApiError::not_found("version-not-found", e.to_string()),
+            U::Control(c) => c.into(),
+            U::Store(_) | U::Load(_) | U::Verify(_) => ApiError::internal(e),
+        }
     }
 }

@@ -34,11 +34,7 @@ pub struct AppState {
 impl AppState {
     /// The state of an API over `rt`; with `token`, requests need it.
     pub fn new(rt: Runtime, token: Option<String>) -> Self {
-        AppState {
-            registry: Registry::new(rt.clone()),
-            rt,
-            token: token.map(Into::into),
-        }
+        AppState { registry: Registry::new(rt.clone()), rt, token: token.map(Into::into) }
     }
 }
 
@@ -53,10 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(openapi::document))
         .route("/components", get(routes::components))
-        .route(
-            "/components/{name}",
-            post(routes::deploy).layer(upload_limit),
-        )
+        .route("/components/{name}", post(routes::deploy).layer(upload_limit))
         .route("/runs", post(routes::start).get(routes::list))
         .route("/runs/{id}", get(routes::get_run))
         .route("/runs/{id}/result", get(routes::result))
@@ -64,6 +57,11 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/signals/{name}", post(routes::signal))
         .route("/runs/{id}/cancel", post(routes::cancel))
         .route("/runs/{id}/terminate", post(routes::terminate))
+        .route("/runs/{id}/upgrade", post(routes::upgrade_run))
+        .route("/workflows/{name}/versions", get(routes::versions))
+        .route("/workflows/{name}/versions/{version}", axum::routing::delete(routes::retire))
+        .route("/workflows/{name}/rollback", post(routes::rollback))
+        .route("/workflows/{name}/upgrade", post(routes::upgrade_workflow))
         .layer(json_limit);
     Router::new()
         .nest("/v1", v1)

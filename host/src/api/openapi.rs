@@ -6,10 +6,7 @@ use serde_json::{json, Value};
 fn error_responses(codes: &[&str]) -> Value {
     let mut out = serde_json::Map::new();
     for code in codes {
-        out.insert(
-            (*code).to_owned(),
-            json!({ "$ref": "#/components/responses/Error" }),
-        );
+        out.insert((*code).to_owned(), json!({ "$ref": "#/components/responses/Error" }));
     }
     Value::Object(out)
 }
@@ -26,8 +23,7 @@ fn ok(status: &str, schema: &str) -> Value {
 }
 
 pub(crate) async fn document() -> Json<Value> {
-    let run_id =
-        json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } });
+    let run_id = json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } });
     Json(json!({
         "openapi": "3.0.3",
         "info": {

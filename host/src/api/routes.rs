@@ -6,6 +6,7 @@ use super::AppState;
 use crate::journal::Failure;
 use crate::runtime::StartRequest;
 use crate::store::{ComponentKind, RunMeta, RunStatus};
+use crate::upgrade::{RunUpgrade, Upgrader};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -21,17 +22,9 @@ type ApiResult<T> = Result<T, ApiError>;
 /// Parses a JSON body into `T`, with the API's error for bad JSON.
 fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let body = body?;
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        &body
-    };
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid-json",
-            format!("the request body is not valid: {e}"),
-        )
-    })
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &body };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid-json", format!("the request body is not valid: {e}")))
 }
 
 fn json_text(text: &str) -> Value {
@@ -85,6 +78,7 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Json<Value> {
 #[derive(Deserialize)]
 pub(crate) struct DeployQuery {
     kind: Option<String>,
+    upgrade: Option<String>,
 }
 
 pub(crate) async fn deploy(
@@ -106,24 +100,30 @@ pub(crate) async fn deploy(
     };
     let bytes = body?;
     if bytes.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty-body",
-            "send the component's .wasm bytes as the request body",
-        ));
+        return Err(ApiError::bad_request("empty-body", "send the component's .wasm bytes as the request body"));
     }
-    let deployed = app.registry.deploy(&name, kind, bytes.to_vec()).await?;
-    let status = if deployed.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    let upgrade = match query.upgrade.as_deref() {
+        None | Some("none") => false,
+        Some("compatible") if kind == ComponentKind::Workflow => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid-upgrade",
+                format!("upgrade must be `compatible` (for workflows) or `none`, not {other:?}"),
+            ))
+        }
     };
-    Ok((status, Json(deployed)))
+    let deployed = app.registry.deploy(&name, kind, bytes.to_vec()).await?;
+    let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
+    let mut body = serde_json::to_value(&deployed).unwrap_or(Value::Null);
+    if upgrade {
+        let report = Upgrader::new(app.rt.clone()).upgrade_compatible(&app.registry, &name).await?;
+        body["upgrades"] = serde_json::to_value(report).unwrap_or(Value::Null);
+    }
+    Ok((status, Json(body)))
 }
 
 pub(crate) async fn components(State(app): State<AppState>) -> ApiResult<Json<Value>> {
-    Ok(Json(
-        serde_json::json!({ "components": app.registry.list()? }),
-    ))
+    Ok(Json(serde_json::json!({ "components": app.registry.list()? })))
 }
 
 #[derive(Deserialize)]
@@ -165,25 +165,15 @@ pub(crate) async fn start(
         })
         .await?;
     app.rt.wake(&meta.id);
-    let status = if existed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(RunView::from(meta))))
 }
 
 fn run_meta(app: &AppState, id: &str) -> ApiResult<RunMeta> {
-    app.rt
-        .store()
-        .run(id)?
-        .ok_or_else(|| ApiError::not_found("run-not-found", format!("run {id} does not exist")))
+    app.rt.store().run(id)?.ok_or_else(|| ApiError::not_found("run-not-found", format!("run {id} does not exist")))
 }
 
-pub(crate) async fn get_run(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<RunView>> {
+pub(crate) async fn get_run(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunView>> {
     Ok(Json(run_meta(&app, &id)?.into()))
 }
 
@@ -203,17 +193,10 @@ pub(crate) async fn result(
     let Query(query) = query?;
     let wait = query.wait.unwrap_or(0.0);
     if !(0.0..=MAX_WAIT_S).contains(&wait) {
-        return Err(ApiError::bad_request(
-            "invalid-wait",
-            format!("wait must be between 0 and {MAX_WAIT_S} seconds"),
-        ));
+        return Err(ApiError::bad_request("invalid-wait", format!("wait must be between 0 and {MAX_WAIT_S} seconds")));
     }
-    let meta = app
-        .rt
-        .wait_for_end(&id, Duration::from_secs_f64(wait))
-        .await?;
-    let meta = meta
-        .ok_or_else(|| ApiError::not_found("run-not-found", format!("run {id} does not exist")))?;
+    let meta = app.rt.wait_for_end(&id, Duration::from_secs_f64(wait)).await?;
+    let meta = meta.ok_or_else(|| ApiError::not_found("run-not-found", format!("run {id} does not exist")))?;
     Ok(Json(meta.into()))
 }
 
@@ -235,9 +218,7 @@ pub(crate) async fn list(
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(
                 "invalid-status",
-                format!(
-                    "unknown status {s:?}: use running, completed, failed, diverged or terminated"
-                ),
+                format!("unknown status {s:?}: use running, completed, failed, diverged or terminated"),
             )
         })?),
     };
@@ -253,11 +234,7 @@ pub(crate) async fn list(
         .collect();
     let more = runs.len() > limit;
     runs.truncate(limit);
-    let next = if more {
-        runs.last().map(|m| m.id.clone())
-    } else {
-        None
-    };
+    let next = if more { runs.last().map(|m| m.id.clone()) } else { None };
     let runs: Vec<RunView> = runs.into_iter().map(RunView::from).collect();
     Ok(Json(serde_json::json!({ "runs": runs, "next": next })))
 }
@@ -285,23 +262,14 @@ pub(crate) async fn journal(
         Some(g) => {
             return Err(ApiError::bad_request(
                 "invalid-generation",
-                format!(
-                    "run {id} is in generation {}; generation {g} does not exist yet",
-                    meta.generation
-                ),
+                format!("run {id} is in generation {}; generation {g} does not exist yet", meta.generation),
             ))
         }
     };
-    let page: Vec<_> = records
-        .iter()
-        .filter(|r| r.seq >= from)
-        .take(limit + 1)
-        .collect();
+    let page: Vec<_> = records.iter().filter(|r| r.seq >= from).take(limit + 1).collect();
     let next = page.get(limit).map(|r| r.seq);
     let entries: Vec<_> = page.into_iter().take(limit).collect();
-    Ok(Json(
-        serde_json::json!({ "entries": entries, "next": next }),
-    ))
+    Ok(Json(serde_json::json!({ "entries": entries, "next": next })))
 }
 
 pub(crate) async fn signal(
@@ -313,30 +281,17 @@ pub(crate) async fn signal(
     let payload = if body.iter().all(u8::is_ascii_whitespace) {
         "null".to_owned()
     } else {
-        let value: Value = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(
-                "invalid-json",
-                format!("the signal payload is not valid JSON: {e}"),
-            )
-        })?;
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid-json", format!("the signal payload is not valid JSON: {e}")))?;
         value.to_string()
     };
     app.rt.signal(&id, &name, &payload).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "run_id": id, "signal": name, "accepted": true })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "signal": name, "accepted": true }))))
 }
 
-pub(crate) async fn cancel(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+pub(crate) async fn cancel(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
     app.rt.cancel_run(&id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "run_id": id, "cancel": "requested" })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "cancel": "requested" }))))
 }
 
 #[derive(Deserialize, Default)]
@@ -352,14 +307,83 @@ pub(crate) async fn terminate(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let body: TerminateBody = parse(body)?;
-    let reason = body
-        .reason
-        .unwrap_or_else(|| "terminated by an operator".into());
+    let reason = body.reason.unwrap_or_else(|| "terminated by an operator".into());
     app.rt.terminate(&id, &reason).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "run_id": id, "terminate": "requested" })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "terminate": "requested" }))))
+}
+
+pub(crate) async fn versions(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(serde_json::json!({ "workflow": name, "versions": app.registry.versions(&name)? })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RollbackBody {
+    to: u32,
+}
+
+pub(crate) async fn rollback(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let body: RollbackBody = parse(body)?;
+    let d = app.registry.rollback(&name, body.to).await?;
+    Ok(Json(serde_json::json!({ "workflow": name, "current": d.current })))
+}
+
+pub(crate) async fn retire(
+    State(app): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let version: u32 = version
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid-version", format!("{version:?} is not a version number")))?;
+    let d = app.registry.retire(&name, version).await?;
+    let left: Vec<u32> = d.versions.iter().map(|v| v.version).collect();
+    Ok(Json(serde_json::json!({ "workflow": name, "retired": version, "versions": left })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpgradeRunBody {
+    to: u32,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+fn upgrade_response(report: Vec<RunUpgrade>) -> Json<Value> {
+    let refused = report.iter().filter(|r| matches!(r, RunUpgrade::Refused { .. })).count();
+    Json(serde_json::json!({ "runs": report, "refused": refused }))
+}
+
+pub(crate) async fn upgrade_run(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let body: UpgradeRunBody = parse(body)?;
+    let report = Upgrader::new(app.rt.clone()).upgrade_run(&id, body.to, body.dry_run).await?;
+    Ok(upgrade_response(vec![report]))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpgradeWorkflowBody {
+    from: u32,
+    to: u32,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub(crate) async fn upgrade_workflow(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let body: UpgradeWorkflowBody = parse(body)?;
+    let report = Upgrader::new(app.rt.clone()).upgrade_workflow(&name, body.from, body.to, body.dry_run).await?;
+    Ok(upgrade_response(report))
 }
 
 pub(crate) async fn not_found() -> ApiError {

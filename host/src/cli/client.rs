@@ -28,7 +28,10 @@ impl Client {
             None => request,
         };
         let response = request.send().await.with_context(|| {
-            format!("cannot reach the Cairn server at {} (start one with `cairn serve`, or set --server / CAIRN_SERVER)", self.base)
+            format!(
+                "cannot reach the Cairn server at {} (start one with `cairn serve`, or set --server / CAIRN_SERVER)",
+                self.base
+            )
         })?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -41,21 +44,16 @@ impl Client {
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}/v1{path}", self.base)))
-            .await
+        self.send(self.http.get(format!("{}/v1{path}", self.base))).await
     }
 
     async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(self.http.post(format!("{}/v1{path}", self.base)).json(body))
-            .await
+        self.send(self.http.post(format!("{}/v1{path}", self.base)).json(body)).await
     }
 }
 
 fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 fn print_run(run: &Value) {
@@ -65,11 +63,7 @@ fn print_run(run: &Value) {
         other => other.to_string(),
     };
     println!("run       {}", field("id"));
-    println!(
-        "workflow  {} (version {})",
-        field("workflow"),
-        field("version")
-    );
+    println!("workflow  {} (version {})", field("workflow"), field("version"));
     println!("status    {}", field("status"));
     if !run["custom_status"].is_null() {
         println!("custom    {}", run["custom_status"]);
@@ -78,64 +72,36 @@ fn print_run(run: &Value) {
         println!("result    {}", run["result"]);
     }
     if !run["failure"].is_null() {
-        println!(
-            "failure   {}: {}",
-            field_of(&run["failure"], "kind"),
-            field_of(&run["failure"], "message")
-        );
+        println!("failure   {}: {}", field_of(&run["failure"], "kind"), field_of(&run["failure"], "message"));
     }
 }
 
 fn field_of(v: &Value, k: &str) -> String {
-    v[k].as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| v[k].to_string())
+    v[k].as_str().map(str::to_owned).unwrap_or_else(|| v[k].to_string())
 }
 
 fn escape(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
-pub async fn deploy(
-    args: &ClientArgs,
-    name: &str,
-    file: &Path,
-    activity: bool,
-) -> anyhow::Result<ExitCode> {
+pub async fn deploy(args: &ClientArgs, name: &str, file: &Path, activity: bool) -> anyhow::Result<ExitCode> {
     let client = Client::new(args);
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let kind = if activity { "activity" } else { "workflow" };
     let url = format!("{}/v1/components/{}?kind={kind}", client.base, escape(name));
-    let body = client
-        .send(
-            client
-                .http
-                .post(url)
-                .header("content-type", "application/wasm")
-                .body(bytes),
-        )
-        .await?;
+    let body = client.send(client.http.post(url).header("content-type", "application/wasm").body(bytes)).await?;
     if args.json {
         print_json(&body);
     } else if body["created"] == Value::Bool(true) {
-        println!(
-            "deployed {kind} {name} version {} ({})",
-            body["version"],
-            field_of(&body, "sha256")
-        );
+        println!("deployed {kind} {name} version {} ({})", body["version"], field_of(&body, "sha256"));
     } else {
-        println!(
-            "{kind} {name}: these bytes are already version {}; nothing changed",
-            body["version"]
-        );
+        println!("{kind} {name}: these bytes are already version {}; nothing changed", body["version"]);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -167,9 +133,7 @@ pub async fn start(
 }
 
 pub async fn status(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode> {
-    let run = Client::new(args)
-        .get(&format!("/runs/{}", escape(run_id)))
-        .await?;
+    let run = Client::new(args).get(&format!("/runs/{}", escape(run_id))).await?;
     if args.json {
         print_json(&run);
     } else {
@@ -180,11 +144,7 @@ pub async fn status(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode>
 
 pub async fn result(args: &ClientArgs, run_id: &str, wait: bool) -> anyhow::Result<ExitCode> {
     let client = Client::new(args);
-    let path = format!(
-        "/runs/{}/result?wait={}",
-        escape(run_id),
-        if wait { 30 } else { 0 }
-    );
+    let path = format!("/runs/{}/result?wait={}", escape(run_id), if wait { 30 } else { 0 });
     let run = loop {
         let run = client.get(&path).await?;
         if !wait || run["status"] != "running" {
@@ -198,18 +158,9 @@ pub async fn result(args: &ClientArgs, run_id: &str, wait: bool) -> anyhow::Resu
     } else if run["status"] == "running" {
         println!("run {run_id} is still running");
     } else {
-        eprintln!(
-            "{}",
-            serde_json::json!({ "run_id": run_id, "status": run["status"], "failure": run["failure"] })
-        );
+        eprintln!("{}", serde_json::json!({ "run_id": run_id, "status": run["status"], "failure": run["failure"] }));
     }
-    Ok(
-        if run["status"] == "completed" || run["status"] == "running" {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        },
-    )
+    Ok(if run["status"] == "completed" || run["status"] == "running" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 pub async fn list(
@@ -231,16 +182,9 @@ pub async fn list(
         print_json(&page);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<36}  {:<16}  {:>7}  {:<10}  CUSTOM STATUS",
-        "RUN", "WORKFLOW", "VERSION", "STATUS"
-    );
+    println!("{:<36}  {:<16}  {:>7}  {:<10}  CUSTOM STATUS", "RUN", "WORKFLOW", "VERSION", "STATUS");
     for run in page["runs"].as_array().into_iter().flatten() {
-        let custom = if run["custom_status"].is_null() {
-            String::new()
-        } else {
-            run["custom_status"].to_string()
-        };
+        let custom = if run["custom_status"].is_null() { String::new() } else { run["custom_status"].to_string() };
         println!(
             "{:<36}  {:<16}  {:>7}  {:<10}  {custom}",
             field_of(run, "id"),
@@ -257,9 +201,7 @@ pub async fn journal(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode
     let mut records: Vec<Record> = Vec::new();
     let mut from = Some(0u64);
     while let Some(seq) = from {
-        let page = client
-            .get(&format!("/runs/{}/journal?from={seq}", escape(run_id)))
-            .await?;
+        let page = client.get(&format!("/runs/{}/journal?from={seq}", escape(run_id))).await?;
         for entry in page["entries"].as_array().into_iter().flatten() {
             records.push(
                 serde_json::from_value(entry.clone())
@@ -282,19 +224,10 @@ pub async fn journal(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn signal(
-    args: &ClientArgs,
-    run_id: &str,
-    name: &str,
-    payload: &str,
-) -> anyhow::Result<ExitCode> {
+pub async fn signal(args: &ClientArgs, run_id: &str, name: &str, payload: &str) -> anyhow::Result<ExitCode> {
     let payload: Value = serde_json::from_str(&super::read_json_arg("--payload", payload)?)?;
-    let body = Client::new(args)
-        .post_json(
-            &format!("/runs/{}/signals/{}", escape(run_id), escape(name)),
-            &payload,
-        )
-        .await?;
+    let body =
+        Client::new(args).post_json(&format!("/runs/{}/signals/{}", escape(run_id), escape(name)), &payload).await?;
     if args.json {
         print_json(&body);
     } else {
@@ -304,9 +237,7 @@ pub async fn signal(
 }
 
 pub async fn cancel(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode> {
-    let body = Client::new(args)
-        .post_json(&format!("/runs/{}/cancel", escape(run_id)), &Value::Null)
-        .await?;
+    let body = Client::new(args).post_json(&format!("/runs/{}/cancel", escape(run_id)), &Value::Null).await?;
     if args.json {
         print_json(&body);
     } else {
@@ -315,18 +246,12 @@ pub async fn cancel(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn terminate(
-    args: &ClientArgs,
-    run_id: &str,
-    reason: Option<String>,
-) -> anyhow::Result<ExitCode> {
+pub async fn terminate(args: &ClientArgs, run_id: &str, reason: Option<String>) -> anyhow::Result<ExitCode> {
     let body = match reason {
         Some(r) => serde_json::json!({ "reason": r }),
         None => serde_json::json!({}),
     };
-    let body = Client::new(args)
-        .post_json(&format!("/runs/{}/terminate", escape(run_id)), &body)
-        .await?;
+    let body = Client::new(args).post_json(&format!("/runs/{}/terminate", escape(run_id)), &body).await?;
     if args.json {
         print_json(&body);
     } else {

@@ -25,10 +25,7 @@ impl LimitArgs {
 
 async fn load(runtime: &Runtime, path: &Path) -> anyhow::Result<LoadedComponent> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(runtime
-        .components()
-        .load_bytes(&path.display().to_string(), bytes)
-        .await?)
+    Ok(runtime.components().load_bytes(&path.display().to_string(), bytes).await?)
 }
 
 pub async fn run(
@@ -50,19 +47,8 @@ pub async fn run(
         runtime.activities().register(name, &component)?;
     }
     let component = load(&runtime, workflow).await?;
-    let name = workflow
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "workflow".into());
-    let meta = runtime
-        .start(StartRequest {
-            workflow: name,
-            component,
-            input,
-            run_id: id,
-            version: None,
-        })
-        .await?;
+    let name = workflow.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "workflow".into());
+    let meta = runtime.start(StartRequest { workflow: name, component, input, run_id: id, version: None }).await?;
     tracing::info!(run_id = %meta.id, "driving run");
     eprintln!("run {}", meta.id);
     match runtime.drive(&meta.id).await {
@@ -71,14 +57,12 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Ok(RunOutcome::Failed { failure }) => {
-            let report =
-                serde_json::json!({ "run_id": meta.id, "status": "failed", "failure": failure });
+            let report = serde_json::json!({ "run_id": meta.id, "status": "failed", "failure": failure });
             eprintln!("{report}");
             Ok(ExitCode::FAILURE)
         }
         Err(RunError::Trapped { run_id, failure } | RunError::Contract { run_id, failure }) => {
-            let report =
-                serde_json::json!({ "run_id": run_id, "status": "failed", "failure": failure });
+            let report = serde_json::json!({ "run_id": run_id, "status": "failed", "failure": failure });
             eprintln!("{report}");
             Ok(ExitCode::FAILURE)
         }
@@ -113,64 +97,37 @@ pub fn journal(run_id: &str, data: &Path, json: bool) -> anyhow::Result<ExitCode
 
 pub(super) fn table_row(record: &Record, start: u64) -> String {
     let detail = match &record.entry {
-        Entry::Started {
-            workflow,
-            component_sha256,
-            input,
-            ..
-        } => {
-            format!(
-                "{workflow} ({}) input {input}",
-                &component_sha256[..12.min(component_sha256.len())]
-            )
+        Entry::Started { workflow, component_sha256, input, .. } => {
+            format!("{workflow} ({}) input {input}", &component_sha256[..12.min(component_sha256.len())])
         }
         Entry::Call { call, reply } => format!("{call} -> {reply}"),
         Entry::Completed { result } => result.clone(),
         Entry::Failed { failure } => failure.to_string(),
         Entry::Terminated { reason } => format!("terminated: {reason}"),
+        Entry::VersionSwitch { from_version, to_version, to_sha256, .. } => format!(
+            "v{} -> v{to_version} ({})",
+            from_version.map_or("?".to_owned(), |v| v.to_string()),
+            &to_sha256[..12.min(to_sha256.len())]
+        ),
     };
     let time = format!("+{}ms", record.at_ms.saturating_sub(start));
-    format!(
-        "{:>5}  {:>9}  {:<18}  {}",
-        record.seq,
-        time,
-        record.entry.label(),
-        detail
-    )
+    format!("{:>5}  {:>9}  {:<18}  {}", record.seq, time, record.entry.label(), detail)
 }
 
-pub async fn replay(
-    run_id: &str,
-    data: &Path,
-    with: Option<&Path>,
-    limits: &LimitArgs,
-) -> anyhow::Result<ExitCode> {
+pub async fn replay(run_id: &str, data: &Path, with: Option<&Path>, limits: &LimitArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(data)?;
     let runtime = Runtime::new(store, limits.limits())?;
     let with = match with {
         Some(path) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            Some(
-                runtime
-                    .components()
-                    .load_transient(&path.display().to_string(), bytes)
-                    .await?,
-            )
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Some(runtime.components().load_transient(&path.display().to_string(), bytes).await?)
         }
         None => None,
     };
     match runtime.replay(run_id, with).await {
         Ok(report) => {
-            let state = if report.finished {
-                "finished"
-            } else {
-                "in progress"
-            };
-            println!(
-                "run {run_id}: replay reproduced all {} journal entries ({state})",
-                report.entries
-            );
+            let state = if report.finished { "finished" } else { "in progress" };
+            println!("run {run_id}: replay reproduced all {} journal entries ({state})", report.entries);
             Ok(ExitCode::SUCCESS)
         }
         Err(RunError::Diverged { divergence, .. }) => {

@@ -35,12 +35,7 @@ pub struct LimitArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
     /// The server's URL.
-    #[arg(
-        long,
-        env = "CAIRN_SERVER",
-        default_value = "http://127.0.0.1:7233",
-        global = true
-    )]
+    #[arg(long, env = "CAIRN_SERVER", default_value = "http://127.0.0.1:7233", global = true)]
     server: String,
     /// The bearer token, if the server needs one.
     #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true, global = true)]
@@ -206,68 +201,25 @@ impl Cli {
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run {
-            workflow,
-            activities,
-            input,
-            data,
-            id,
-            limits,
-        } => embedded::run(&workflow, &activities, &input, &data, id, &limits).await,
-        Command::Replay {
-            run_id,
-            data,
-            with,
-            limits,
-        } => embedded::replay(&run_id, &data, with.as_deref(), &limits).await,
+        Command::Run { workflow, activities, input, data, id, limits } => {
+            embedded::run(&workflow, &activities, &input, &data, id, &limits).await
+        }
+        Command::Replay { run_id, data, with, limits } => {
+            embedded::replay(&run_id, &data, with.as_deref(), &limits).await
+        }
         Command::Serve(args) => serve::serve(args).await,
-        Command::Journal {
-            run_id,
-            data: Some(data),
-            client,
-        } => embedded::journal(&run_id, &data, client.json),
-        Command::Journal {
-            run_id,
-            data: None,
-            client,
-        } => client::journal(&client, &run_id).await,
-        Command::Deploy {
-            name,
-            file,
-            activity,
-            client,
-        } => client::deploy(&client, &name, &file, activity).await,
-        Command::Start {
-            workflow,
-            id,
-            input,
-            wait,
-            client,
-        } => client::start(&client, &workflow, id, &input, wait).await,
+        Command::Journal { run_id, data: Some(data), client } => embedded::journal(&run_id, &data, client.json),
+        Command::Journal { run_id, data: None, client } => client::journal(&client, &run_id).await,
+        Command::Deploy { name, file, activity, client } => client::deploy(&client, &name, &file, activity).await,
+        Command::Start { workflow, id, input, wait, client } => {
+            client::start(&client, &workflow, id, &input, wait).await
+        }
         Command::Status { run_id, client } => client::status(&client, &run_id).await,
-        Command::Result {
-            run_id,
-            wait,
-            client,
-        } => client::result(&client, &run_id, wait).await,
-        Command::List {
-            workflow,
-            status,
-            limit,
-            client,
-        } => client::list(&client, workflow, status, limit).await,
-        Command::Signal {
-            run_id,
-            name,
-            payload,
-            client,
-        } => client::signal(&client, &run_id, &name, &payload).await,
+        Command::Result { run_id, wait, client } => client::result(&client, &run_id, wait).await,
+        Command::List { workflow, status, limit, client } => client::list(&client, workflow, status, limit).await,
+        Command::Signal { run_id, name, payload, client } => client::signal(&client, &run_id, &name, &payload).await,
         Command::Cancel { run_id, client } => client::cancel(&client, &run_id).await,
-        Command::Terminate {
-            run_id,
-            reason,
-            client,
-        } => client::terminate(&client, &run_id, reason).await,
+        Command::Terminate { run_id, reason, client } => client::terminate(&client, &run_id, reason).await,
     }
 }
 
@@ -275,11 +227,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 pub(crate) fn read_json_arg(flag: &str, text: &str) -> anyhow::Result<String> {
     use anyhow::Context;
     let text = match text.strip_prefix('@') {
-        Some(file) => std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {flag} file {file}"))?,
+        Some(file) => std::fs::read_to_string(file).with_context(|| format!("cannot read {flag} file {file}"))?,
         None => text.to_owned(),
     };
-    serde_json::from_str::<serde_json::Value>(&text)
-        .with_context(|| format!("{flag} is not valid JSON: {text:?}"))?;
+    serde_json::from_str::<serde_json::Value>(&text).with_context(|| format!("{flag} is not valid JSON: {text:?}"))?;
     Ok(text.trim().to_owned())
 }

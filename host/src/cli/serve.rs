@@ -60,10 +60,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(listen = %args.listen, "no --token-file: requests are not authenticated; listening on loopback only");
     }
     let store = Store::open(&args.data)?;
-    let residency = Residency {
-        idle: Some(Duration::from_millis(args.idle_ms)),
-        cap: args.resident_cap.max(1),
-    };
+    let residency = Residency { idle: Some(Duration::from_millis(args.idle_ms)), cap: args.resident_cap.max(1) };
     let runtime = Runtime::with_residency(store, args.limits.limits(), residency)?;
     let deployed = Registry::new(runtime.clone()).load_all().await?;
     let (runs, timers) = runtime.recover().await?;

@@ -20,9 +20,7 @@ pub enum DecodeError {
     #[error("journal record is empty; the store may be damaged (run `cairn check`)")]
     Empty,
     /// The record was written by a newer host.
-    #[error(
-        "journal record has format {0}, which this host does not know; upgrade Cairn to read it"
-    )]
+    #[error("journal record has format {0}, which this host does not know; upgrade Cairn to read it")]
     UnknownFormat(u8),
     /// The body does not parse.
     #[error("journal record (format {format}) does not parse: {source}")]
@@ -46,9 +44,7 @@ pub fn encode(record: &Record) -> Vec<u8> {
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let (&format, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
     match format {
-        1 => {
-            serde_json::from_slice(body).map_err(|source| DecodeError::Malformed { format, source })
-        }
+        1 => serde_json::from_slice(body).map_err(|source| DecodeError::Malformed { format, source }),
         other => Err(DecodeError::UnknownFormat(other)),
     }
 }
@@ -113,32 +109,19 @@ mod tests {
                 seq: 3,
                 at_ms: 1_700_000_000_006,
                 entry: Entry::Call {
-                    call: HostCall::AwaitAny {
-                        handles: vec![4, 5],
-                    },
-                    reply: Reply::Completed {
-                        handle: 5,
-                        completion: Completion::Err(Failure::cancelled()),
-                    },
+                    call: HostCall::AwaitAny { handles: vec![4, 5] },
+                    reply: Reply::Completed { handle: 5, completion: Completion::Err(Failure::cancelled()) },
                 },
             },
             Record {
                 seq: 4,
                 at_ms: 1_700_000_000_007,
                 entry: Entry::Call {
-                    call: HostCall::Patched {
-                        change_id: "v2-fees".into(),
-                    },
+                    call: HostCall::Patched { change_id: "v2-fees".into() },
                     reply: Reply::Bool { value: true },
                 },
             },
-            Record {
-                seq: 5,
-                at_ms: 1_700_000_000_009,
-                entry: Entry::Completed {
-                    result: r#"{"ok":true}"#.into(),
-                },
-            },
+            Record { seq: 5, at_ms: 1_700_000_000_009, entry: Entry::Completed { result: r#"{"ok":true}"#.into() } },
         ]
     }
 
@@ -169,14 +152,8 @@ mod tests {
     #[test]
     fn unknown_and_damaged_records_are_reported() {
         assert!(matches!(decode(&[]), Err(DecodeError::Empty)));
-        assert!(matches!(
-            decode(&[9, b'{']),
-            Err(DecodeError::UnknownFormat(9))
-        ));
-        assert!(matches!(
-            decode(&[1, b'{']),
-            Err(DecodeError::Malformed { .. })
-        ));
+        assert!(matches!(decode(&[9, b'{']), Err(DecodeError::UnknownFormat(9))));
+        assert!(matches!(decode(&[1, b'{']), Err(DecodeError::Malformed { .. })));
     }
 
     /// Writes the fixture; run once with `--ignored` when creating a format.
@@ -189,13 +166,6 @@ mod tests {
             out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             out.extend_from_slice(&bytes);
         }
-        std::fs::write(
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../tests/fixtures/journal-v1.bin"
-            ),
-            out,
-        )
-        .unwrap();
+        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/journal-v1.bin"), out).unwrap();
     }
 }

@@ -20,11 +20,7 @@ pub struct Divergence {
 
 impl fmt::Display for Divergence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "diverged at seq {}: the journal has {}, the code did {}",
-            self.seq, self.expected, self.actual
-        )
+        write!(f, "diverged at seq {}: the journal has {}, the code did {}", self.seq, self.expected, self.actual)
     }
 }
 
@@ -49,33 +45,24 @@ pub enum Step {
 /// Walks a run's journal during replay.
 #[derive(Debug, Default)]
 pub struct JournalCursor {
+    /// Host calls and the end entry; meta entries (start, version
+    /// switches) are not replayed.
     records: Vec<Record>,
     pos: usize,
+    next_seq: u64,
 }
 
 impl JournalCursor {
     /// A cursor over a run's journal (in seq order).
     pub fn new(records: Vec<Record>) -> Self {
-        let mut cursor = JournalCursor { records, pos: 0 };
-        cursor.skip_meta();
-        cursor
-    }
-
-    fn skip_meta(&mut self) {
-        while self
-            .records
-            .get(self.pos)
-            .is_some_and(|r| matches!(r.entry, Entry::Started { .. }))
-        {
-            self.pos += 1;
-        }
+        let next_seq = records.last().map_or(0, |r| r.seq + 1);
+        let records = records.into_iter().filter(|r| !r.entry.is_meta()).collect();
+        JournalCursor { records, pos: 0, next_seq }
     }
 
     /// Whether a host call is still to be replayed.
     pub fn replaying(&self) -> bool {
-        self.records
-            .get(self.pos)
-            .is_some_and(|r| r.entry.is_call())
+        self.records.get(self.pos).is_some_and(|r| r.entry.is_call())
     }
 
     /// The terminal entry of the journal, if the run ended.
@@ -85,15 +72,12 @@ impl JournalCursor {
 
     /// The seq the next live entry gets.
     pub fn next_seq(&self) -> u64 {
-        self.records.last().map_or(0, |r| r.seq + 1)
+        self.next_seq
     }
 
     /// Workflow time of the last entry replayed so far (or of the start).
     pub fn last_at_ms(&self) -> Option<u64> {
-        self.pos
-            .checked_sub(1)
-            .and_then(|i| self.records.get(i))
-            .map(|r| r.at_ms)
+        self.pos.checked_sub(1).and_then(|i| self.records.get(i)).map(|r| r.at_ms)
     }
 
     /// Matches `call` against the next journaled call: replay it, or go live
@@ -103,15 +87,8 @@ impl JournalCursor {
             return Ok(Step::Live);
         };
         match &record.entry {
-            Entry::Call {
-                call: recorded,
-                reply,
-            } if recorded == call => {
-                let step = Step::Replay {
-                    seq: record.seq,
-                    at_ms: record.at_ms,
-                    reply: reply.clone(),
-                };
+            Entry::Call { call: recorded, reply } if recorded == call => {
+                let step = Step::Replay { seq: record.seq, at_ms: record.at_ms, reply: reply.clone() };
                 self.pos += 1;
                 Ok(step)
             }
@@ -122,15 +99,13 @@ impl JournalCursor {
                 backtrace: None,
             }),
             // The run ended here but the code goes on calling the host.
-            Entry::Completed { .. } | Entry::Failed { .. } | Entry::Terminated { .. } => {
-                Err(Divergence {
-                    seq: record.seq,
-                    expected: describe_end(&record.entry),
-                    actual: format!("an extra call: {call}"),
-                    backtrace: None,
-                })
-            }
-            Entry::Started { .. } => unreachable!("start entries are skipped"),
+            Entry::Completed { .. } | Entry::Failed { .. } | Entry::Terminated { .. } => Err(Divergence {
+                seq: record.seq,
+                expected: describe_end(&record.entry),
+                actual: format!("an extra call: {call}"),
+                backtrace: None,
+            }),
+            Entry::Started { .. } | Entry::VersionSwitch { .. } => unreachable!("meta entries are not replayed"),
         }
     }
 
@@ -140,10 +115,7 @@ impl JournalCursor {
     pub fn patched(&mut self, change_id: &str) -> Option<(u64, bool)> {
         let record = self.records.get(self.pos)?;
         match &record.entry {
-            Entry::Call {
-                call: HostCall::Patched { change_id: id },
-                ..
-            } if id == change_id => {
+            Entry::Call { call: HostCall::Patched { change_id: id }, .. } if id == change_id => {
                 self.pos += 1;
                 Some((record.at_ms, true))
             }
@@ -206,51 +178,28 @@ mod tests {
     use crate::journal::entry::Completion;
 
     fn call(seq: u64, call: HostCall, reply: Reply) -> Record {
-        Record {
-            seq,
-            at_ms: 100 + seq,
-            entry: Entry::Call { call, reply },
-        }
+        Record { seq, at_ms: 100 + seq, entry: Entry::Call { call, reply } }
     }
 
     fn journal() -> Vec<Record> {
         vec![
-            call(
-                1,
-                HostCall::StartTimer { ms: 5 },
-                Reply::Handle { handle: 1 },
-            ),
+            call(1, HostCall::StartTimer { ms: 5 }, Reply::Handle { handle: 1 }),
             call(
                 2,
                 HostCall::Await { handle: 1 },
-                Reply::Completed {
-                    handle: 1,
-                    completion: Completion::Ok("null".into()),
-                },
+                Reply::Completed { handle: 1, completion: Completion::Ok("null".into()) },
             ),
-            Record {
-                seq: 3,
-                at_ms: 110,
-                entry: Entry::Completed { result: "1".into() },
-            },
+            Record { seq: 3, at_ms: 110, entry: Entry::Completed { result: "1".into() } },
         ]
     }
 
     #[test]
     fn replays_matching_calls_then_checks_the_result() {
         let mut c = JournalCursor::new(journal());
-        assert!(matches!(
-            c.next(&HostCall::StartTimer { ms: 5 }),
-            Ok(Step::Replay { seq: 1, .. })
-        ));
-        assert!(matches!(
-            c.next(&HostCall::Await { handle: 1 }),
-            Ok(Step::Replay { seq: 2, .. })
-        ));
+        assert!(matches!(c.next(&HostCall::StartTimer { ms: 5 }), Ok(Step::Replay { seq: 1, .. })));
+        assert!(matches!(c.next(&HostCall::Await { handle: 1 }), Ok(Step::Replay { seq: 2, .. })));
         assert!(c.finish(&Entry::Completed { result: "1".into() }).is_ok());
-        let d = c
-            .finish(&Entry::Completed { result: "2".into() })
-            .unwrap_err();
+        let d = c.finish(&Entry::Completed { result: "2".into() }).unwrap_err();
         assert_eq!(d.seq, 3);
     }
 
@@ -258,22 +207,14 @@ mod tests {
     fn a_changed_argument_diverges_at_its_seq() {
         let mut c = JournalCursor::new(journal());
         let d = c.next(&HostCall::StartTimer { ms: 6 }).unwrap_err();
-        assert_eq!(
-            (d.seq, d.expected.as_str(), d.actual.as_str()),
-            (1, "start-timer(5 ms)", "start-timer(6 ms)")
-        );
+        assert_eq!((d.seq, d.expected.as_str(), d.actual.as_str()), (1, "start-timer(5 ms)", "start-timer(6 ms)"));
     }
 
     #[test]
     fn early_return_and_extra_calls_diverge() {
         let mut c = JournalCursor::new(journal());
         c.next(&HostCall::StartTimer { ms: 5 }).unwrap();
-        assert_eq!(
-            c.finish(&Entry::Completed { result: "1".into() })
-                .unwrap_err()
-                .seq,
-            2
-        );
+        assert_eq!(c.finish(&Entry::Completed { result: "1".into() }).unwrap_err().seq, 2);
         c.next(&HostCall::Await { handle: 1 }).unwrap();
         assert_eq!(c.next(&HostCall::StartTimer { ms: 1 }).unwrap_err().seq, 3);
     }
@@ -282,9 +223,6 @@ mod tests {
     fn patched_is_false_without_a_marker_and_consumes_nothing() {
         let mut c = JournalCursor::new(journal());
         assert_eq!(c.patched("x"), Some((101, false)));
-        assert!(matches!(
-            c.next(&HostCall::StartTimer { ms: 5 }),
-            Ok(Step::Replay { .. })
-        ));
+        assert!(matches!(c.next(&HostCall::StartTimer { ms: 5 }), Ok(Step::Replay { .. })));
     }
 }

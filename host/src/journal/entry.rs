@@ -18,11 +18,7 @@ pub struct Failure {
 impl Failure {
     /// A failure with no details.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        Failure {
-            kind: kind.into(),
-            message: message.into(),
-            details: None,
-        }
+        Failure { kind: kind.into(), message: message.into(), details: None }
     }
 
     /// The completion of a cancelled handle.
@@ -149,11 +145,7 @@ impl HostCall {
 impl fmt::Display for HostCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HostCall::ScheduleActivity {
-                name,
-                input,
-                options,
-            } => write!(
+            HostCall::ScheduleActivity { name, input, options } => write!(
                 f,
                 "schedule-activity({name}, {input}, timeout {} ms, {} attempts)",
                 options.timeout_ms, options.retry.max_attempts
@@ -204,14 +196,8 @@ impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reply::Handle { handle } => write!(f, "#{handle}"),
-            Reply::Completed {
-                handle,
-                completion: Completion::Ok(v),
-            } => write!(f, "#{handle} ok {v}"),
-            Reply::Completed {
-                handle,
-                completion: Completion::Err(e),
-            } => write!(f, "#{handle} err {e}"),
+            Reply::Completed { handle, completion: Completion::Ok(v) } => write!(f, "#{handle} ok {v}"),
+            Reply::Completed { handle, completion: Completion::Err(e) } => write!(f, "#{handle} err {e}"),
             Reply::Bool { value } => write!(f, "{value}"),
             Reply::Unit => write!(f, "-"),
         }
@@ -267,6 +253,18 @@ pub enum Entry {
         /// The failure.
         failure: Failure,
     },
+    /// From here on the run executes another component, whose replay of
+    /// every entry before this one was verified.
+    VersionSwitch {
+        /// The version it ran before (none for embedded runs).
+        from_version: Option<u32>,
+        /// The version it runs now.
+        to_version: u32,
+        /// The component it ran before.
+        from_sha256: String,
+        /// The component it runs now.
+        to_sha256: String,
+    },
     /// The run was stopped from outside.
     Terminated {
         /// Why, as given by whoever terminated it.
@@ -280,12 +278,15 @@ impl Entry {
         matches!(self, Entry::Call { .. })
     }
 
+    /// Whether this entry is a meta entry (start, version switch), which
+    /// replay skips.
+    pub fn is_meta(&self) -> bool {
+        matches!(self, Entry::Started { .. } | Entry::VersionSwitch { .. })
+    }
+
     /// Whether this entry ends the run.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            Entry::Completed { .. } | Entry::Failed { .. } | Entry::Terminated { .. }
-        )
+        matches!(self, Entry::Completed { .. } | Entry::Failed { .. } | Entry::Terminated { .. })
     }
 
     /// A short label for tables.
@@ -296,6 +297,7 @@ impl Entry {
             Entry::Completed { .. } => "completed",
             Entry::Failed { .. } => "failed",
             Entry::Terminated { .. } => "terminated",
+            Entry::VersionSwitch { .. } => "version-switch",
         }
     }
 }

@@ -10,7 +10,4 @@ mod entry;
 
 pub use codec::{decode, encode, DecodeError, CURRENT_FORMAT};
 pub use cursor::{Divergence, JournalCursor, Step};
-pub use entry::{
-    ActivityOptions, Completion, EngineSettings, Entry, Failure, HostCall, Record, Reply,
-    RetryPolicy,
-};
+pub use entry::{ActivityOptions, Completion, EngineSettings, Entry, Failure, HostCall, Record, Reply, RetryPolicy};

@@ -53,6 +53,60 @@ pub enum UploadError {
     Store(#[from] StoreError),
 }
 
+/// A versions operation (rollback, retire) was refused; nothing changed.
+#[derive(Debug, Error)]
+pub enum VersionError {
+    /// No such workflow.
+    #[error("no workflow named {0:?} is deployed")]
+    WorkflowNotFound(String),
+    /// No such version.
+    #[error("workflow {name} has no version {version}; see `cairn versions {name}`")]
+    VersionNotFound {
+        /// The workflow.
+        name: String,
+        /// The version.
+        version: u32,
+    },
+    /// Runs still execute the version.
+    #[error("version {version} of {name} still has {runs} live runs; wait for them, upgrade them (`cairn upgrade --workflow {name} --from {version} --to N`), or terminate them first")]
+    InUse {
+        /// The workflow.
+        name: String,
+        /// The version.
+        version: u32,
+        /// How many live runs.
+        runs: usize,
+    },
+    /// The current version cannot be retired.
+    #[error("version {version} is the current version of {name}; make another version current first (`cairn rollback {name} --to N` or a new deploy)")]
+    Current {
+        /// The workflow.
+        name: String,
+        /// The version.
+        version: u32,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A version as `cairn versions` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The number.
+    pub version: u32,
+    /// sha256 of its component.
+    pub sha256: String,
+    /// When it was deployed.
+    pub deployed_ms: u64,
+    /// Whether new runs start on it.
+    pub current: bool,
+    /// Runs on it that have not ended.
+    pub live_runs: usize,
+    /// All runs on it.
+    pub runs: usize,
+}
+
 /// What a deploy did.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Deployed {
@@ -70,11 +124,7 @@ pub struct Deployed {
 
 /// Validates names the way deployments and activity calls need them.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Deploys components and looks them up.
@@ -87,38 +137,24 @@ pub struct Registry {
 impl Registry {
     /// A registry over the runtime's store.
     pub fn new(rt: Runtime) -> Self {
-        Registry {
-            rt,
-            deploying: Default::default(),
-        }
+        Registry { rt, deploying: Default::default() }
     }
 
     /// Validates and deploys `bytes` as version N+1 of `name` (or reports
     /// the version that already has these bytes).
-    pub async fn deploy(
-        &self,
-        name: &str,
-        kind: ComponentKind,
-        bytes: Vec<u8>,
-    ) -> Result<Deployed, UploadError> {
+    pub async fn deploy(&self, name: &str, kind: ComponentKind, bytes: Vec<u8>) -> Result<Deployed, UploadError> {
         if !valid_name(name) {
             return Err(UploadError::InvalidName(name.to_owned()));
         }
         if bytes.len() > MAX_COMPONENT_BYTES {
-            return Err(UploadError::TooLarge {
-                size: bytes.len(),
-                limit: MAX_COMPONENT_BYTES,
-            });
+            return Err(UploadError::TooLarge { size: bytes.len(), limit: MAX_COMPONENT_BYTES });
         }
         // One deploy at a time, so version numbers never race.
         let _guard = self.deploying.lock().await;
         let existing = self.rt.store().deployment(name)?;
         if let Some(d) = &existing {
             if d.kind != kind {
-                return Err(UploadError::KindConflict {
-                    name: name.to_owned(),
-                    existing: d.kind.as_str(),
-                });
+                return Err(UploadError::KindConflict { name: name.to_owned(), existing: d.kind.as_str() });
             }
         }
         let (component, writes) = match self.rt.components().compile_for_store(name, bytes).await {
@@ -127,10 +163,7 @@ impl Registry {
             Err(e) => return Err(UploadError::NotAComponent(e.to_string())),
         };
         self.check_world(name, kind, &component)?;
-        if let Some(v) = existing
-            .as_ref()
-            .and_then(|d| d.versions.iter().find(|v| v.sha256 == component.sha256))
-        {
+        if let Some(v) = existing.as_ref().and_then(|d| d.versions.iter().find(|v| v.sha256 == component.sha256)) {
             return Ok(Deployed {
                 name: name.to_owned(),
                 kind,
@@ -144,19 +177,11 @@ impl Registry {
             kind,
             versions: vec![],
             current: 0,
+            last_version: 0,
         });
-        let version = deployment
-            .versions
-            .iter()
-            .map(|v| v.version)
-            .max()
-            .unwrap_or(0)
-            + 1;
-        deployment.versions.push(Version {
-            version,
-            sha256: component.sha256.clone(),
-            deployed_ms: now_ms(),
-        });
+        let version = deployment.versions.iter().map(|v| v.version).max().unwrap_or(0).max(deployment.last_version) + 1;
+        deployment.last_version = version;
+        deployment.versions.push(Version { version, sha256: component.sha256.clone(), deployed_ms: now_ms() });
         deployment.current = version;
         let mut batch = writes;
         batch.push(Write::PutDeployment(deployment));
@@ -165,51 +190,26 @@ impl Registry {
             self.register_activity(name, &component)?;
         }
         tracing::info!(name, version, sha256 = %component.sha256, kind = kind.as_str(), "deployed");
-        Ok(Deployed {
-            name: name.to_owned(),
-            kind,
-            version,
-            sha256: component.sha256,
-            created: true,
-        })
+        Ok(Deployed { name: name.to_owned(), kind, version, sha256: component.sha256, created: true })
     }
 
-    fn check_world(
-        &self,
-        name: &str,
-        kind: ComponentKind,
-        component: &LoadedComponent,
-    ) -> Result<(), UploadError> {
+    fn check_world(&self, name: &str, kind: ComponentKind, component: &LoadedComponent) -> Result<(), UploadError> {
         let hint = match kind {
             ComponentKind::Workflow => "workflows may import WASI 0.2 and cairn:workflow/runtime, and must export `run`; move other calls into an activity",
             ComponentKind::Activity => "activities may import WASI 0.2 and cairn:workflow/activity-context, and must export `execute`",
         };
         let result = match kind {
             ComponentKind::Workflow => self.rt.check_workflow(component).map_err(|e| e.to_string()),
-            ComponentKind::Activity => self
-                .rt
-                .activities()
-                .check(name, component)
-                .map_err(|e| e.to_string()),
+            ComponentKind::Activity => self.rt.activities().check(name, component).map_err(|e| e.to_string()),
         };
-        result.map_err(|reason| UploadError::WrongWorld {
-            kind: kind.as_str(),
-            reason: format!("{reason} ({hint})"),
-        })
+        result.map_err(|reason| UploadError::WrongWorld { kind: kind.as_str(), reason: format!("{reason} ({hint})") })
     }
 
-    fn register_activity(
-        &self,
-        name: &str,
-        component: &LoadedComponent,
-    ) -> Result<(), UploadError> {
+    fn register_activity(&self, name: &str, component: &LoadedComponent) -> Result<(), UploadError> {
         self.rt
             .activities()
             .register(name, component)
-            .map_err(|e| UploadError::WrongWorld {
-                kind: "activity",
-                reason: e.to_string(),
-            })
+            .map_err(|e| UploadError::WrongWorld { kind: "activity", reason: e.to_string() })
     }
 
     /// At host start: registers every activity component's current version
@@ -234,10 +234,7 @@ impl Registry {
     }
 
     /// The current version of a workflow.
-    pub async fn workflow(
-        &self,
-        name: &str,
-    ) -> Result<Option<(u32, LoadedComponent)>, UploadError> {
+    pub async fn workflow(&self, name: &str) -> Result<Option<(u32, LoadedComponent)>, UploadError> {
         let Some(d) = self.rt.store().deployment(name)? else {
             return Ok(None);
         };
@@ -254,6 +251,78 @@ impl Registry {
         }
     }
 
+    /// A deployment by name.
+    pub fn deployment(&self, name: &str) -> Result<Option<Deployment>, StoreError> {
+        self.rt.store().deployment(name)
+    }
+
+    fn workflow_deployment(&self, name: &str) -> Result<Deployment, VersionError> {
+        match self.rt.store().deployment(name)? {
+            Some(d) if d.kind == ComponentKind::Workflow => Ok(d),
+            _ => Err(VersionError::WorkflowNotFound(name.to_owned())),
+        }
+    }
+
+    /// A workflow's versions with how many runs each has.
+    pub fn versions(&self, name: &str) -> Result<Vec<VersionInfo>, VersionError> {
+        let d = self.workflow_deployment(name)?;
+        let runs = self.rt.store().runs()?;
+        Ok(d.versions
+            .iter()
+            .map(|v| {
+                let on: Vec<_> = runs.iter().filter(|r| r.workflow == name && r.version == Some(v.version)).collect();
+                VersionInfo {
+                    version: v.version,
+                    sha256: v.sha256.clone(),
+                    deployed_ms: v.deployed_ms,
+                    current: v.version == d.current,
+                    live_runs: on.iter().filter(|r| !r.status.is_final()).count(),
+                    runs: on.len(),
+                }
+            })
+            .collect())
+    }
+
+    /// Makes an existing version current: new runs start on it. Runs already
+    /// started stay where they are.
+    pub async fn rollback(&self, name: &str, to: u32) -> Result<Deployment, VersionError> {
+        let _guard = self.deploying.lock().await;
+        let mut d = self.workflow_deployment(name)?;
+        if !d.versions.iter().any(|v| v.version == to) {
+            return Err(VersionError::VersionNotFound { name: name.to_owned(), version: to });
+        }
+        d.current = to;
+        self.rt.store().commit(vec![Write::PutDeployment(d.clone())]).await?;
+        tracing::info!(name, version = to, "current version changed");
+        Ok(d)
+    }
+
+    /// Removes a version that no live run uses and that is not current.
+    pub async fn retire(&self, name: &str, version: u32) -> Result<Deployment, VersionError> {
+        let _guard = self.deploying.lock().await;
+        let mut d = self.workflow_deployment(name)?;
+        if !d.versions.iter().any(|v| v.version == version) {
+            return Err(VersionError::VersionNotFound { name: name.to_owned(), version });
+        }
+        if d.current == version {
+            return Err(VersionError::Current { name: name.to_owned(), version });
+        }
+        let live = self
+            .rt
+            .store()
+            .runs()?
+            .iter()
+            .filter(|r| r.workflow == name && r.version == Some(version) && !r.status.is_final())
+            .count();
+        if live > 0 {
+            return Err(VersionError::InUse { name: name.to_owned(), version, runs: live });
+        }
+        d.versions.retain(|v| v.version != version);
+        self.rt.store().commit(vec![Write::PutDeployment(d.clone())]).await?;
+        tracing::info!(name, version, "version retired");
+        Ok(d)
+    }
+
     /// Every deployment.
     pub fn list(&self) -> Result<Vec<Deployment>, UploadError> {
         Ok(self.rt.store().deployments()?)
@@ -261,8 +330,5 @@ impl Registry {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

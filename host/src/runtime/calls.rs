@@ -11,11 +11,9 @@ use std::sync::atomic::Ordering;
 fn to_wit(completion: Completion) -> types::Completion {
     match completion {
         Completion::Ok(json) => types::Completion::Ok(json),
-        Completion::Err(f) => types::Completion::Err(types::Failure {
-            kind: f.kind,
-            message: f.message,
-            details: f.details,
-        }),
+        Completion::Err(f) => {
+            types::Completion::Err(types::Failure { kind: f.kind, message: f.message, details: f.details })
+        }
     }
 }
 
@@ -55,22 +53,10 @@ impl runtime::Host for WorkflowState {
     ) -> wasmtime::Result<u32> {
         self.check_json("the activity input", &input)?;
         let options = from_wit_options(options);
-        let call = HostCall::ScheduleActivity {
-            name: name.clone(),
-            input: input.clone(),
-            options: options.clone(),
-        };
+        let call = HostCall::ScheduleActivity { name: name.clone(), input: input.clone(), options: options.clone() };
         let reply = self.step(&call)?;
         let live = reply.is_none();
-        let handle = self.new_handle(
-            reply,
-            call,
-            Operation::Activity {
-                name,
-                input,
-                options,
-            },
-        )?;
+        let handle = self.new_handle(reply, call, Operation::Activity { name, input, options })?;
         if live {
             // In-process activities may start before their entry commits:
             // the idempotency key is the same on replay (DESIGN.md).
@@ -91,11 +77,7 @@ impl runtime::Host for WorkflowState {
             h.operation = Operation::Timer { due_ms };
         }
         if live {
-            self.pending.push(Write::PutTimer {
-                due_ms,
-                run_id: self.meta.id.clone(),
-                handle,
-            });
+            self.pending.push(Write::PutTimer { due_ms, run_id: self.meta.id.clone(), handle });
             self.start_work(handle)?;
         }
         Ok(handle)
@@ -103,23 +85,12 @@ impl runtime::Host for WorkflowState {
 
     async fn start_child(&mut self, workflow: String, input: String) -> wasmtime::Result<u32> {
         self.check_json("the child's input", &input)?;
-        let call = HostCall::StartChild {
-            workflow: workflow.clone(),
-            input: input.clone(),
-        };
+        let call = HostCall::StartChild { workflow: workflow.clone(), input: input.clone() };
         let reply = self.step(&call)?;
         let live = reply.is_none();
-        let handle = self.new_handle(
-            reply,
-            call,
-            Operation::Child {
-                run_id: String::new(),
-            },
-        )?;
+        let handle = self.new_handle(reply, call, Operation::Child { run_id: String::new() })?;
         if let Some(h) = self.handles.get_mut(&handle) {
-            h.operation = Operation::Child {
-                run_id: format!("{}:{handle}", self.meta.id),
-            };
+            h.operation = Operation::Child { run_id: format!("{}:{handle}", self.meta.id) };
         }
         if live {
             self.start_child_run(handle, &workflow, &input).await?;
@@ -150,9 +121,7 @@ impl runtime::Host for WorkflowState {
 
     async fn await_any(&mut self, handles: Vec<u32>) -> wasmtime::Result<(u32, types::Completion)> {
         self.check_handles(&handles)?;
-        let call = HostCall::AwaitAny {
-            handles: handles.clone(),
-        };
+        let call = HostCall::AwaitAny { handles: handles.clone() };
         match self.step(&call)? {
             Some(Reply::Completed { handle, completion }) if handles.contains(&handle) => {
                 self.mark_consumed(handle, &completion);
@@ -171,10 +140,7 @@ impl runtime::Host for WorkflowState {
         let call = HostCall::Cancel { handle: h };
         let live = self.step(&call)?.is_none();
         if live {
-            self.append(Entry::Call {
-                call,
-                reply: Reply::Unit,
-            });
+            self.append(Entry::Call { call, reply: Reply::Unit });
         }
         self.cancel_handle(h, live);
         Ok(())
@@ -186,16 +152,11 @@ impl runtime::Host for WorkflowState {
 
     async fn set_custom_status(&mut self, status: String) -> wasmtime::Result<()> {
         self.check_json("the custom status", &status)?;
-        let call = HostCall::SetCustomStatus {
-            status: status.clone(),
-        };
+        let call = HostCall::SetCustomStatus { status: status.clone() };
         let live = self.step(&call)?.is_none();
         self.meta.custom_status = Some(status);
         if live {
-            self.append(Entry::Call {
-                call,
-                reply: Reply::Unit,
-            });
+            self.append(Entry::Call { call, reply: Reply::Unit });
             self.meta.updated_ms = super::now_ms();
             self.pending.push(Write::PutRun(self.meta.clone()));
         }

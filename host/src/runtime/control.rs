@@ -10,15 +10,9 @@ use std::time::Duration;
 
 impl Runtime {
     fn live_run(&self, run_id: &str) -> Result<RunMeta, ControlError> {
-        let meta = self
-            .store()
-            .run(run_id)?
-            .ok_or_else(|| ControlError::NotFound(run_id.to_owned()))?;
+        let meta = self.store().run(run_id)?.ok_or_else(|| ControlError::NotFound(run_id.to_owned()))?;
         if meta.status.is_final() {
-            return Err(ControlError::Ended {
-                run_id: run_id.to_owned(),
-                status: meta.status.as_str(),
-            });
+            return Err(ControlError::Ended { run_id: run_id.to_owned(), status: meta.status.as_str() });
         }
         Ok(meta)
     }
@@ -26,39 +20,19 @@ impl Runtime {
     /// Sends signal `name` with a JSON payload to a run. It is durable when
     /// this returns; the run's oldest `wait-signal(name)` handle receives it,
     /// or it waits in the run's buffer for one.
-    pub async fn signal(
-        &self,
-        run_id: &str,
-        name: &str,
-        payload: &str,
-    ) -> Result<(), ControlError> {
+    pub async fn signal(&self, run_id: &str, name: &str, payload: &str) -> Result<(), ControlError> {
         if name.is_empty() || name.len() > 128 || name.starts_with('$') {
             return Err(ControlError::InvalidName(name.to_owned()));
         }
-        serde_json::from_str::<serde_json::Value>(payload)
-            .map_err(|e| ControlError::InvalidPayload(e.to_string()))?;
+        serde_json::from_str::<serde_json::Value>(payload).map_err(|e| ControlError::InvalidPayload(e.to_string()))?;
         self.buffer_signal(run_id, name, payload).await
     }
 
-    async fn buffer_signal(
-        &self,
-        run_id: &str,
-        name: &str,
-        payload: &str,
-    ) -> Result<(), ControlError> {
+    async fn buffer_signal(&self, run_id: &str, name: &str, payload: &str) -> Result<(), ControlError> {
         self.live_run(run_id)?;
-        let signal = StoredSignal {
-            name: name.to_owned(),
-            payload: payload.to_owned(),
-        };
+        let signal = StoredSignal { name: name.to_owned(), payload: payload.to_owned() };
         let seq = self.next_arrival();
-        self.store()
-            .commit(vec![Write::PutSignal {
-                run_id: run_id.to_owned(),
-                seq,
-                signal,
-            }])
-            .await?;
+        self.store().commit(vec![Write::PutSignal { run_id: run_id.to_owned(), seq, signal }]).await?;
         self.wake(run_id);
         Ok(())
     }
@@ -75,15 +49,7 @@ impl Runtime {
         let scheduler = &self.inner.scheduler;
         for _ in 0..1000 {
             self.live_run(run_id)?;
-            if scheduler
-                .send(
-                    run_id,
-                    Event::Terminate {
-                        reason: reason.to_owned(),
-                    },
-                )
-                .is_ok()
-            {
+            if scheduler.send(run_id, Event::Terminate { reason: reason.to_owned() }).is_ok() {
                 return Ok(());
             }
             if scheduler.claim(run_id) {
@@ -94,10 +60,7 @@ impl Runtime {
             // A driver is starting up; it will have a mailbox in a moment.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Err(ControlError::Ended {
-            run_id: run_id.to_owned(),
-            status: "busy",
-        })
+        Err(ControlError::Ended { run_id: run_id.to_owned(), status: "busy" })
     }
 
     async fn terminate_at_rest(&self, run_id: &str, reason: &str) -> Result<(), ControlError> {
@@ -106,27 +69,18 @@ impl Runtime {
         let record = Record {
             seq: journal.last().map_or(0, |r| r.seq + 1),
             at_ms: super::now_ms(),
-            entry: Entry::Terminated {
-                reason: reason.to_owned(),
-            },
+            entry: Entry::Terminated { reason: reason.to_owned() },
         };
         meta.status = RunStatus::Terminated;
         meta.failure = Some(Failure::new("terminated", reason));
         meta.updated_ms = record.at_ms;
         let mut batch = self.parent_writes(&meta);
         let parent = meta.parent.clone();
-        batch.push(Write::Append {
-            run_id: run_id.to_owned(),
-            record,
-        });
+        batch.push(Write::Append { run_id: run_id.to_owned(), record });
         batch.push(Write::PutRun(meta));
         for (due_ms, run, handle) in self.store().timers()? {
             if run == run_id {
-                batch.push(Write::DeleteTimer {
-                    due_ms,
-                    run_id: run,
-                    handle,
-                });
+                batch.push(Write::DeleteTimer { due_ms, run_id: run, handle });
             }
         }
         self.store().commit(batch).await?;
@@ -140,11 +94,7 @@ impl Runtime {
 
     /// Waits up to `timeout` for a run to end; returns its metadata then
     /// (ended or not).
-    pub async fn wait_for_end(
-        &self,
-        run_id: &str,
-        timeout: Duration,
-    ) -> Result<Option<RunMeta>, ControlError> {
+    pub async fn wait_for_end(&self, run_id: &str, timeout: Duration) -> Result<Option<RunMeta>, ControlError> {
         let mut finished = self.inner.scheduler.finished.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -156,9 +106,7 @@ impl Runtime {
             }
             // Poll now and then as well: a finish notice can be missed when
             // the channel lags.
-            let wait = tokio::time::sleep_until(
-                deadline.min(tokio::time::Instant::now() + Duration::from_millis(500)),
-            );
+            let wait = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + Duration::from_millis(500)));
             tokio::select! {
                 _ = finished.recv() => {}
                 _ = wait => {}
@@ -172,12 +120,7 @@ impl Runtime {
     /// At host start: re-arms every armed timer and wakes every unfinished
     /// run, which is rebuilt by replay. Returns (runs, timers).
     pub async fn recover(&self) -> Result<(usize, usize), ControlError> {
-        let runs: Vec<RunMeta> = self
-            .store()
-            .runs()?
-            .into_iter()
-            .filter(|m| m.status == RunStatus::Running)
-            .collect();
+        let runs: Vec<RunMeta> = self.store().runs()?.into_iter().filter(|m| m.status == RunStatus::Running).collect();
         let mut timers = 0;
         for (due_ms, run_id, handle) in self.store().timers()? {
             if runs.iter().any(|m| m.id == run_id) {
@@ -189,5 +132,67 @@ impl Runtime {
             self.wake(&meta.id);
         }
         Ok((runs.len(), timers))
+    }
+}
+
+/// Exclusive hold on a run: no driver executes it while the hold lives.
+/// Dropping the hold lets the run go on (it is woken and rebuilt).
+pub struct RunHold {
+    rt: Runtime,
+    run_id: String,
+}
+
+impl Drop for RunHold {
+    fn drop(&mut self) {
+        self.rt.inner.scheduler.release(&self.run_id, false);
+        self.rt.wake(&self.run_id);
+    }
+}
+
+impl Runtime {
+    /// Takes a run out of memory (asking its driver to leave at its next
+    /// wait) and holds it, so its journal cannot grow until the hold drops.
+    pub async fn hold(&self, run_id: &str) -> Result<RunHold, ControlError> {
+        for _ in 0..2000 {
+            if self.inner.scheduler.claim(run_id) {
+                return Ok(RunHold { rt: self.clone(), run_id: run_id.to_owned() });
+            }
+            let _ = self.inner.scheduler.send(run_id, Event::Evict);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Err(ControlError::Busy(run_id.to_owned()))
+    }
+
+    /// Moves a held run to another component: a version-switch entry and
+    /// the new metadata, in one transaction that also refuses if the
+    /// journal grew since `expected_next_seq` was read.
+    pub async fn switch_version(
+        &self,
+        _hold: &RunHold,
+        mut meta: RunMeta,
+        expected_next_seq: u64,
+        to_version: u32,
+        to_sha256: &str,
+    ) -> Result<RunMeta, ControlError> {
+        let record = Record {
+            seq: expected_next_seq,
+            at_ms: super::now_ms(),
+            entry: Entry::VersionSwitch {
+                from_version: meta.version,
+                to_version,
+                from_sha256: meta.component_sha256.clone(),
+                to_sha256: to_sha256.to_owned(),
+            },
+        };
+        meta.version = Some(to_version);
+        meta.component_sha256 = to_sha256.to_owned();
+        if meta.status == RunStatus::Diverged {
+            meta.status = RunStatus::Running;
+            meta.failure = None;
+        }
+        meta.updated_ms = record.at_ms;
+        let batch = vec![Write::Append { run_id: meta.id.clone(), record }, Write::PutRun(meta.clone())];
+        self.store().commit(batch).await?;
+        Ok(meta)
     }
 }

@@ -100,12 +100,7 @@ impl Runtime {
             scheduler.release(run_id, false);
             return self.recorded_outcome(meta).map(Driven::Finished);
         }
-        let component = match self
-            .inner
-            .components
-            .load_stored(&meta.component_sha256)
-            .await
-        {
+        let component = match self.inner.components.load_stored(&meta.component_sha256).await {
             Ok(c) => c,
             Err(e) => {
                 scheduler.release(run_id, false);
@@ -113,10 +108,7 @@ impl Runtime {
             }
         };
         let mailbox = scheduler.open_mailbox(run_id);
-        match self
-            .execute(meta, component, Mode::Live, Some(mailbox))
-            .await?
-        {
+        match self.execute(meta, component, Mode::Live, Some(mailbox)).await? {
             Executed::Outcome(outcome) => Ok(Driven::Finished(outcome)),
             Executed::Evicted => Ok(Driven::Evicted),
             Executed::Continued => Ok(Driven::Continued),
@@ -126,29 +118,17 @@ impl Runtime {
 
     /// The outcome of a run that is not running, from its metadata.
     fn recorded_outcome(&self, meta: RunMeta) -> Result<RunOutcome, RunError> {
-        let failure = || {
-            meta.failure
-                .clone()
-                .unwrap_or_else(|| Failure::new("failed", "the run failed"))
-        };
+        let failure = || meta.failure.clone().unwrap_or_else(|| Failure::new("failed", "the run failed"));
         match meta.status {
-            RunStatus::Completed => Ok(RunOutcome::Completed {
-                result: meta.result.unwrap_or_else(|| "null".into()),
-            }),
+            RunStatus::Completed => Ok(RunOutcome::Completed { result: meta.result.unwrap_or_else(|| "null".into()) }),
             RunStatus::Failed => {
                 let journal = self.inner.store.journal(&meta.id)?;
                 match journal.last().map(|r| &r.entry) {
                     Some(Entry::Failed { .. }) => Ok(RunOutcome::Failed { failure: failure() }),
-                    _ => Err(RunError::Trapped {
-                        failure: failure(),
-                        run_id: meta.id,
-                    }),
+                    _ => Err(RunError::Trapped { failure: failure(), run_id: meta.id }),
                 }
             }
-            RunStatus::Terminated => Err(RunError::Terminated {
-                failure: failure(),
-                run_id: meta.id,
-            }),
+            RunStatus::Terminated => Err(RunError::Terminated { failure: failure(), run_id: meta.id }),
             RunStatus::Diverged => {
                 let divergence = meta
                     .failure
@@ -161,10 +141,7 @@ impl Runtime {
                         actual: "(not recorded)".into(),
                         backtrace: None,
                     });
-                Err(RunError::Diverged {
-                    run_id: meta.id,
-                    divergence,
-                })
+                Err(RunError::Diverged { run_id: meta.id, divergence })
             }
             RunStatus::Running => unreachable!("only called for runs that are not running"),
         }
@@ -173,41 +150,18 @@ impl Runtime {
     /// Re-executes a run from its journal in a scratch sandbox, with its own
     /// component or `with`, writing nothing and starting nothing. Succeeds
     /// when every journaled call is reproduced.
-    pub async fn replay(
-        &self,
-        run_id: &str,
-        with: Option<LoadedComponent>,
-    ) -> Result<ReplayReport, RunError> {
-        let meta = self
-            .inner
-            .store
-            .run(run_id)?
-            .ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
+    pub async fn replay(&self, run_id: &str, with: Option<LoadedComponent>) -> Result<ReplayReport, RunError> {
+        let meta = self.inner.store.run(run_id)?.ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
         let component = match with {
             Some(c) => c,
-            None => {
-                self.inner
-                    .components
-                    .load_stored(&meta.component_sha256)
-                    .await?
-            }
+            None => self.inner.components.load_stored(&meta.component_sha256).await?,
         };
-        let entries = self
-            .inner
-            .store
-            .journal(run_id)?
-            .iter()
-            .filter(|r| r.seq > 0)
-            .count() as u64;
+        let entries = self.inner.store.journal(run_id)?.iter().filter(|r| r.seq > 0).count() as u64;
         let finished = match self.execute(meta, component, Mode::Check, None).await? {
             Executed::Outcome(_) => true,
             Executed::ReachedEnd | Executed::Evicted | Executed::Continued => false,
         };
-        Ok(ReplayReport {
-            run_id: run_id.to_owned(),
-            entries,
-            finished,
-        })
+        Ok(ReplayReport { run_id: run_id.to_owned(), entries, finished })
     }
 
     async fn execute(
@@ -219,10 +173,7 @@ impl Runtime {
     ) -> Result<Executed, RunError> {
         let span = tracing::info_span!("run", run_id = %meta.id, workflow = %meta.workflow, ?mode);
         let run_id = meta.id.clone();
-        let (result, state) = self
-            .execute_inner(meta, component, mode, mailbox)
-            .instrument(span)
-            .await;
+        let (result, state) = self.execute_inner(meta, component, mode, mailbox).instrument(span).await;
         if mode == Mode::Live {
             self.leave_memory(&run_id, state, &result).await;
         }
@@ -241,11 +192,7 @@ impl Runtime {
             Ok(r) => r,
             Err(e) => return (Err(e.into()), None),
         };
-        let Some(Record {
-            at_ms: start_ms,
-            entry: Entry::Started { seed, input, .. },
-            ..
-        }) = records.first().cloned()
+        let Some(Record { at_ms: start_ms, entry: Entry::Started { seed, input, .. }, .. }) = records.first().cloned()
         else {
             return (Err(RunError::NoStartEntry(run_id)), None);
         };
@@ -254,22 +201,10 @@ impl Runtime {
         };
         let pre = match self.prepare(&component) {
             Ok(pre) => pre,
-            Err(e) => {
-                return (
-                    Err(RunError::Instantiate {
-                        run_id,
-                        reason: e.to_string(),
-                    }),
-                    None,
-                )
-            }
+            Err(e) => return (Err(RunError::Instantiate { run_id, reason: e.to_string() }), None),
         };
         if mode == Mode::Live && records.len() > 1 {
-            self.inner
-                .scheduler
-                .counters
-                .rebuilds
-                .fetch_add(1, Ordering::Relaxed);
+            self.inner.scheduler.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
         }
         let sandbox = &self.inner.sandbox;
         let state = WorkflowState::new(StateParts {
@@ -305,25 +240,15 @@ impl Runtime {
         let mut state = store.into_data();
         let executed = match result {
             Ok(Ok(json)) => match serde_json::from_str::<serde_json::Value>(&json) {
-                Ok(_) => {
-                    self.finish(&mut state, Entry::Completed { result: json })
-                        .await
-                }
+                Ok(_) => self.finish(&mut state, Entry::Completed { result: json }).await,
                 Err(e) => {
-                    let failure = Failure::new(
-                        "contract-violation",
-                        format!("the workflow returned invalid JSON: {e}"),
-                    );
-                    self.fail(&mut state, RunError::Contract { run_id, failure })
-                        .await
+                    let failure =
+                        Failure::new("contract-violation", format!("the workflow returned invalid JSON: {e}"));
+                    self.fail(&mut state, RunError::Contract { run_id, failure }).await
                 }
             },
             Ok(Err(f)) => {
-                let failure = Failure {
-                    kind: f.kind,
-                    message: f.message,
-                    details: f.details,
-                };
+                let failure = Failure { kind: f.kind, message: f.message, details: f.details };
                 self.finish(&mut state, Entry::Failed { failure }).await
             }
             Err(e) => self.stopped(&mut state, e).await,
@@ -332,21 +257,13 @@ impl Runtime {
     }
 
     /// The workflow returned: check it against the journal, then record it.
-    async fn finish(
-        &self,
-        state: &mut WorkflowState,
-        outcome: Entry,
-    ) -> Result<Executed, RunError> {
+    async fn finish(&self, state: &mut WorkflowState, outcome: Entry) -> Result<Executed, RunError> {
         if let Err(divergence) = state.cursor().finish(&outcome) {
             return self.diverged(state, divergence).await;
         }
         let run_outcome = match &outcome {
-            Entry::Completed { result } => RunOutcome::Completed {
-                result: result.clone(),
-            },
-            Entry::Failed { failure } => RunOutcome::Failed {
-                failure: failure.clone(),
-            },
+            Entry::Completed { result } => RunOutcome::Completed { result: result.clone() },
+            Entry::Failed { failure } => RunOutcome::Failed { failure: failure.clone() },
             _ => unreachable!("finish takes an end entry"),
         };
         if state.mode == Mode::Check || state.cursor().terminal().is_some() {
@@ -371,11 +288,7 @@ impl Runtime {
     }
 
     /// Commits a run's final metadata with its buffered entries.
-    async fn record_end(
-        &self,
-        state: &mut WorkflowState,
-        mut meta: RunMeta,
-    ) -> Result<(), RunError> {
+    async fn record_end(&self, state: &mut WorkflowState, mut meta: RunMeta) -> Result<(), RunError> {
         meta.updated_ms = now_ms();
         state.meta = meta.clone();
         let mut batch = state.take_pending();
@@ -390,11 +303,7 @@ impl Runtime {
     }
 
     /// The guest stopped with an error: a divergence, a host stop, or a trap.
-    async fn stopped(
-        &self,
-        state: &mut WorkflowState,
-        error: wasmtime::Error,
-    ) -> Result<Executed, RunError> {
+    async fn stopped(&self, state: &mut WorkflowState, error: wasmtime::Error) -> Result<Executed, RunError> {
         if let Some(mut divergence) = state.divergence.take() {
             divergence.backtrace = error.downcast_ref::<WasmBacktrace>().map(short_backtrace);
             return self.diverged(state, divergence).await;
@@ -419,16 +328,12 @@ impl Runtime {
         }
         let failure = self.classify(state, &error);
         let run_id = state.run_id().to_owned();
-        self.fail(state, RunError::Trapped { run_id, failure })
-            .await
+        self.fail(state, RunError::Trapped { run_id, failure }).await
     }
 
     fn classify(&self, state: &WorkflowState, error: &wasmtime::Error) -> Failure {
         let limits = self.inner.sandbox.limits();
-        let backtrace = error
-            .downcast_ref::<WasmBacktrace>()
-            .map(short_backtrace)
-            .unwrap_or_default();
+        let backtrace = error.downcast_ref::<WasmBacktrace>().map(short_backtrace).unwrap_or_default();
         if state.runaway {
             Failure::new(
                 "runaway",
@@ -459,7 +364,12 @@ impl Runtime {
                 format!("the workflow trapped: out-of-bounds memory access (Rust and C guests also end this way when deep recursion overflows their stack in linear memory){backtrace}"),
             )
         } else if let Some(trap) = error.downcast_ref::<Trap>() {
-            Failure::new("trap", format!("the workflow trapped: {trap} (a panic in Rust code ends this way; see the run's log){backtrace}"))
+            Failure::new(
+                "trap",
+                format!(
+                    "the workflow trapped: {trap} (a panic in Rust code ends this way; see the run's log){backtrace}"
+                ),
+            )
         } else {
             Failure::new("trap", format!("the workflow failed: {error:#}"))
         }
@@ -469,9 +379,7 @@ impl Runtime {
     /// attempt, never events replay must reproduce).
     async fn fail(&self, state: &mut WorkflowState, error: RunError) -> Result<Executed, RunError> {
         let failure = match &error {
-            RunError::Trapped { failure, .. } | RunError::Contract { failure, .. } => {
-                failure.clone()
-            }
+            RunError::Trapped { failure, .. } | RunError::Contract { failure, .. } => failure.clone(),
             other => Failure::new("error", other.to_string()),
         };
         tracing::warn!(run_id = %state.run_id(), kind = %failure.kind, "run failed: {}", failure.message);
@@ -488,33 +396,17 @@ impl Runtime {
     /// Ends this generation of a run and starts the next with `input`, in
     /// one transaction: the journal moves to history, signals not consumed
     /// yet carry over.
-    async fn continued(
-        &self,
-        state: &mut WorkflowState,
-        input: String,
-    ) -> Result<Executed, RunError> {
+    async fn continued(&self, state: &mut WorkflowState, input: String) -> Result<Executed, RunError> {
         let mut meta = state.meta.clone();
         meta.generation += 1;
-        let (fresh, mut start) = self.new_run(
-            &meta.workflow,
-            &meta.component_sha256,
-            &input,
-            &meta.id,
-            meta.version,
-        );
+        let (fresh, mut start) = self.new_run(&meta.workflow, &meta.component_sha256, &input, &meta.id, meta.version);
         if let Entry::Started { seed, .. } = &mut start.entry {
-            *seed = format!(
-                "{:032x}",
-                super::derive_seed(&format!("{}#{}", meta.id, meta.generation))
-            );
+            *seed = format!("{:032x}", super::derive_seed(&format!("{}#{}", meta.id, meta.generation)));
         }
         meta.input = input;
         meta.updated_ms = fresh.updated_ms;
         let mut batch = state.take_pending();
-        batch.push(Write::ContinueAsNew {
-            meta: Box::new(meta.clone()),
-            start: Box::new(start),
-        });
+        batch.push(Write::ContinueAsNew { meta: Box::new(meta.clone()), start: Box::new(start) });
         self.inner.store.commit(batch).await?;
         self.inner.work.abort_run(&meta.id);
         tracing::info!(run_id = %meta.id, generation = meta.generation, "continued as new");
@@ -523,11 +415,7 @@ impl Runtime {
     }
 
     /// Stops a live run for good at the request of an operator.
-    async fn terminated(
-        &self,
-        state: &mut WorkflowState,
-        reason: String,
-    ) -> Result<Executed, RunError> {
+    async fn terminated(&self, state: &mut WorkflowState, reason: String) -> Result<Executed, RunError> {
         let failure = Failure::new("terminated", reason.clone());
         state.append(Entry::Terminated { reason });
         let mut meta = state.meta.clone();
@@ -535,18 +423,11 @@ impl Runtime {
         meta.failure = Some(failure.clone());
         self.record_end(state, meta).await?;
         self.inner.work.abort_run(state.run_id());
-        Err(RunError::Terminated {
-            run_id: state.run_id().to_owned(),
-            failure,
-        })
+        Err(RunError::Terminated { run_id: state.run_id().to_owned(), failure })
     }
 
     /// Parks a live run as diverged; nothing is added to its journal.
-    async fn diverged(
-        &self,
-        state: &mut WorkflowState,
-        divergence: Divergence,
-    ) -> Result<Executed, RunError> {
+    async fn diverged(&self, state: &mut WorkflowState, divergence: Divergence) -> Result<Executed, RunError> {
         let run_id = state.run_id().to_owned();
         if state.mode == Mode::Live {
             let mut meta = state.meta.clone();
@@ -564,18 +445,11 @@ impl Runtime {
 
     /// The driver is done with the run (it ended, was evicted or stopped):
     /// stop its mailbox, and keep whatever raced into it.
-    async fn leave_memory(
-        &self,
-        run_id: &str,
-        state: Option<WorkflowState>,
-        result: &Result<Executed, RunError>,
-    ) {
+    async fn leave_memory(&self, run_id: &str, state: Option<WorkflowState>, result: &Result<Executed, RunError>) {
         let scheduler = &self.inner.scheduler;
         let mut state = state;
         let mailbox = state.as_mut().and_then(|s| s.take_mailbox());
-        let ended = state
-            .as_ref()
-            .is_some_and(|s| s.meta.status != RunStatus::Running);
+        let ended = state.as_ref().is_some_and(|s| s.meta.status != RunStatus::Running);
         drop(state);
         scheduler.release(run_id, true);
         if matches!(result, Ok(Executed::Evicted)) {
@@ -591,8 +465,7 @@ impl Runtime {
         while let Ok(event) = mailbox.try_recv() {
             match event {
                 Event::Completion { handle, completion } => {
-                    self.persist_completion(run_id, handle, completion, None)
-                        .await
+                    self.persist_completion(run_id, handle, completion, None).await
                 }
                 Event::Nudge => wake = true,
                 Event::Evict => {}

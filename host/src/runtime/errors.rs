@@ -133,9 +133,7 @@ pub enum ControlError {
     #[error("run {0} does not exist")]
     NotFound(String),
     /// The run already ended; it takes no more input.
-    #[error(
-        "run {run_id} has already ended ({status}); it takes no signals, cancels or terminates"
-    )]
+    #[error("run {run_id} has already ended ({status}); it takes no signals, cancels or terminates")]
     Ended {
         /// The run.
         run_id: String,
@@ -148,6 +146,9 @@ pub enum ControlError {
     /// The payload is not JSON.
     #[error("the signal payload is not valid JSON: {0}")]
     InvalidPayload(String),
+    /// The run stayed busy (computing, never waiting) for too long.
+    #[error("run {0} is busy and could not be paused; try again")]
+    Busy(String),
     /// The store failed; nothing was recorded.
     #[error(transparent)]
     Store(#[from] StoreError),

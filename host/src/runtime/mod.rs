@@ -15,6 +15,7 @@ mod scheduler;
 mod state;
 mod work;
 
+pub use control::RunHold;
 pub use driver::{ReplayReport, RunOutcome};
 pub use errors::{ControlError, RunError, StartError};
 pub use scheduler::{Metrics, Residency};
@@ -73,18 +74,11 @@ impl Runtime {
     }
 
     /// A runtime that evicts waiting runs as `residency` says (server mode).
-    pub fn with_residency(
-        store: Store,
-        limits: Limits,
-        residency: Residency,
-    ) -> anyhow::Result<Runtime> {
+    pub fn with_residency(store: Store, limits: Limits, residency: Residency) -> anyhow::Result<Runtime> {
         let sandbox = Sandbox::new(limits)?;
         let mut linker = Linker::new(sandbox.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        crate::sandbox::bindings::workflow::Workflow::add_to_linker::<_, HasSelf<WorkflowState>>(
-            &mut linker,
-            |s| s,
-        )?;
+        crate::sandbox::bindings::workflow::Workflow::add_to_linker::<_, HasSelf<WorkflowState>>(&mut linker, |s| s)?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 components: ComponentCache::new(sandbox.clone(), store.clone()),
@@ -131,15 +125,8 @@ impl Runtime {
 
     /// Checks that `component` fits the workflow world and prepares it for
     /// fast instantiation.
-    pub(crate) fn prepare(
-        &self,
-        component: &LoadedComponent,
-    ) -> Result<WorkflowPre<WorkflowState>, StartError> {
-        let mut prepared = self
-            .inner
-            .prepared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+    pub(crate) fn prepare(&self, component: &LoadedComponent) -> Result<WorkflowPre<WorkflowState>, StartError> {
+        let mut prepared = self.inner.prepared.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(pre) = prepared.get(&component.sha256) {
             return Ok(pre.clone());
         }
@@ -147,11 +134,7 @@ impl Runtime {
             sha256: component.sha256.clone(),
             reason: format!("{e:#}"),
         };
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component.component)
-            .map_err(invalid)?;
+        let pre = self.inner.linker.instantiate_pre(&component.component).map_err(invalid)?;
         let pre = WorkflowPre::new(pre).map_err(invalid)?;
         prepared.insert(component.sha256.clone(), pre.clone());
         Ok(pre)
@@ -161,8 +144,7 @@ impl Runtime {
     /// id that exists returns the existing run (idempotent) when it is the
     /// same workflow, and an error otherwise.
     pub async fn start(&self, req: StartRequest) -> Result<RunMeta, StartError> {
-        serde_json::from_str::<serde_json::Value>(&req.input)
-            .map_err(|e| StartError::InvalidInput(e.to_string()))?;
+        serde_json::from_str::<serde_json::Value>(&req.input).map_err(|e| StartError::InvalidInput(e.to_string()))?;
         self.prepare(&req.component)?;
         let run_id = match req.run_id {
             Some(id) => {
@@ -181,39 +163,25 @@ impl Runtime {
             }
             return Ok(existing);
         }
-        let (meta, start) = self.new_run(
-            &req.workflow,
-            &req.component.sha256,
-            &req.input,
-            &run_id,
-            req.version,
-        );
-        let batch = vec![
-            Write::PutRun(meta.clone()),
-            Write::Append {
-                run_id: run_id.clone(),
-                record: start,
-            },
-        ];
+        let (meta, start) = self.new_run(&req.workflow, &req.component.sha256, &req.input, &run_id, req.version);
+        let batch = vec![Write::PutRun(meta.clone()), Write::Append { run_id: run_id.clone(), record: start }];
         match self.inner.store.commit(batch).await {
             Ok(()) => Ok(meta),
             // A concurrent start of the same id won: the batch was refused
             // whole, so the existing run stands and this start returns it.
-            Err(crate::store::StoreError::Commit(crate::store::CommitError::DuplicateSeq {
-                ..
-            })) => match self.inner.store.run(&run_id)? {
-                Some(existing) if existing.component_sha256 == meta.component_sha256 => {
-                    Ok(existing)
+            Err(crate::store::StoreError::Commit(crate::store::CommitError::DuplicateSeq { .. })) => {
+                match self.inner.store.run(&run_id)? {
+                    Some(existing) if existing.component_sha256 == meta.component_sha256 => Ok(existing),
+                    Some(existing) => Err(StartError::DifferentComponent {
+                        run_id,
+                        existing: existing.component_sha256,
+                        given: meta.component_sha256,
+                    }),
+                    None => Err(StartError::Store(crate::store::StoreError::Commit(
+                        crate::store::CommitError::DuplicateSeq { run_id, seq: 0 },
+                    ))),
                 }
-                Some(existing) => Err(StartError::DifferentComponent {
-                    run_id,
-                    existing: existing.component_sha256,
-                    given: meta.component_sha256,
-                }),
-                None => Err(StartError::Store(crate::store::StoreError::Commit(
-                    crate::store::CommitError::DuplicateSeq { run_id, seq: 0 },
-                ))),
-            },
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -271,29 +239,21 @@ impl Runtime {
         }
         let completion = match (&meta.status, &meta.result) {
             (RunStatus::Completed, Some(result)) => crate::journal::Completion::Ok(result.clone()),
-            _ => {
-                crate::journal::Completion::Err(meta.failure.clone().unwrap_or_else(|| {
-                    crate::journal::Failure::new("failed", "the child run failed")
-                }))
-            }
+            _ => crate::journal::Completion::Err(
+                meta.failure.clone().unwrap_or_else(|| crate::journal::Failure::new("failed", "the child run failed")),
+            ),
         };
         vec![Write::PutCompletion {
             run_id: parent.run_id.clone(),
             handle: parent.handle,
-            completion: crate::store::StoredCompletion {
-                completion,
-                arrival: self.next_arrival(),
-            },
+            completion: crate::store::StoredCompletion { completion, arrival: self.next_arrival() },
         }]
     }
 }
 
 /// Milliseconds since the Unix epoch, by the host's clock.
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// The run's PRNG seed: a hash of its id, so it is reproducible from the id
@@ -306,24 +266,16 @@ fn derive_seed(run_id: &str) -> u128 {
 
 fn new_run_id() -> String {
     use sha2::{Digest, Sha256};
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let unique = format!("{nanos}:{}:{:p}", std::process::id(), &nanos);
     let digest = Sha256::digest(unique.as_bytes());
-    format!(
-        "run-{}",
-        crate::sandbox::sha256_hex(&digest)[..16].to_owned()
-    )
+    format!("run-{}", crate::sandbox::sha256_hex(&digest)[..16].to_owned())
 }
 
 fn validate_run_id(id: &str) -> Result<(), StartError> {
     let ok = !id.is_empty()
         && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
     if ok {
         Ok(())
     } else {

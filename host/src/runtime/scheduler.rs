@@ -25,10 +25,7 @@ pub struct Residency {
 
 impl Default for Residency {
     fn default() -> Self {
-        Residency {
-            idle: None,
-            cap: Semaphore::MAX_PERMITS,
-        }
+        Residency { idle: None, cap: Semaphore::MAX_PERMITS }
     }
 }
 
@@ -128,11 +125,7 @@ impl Scheduler {
             Ok(p) => p,
             Err(_) => {
                 self.pressure.notify_one();
-                self.permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the permit semaphore is never closed")
+                self.permits.clone().acquire_owned().await.expect("the permit semaphore is never closed")
             }
         }
     }
@@ -165,12 +158,7 @@ impl Runtime {
         let mut current = arrivals.load(Ordering::Relaxed);
         loop {
             let next = current.max(floor) + 1;
-            match arrivals.compare_exchange_weak(
-                current,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+            match arrivals.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return next,
                 Err(seen) => current = seen,
             }
@@ -187,12 +175,10 @@ impl Runtime {
         also: Option<crate::store::Write>,
     ) {
         let event = Event::Completion { handle, completion };
-        let Err(Event::Completion { completion, .. }) = self.inner.scheduler.send(run_id, event)
-        else {
+        let Err(Event::Completion { completion, .. }) = self.inner.scheduler.send(run_id, event) else {
             return;
         };
-        self.persist_completion(run_id, handle, completion, also)
-            .await;
+        self.persist_completion(run_id, handle, completion, also).await;
     }
 
     pub(crate) async fn persist_completion(
@@ -203,8 +189,7 @@ impl Runtime {
         also: Option<crate::store::Write>,
     ) {
         use crate::store::{StoredCompletion, Write};
-        let run_is_live =
-            matches!(self.store().run(run_id), Ok(Some(meta)) if !meta.status.is_final());
+        let run_is_live = matches!(self.store().run(run_id), Ok(Some(meta)) if !meta.status.is_final());
         if !run_is_live {
             return;
         }
@@ -212,10 +197,7 @@ impl Runtime {
         let mut batch = vec![Write::PutCompletion {
             run_id: run_id.to_owned(),
             handle,
-            completion: StoredCompletion {
-                completion,
-                arrival,
-            },
+            completion: StoredCompletion { completion, arrival },
         }];
         batch.extend(also);
         match self.store().commit(batch).await {
@@ -240,18 +222,14 @@ impl Runtime {
             let mut outcome = rt.drive_claimed(&run_id).await;
             // A run that continued as new goes on with its next generation,
             // unless someone else claimed it meanwhile.
-            while matches!(outcome, Ok(super::driver::Driven::Continued))
-                && rt.inner.scheduler.claim(&run_id)
-            {
+            while matches!(outcome, Ok(super::driver::Driven::Continued)) && rt.inner.scheduler.claim(&run_id) {
                 outcome = rt.drive_claimed(&run_id).await;
             }
             drop(permit);
             match outcome {
                 Ok(_) => {}
                 Err(
-                    super::RunError::UnknownActivity { .. }
-                    | super::RunError::Store(_)
-                    | super::RunError::Commit(_),
+                    super::RunError::UnknownActivity { .. } | super::RunError::Store(_) | super::RunError::Commit(_),
                 ) => {}
                 Err(e) => tracing::debug!(run_id, error = %e, "run stopped"),
             }

@@ -14,8 +14,7 @@
 use super::errors::RunError;
 use super::Runtime;
 use crate::journal::{
-    ActivityOptions, Completion, Divergence, Entry, Failure, HostCall, JournalCursor, Record,
-    Reply, Step,
+    ActivityOptions, Completion, Divergence, Entry, Failure, HostCall, JournalCursor, Record, Reply, Step,
 };
 use crate::sandbox::{GuestLimits, WorkflowClock};
 use crate::store::{RunMeta, StoredCompletion, Write};
@@ -67,20 +66,10 @@ pub(crate) enum Event {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Operation {
-    Activity {
-        name: String,
-        input: String,
-        options: ActivityOptions,
-    },
-    Timer {
-        due_ms: u64,
-    },
-    Signal {
-        name: String,
-    },
-    Child {
-        run_id: String,
-    },
+    Activity { name: String, input: String, options: ActivityOptions },
+    Timer { due_ms: u64 },
+    Signal { name: String },
+    Child { run_id: String },
 }
 
 /// What to delete once a buffered completion or signal is consumed.
@@ -93,14 +82,8 @@ pub(crate) enum Cleanup {
 impl Cleanup {
     fn write(self, run_id: &str) -> Write {
         match self {
-            Cleanup::Completion(handle) => Write::DeleteCompletion {
-                run_id: run_id.to_owned(),
-                handle,
-            },
-            Cleanup::Signal(seq) => Write::DeleteSignal {
-                run_id: run_id.to_owned(),
-                seq,
-            },
+            Cleanup::Completion(handle) => Write::DeleteCompletion { run_id: run_id.to_owned(), handle },
+            Cleanup::Signal(seq) => Write::DeleteSignal { run_id: run_id.to_owned(), seq },
         }
     }
 }
@@ -111,11 +94,7 @@ pub(crate) enum HandleState {
     Pending,
     /// Complete and not consumed yet; `cleanup` is the write that removes
     /// its buffered source once it is consumed.
-    Ready {
-        completion: Completion,
-        arrival: u64,
-        cleanup: Option<Cleanup>,
-    },
+    Ready { completion: Completion, arrival: u64, cleanup: Option<Cleanup> },
     /// Consumed by an await; awaiting again returns the same completion.
     Consumed(Completion),
 }
@@ -175,10 +154,7 @@ pub struct WorkflowState {
 
 impl WasiView for WorkflowState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -201,17 +177,7 @@ pub(crate) struct StateParts {
 
 impl WorkflowState {
     pub(crate) fn new(parts: StateParts) -> Self {
-        let StateParts {
-            meta,
-            mode,
-            records,
-            seed,
-            start_ms,
-            limits,
-            rt,
-            events,
-            idle,
-        } = parts;
+        let StateParts { meta, mode, records, seed, start_ms, limits, rt, events, idle } = parts;
         let clock = WorkflowClock::new(start_ms);
         let replaying = Arc::new(AtomicBool::new(true));
         let cursor = JournalCursor::new(records);
@@ -273,11 +239,7 @@ impl WorkflowState {
     pub(crate) fn append(&mut self, entry: Entry) -> Record {
         let at_ms = super::now_ms().max(self.clock.now_ms());
         self.clock.set(at_ms);
-        let record = Record {
-            seq: self.next_seq,
-            at_ms,
-            entry,
-        };
+        let record = Record { seq: self.next_seq, at_ms, entry };
         self.next_seq += 1;
         if record.seq == JOURNAL_WARNING_ENTRIES {
             tracing::warn!(
@@ -287,10 +249,7 @@ impl WorkflowState {
             );
         }
         if self.mode == Mode::Live {
-            self.pending.push(Write::Append {
-                run_id: self.meta.id.clone(),
-                record: record.clone(),
-            });
+            self.pending.push(Write::Append { run_id: self.meta.id.clone(), record: record.clone() });
         }
         record
     }
@@ -308,10 +267,7 @@ impl WorkflowState {
 
     pub(crate) fn contract(&mut self, message: String) -> wasmtime::Error {
         let run_id = self.meta.id.clone();
-        self.stop_with(RunError::Contract {
-            run_id,
-            failure: Failure::new("contract-violation", message),
-        })
+        self.stop_with(RunError::Contract { run_id, failure: Failure::new("contract-violation", message) })
     }
 
     /// Replays `call` or reports that it is live. Live in check mode stops.
@@ -343,10 +299,7 @@ impl WorkflowState {
             }
             None => {
                 self.go_live()?;
-                self.append(Entry::Call {
-                    call: HostCall::Patched { change_id },
-                    reply: Reply::Bool { value: true },
-                });
+                self.append(Entry::Call { call: HostCall::Patched { change_id }, reply: Reply::Bool { value: true } });
                 Ok(true)
             }
         }
@@ -380,12 +333,8 @@ impl WorkflowState {
         self.replaying.store(false, Ordering::Relaxed);
         tracing::debug!(run_id = %self.meta.id, seq = self.next_seq, "replay done; live");
         self.absorb_store(true)?;
-        let pending: Vec<u32> = self
-            .handles
-            .iter()
-            .filter(|(_, h)| matches!(h.state, HandleState::Pending))
-            .map(|(id, _)| *id)
-            .collect();
+        let pending: Vec<u32> =
+            self.handles.iter().filter(|(_, h)| matches!(h.state, HandleState::Pending)).map(|(id, _)| *id).collect();
         for handle in pending {
             self.start_work(handle)?;
         }
@@ -401,22 +350,11 @@ impl WorkflowState {
             Ok(rows) => rows,
             Err(e) => return Err(self.stop_with(e.into())),
         };
-        for (
-            handle,
-            StoredCompletion {
-                completion,
-                arrival,
-            },
-        ) in completions
-        {
+        for (handle, StoredCompletion { completion, arrival }) in completions {
             let cleanup = Cleanup::Completion(handle);
             match self.handles.get_mut(&handle) {
                 Some(h) if matches!(h.state, HandleState::Pending) => {
-                    h.state = HandleState::Ready {
-                        completion,
-                        arrival,
-                        cleanup: Some(cleanup),
-                    };
+                    h.state = HandleState::Ready { completion, arrival, cleanup: Some(cleanup) };
                 }
                 _ if at_go_live => self.pending.push(cleanup.write(&self.meta.id)),
                 _ => {}
@@ -457,12 +395,7 @@ impl WorkflowState {
     /// start entry commit together with the parent's entry, and only then
     /// does the child start. A workflow that is not deployed completes the
     /// handle with a `workflow-not-found` failure.
-    pub(crate) async fn start_child_run(
-        &mut self,
-        handle: u32,
-        workflow: &str,
-        input: &str,
-    ) -> wasmtime::Result<()> {
+    pub(crate) async fn start_child_run(&mut self, handle: u32, workflow: &str, input: &str) -> wasmtime::Result<()> {
         let child_id = format!("{}:{handle}", self.meta.id);
         let deployment = match self.rt.store().deployment(workflow) {
             Ok(d) => d,
@@ -477,10 +410,7 @@ impl WorkflowState {
                 format!("no workflow named {workflow:?} is deployed (child workflows need `cairn serve` and `cairn deploy`)"),
             );
             let arrival = self.rt.next_arrival();
-            let completion = StoredCompletion {
-                completion: Completion::Err(failure),
-                arrival,
-            };
+            let completion = StoredCompletion { completion: Completion::Err(failure), arrival };
             self.pending.push(Write::PutCompletion {
                 run_id: self.meta.id.clone(),
                 handle,
@@ -495,23 +425,11 @@ impl WorkflowState {
             }
             return Ok(());
         };
-        let (mut meta, start) = self.rt.new_run(
-            workflow,
-            &version.sha256,
-            input,
-            &child_id,
-            Some(version.version),
-        );
-        meta.parent = Some(crate::store::ParentLink {
-            run_id: self.meta.id.clone(),
-            handle,
-        });
+        let (mut meta, start) = self.rt.new_run(workflow, &version.sha256, input, &child_id, Some(version.version));
+        meta.parent = Some(crate::store::ParentLink { run_id: self.meta.id.clone(), handle });
         let mut batch = self.take_pending();
         batch.push(Write::PutRun(meta));
-        batch.push(Write::Append {
-            run_id: child_id.clone(),
-            record: start,
-        });
+        batch.push(Write::Append { run_id: child_id.clone(), record: start });
         if let Err(e) = self.rt.store().commit(batch).await {
             return Err(self.stop_with(e.into()));
         }
@@ -534,11 +452,7 @@ impl WorkflowState {
             return Ok(());
         };
         match h.operation.clone() {
-            Operation::Activity {
-                name,
-                input,
-                options,
-            } => {
+            Operation::Activity { name, input, options } => {
                 if let Some((component, _)) = crate::activity::split_name(&name) {
                     if !self.rt.activities().has(component) {
                         let error = RunError::UnknownActivity {
@@ -550,20 +464,10 @@ impl WorkflowState {
                         return Err(self.stop_with(error));
                     }
                 }
-                let task = crate::activity::ActivityTask {
-                    run_id: self.meta.id.clone(),
-                    handle,
-                    name,
-                    input,
-                    options,
-                };
+                let task = crate::activity::ActivityTask { run_id: self.meta.id.clone(), handle, name, input, options };
                 self.rt.work().start_activity(&self.rt, task);
             }
-            Operation::Timer { due_ms } => {
-                self.rt
-                    .work()
-                    .start_timer(&self.rt, &self.meta.id, handle, due_ms)
-            }
+            Operation::Timer { due_ms } => self.rt.work().start_timer(&self.rt, &self.meta.id, handle, due_ms),
             // A child exists from the commit of its start-child entry on,
             // and reports its end to the parent's completions.
             Operation::Signal { .. } | Operation::Child { .. } => {}
@@ -582,24 +486,13 @@ impl WorkflowState {
             Some(other) => return Err(self.contract(format!("journal replied {other} to {call}"))),
             None => {
                 let Ok(handle) = u32::try_from(self.next_seq) else {
-                    return Err(self.contract(
-                        "the journal is too long for more handles; use continue-as-new".into(),
-                    ));
+                    return Err(self.contract("the journal is too long for more handles; use continue-as-new".into()));
                 };
-                self.append(Entry::Call {
-                    call,
-                    reply: Reply::Handle { handle },
-                });
+                self.append(Entry::Call { call, reply: Reply::Handle { handle } });
                 handle
             }
         };
-        self.handles.insert(
-            handle,
-            Handle {
-                operation,
-                state: HandleState::Pending,
-            },
-        );
+        self.handles.insert(handle, Handle { operation, state: HandleState::Pending });
         Ok(handle)
     }
 
@@ -628,37 +521,20 @@ impl WorkflowState {
         loop {
             if let Some(seq) = self.cancel_request.take() {
                 let cleanup = Some(Cleanup::Signal(seq));
-                let completion =
-                    Completion::Err(Failure::new("cancelled", "the run was cancelled"));
+                let completion = Completion::Err(Failure::new("cancelled", "the run was cancelled"));
                 return Ok((wanted[0], completion, Source::Known { cleanup }));
             }
             if let Some(handle) = self.pick_ready(wanted) {
-                if let Some(Handle {
-                    state:
-                        HandleState::Ready {
-                            completion,
-                            cleanup,
-                            ..
-                        },
-                    ..
-                }) = self.handles.get_mut(&handle)
+                if let Some(Handle { state: HandleState::Ready { completion, cleanup, .. }, .. }) =
+                    self.handles.get_mut(&handle)
                 {
-                    return Ok((
-                        handle,
-                        completion.clone(),
-                        Source::Known {
-                            cleanup: cleanup.take(),
-                        },
-                    ));
+                    return Ok((handle, completion.clone(), Source::Known { cleanup: cleanup.take() }));
                 }
             }
-            let consumed =
-                wanted
-                    .iter()
-                    .find_map(|h| match self.handles.get(h).map(|h| &h.state) {
-                        Some(HandleState::Consumed(c)) => Some((*h, c.clone())),
-                        _ => None,
-                    });
+            let consumed = wanted.iter().find_map(|h| match self.handles.get(h).map(|h| &h.state) {
+                Some(HandleState::Consumed(c)) => Some((*h, c.clone())),
+                _ => None,
+            });
             if let Some((handle, completion)) = consumed {
                 return Ok((handle, completion, Source::Known { cleanup: None }));
             }
@@ -695,19 +571,11 @@ impl WorkflowState {
             return Ok(None); // cancelled meanwhile
         }
         if let Operation::Timer { due_ms } = h.operation {
-            self.pending.push(Write::DeleteTimer {
-                due_ms,
-                run_id: self.meta.id.clone(),
-                handle,
-            });
+            self.pending.push(Write::DeleteTimer { due_ms, run_id: self.meta.id.clone(), handle });
         }
         if wanted.contains(&handle) {
             if let Some(h) = self.handles.get_mut(&handle) {
-                h.state = HandleState::Ready {
-                    completion: completion.clone(),
-                    arrival: 0,
-                    cleanup: None,
-                };
+                h.state = HandleState::Ready { completion: completion.clone(), arrival: 0, cleanup: None };
             }
             return Ok(Some(completion));
         }
@@ -716,21 +584,14 @@ impl WorkflowState {
         batch.push(Write::PutCompletion {
             run_id: self.meta.id.clone(),
             handle,
-            completion: StoredCompletion {
-                completion: completion.clone(),
-                arrival,
-            },
+            completion: StoredCompletion { completion: completion.clone(), arrival },
         });
         if let Err(e) = self.rt.store().commit(batch).await {
             return Err(self.stop_with(e.into()));
         }
         let cleanup = Some(Cleanup::Completion(handle));
         if let Some(h) = self.handles.get_mut(&handle) {
-            h.state = HandleState::Ready {
-                completion,
-                arrival,
-                cleanup,
-            };
+            h.state = HandleState::Ready { completion, arrival, cleanup };
         }
         Ok(None)
     }
@@ -776,19 +637,9 @@ impl WorkflowState {
     }
 
     /// Journals the consumption of a completion among `wanted`.
-    pub(crate) async fn consume(
-        &mut self,
-        call: HostCall,
-        wanted: &[u32],
-    ) -> wasmtime::Result<(u32, Completion)> {
+    pub(crate) async fn consume(&mut self, call: HostCall, wanted: &[u32]) -> wasmtime::Result<(u32, Completion)> {
         let (handle, completion, source) = self.wait_for(wanted).await?;
-        self.append(Entry::Call {
-            call,
-            reply: Reply::Completed {
-                handle,
-                completion: completion.clone(),
-            },
-        });
+        self.append(Entry::Call { call, reply: Reply::Completed { handle, completion: completion.clone() } });
         match source {
             Source::Known { cleanup } => {
                 if let Some(cleanup) = cleanup {
@@ -817,9 +668,7 @@ impl WorkflowState {
             return Err(self.contract("await-any was called with no handles".into()));
         }
         if let Some(unknown) = handles.iter().find(|h| !self.handles.contains_key(h)) {
-            return Err(self.contract(format!(
-                "awaited handle #{unknown}, which this run never created"
-            )));
+            return Err(self.contract(format!("awaited handle #{unknown}, which this run never created")));
         }
         Ok(())
     }
@@ -851,11 +700,7 @@ impl WorkflowState {
                 if live {
                     self.rt.work().abort(&run_id, h);
                     if let Operation::Timer { due_ms } = handle.operation {
-                        self.pending.push(Write::DeleteTimer {
-                            due_ms,
-                            run_id,
-                            handle: h,
-                        });
+                        self.pending.push(Write::DeleteTimer { due_ms, run_id, handle: h });
                     }
                 }
             }
@@ -871,11 +716,8 @@ impl WorkflowState {
         if let Some(handle) = self.handles.get_mut(&h) {
             // Arrival 0: a cancelled handle is "complete" before anything
             // that arrives from outside, on every replay alike.
-            handle.state = HandleState::Ready {
-                completion: Completion::Err(Failure::cancelled()),
-                arrival: 0,
-                cleanup: None,
-            };
+            handle.state =
+                HandleState::Ready { completion: Completion::Err(Failure::cancelled()), arrival: 0, cleanup: None };
         }
     }
 }

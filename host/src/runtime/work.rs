@@ -68,8 +68,7 @@ impl Work {
         let task = tokio::spawn(async move {
             let _ = registered.await;
             let completion = produce.await;
-            rt.deliver(&task_key.0, task_key.1, completion, cleanup)
-                .await;
+            rt.deliver(&task_key.0, task_key.1, completion, cleanup).await;
             work.lock().remove(&task_key);
         });
         running.insert(key, task.abort_handle());
@@ -80,18 +79,12 @@ impl Work {
     pub fn start_activity(&self, rt: &Runtime, task: ActivityTask) {
         let runner = rt.activities().clone();
         let (run_id, handle) = (task.run_id.clone(), task.handle);
-        self.spawn(rt, &run_id, handle, None, async move {
-            runner.execute(task).await
-        });
+        self.spawn(rt, &run_id, handle, None, async move { runner.execute(task).await });
     }
 
     /// Arms a timer that delivers `ok(null)` at `due_ms`.
     pub fn start_timer(&self, rt: &Runtime, run_id: &str, handle: u32, due_ms: u64) {
-        let disarm = Write::DeleteTimer {
-            due_ms,
-            run_id: run_id.to_owned(),
-            handle,
-        };
+        let disarm = Write::DeleteTimer { due_ms, run_id: run_id.to_owned(), handle };
         self.spawn(rt, run_id, handle, Some(disarm), async move {
             let delay = due_ms.saturating_sub(super::now_ms());
             tokio::time::sleep(Duration::from_millis(delay)).await;

@@ -57,42 +57,25 @@ pub struct ComponentCache {
 impl ComponentCache {
     /// A cache over `store`.
     pub fn new(sandbox: Sandbox, store: Store) -> Self {
-        ComponentCache {
-            sandbox,
-            store,
-            memo: Arc::default(),
-        }
+        ComponentCache { sandbox, store, memo: Arc::default() }
     }
 
     /// Loads component bytes (from a file or an upload) and makes sure the
     /// bytes and the artifact are stored. `what` names the source in errors.
-    pub async fn load_bytes(
-        &self,
-        what: &str,
-        bytes: Vec<u8>,
-    ) -> Result<LoadedComponent, LoadError> {
+    pub async fn load_bytes(&self, what: &str, bytes: Vec<u8>) -> Result<LoadedComponent, LoadError> {
         let sha256 = sha256_hex(&bytes);
         if let Some(component) = self.memoised(&sha256) {
             return Ok(LoadedComponent { sha256, component });
         }
         if self.store.component(&sha256)?.is_none() {
-            self.store
-                .commit(vec![Write::PutComponent {
-                    sha256: sha256.clone(),
-                    bytes: bytes.into(),
-                }])
-                .await?;
+            self.store.commit(vec![Write::PutComponent { sha256: sha256.clone(), bytes: bytes.into() }]).await?;
         }
         self.compiled(what, &sha256).await
     }
 
     /// Compiles component bytes without storing anything (for replay
     /// checks, which must write nothing).
-    pub async fn load_transient(
-        &self,
-        what: &str,
-        bytes: Vec<u8>,
-    ) -> Result<LoadedComponent, LoadError> {
+    pub async fn load_transient(&self, what: &str, bytes: Vec<u8>) -> Result<LoadedComponent, LoadError> {
         let sha256 = sha256_hex(&bytes);
         if let Some(component) = self.memoised(&sha256) {
             return Ok(LoadedComponent { sha256, component });
@@ -100,14 +83,8 @@ impl ComponentCache {
         let engine = self.sandbox.engine().clone();
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
             .await
-            .map_err(|e| LoadError::Invalid {
-                what: what.to_owned(),
-                reason: e.to_string(),
-            })?
-            .map_err(|e| LoadError::Invalid {
-                what: what.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
+            .map_err(|e| LoadError::Invalid { what: what.to_owned(), reason: e.to_string() })?
+            .map_err(|e| LoadError::Invalid { what: what.to_owned(), reason: format!("{e:#}") })?;
         Ok(LoadedComponent { sha256, component })
     }
 
@@ -126,32 +103,15 @@ impl ComponentCache {
         if self.store.component(&sha256)?.is_none() {
             let engine = self.sandbox.engine().clone();
             let source = bytes.clone();
-            let artifact =
-                tokio::task::spawn_blocking(move || engine.precompile_component(&source))
-                    .await
-                    .map_err(|e| LoadError::Invalid {
-                        what: what.to_owned(),
-                        reason: e.to_string(),
-                    })?
-                    .map_err(|e| LoadError::Invalid {
-                        what: what.to_owned(),
-                        reason: format!("{e:#}"),
-                    })?;
+            let artifact = tokio::task::spawn_blocking(move || engine.precompile_component(&source))
+                .await
+                .map_err(|e| LoadError::Invalid { what: what.to_owned(), reason: e.to_string() })?
+                .map_err(|e| LoadError::Invalid { what: what.to_owned(), reason: format!("{e:#}") })?;
             // SAFETY: produced just above by this engine.
             let component = unsafe { Component::deserialize(self.sandbox.engine(), &artifact) }
-                .map_err(|e| LoadError::Invalid {
-                    what: what.to_owned(),
-                    reason: format!("{e:#}"),
-                })?;
-            writes.push(Write::PutComponent {
-                sha256: sha256.clone(),
-                bytes: bytes.into(),
-            });
-            writes.push(Write::PutCompiled {
-                sha256: sha256.clone(),
-                engine: fingerprint,
-                bytes: artifact,
-            });
+                .map_err(|e| LoadError::Invalid { what: what.to_owned(), reason: format!("{e:#}") })?;
+            writes.push(Write::PutComponent { sha256: sha256.clone(), bytes: bytes.into() });
+            writes.push(Write::PutCompiled { sha256: sha256.clone(), engine: fingerprint, bytes: artifact });
             return Ok((self.remember(&sha256, component), writes));
         }
         Ok((self.load_stored(&sha256).await?, writes))
@@ -160,20 +120,13 @@ impl ComponentCache {
     /// Loads a stored component by hash.
     pub async fn load_stored(&self, sha256: &str) -> Result<LoadedComponent, LoadError> {
         if let Some(component) = self.memoised(sha256) {
-            return Ok(LoadedComponent {
-                sha256: sha256.to_owned(),
-                component,
-            });
+            return Ok(LoadedComponent { sha256: sha256.to_owned(), component });
         }
         self.compiled(&format!("component {sha256}"), sha256).await
     }
 
     fn memoised(&self, sha256: &str) -> Option<Component> {
-        self.memo
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(sha256)
-            .cloned()
+        self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(sha256).cloned()
     }
 
     async fn compiled(&self, what: &str, sha256: &str) -> Result<LoadedComponent, LoadError> {
@@ -189,50 +142,24 @@ impl ComponentCache {
                 }
             }
         }
-        let bytes = self
-            .store
-            .component(sha256)?
-            .ok_or_else(|| LoadError::Missing(sha256.to_owned()))?;
+        let bytes = self.store.component(sha256)?.ok_or_else(|| LoadError::Missing(sha256.to_owned()))?;
         let started = std::time::Instant::now();
         let artifact = tokio::task::spawn_blocking(move || engine.precompile_component(&bytes))
             .await
-            .map_err(|e| LoadError::Invalid {
-                what: what.to_owned(),
-                reason: e.to_string(),
-            })?
-            .map_err(|e| LoadError::Invalid {
-                what: what.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
-        tracing::debug!(
-            sha256,
-            ms = started.elapsed().as_millis() as u64,
-            "compiled component"
-        );
+            .map_err(|e| LoadError::Invalid { what: what.to_owned(), reason: e.to_string() })?
+            .map_err(|e| LoadError::Invalid { what: what.to_owned(), reason: format!("{e:#}") })?;
+        tracing::debug!(sha256, ms = started.elapsed().as_millis() as u64, "compiled component");
         // SAFETY: produced just above by this engine.
         let component = unsafe { Component::deserialize(self.sandbox.engine(), &artifact) }
-            .map_err(|e| LoadError::Invalid {
-                what: what.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
+            .map_err(|e| LoadError::Invalid { what: what.to_owned(), reason: format!("{e:#}") })?;
         self.store
-            .commit(vec![Write::PutCompiled {
-                sha256: sha256.to_owned(),
-                engine: fingerprint,
-                bytes: artifact,
-            }])
+            .commit(vec![Write::PutCompiled { sha256: sha256.to_owned(), engine: fingerprint, bytes: artifact }])
             .await?;
         Ok(self.remember(sha256, component))
     }
 
     fn remember(&self, sha256: &str, component: Component) -> LoadedComponent {
-        self.memo
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(sha256.to_owned(), component.clone());
-        LoadedComponent {
-            sha256: sha256.to_owned(),
-            component,
-        }
+        self.memo.lock().unwrap_or_else(|e| e.into_inner()).insert(sha256.to_owned(), component.clone());
+        LoadedComponent { sha256: sha256.to_owned(), component }
     }
 }

@@ -21,11 +21,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_memory_bytes: 256 << 20,
-            step_budget_ms: 10_000,
-            max_wasm_stack: 512 << 10,
-        }
+        Limits { max_memory_bytes: 256 << 20, step_budget_ms: 10_000, max_wasm_stack: 512 << 10 }
     }
 }
 
@@ -65,29 +61,15 @@ pub struct MemoryLimitExceeded {
 }
 
 impl ResourceLimiter for GuestLimits {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.max_memory_bytes {
             self.memory_denied = true;
-            return Err(MemoryLimitExceeded {
-                desired,
-                limit: self.max_memory_bytes,
-            }
-            .into());
+            return Err(MemoryLimitExceeded { desired, limit: self.max_memory_bytes }.into());
         }
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -146,11 +128,7 @@ impl Sandbox {
                 }
             })
             .expect("spawning the epoch thread");
-        Ok(Sandbox {
-            engine,
-            limits,
-            fingerprint,
-        })
+        Ok(Sandbox { engine, limits, fingerprint })
     }
 
     /// The engine.

@@ -60,9 +60,7 @@ impl HostMonotonicClock for MonotonicClock {
     }
     fn now(&self) -> u64 {
         let c = &self.0;
-        c.now_ms()
-            .saturating_sub(c.start_ms.load(Ordering::Relaxed))
-            * 1_000_000
+        c.now_ms().saturating_sub(c.start_ms.load(Ordering::Relaxed)) * 1_000_000
     }
 }
 
@@ -106,11 +104,7 @@ pub struct GuestOutput {
 impl GuestOutput {
     /// Output for the run or activity named `label`.
     pub fn new(label: &str, stream: &'static str, suppressed: Arc<AtomicBool>) -> Self {
-        GuestOutput {
-            label: label.into(),
-            stream,
-            suppressed,
-        }
+        GuestOutput { label: label.into(), stream, suppressed }
     }
 }
 
@@ -122,10 +116,7 @@ impl IsTerminal for GuestOutput {
 
 impl StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
-            out: self.clone(),
-            line: Vec::new(),
-        })
+        Box::new(LineWriter { out: self.clone(), line: Vec::new() })
     }
 }
 
@@ -147,11 +138,7 @@ impl LineWriter {
 }
 
 impl AsyncWrite for LineWriter {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         for &b in buf {
             if b == b'\n' {
                 self.emit();
@@ -173,12 +160,7 @@ impl AsyncWrite for LineWriter {
 /// Virtual WASI for a workflow: clocks read workflow time, randomness comes
 /// from the run's seed, no environment, arguments, files or sockets, and
 /// output goes to the run's log (suppressed during replay).
-pub fn workflow_wasi(
-    run_id: &str,
-    seed: u128,
-    clock: &WorkflowClock,
-    replaying: &Arc<AtomicBool>,
-) -> WasiCtx {
+pub fn workflow_wasi(run_id: &str, seed: u128, clock: &WorkflowClock, replaying: &Arc<AtomicBool>) -> WasiCtx {
     WasiCtx::builder()
         .wall_clock(WallClock(clock.clone()))
         .monotonic_clock(MonotonicClock(clock.clone()))

@@ -8,10 +8,7 @@
 mod schema;
 mod writer;
 
-pub use schema::{
-    ComponentKind, Deployment, ParentLink, RunMeta, RunStatus, StoredCompletion, StoredSignal,
-    Version,
-};
+pub use schema::{ComponentKind, Deployment, ParentLink, RunMeta, RunStatus, StoredCompletion, StoredSignal, Version};
 pub use writer::{Batch, CommitError, GroupCommitWriter, Write};
 
 use crate::journal::{self, DecodeError, Record};
@@ -82,19 +79,13 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store in `dir`, as `dir/cairn.redb`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
-            path: dir.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
         let path = dir.join("cairn.redb");
         let db = Database::builder()
             // redb's default cache is 1 GiB and counts toward RSS.
             .set_cache_size(64 << 20)
             .create(&path)
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
         let txn = db.begin_write().map_err(db_err)?;
         create_tables(&txn).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
@@ -118,8 +109,7 @@ impl Store {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(RUNS).map_err(db_err)?;
         let row = table.get(run_id).map_err(db_err)?;
-        row.map(|v| parse_row("runs", run_id, v.value()))
-            .transpose()
+        row.map(|v| parse_row("runs", run_id, v.value())).transpose()
     }
 
     /// Every run's metadata.
@@ -139,10 +129,7 @@ impl Store {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(JOURNAL).map_err(db_err)?;
         let mut out = Vec::new();
-        for row in table
-            .range((run_id, 0)..=(run_id, u64::MAX))
-            .map_err(db_err)?
-        {
+        for row in table.range((run_id, 0)..=(run_id, u64::MAX)).map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
             let seq = k.value().1;
             let record = journal::decode(v.value()).map_err(|source| StoreError::Journal {
@@ -161,10 +148,7 @@ impl Store {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(HISTORY).map_err(db_err)?;
         let mut out = Vec::new();
-        for row in table
-            .range((run_id, generation, 0)..=(run_id, generation, u64::MAX))
-            .map_err(db_err)?
-        {
+        for row in table.range((run_id, generation, 0)..=(run_id, generation, u64::MAX)).map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
             let seq = k.value().2;
             let record = journal::decode(v.value()).map_err(|source| StoreError::Journal {
@@ -182,16 +166,10 @@ impl Store {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(COMPLETIONS).map_err(db_err)?;
         let mut out = Vec::new();
-        for row in table
-            .range((run_id, 0)..=(run_id, u32::MAX))
-            .map_err(db_err)?
-        {
+        for row in table.range((run_id, 0)..=(run_id, u32::MAX)).map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
             let handle = k.value().1;
-            out.push((
-                handle,
-                parse_row("completions", &format!("{run_id}/{handle}"), v.value())?,
-            ));
+            out.push((handle, parse_row("completions", &format!("{run_id}/{handle}"), v.value())?));
         }
         Ok(out)
     }
@@ -201,16 +179,10 @@ impl Store {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(SIGNALS).map_err(db_err)?;
         let mut out = Vec::new();
-        for row in table
-            .range((run_id, 0)..=(run_id, u64::MAX))
-            .map_err(db_err)?
-        {
+        for row in table.range((run_id, 0)..=(run_id, u64::MAX)).map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
             let seq = k.value().1;
-            out.push((
-                seq,
-                parse_row("signals", &format!("{run_id}/{seq}"), v.value())?,
-            ));
+            out.push((seq, parse_row("signals", &format!("{run_id}/{seq}"), v.value())?));
         }
         Ok(out)
     }
@@ -220,8 +192,7 @@ impl Store {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(DEPLOYMENTS).map_err(db_err)?;
         let row = table.get(name).map_err(db_err)?;
-        row.map(|v| parse_row("deployments", name, v.value()))
-            .transpose()
+        row.map(|v| parse_row("deployments", name, v.value())).transpose()
     }
 
     /// Every deployment, by name.
@@ -240,20 +211,14 @@ impl Store {
     pub fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(COMPONENTS).map_err(db_err)?;
-        Ok(table
-            .get(sha256)
-            .map_err(db_err)?
-            .map(|v| v.value().to_vec()))
+        Ok(table.get(sha256).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
     /// A precompiled artifact for a component and an engine fingerprint.
     pub fn compiled(&self, sha256: &str, engine: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(COMPILED).map_err(db_err)?;
-        Ok(table
-            .get((sha256, engine))
-            .map_err(db_err)?
-            .map(|v| v.value().to_vec()))
+        Ok(table.get((sha256, engine)).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
     /// Every armed timer: (due ms, run, handle).
@@ -270,14 +235,6 @@ impl Store {
     }
 }
 
-fn parse_row<T: serde::de::DeserializeOwned>(
-    table: &'static str,
-    key: &str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Row {
-        table,
-        key: key.to_owned(),
-        source,
-    })
+fn parse_row<T: serde::de::DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Row { table, key: key.to_owned(), source })
 }

@@ -8,13 +8,11 @@ use serde::{Deserialize, Serialize};
 pub(super) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 /// (run id, generation, seq) → encoded journal record of a generation that
 /// ended with continue-as-new.
-pub(super) const HISTORY: TableDefinition<(&str, u32, u64), &[u8]> =
-    TableDefinition::new("history");
+pub(super) const HISTORY: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("history");
 /// (run id, seq) → encoded journal record.
 pub(super) const JOURNAL: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("journal");
 /// (run id, handle) → [`StoredCompletion`] (JSON), until the run consumes it.
-pub(super) const COMPLETIONS: TableDefinition<(&str, u32), &[u8]> =
-    TableDefinition::new("completions");
+pub(super) const COMPLETIONS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("completions");
 /// (due ms, run id, handle) → (), one row per armed timer.
 pub(super) const TIMERS: TableDefinition<(u64, &str, u32), ()> = TableDefinition::new("timers");
 /// (run id, arrival seq) → [`StoredSignal`] (JSON): signals sent to a run and
@@ -71,23 +69,14 @@ impl RunStatus {
 
     /// Parses [`RunStatus::as_str`]'s spelling.
     pub fn parse(text: &str) -> Option<RunStatus> {
-        [
-            RunStatus::Running,
-            RunStatus::Completed,
-            RunStatus::Failed,
-            RunStatus::Diverged,
-            RunStatus::Terminated,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        [RunStatus::Running, RunStatus::Completed, RunStatus::Failed, RunStatus::Diverged, RunStatus::Terminated]
+            .into_iter()
+            .find(|s| s.as_str() == text)
     }
 
     /// Whether the run will not advance again on its own.
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Completed | RunStatus::Failed | RunStatus::Terminated
-        )
+        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Terminated)
     }
 }
 
@@ -198,6 +187,10 @@ pub struct Deployment {
     pub versions: Vec<Version>,
     /// The version new runs (or activity calls) use.
     pub current: u32,
+    /// The highest version number ever given (retired ones included), so
+    /// numbers are never reused.
+    #[serde(default)]
+    pub last_version: u32,
 }
 
 impl Deployment {

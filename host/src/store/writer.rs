@@ -160,9 +160,7 @@ impl GroupCommitWriter {
 
     /// Applies `batch` and waits until it is durable.
     pub async fn commit(&self, batch: Batch) -> Result<(), CommitError> {
-        self.submit(batch)
-            .await
-            .unwrap_or(Err(CommitError::Stopped))
+        self.submit(batch).await.unwrap_or(Err(CommitError::Stopped))
     }
 }
 
@@ -173,9 +171,7 @@ const MAX_GROUP: usize = 4096;
 fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>) {
     // Test-only crash point: kill the process right after the Nth durable
     // commit, before anyone is told it happened.
-    let crash_after: Option<u64> = std::env::var("CAIRN_CRASH_AFTER_COMMITS")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let crash_after: Option<u64> = std::env::var("CAIRN_CRASH_AFTER_COMMITS").ok().and_then(|v| v.parse().ok());
     let mut commits = 0u64;
     let mut broken: Option<String> = None;
     while let Some(first) = rx.blocking_recv() {
@@ -216,8 +212,7 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>) {
 
 fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>>, String> {
     let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| e.to_string())?;
+    txn.set_durability(Durability::Immediate).map_err(|e| e.to_string())?;
     let mut results = Vec::with_capacity(group.len());
     {
         let mut runs = txn.open_table(RUNS).map_err(|e| e.to_string())?;
@@ -231,9 +226,7 @@ fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>
         let mut compiled = txn.open_table(COMPILED).map_err(|e| e.to_string())?;
         for req in group {
             // Validate first so a refused batch writes nothing.
-            if let Some(dup) =
-                duplicate_append(&journal_t, &req.batch).map_err(|e| e.to_string())?
-            {
+            if let Some(dup) = duplicate_append(&journal_t, &req.batch).map_err(|e| e.to_string())? {
                 results.push(Err(dup));
                 continue;
             }
@@ -245,42 +238,22 @@ fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>
                             runs.insert(meta.id.as_str(), bytes.as_slice())?;
                         }
                         Write::Append { run_id, record } => {
-                            journal_t.insert(
-                                (run_id.as_str(), record.seq),
-                                journal::encode(record).as_slice(),
-                            )?;
+                            journal_t.insert((run_id.as_str(), record.seq), journal::encode(record).as_slice())?;
                         }
-                        Write::PutCompletion {
-                            run_id,
-                            handle,
-                            completion,
-                        } => {
-                            let bytes =
-                                serde_json::to_vec(completion).expect("completions serialise");
+                        Write::PutCompletion { run_id, handle, completion } => {
+                            let bytes = serde_json::to_vec(completion).expect("completions serialise");
                             completions.insert((run_id.as_str(), *handle), bytes.as_slice())?;
                         }
                         Write::DeleteCompletion { run_id, handle } => {
                             completions.remove((run_id.as_str(), *handle))?;
                         }
-                        Write::PutTimer {
-                            due_ms,
-                            run_id,
-                            handle,
-                        } => {
+                        Write::PutTimer { due_ms, run_id, handle } => {
                             timers.insert((*due_ms, run_id.as_str(), *handle), ())?;
                         }
-                        Write::DeleteTimer {
-                            due_ms,
-                            run_id,
-                            handle,
-                        } => {
+                        Write::DeleteTimer { due_ms, run_id, handle } => {
                             timers.remove((*due_ms, run_id.as_str(), *handle))?;
                         }
-                        Write::PutSignal {
-                            run_id,
-                            seq,
-                            signal,
-                        } => {
+                        Write::PutSignal { run_id, seq, signal } => {
                             let bytes = serde_json::to_vec(signal).expect("signals serialise");
                             signals.insert((run_id.as_str(), *seq), bytes.as_slice())?;
                         }
@@ -318,8 +291,7 @@ fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>
                                 timers.remove((due, run, handle))?;
                             }
                             journal_t.insert((run, 0), journal::encode(start).as_slice())?;
-                            let bytes =
-                                serde_json::to_vec(meta.as_ref()).expect("run metadata serialises");
+                            let bytes = serde_json::to_vec(meta.as_ref()).expect("run metadata serialises");
                             runs.insert(run, bytes.as_slice())?;
                         }
                         Write::PutDeployment(d) => {
@@ -329,13 +301,8 @@ fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>
                         Write::PutComponent { sha256, bytes } => {
                             components.insert(sha256.as_str(), &bytes[..])?;
                         }
-                        Write::PutCompiled {
-                            sha256,
-                            engine,
-                            bytes,
-                        } => {
-                            compiled
-                                .insert((sha256.as_str(), engine.as_str()), bytes.as_slice())?;
+                        Write::PutCompiled { sha256, engine, bytes } => {
+                            compiled.insert((sha256.as_str(), engine.as_str()), bytes.as_slice())?;
                         }
                     }
                     Ok(())
@@ -356,13 +323,10 @@ fn duplicate_append(
     let mut seen = std::collections::HashSet::new();
     for write in batch {
         if let Write::Append { run_id, record } = write {
-            let dup = !seen.insert((run_id.as_str(), record.seq))
-                || journal_t.get((run_id.as_str(), record.seq))?.is_some();
+            let dup =
+                !seen.insert((run_id.as_str(), record.seq)) || journal_t.get((run_id.as_str(), record.seq))?.is_some();
             if dup {
-                return Ok(Some(CommitError::DuplicateSeq {
-                    run_id: run_id.clone(),
-                    seq: record.seq,
-                }));
+                return Ok(Some(CommitError::DuplicateSeq { run_id: run_id.clone(), seq: record.seq }));
             }
         }
     }
