@@ -37,18 +37,13 @@ impl ActivityContext {
 
 /// Decodes the input, calls the function, encodes the result; used by
 /// [`crate::activities!`].
-pub fn dispatch_activity<I, O, F>(
-    ctx: &ActivityContext,
-    input: &str,
-    function: F,
-) -> Result<String, wit::Failure>
+pub fn dispatch_activity<I, O, F>(ctx: &ActivityContext, input: &str, function: F) -> Result<String, wit::Failure>
 where
     I: DeserializeOwned,
     O: Serialize,
     F: FnOnce(&ActivityContext, I) -> Result<O, Failure>,
 {
-    let input: I =
-        serde_json::from_str(input).map_err(|e| wit::Failure::from(Failure::invalid_input(e)))?;
+    let input: I = serde_json::from_str(input).map_err(|e| wit::Failure::from(Failure::invalid_input(e)))?;
     let output = function(ctx, input).map_err(wit::Failure::from)?;
     serde_json::to_string(&output).map_err(|e| Failure::invalid_output(e).into())
 }

@@ -28,11 +28,7 @@ pub struct Failure {
 impl Failure {
     /// A failure of the given kind with a message.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        Failure {
-            kind: kind.into(),
-            message: message.into(),
-            details: None,
-        }
+        Failure { kind: kind.into(), message: message.into(), details: None }
     }
 
     /// Attaches structured detail.
@@ -47,17 +43,11 @@ impl Failure {
     }
 
     pub(crate) fn invalid_input(err: serde_json::Error) -> Self {
-        Failure::new(
-            "invalid-input",
-            format!("the input does not match the expected type: {err}"),
-        )
+        Failure::new("invalid-input", format!("the input does not match the expected type: {err}"))
     }
 
     pub(crate) fn invalid_output(err: serde_json::Error) -> Self {
-        Failure::new(
-            "invalid-output",
-            format!("the result could not be encoded as JSON: {err}"),
-        )
+        Failure::new("invalid-output", format!("the result could not be encoded as JSON: {err}"))
     }
 
     /// The failure returned for an activity function the component does not have.
@@ -65,10 +55,7 @@ impl Failure {
     pub fn unknown_function(name: &str, known: &[&str]) -> Self {
         Failure::new(
             "unknown-function",
-            format!(
-                "this activity component has no function `{name}`; it has: {}",
-                known.join(", ")
-            ),
+            format!("this activity component has no function `{name}`; it has: {}", known.join(", ")),
         )
     }
 }
@@ -98,11 +85,7 @@ macro_rules! wit_conversions {
 
             impl From<Failure> for wit::Failure {
                 fn from(f: Failure) -> Self {
-                    wit::Failure {
-                        kind: f.kind,
-                        message: f.message,
-                        details: f.details.map(|d| d.to_string()),
-                    }
+                    wit::Failure { kind: f.kind, message: f.message, details: f.details.map(|d| d.to_string()) }
                 }
             }
         };

@@ -74,8 +74,7 @@ impl RetryPolicy {
 
     /// Adds failure kinds that end the activity without a retry.
     pub fn non_retryable<S: Into<String>>(mut self, kinds: impl IntoIterator<Item = S>) -> Self {
-        self.non_retryable_kinds
-            .extend(kinds.into_iter().map(Into::into));
+        self.non_retryable_kinds.extend(kinds.into_iter().map(Into::into));
         self
     }
 }
@@ -97,10 +96,7 @@ pub struct ActivityOptions {
 
 impl Default for ActivityOptions {
     fn default() -> Self {
-        ActivityOptions {
-            timeout: Duration::from_secs(60),
-            retry: RetryPolicy::default(),
-        }
+        ActivityOptions { timeout: Duration::from_secs(60), retry: RetryPolicy::default() }
     }
 }
 
@@ -165,10 +161,7 @@ pub struct Pending<T> {
 
 impl<T> Pending<T> {
     fn new(handle: u32) -> Self {
-        Pending {
-            handle,
-            _result: PhantomData,
-        }
+        Pending { handle, _result: PhantomData }
     }
 }
 
@@ -199,10 +192,7 @@ impl<T: DeserializeOwned> Pending<T> {
 fn decode<T: DeserializeOwned>(completion: wit::Completion) -> Result<T, Failure> {
     match completion {
         wit::Completion::Ok(json) => serde_json::from_str(&json).map_err(|e| {
-            Failure::new(
-                "invalid-result",
-                format!("the operation's result does not match the expected type: {e}"),
-            )
+            Failure::new("invalid-result", format!("the operation's result does not match the expected type: {e}"))
         }),
         wit::Completion::Err(failure) => Err(failure.into()),
     }
@@ -257,11 +247,7 @@ impl Context {
     /// let charge: serde_json::Value = ctx.activity("payments.charge", &42).get()?;
     /// # Ok(()) }
     /// ```
-    pub fn activity<I: Serialize + ?Sized, O: DeserializeOwned>(
-        &self,
-        name: &str,
-        input: &I,
-    ) -> Pending<O> {
+    pub fn activity<I: Serialize + ?Sized, O: DeserializeOwned>(&self, name: &str, input: &I) -> Pending<O> {
         self.activity_with(name, input, &ActivityOptions::default())
     }
 
@@ -274,9 +260,8 @@ impl Context {
     ) -> Pending<O> {
         // Serialising plain data cannot fail; a type whose Serialize impl
         // fails is a bug in the workflow, reported as its failure.
-        let input = serde_json::to_string(input).unwrap_or_else(|e| {
-            panic!("the input of activity {name} could not be encoded as JSON: {e}")
-        });
+        let input = serde_json::to_string(input)
+            .unwrap_or_else(|e| panic!("the input of activity {name} could not be encoded as JSON: {e}"));
         Pending::new(runtime::schedule_activity(name, &input, &options.to_wit()))
     }
 
@@ -299,14 +284,9 @@ impl Context {
     }
 
     /// Starts a child run of `workflow`.
-    pub fn child<I: Serialize + ?Sized, O: DeserializeOwned>(
-        &self,
-        workflow: &str,
-        input: &I,
-    ) -> Pending<O> {
-        let input = serde_json::to_string(input).unwrap_or_else(|e| {
-            panic!("the input of child workflow {workflow} could not be encoded as JSON: {e}")
-        });
+    pub fn child<I: Serialize + ?Sized, O: DeserializeOwned>(&self, workflow: &str, input: &I) -> Pending<O> {
+        let input = serde_json::to_string(input)
+            .unwrap_or_else(|e| panic!("the input of child workflow {workflow} could not be encoded as JSON: {e}"));
         Pending::new(runtime::start_child(workflow, &input))
     }
 
@@ -322,9 +302,8 @@ impl Context {
     /// # }
     /// ```
     pub fn continue_as_new<I: Serialize + ?Sized>(&self, input: &I) -> ! {
-        let input = serde_json::to_string(input).unwrap_or_else(|e| {
-            panic!("the input of continue-as-new could not be encoded as JSON: {e}")
-        });
+        let input = serde_json::to_string(input)
+            .unwrap_or_else(|e| panic!("the input of continue-as-new could not be encoded as JSON: {e}"));
         runtime::continue_as_new(&input);
         unreachable!("the host never returns from continue-as-new")
     }
@@ -390,8 +369,7 @@ where
     O: Serialize,
     F: FnOnce(&Context, I) -> Result<O, Failure>,
 {
-    let input: I =
-        serde_json::from_str(&input).map_err(|e| wit::Failure::from(Failure::invalid_input(e)))?;
+    let input: I = serde_json::from_str(&input).map_err(|e| wit::Failure::from(Failure::invalid_input(e)))?;
     let output = function(&Context::new(), input).map_err(wit::Failure::from)?;
     serde_json::to_string(&output).map_err(|e| Failure::invalid_output(e).into())
 }

@@ -10,3 +10,4 @@ mod hostile;
 mod replay;
 mod server;
 mod support;
+mod upgrade;

@@ -84,6 +84,11 @@ impl Api {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self.auth(self.http.delete(format!("{}{path}", self.base))).send().await.expect("DELETE");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post(path, body.to_string()).await
     }

@@ -46,12 +46,7 @@ struct Outcome {
 }
 
 fn release(ctx: &Context, reservation: &Reservation) -> Result<(), Failure> {
-    let _: Value = ctx
-        .activity(
-            "inventory.release",
-            &json!({ "reservation_id": reservation.reservation_id }),
-        )
-        .get()?;
+    let _: Value = ctx.activity("inventory.release", &json!({ "reservation_id": reservation.reservation_id })).get()?;
     Ok(())
 }
 
@@ -63,12 +58,8 @@ fn approval(ctx: &Context, order: Order) -> Result<Outcome, Failure> {
         )
         .get()?;
     ctx.set_status(&json!({ "stage": "awaiting-approval" }));
-    let outcome = |status, approved_by, charge_id| Outcome {
-        order_id: order.order_id.clone(),
-        status,
-        approved_by,
-        charge_id,
-    };
+    let outcome =
+        |status, approved_by, charge_id| Outcome { order_id: order.order_id.clone(), status, approved_by, charge_id };
 
     let decision = match ctx.signal::<Decision>("approve").get() {
         Ok(decision) => decision,
@@ -85,13 +76,12 @@ fn approval(ctx: &Context, order: Order) -> Result<Outcome, Failure> {
     }
     ctx.set_status(&json!({ "stage": "charging" }));
     let charge: Charge = ctx
-        .activity("payments.charge", &json!({ "order_id": order.order_id, "amount_cents": order.amount_cents, "card": order.card }))
+        .activity(
+            "payments.charge",
+            &json!({ "order_id": order.order_id, "amount_cents": order.amount_cents, "card": order.card }),
+        )
         .get()?;
-    Ok(outcome(
-        "charged",
-        Some(decision.by),
-        Some(charge.charge_id),
-    ))
+    Ok(outcome("charged", Some(decision.by), Some(charge.charge_id)))
 }
 
 cairn_sdk::workflow!(approval);

@@ -19,9 +19,7 @@ fn hello(ctx: &Context, input: Input) -> Result<Output, Failure> {
         return Err(Failure::new("invalid-input", "name must not be empty"));
     }
     ctx.sleep(Duration::from_millis(10));
-    Ok(Output {
-        greeting: format!("Hello, {}!", input.name),
-    })
+    Ok(Output { greeting: format!("Hello, {}!", input.name) })
 }
 
 cairn_sdk::workflow!(hello);

@@ -19,10 +19,7 @@ struct Reservation {
 
 fn reserve(_ctx: &ActivityContext, req: ReserveRequest) -> Result<Reservation, Failure> {
     if req.quantity == 0 || req.quantity > 100 {
-        return Err(Failure::new(
-            "out-of-stock",
-            format!("cannot reserve {} of {}", req.quantity, req.sku),
-        ));
+        return Err(Failure::new("out-of-stock", format!("cannot reserve {} of {}", req.quantity, req.sku)));
     }
     Ok(Reservation {
         reservation_id: format!("res_{}_{}", req.order_id, req.sku),
@@ -42,9 +39,7 @@ struct Released {
 }
 
 fn release(_ctx: &ActivityContext, req: ReleaseRequest) -> Result<Released, Failure> {
-    Ok(Released {
-        released: req.reservation_id,
-    })
+    Ok(Released { released: req.reservation_id })
 }
 
 #[derive(Deserialize)]
@@ -62,10 +57,7 @@ struct Shipment {
 
 fn ship(_ctx: &ActivityContext, req: ShipRequest) -> Result<Shipment, Failure> {
     let sku = req.reservation_id.rsplit('_').next().unwrap_or_default();
-    Ok(Shipment {
-        tracking: format!("TRK-{}-{}", req.order_id, sku),
-        address: req.address,
-    })
+    Ok(Shipment { tracking: format!("TRK-{}-{}", req.order_id, sku), address: req.address })
 }
 
 cairn_sdk::activities! {

@@ -57,14 +57,12 @@ fn order(ctx: &Context, order: Order) -> Result<Outcome, Failure> {
         .get()?;
 
     // Card networks have transient outages: retry those, never a decline.
-    let charge_options = ActivityOptions::default()
-        .timeout(Duration::from_secs(10))
-        .retry(
-            RetryPolicy::default()
-                .max_attempts(4)
-                .initial_interval(Duration::from_millis(100))
-                .non_retryable(["card-declined"]),
-        );
+    let charge_options = ActivityOptions::default().timeout(Duration::from_secs(10)).retry(
+        RetryPolicy::default()
+            .max_attempts(4)
+            .initial_interval(Duration::from_millis(100))
+            .non_retryable(["card-declined"]),
+    );
     let charge = ctx
         .activity_with::<_, Charge>(
             "payments.charge",
@@ -76,12 +74,8 @@ fn order(ctx: &Context, order: Order) -> Result<Outcome, Failure> {
         Ok(charge) => charge,
         Err(failure) => {
             // Compensate: give the stock back before reporting the failure.
-            let _: Value = ctx
-                .activity(
-                    "inventory.release",
-                    &json!({ "reservation_id": reservation.reservation_id }),
-                )
-                .get()?;
+            let _: Value =
+                ctx.activity("inventory.release", &json!({ "reservation_id": reservation.reservation_id })).get()?;
             return Ok(Outcome {
                 order_id: order.order_id,
                 status: "payment-failed",

@@ -23,18 +23,12 @@ struct Charge {
 
 fn charge(ctx: &ActivityContext, req: ChargeRequest) -> Result<Charge, Failure> {
     if req.amount_cents == 0 {
-        return Err(Failure::new(
-            "invalid-input",
-            "amount_cents must be positive",
-        ));
+        return Err(Failure::new("invalid-input", "amount_cents must be positive"));
     }
     if req.card.ends_with("0002") {
         return Err(Failure::new(
             "card-declined",
-            format!(
-                "card ending {} was declined",
-                &req.card[req.card.len() - 4..]
-            ),
+            format!("card ending {} was declined", &req.card[req.card.len() - 4..]),
         ));
     }
     if req.card.ends_with("0119") && ctx.attempt() < 3 {

@@ -41,7 +41,8 @@ pub(crate) async fn document() -> Json<Value> {
                 "summary": "Deploy a component: raw .wasm body; same bytes give the existing version",
                 "parameters": [
                     { "name": "name", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" } },
-                    { "name": "kind", "in": "query", "schema": { "type": "string", "enum": ["workflow", "activity"], "default": "workflow" } }
+                    { "name": "kind", "in": "query", "schema": { "type": "string", "enum": ["workflow", "activity"], "default": "workflow" } },
+                    { "name": "upgrade", "in": "query", "description": "compatible: move live runs of older versions that verify", "schema": { "type": "string", "enum": ["compatible", "none"] } }
                 ],
                 "requestBody": { "required": true, "content": { "application/wasm": { "schema": { "type": "string", "format": "binary" } } } },
                 "responses": merge(merge(ok("201", "Deployed"), ok("200", "Deployed")), error_responses(&["400", "401", "409", "413", "422"]))
@@ -88,6 +89,37 @@ pub(crate) async fn document() -> Json<Value> {
                 "parameters": [run_id],
                 "responses": merge(json!({ "202": { "description": "requested" } }), error_responses(&["401", "404", "409"]))
             } },
+            "/runs/{id}/upgrade": { "post": {
+                "summary": "Verify a run against another version by replay and, unless dry_run, move it there",
+                "parameters": [run_id],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["to"], "additionalProperties": false,
+                    "properties": { "to": { "type": "integer" }, "dry_run": { "type": "boolean" } } } } } },
+                "responses": merge(ok("200", "UpgradeReport"), error_responses(&["400", "401", "404", "409"]))
+            } },
+            "/workflows/{name}/versions": { "get": {
+                "summary": "A workflow's versions with their runs",
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": merge(json!({ "200": { "description": "OK" } }), error_responses(&["401", "404"]))
+            } },
+            "/workflows/{name}/versions/{version}": { "delete": {
+                "summary": "Retire a version no live run uses (not the current one)",
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "version", "in": "path", "required": true, "schema": { "type": "integer" } }],
+                "responses": merge(json!({ "200": { "description": "retired" } }), error_responses(&["400", "401", "404", "409"]))
+            } },
+            "/workflows/{name}/rollback": { "post": {
+                "summary": "Make an existing version current",
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["to"], "properties": { "to": { "type": "integer" } } } } } },
+                "responses": merge(json!({ "200": { "description": "OK" } }), error_responses(&["400", "401", "404"]))
+            } },
+            "/workflows/{name}/upgrade": { "post": {
+                "summary": "Verify every live run on `from` against `to` and move those that replay cleanly",
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["from", "to"], "additionalProperties": false,
+                    "properties": { "from": { "type": "integer" }, "to": { "type": "integer" }, "dry_run": { "type": "boolean" } } } } } },
+                "responses": merge(ok("200", "UpgradeReport"), error_responses(&["400", "401", "404", "409"]))
+            } },
             "/runs/{id}/terminate": { "post": {
                 "summary": "Terminate: stop the run at once",
                 "parameters": [run_id],
@@ -113,6 +145,12 @@ pub(crate) async fn document() -> Json<Value> {
                 "JournalPage": { "type": "object", "properties": { "entries": { "type": "array", "items": { "type": "object" } }, "next": { "type": "integer", "nullable": true } } },
                 "Deployed": { "type": "object", "properties": {
                     "name": { "type": "string" }, "kind": { "type": "string" }, "version": { "type": "integer" }, "sha256": { "type": "string" }, "created": { "type": "boolean" } } },
+                "UpgradeReport": { "type": "object", "properties": {
+                    "refused": { "type": "integer" },
+                    "runs": { "type": "array", "items": { "type": "object", "properties": {
+                        "run_id": { "type": "string" }, "outcome": { "type": "string", "enum": ["upgraded", "compatible", "refused", "skipped"] },
+                        "from": { "type": "integer", "nullable": true }, "to": { "type": "integer" }, "reason": { "type": "string" },
+                        "divergence": { "type": "object", "properties": { "seq": { "type": "integer" }, "expected": { "type": "string" }, "actual": { "type": "string" } } } } } } } },
                 "Metrics": { "type": "object", "properties": {
                     "resident": { "type": "integer" }, "evictions": { "type": "integer" }, "rebuilds": { "type": "integer" }, "finished": { "type": "integer" } } }
             }

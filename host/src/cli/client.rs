@@ -90,11 +90,20 @@ fn escape(segment: &str) -> String {
         .collect()
 }
 
-pub async fn deploy(args: &ClientArgs, name: &str, file: &Path, activity: bool) -> anyhow::Result<ExitCode> {
+pub async fn deploy(
+    args: &ClientArgs,
+    name: &str,
+    file: &Path,
+    activity: bool,
+    upgrade: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let client = Client::new(args);
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let kind = if activity { "activity" } else { "workflow" };
-    let url = format!("{}/v1/components/{}?kind={kind}", client.base, escape(name));
+    let mut url = format!("{}/v1/components/{}?kind={kind}", client.base, escape(name));
+    if let Some(upgrade) = upgrade {
+        url.push_str(&format!("&upgrade={}", escape(upgrade)));
+    }
     let body = client.send(client.http.post(url).header("content-type", "application/wasm").body(bytes)).await?;
     if args.json {
         print_json(&body);
@@ -103,7 +112,122 @@ pub async fn deploy(args: &ClientArgs, name: &str, file: &Path, activity: bool) 
     } else {
         println!("{kind} {name}: these bytes are already version {}; nothing changed", body["version"]);
     }
+    if body["upgrades"].is_array() {
+        let report = serde_json::json!({ "runs": body["upgrades"] });
+        if args.json {
+            return Ok(upgrade_exit(&report));
+        }
+        return Ok(print_upgrades(args, &report));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints an upgrade report; exit 3 if any run was refused.
+fn print_upgrades(args: &ClientArgs, report: &Value) -> ExitCode {
+    let runs = report["runs"].as_array().cloned().unwrap_or_default();
+    let refused = runs.iter().filter(|r| r["outcome"] == "refused").count();
+    if !args.json {
+        for r in &runs {
+            let id = field_of(r, "run_id");
+            match r["outcome"].as_str() {
+                Some("upgraded") => println!("{id}: upgraded v{} -> v{}", r["from"], r["to"]),
+                Some("compatible") => println!("{id}: compatible with v{} (dry run, not moved)", r["to"]),
+                Some("refused") => {
+                    let d = &r["divergence"];
+                    println!("{id}: refused, stays on v{}: diverges at seq {}", r["from"], d["seq"]);
+                    println!("    expected: {}", field_of(d, "expected"));
+                    println!("    actual:   {}", field_of(d, "actual"));
+                }
+                _ => println!("{id}: skipped ({})", field_of(r, "reason")),
+            }
+        }
+        println!("{} runs, {} refused", runs.len(), refused);
+    } else {
+        print_json(report);
+    }
+    upgrade_exit(report)
+}
+
+/// Exit 3 if any run of an upgrade report was refused.
+fn upgrade_exit(report: &Value) -> ExitCode {
+    let refused = report["runs"].as_array().into_iter().flatten().any(|r| r["outcome"] == "refused");
+    if refused {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub async fn versions(args: &ClientArgs, name: &str) -> anyhow::Result<ExitCode> {
+    let body = Client::new(args).get(&format!("/workflows/{}/versions", escape(name))).await?;
+    if args.json {
+        print_json(&body);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:>7}  {:<8}  {:<14}  {:>10}  {:>6}  SHA256", "VERSION", "CURRENT", "DEPLOYED (ms)", "LIVE RUNS", "RUNS");
+    for v in body["versions"].as_array().into_iter().flatten() {
+        println!(
+            "{:>7}  {:<8}  {:<14}  {:>10}  {:>6}  {}",
+            v["version"],
+            if v["current"] == true { "*" } else { "" },
+            v["deployed_ms"],
+            v["live_runs"],
+            v["runs"],
+            field_of(v, "sha256")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn rollback(args: &ClientArgs, name: &str, to: u32) -> anyhow::Result<ExitCode> {
+    let body = Client::new(args)
+        .post_json(&format!("/workflows/{}/rollback", escape(name)), &serde_json::json!({ "to": to }))
+        .await?;
+    if args.json {
+        print_json(&body);
+    } else {
+        println!("{name}: version {to} is current; new runs start on it");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn retire(args: &ClientArgs, name: &str, version: u32) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args);
+    let url = format!("{}/v1/workflows/{}/versions/{version}", client.base, escape(name));
+    let body = client.send(client.http.delete(url)).await?;
+    if args.json {
+        print_json(&body);
+    } else {
+        println!("{name}: version {version} retired");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn upgrade(
+    args: &ClientArgs,
+    run_id: Option<&str>,
+    workflow: Option<&str>,
+    from: Option<u32>,
+    to: u32,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args);
+    let report = match (run_id, workflow, from) {
+        (Some(id), _, _) => {
+            client
+                .post_json(
+                    &format!("/runs/{}/upgrade", escape(id)),
+                    &serde_json::json!({ "to": to, "dry_run": dry_run }),
+                )
+                .await?
+        }
+        (None, Some(name), Some(from)) => {
+            let body = serde_json::json!({ "from": from, "to": to, "dry_run": dry_run });
+            client.post_json(&format!("/workflows/{}/upgrade", escape(name)), &body).await?
+        }
+        _ => bail!("give a RUN_ID, or --workflow NAME --from A"),
+    };
+    Ok(print_upgrades(args, &report))
 }
 
 pub async fn start(

@@ -124,14 +124,18 @@ pub async fn replay(run_id: &str, data: &Path, with: Option<&Path>, limits: &Lim
         }
         None => None,
     };
-    match runtime.replay(run_id, with).await {
+    report_replay(&format!("run {run_id}"), runtime.replay(run_id, with).await)
+}
+
+fn report_replay(what: &str, result: Result<cairn_host::runtime::ReplayReport, RunError>) -> anyhow::Result<ExitCode> {
+    match result {
         Ok(report) => {
             let state = if report.finished { "finished" } else { "in progress" };
-            println!("run {run_id}: replay reproduced all {} journal entries ({state})", report.entries);
+            println!("{what}: replay reproduced all {} journal entries ({state})", report.entries);
             Ok(ExitCode::SUCCESS)
         }
         Err(RunError::Diverged { divergence, .. }) => {
-            println!("run {run_id}: replay diverged at seq {}", divergence.seq);
+            println!("{what}: replay diverged at seq {}", divergence.seq);
             println!("  expected: {}", divergence.expected);
             println!("  actual:   {}", divergence.actual);
             if let Some(backtrace) = &divergence.backtrace {
@@ -141,4 +145,49 @@ pub async fn replay(run_id: &str, data: &Path, with: Option<&Path>, limits: &Lim
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Checks new code against an exported journal, offline: the journal is
+/// loaded into a scratch store in a temporary directory and replayed there.
+pub async fn replay_file(journal: &Path, with: &Path, limits: &LimitArgs) -> anyhow::Result<ExitCode> {
+    use cairn_host::store::{RunMeta, RunStatus, Write};
+    let text = std::fs::read_to_string(journal).with_context(|| format!("cannot read {}", journal.display()))?;
+    let mut records = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let record: Record = serde_json::from_str(line).with_context(|| {
+            format!("{} line {}: not a journal entry from `cairn journal ID --json`", journal.display(), n + 1)
+        })?;
+        records.push(record);
+    }
+    let Some(Record { entry: Entry::Started { workflow, component_sha256, input, .. }, at_ms, .. }) =
+        records.first().cloned()
+    else {
+        bail!("{} does not start with a `started` entry; export it with `cairn journal ID --json`", journal.display());
+    };
+    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let store = Store::open(scratch.path())?;
+    let run_id = "replayed".to_owned();
+    let ended = records.last().is_some_and(|r| r.entry.is_terminal());
+    let meta = RunMeta {
+        id: run_id.clone(),
+        workflow,
+        component_sha256,
+        version: None,
+        status: if ended { RunStatus::Completed } else { RunStatus::Running },
+        input,
+        result: None,
+        failure: None,
+        custom_status: None,
+        parent: None,
+        generation: 0,
+        created_ms: at_ms,
+        updated_ms: at_ms,
+    };
+    let mut batch = vec![Write::PutRun(meta)];
+    batch.extend(records.into_iter().map(|record| Write::Append { run_id: run_id.clone(), record }));
+    store.commit(batch).await?;
+    let runtime = Runtime::new(store, limits.limits())?;
+    let bytes = std::fs::read(with).with_context(|| format!("cannot read {}", with.display()))?;
+    let component = runtime.components().load_transient(&with.display().to_string(), bytes).await?;
+    report_replay(&journal.display().to_string(), runtime.replay(&run_id, Some(component)).await)
 }

@@ -72,9 +72,17 @@ enum Command {
     },
     /// Re-execute a run from its journal without side effects and check
     /// that the code reproduces it. Exit 0: identical; 3: diverged.
+    ///
+    /// `cairn replay RUN_ID --data DIR [--with FILE.wasm]` checks a run in a
+    /// store; `cairn replay --journal run.json --with FILE.wasm` checks an
+    /// exported journal (`cairn journal ID --json > run.json`) offline.
     Replay {
-        /// The run id.
-        run_id: String,
+        /// The run id (not with --journal).
+        #[arg(required_unless_present = "journal")]
+        run_id: Option<String>,
+        /// A journal exported with `cairn journal ID --json`.
+        #[arg(long, conflicts_with = "run_id", requires = "with")]
+        journal: Option<PathBuf>,
         /// The store directory.
         #[arg(long, default_value = "cairn-data", env = "CAIRN_DATA")]
         data: PathBuf,
@@ -106,6 +114,57 @@ enum Command {
         /// It is an activity component.
         #[arg(long)]
         activity: bool,
+        /// `compatible`: move every live run of older versions that replays
+        /// cleanly on the new version to it.
+        #[arg(long, value_parser = ["compatible", "none"])]
+        upgrade: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List a workflow's versions with their runs.
+    Versions {
+        /// The workflow.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make an existing version current (new runs start on it).
+    Rollback {
+        /// The workflow.
+        name: String,
+        /// The version.
+        #[arg(long)]
+        to: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a version that no live run uses.
+    Retire {
+        /// The workflow.
+        name: String,
+        /// The version.
+        version: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move runs to another version, each only if its journal replays
+    /// cleanly on it. Exit 3 if any run was refused.
+    Upgrade {
+        /// One run to upgrade.
+        #[arg(required_unless_present = "workflow")]
+        run_id: Option<String>,
+        /// Upgrade every live run of this workflow on --from.
+        #[arg(long, conflicts_with = "run_id", requires = "from")]
+        workflow: Option<String>,
+        /// The version the runs are on (with --workflow).
+        #[arg(long)]
+        from: Option<u32>,
+        /// The version to move to.
+        #[arg(long)]
+        to: u32,
+        /// Verify and report; move nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -204,13 +263,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { workflow, activities, input, data, id, limits } => {
             embedded::run(&workflow, &activities, &input, &data, id, &limits).await
         }
-        Command::Replay { run_id, data, with, limits } => {
+        Command::Replay { run_id: Some(run_id), data, with, limits, .. } => {
             embedded::replay(&run_id, &data, with.as_deref(), &limits).await
         }
+        Command::Replay { journal: Some(journal), with: Some(with), limits, .. } => {
+            embedded::replay_file(&journal, &with, &limits).await
+        }
+        Command::Replay { .. } => anyhow::bail!("give a RUN_ID, or --journal FILE --with FILE.wasm"),
         Command::Serve(args) => serve::serve(args).await,
         Command::Journal { run_id, data: Some(data), client } => embedded::journal(&run_id, &data, client.json),
         Command::Journal { run_id, data: None, client } => client::journal(&client, &run_id).await,
-        Command::Deploy { name, file, activity, client } => client::deploy(&client, &name, &file, activity).await,
+        Command::Deploy { name, file, activity, upgrade, client } => {
+            client::deploy(&client, &name, &file, activity, upgrade.as_deref()).await
+        }
+        Command::Versions { name, client } => client::versions(&client, &name).await,
+        Command::Rollback { name, to, client } => client::rollback(&client, &name, to).await,
+        Command::Retire { name, version, client } => client::retire(&client, &name, version).await,
+        Command::Upgrade { run_id, workflow, from, to, dry_run, client } => {
+            client::upgrade(&client, run_id.as_deref(), workflow.as_deref(), from, to, dry_run).await
+        }
         Command::Start { workflow, id, input, wait, client } => {
             client::start(&client, &workflow, id, &input, wait).await
         }

@@ -57,7 +57,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 args.listen
             );
         }
-        tracing::warn!(listen = %args.listen, "no --token-file: requests are not authenticated; listening on loopback only");
+        if args.listen.ip().is_loopback() {
+            tracing::warn!(listen = %args.listen, "no --token-file: requests are not authenticated; listening on loopback only");
+        } else {
+            tracing::warn!(listen = %args.listen, "no --token-file and --allow-remote-without-token: ANY client that reaches this address can control every run");
+        }
     }
     let store = Store::open(&args.data)?;
     let residency = Residency { idle: Some(Duration::from_millis(args.idle_ms)), cap: args.resident_cap.max(1) };

@@ -60,7 +60,7 @@ impl Runtime {
             // A driver is starting up; it will have a mailbox in a moment.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Err(ControlError::Ended { run_id: run_id.to_owned(), status: "busy" })
+        Err(ControlError::Busy(run_id.to_owned()))
     }
 
     async fn terminate_at_rest(&self, run_id: &str, reason: &str) -> Result<(), ControlError> {

@@ -6,10 +6,7 @@ use cairn_sdk::{Context, Failure};
 use serde_json::{json, Value};
 
 fn family(ctx: &Context, names: Vec<String>) -> Result<Value, Failure> {
-    let children: Vec<_> = names
-        .iter()
-        .map(|name| ctx.child::<_, Value>("hello", &json!({ "name": name })))
-        .collect();
+    let children: Vec<_> = names.iter().map(|name| ctx.child::<_, Value>("hello", &json!({ "name": name }))).collect();
     let results: Vec<Value> = children
         .iter()
         .map(|child| match child.get() {

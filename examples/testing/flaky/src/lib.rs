@@ -10,19 +10,13 @@ use std::time::Duration;
 
 fn fail_twice(ctx: &ActivityContext, _input: Value) -> Result<Value, Failure> {
     if ctx.attempt() < 3 {
-        return Err(Failure::new(
-            "transient",
-            format!("attempt {} failed", ctx.attempt()),
-        ));
+        return Err(Failure::new("transient", format!("attempt {} failed", ctx.attempt())));
     }
     Ok(json!({ "attempt": ctx.attempt(), "key": ctx.idempotency_key() }))
 }
 
 fn declined(ctx: &ActivityContext, _input: Value) -> Result<Value, Failure> {
-    Err(Failure::new(
-        "declined",
-        format!("declined on attempt {}", ctx.attempt()),
-    ))
+    Err(Failure::new("declined", format!("declined on attempt {}", ctx.attempt())))
 }
 
 fn slow(ctx: &ActivityContext, input: Value) -> Result<Value, Failure> {

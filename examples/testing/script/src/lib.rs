@@ -19,12 +19,7 @@ fn start(ctx: &Context, step: &Value) -> Result<Pending<Value>, Failure> {
     let name = step
         .get("activity")
         .and_then(Value::as_str)
-        .ok_or_else(|| {
-            Failure::new(
-                "invalid-input",
-                format!("step {step} has neither `activity` nor `sleep_ms`"),
-            )
-        })?;
+        .ok_or_else(|| Failure::new("invalid-input", format!("step {step} has neither `activity` nor `sleep_ms`")))?;
     let num = |key: &str, default: u64| step.get(key).and_then(Value::as_u64).unwrap_or(default);
     let mut policy = RetryPolicy::default()
         .max_attempts(num("max_attempts", 3) as u32)
@@ -32,9 +27,7 @@ fn start(ctx: &Context, step: &Value) -> Result<Pending<Value>, Failure> {
     if let Some(kinds) = step.get("non_retryable").and_then(Value::as_array) {
         policy = policy.non_retryable(kinds.iter().filter_map(Value::as_str));
     }
-    let options = ActivityOptions::default()
-        .timeout(Duration::from_millis(num("timeout_ms", 5_000)))
-        .retry(policy);
+    let options = ActivityOptions::default().timeout(Duration::from_millis(num("timeout_ms", 5_000))).retry(policy);
     Ok(ctx.activity_with(name, step.get("input").unwrap_or(&Value::Null), &options))
 }
 
@@ -49,26 +42,17 @@ fn script(ctx: &Context, steps: Vec<Value>) -> Result<Value, Failure> {
     let mut results = Vec::new();
     for step in &steps {
         if let Some(racers) = step.get("race").and_then(Value::as_array) {
-            let pending = racers
-                .iter()
-                .map(|r| start(ctx, r))
-                .collect::<Result<Vec<_>, _>>()?;
-            let refs: Vec<&dyn cairn_sdk::Selectable> = pending
-                .iter()
-                .map(|p| p as &dyn cairn_sdk::Selectable)
-                .collect();
+            let pending = racers.iter().map(|r| start(ctx, r)).collect::<Result<Vec<_>, _>>()?;
+            let refs: Vec<&dyn cairn_sdk::Selectable> =
+                pending.iter().map(|p| p as &dyn cairn_sdk::Selectable).collect();
             let winner = ctx.select(&refs);
             for (i, p) in pending.iter().enumerate() {
                 if i != winner {
                     p.cancel();
                 }
             }
-            let losers: Vec<Value> = pending
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != winner)
-                .map(|(_, p)| outcome(p.get()))
-                .collect();
+            let losers: Vec<Value> =
+                pending.iter().enumerate().filter(|(i, _)| *i != winner).map(|(_, p)| outcome(p.get())).collect();
             results.push(json!({ "winner": winner, "result": outcome(pending[winner].get()), "losers": losers }));
         } else {
             results.push(outcome(start(ctx, step)?.get()));

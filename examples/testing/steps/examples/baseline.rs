@@ -1,8 +1,5 @@
 //! The `steps` workflow, variant: Baseline.
-fn run(
-    ctx: &cairn_sdk::Context,
-    input: serde_json::Value,
-) -> Result<serde_json::Value, cairn_sdk::Failure> {
+fn run(ctx: &cairn_sdk::Context, input: serde_json::Value) -> Result<serde_json::Value, cairn_sdk::Failure> {
     steps::run(ctx, input, steps::Variant::Baseline)
 }
 cairn_sdk::workflow!(run);

@@ -22,9 +22,7 @@ pub fn run(ctx: &Context, input: Value, variant: Variant) -> Result<Value, Failu
     let sku = input.get("sku").cloned().unwrap_or(Value::Null);
     let amount = input.get("amount").and_then(Value::as_u64).unwrap_or(0);
 
-    let reserve: Value = ctx
-        .activity("flaky.echo", &json!({ "step": "reserve", "sku": sku }))
-        .get()?;
+    let reserve: Value = ctx.activity("flaky.echo", &json!({ "step": "reserve", "sku": sku })).get()?;
     if variant == Variant::EarlyReturn {
         return Ok(json!({ "reserve": reserve }));
     }
@@ -34,18 +32,8 @@ pub fn run(ctx: &Context, input: Value, variant: Variant) -> Result<Value, Failu
     if variant == Variant::ExtraCall {
         ctx.sleep(Duration::from_millis(5));
     }
-    let name = if variant == Variant::Renamed {
-        "flaky.fail-twice"
-    } else {
-        "flaky.echo"
-    };
-    let amount = if variant == Variant::ChangedArg {
-        amount + 1
-    } else {
-        amount
-    };
-    let charge: Value = ctx
-        .activity(name, &json!({ "step": "charge", "amount": amount }))
-        .get()?;
+    let name = if variant == Variant::Renamed { "flaky.fail-twice" } else { "flaky.echo" };
+    let amount = if variant == Variant::ChangedArg { amount + 1 } else { amount };
+    let charge: Value = ctx.activity(name, &json!({ "step": "charge", "amount": amount })).get()?;
     Ok(json!({ "reserve": reserve, "charge": charge }))
 }

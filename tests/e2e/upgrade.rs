@@ -1,0 +1,328 @@
+//! Versions and replay-verified upgrades, against a real server.
+
+use crate::server::{Api, Server};
+use crate::support::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn shipping(version: &str) -> Vec<u8> {
+    std::fs::read(example_wasm(&format!("shipping_{version}"))).unwrap()
+}
+
+fn order(i: usize) -> Value {
+    json!({ "order_id": format!("S-{i}"), "sku": "cairn-mug", "quantity": 1, "amount_cents": 2400, "card": "4242-4242-4242-4242", "address": "1 Main St" })
+}
+
+async fn setup(api: &Api) {
+    for name in ["payments", "inventory"] {
+        assert_eq!(api.deploy(name, "activity", std::fs::read(wasm(name)).unwrap()).await.0, 201);
+    }
+    let (status, body) = api.deploy("shipping", "workflow", shipping("v1")).await;
+    assert_eq!((status, &body["version"]), (201, &json!(1)), "{body}");
+}
+
+async fn stage(api: &Api, id: &str) -> Value {
+    api.get(&format!("/runs/{id}")).await.1["custom_status"]["stage"].clone()
+}
+
+async fn wait_stage(api: &Api, id: &str, stage_name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stage(api, id).await != stage_name {
+        assert!(Instant::now() < deadline, "{id} never reached {stage_name}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts runs 0..n on the current version; runs below `past_charge` are
+/// moved past the charge (waiting for `dispatch`), the rest wait for `packed`.
+async fn park_runs(api: &Api, n: usize, past_charge: usize) {
+    for i in 0..n {
+        let (status, body) =
+            api.post_json("/runs", &json!({ "workflow": "shipping", "id": format!("s{i}"), "input": order(i) })).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    for i in 0..n {
+        wait_stage(api, &format!("s{i}"), "packing").await;
+    }
+    for i in 0..past_charge {
+        api.post_json(&format!("/runs/s{i}/signals/packed"), &json!(null)).await;
+        wait_stage(api, &format!("s{i}"), "ready").await;
+    }
+}
+
+async fn finish_all(api: &Api, n: usize) -> Vec<Value> {
+    for i in 0..n {
+        let id = format!("s{i}");
+        if stage(api, &id).await == "packing" {
+            api.post_json(&format!("/runs/{id}/signals/packed"), &json!(null)).await;
+        }
+        api.post_json(&format!("/runs/{id}/signals/dispatch"), &json!(null)).await;
+    }
+    let mut results = Vec::new();
+    for i in 0..n {
+        let run = api.wait(&format!("s{i}")).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        results.push(run);
+    }
+    results
+}
+
+fn by_outcome<'a>(report: &'a Value, outcome: &str) -> Vec<&'a Value> {
+    report["runs"].as_array().unwrap().iter().filter(|r| r["outcome"] == outcome).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_rollback_and_retire() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    setup(&api).await;
+    let (status, body) = api.deploy("shipping", "workflow", shipping("v1")).await;
+    assert_eq!(
+        (status, &body["version"], &body["created"]),
+        (200, &json!(1), &json!(false)),
+        "same bytes, same version"
+    );
+    let (status, body) = api.deploy("shipping", "workflow", shipping("v2_patched")).await;
+    assert_eq!((status, &body["version"]), (201, &json!(2)));
+
+    let (_, run) = api.post_json("/runs", &json!({ "workflow": "shipping", "id": "on2", "input": order(1) })).await;
+    assert_eq!(run["version"], 2);
+    let (status, body) = api.post_json("/workflows/shipping/rollback", &json!({ "to": 1 })).await;
+    assert_eq!((status, &body["current"]), (200, &json!(1)));
+    let (_, run) = api.post_json("/runs", &json!({ "workflow": "shipping", "id": "on1", "input": order(2) })).await;
+    assert_eq!(run["version"], 1);
+
+    let (status, error) = api.delete("/workflows/shipping/versions/2").await;
+    assert_eq!((status, error["code"].as_str()), (409, Some("version-in-use")), "{error}");
+    let (status, error) = api.delete("/workflows/shipping/versions/1").await;
+    assert_eq!((status, error["code"].as_str()), (409, Some("version-is-current")), "{error}");
+    let (status, error) = api.delete("/workflows/shipping/versions/7").await;
+    assert_eq!((status, error["code"].as_str()), (404, Some("version-not-found")), "{error}");
+
+    let output = cairn().args(["versions", "shipping", "--json", "--server", &server.url]).output().unwrap();
+    let versions = json(&expect_success(&output));
+    assert_eq!(versions["versions"][0]["live_runs"], 1);
+    assert_eq!(versions["versions"][0]["current"], true);
+    assert_eq!(versions["versions"][1]["live_runs"], 1);
+
+    // Finish the v2 run; then v2 can go, while v1's run is still live.
+    api.post_json("/runs/on2/signals/packed", &json!(null)).await;
+    api.post_json("/runs/on2/signals/dispatch", &json!(null)).await;
+    assert_eq!(api.wait("on2").await["result"]["code_version"], 2);
+    let output = cairn().args(["retire", "shipping", "2", "--server", &server.url]).output().unwrap();
+    expect_success(&output);
+    let (_, versions) = api.get("/workflows/shipping/versions").await;
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 1);
+    // Numbers are never reused.
+    let (_, body) = api.deploy("shipping", "workflow", shipping("v2_express")).await;
+    assert_eq!(body["version"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compatible_v2_upgrades_every_run_and_its_behaviour_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    setup(&api).await;
+    park_runs(&api, 4, 2).await;
+    // Deploy and upgrade in one step, with the CLI.
+    let file = example_wasm("shipping_v2_express");
+    let output = cairn()
+        .args(["deploy", "shipping"])
+        .arg(&file)
+        .args(["--upgrade", "compatible", "--json", "--server", &server.url])
+        .output()
+        .unwrap();
+    let report = json(&expect_success(&output));
+    assert_eq!(by_outcome(&json!({ "runs": report["upgrades"] }), "upgraded").len(), 4, "{report}");
+    for run in finish_all(&api, 4).await {
+        assert_eq!(run["version"], 2);
+        assert_eq!(run["result"]["code_version"], 2, "{run}");
+        assert_eq!(run["result"]["charged_cents"], 2400);
+        let (_, journal) = api.get(&format!("/runs/{}/journal", run["id"].as_str().unwrap())).await;
+        let entries = journal["entries"].as_array().unwrap();
+        let switch = entries.iter().find(|e| e["entry"] == "version-switch").expect("a version-switch entry");
+        assert_eq!((&switch["from_version"], &switch["to_version"]), (&json!(1), &json!(2)));
+        let ship = entries.iter().find(|e| e["call"]["name"] == "inventory.ship").unwrap();
+        assert!(
+            ship["call"]["input"].as_str().unwrap().contains("\"express\":true"),
+            "v2 behaviour for the rest: {ship}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_v2_is_refused_for_runs_past_the_change_with_the_exact_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    setup(&api).await;
+    park_runs(&api, 4, 2).await;
+    api.deploy("shipping", "workflow", shipping("v2_unpatched")).await;
+
+    // Dry run: reports, moves nothing.
+    let (_, report) =
+        api.post_json("/workflows/shipping/upgrade", &json!({ "from": 1, "to": 2, "dry_run": true })).await;
+    assert_eq!((by_outcome(&report, "refused").len(), by_outcome(&report, "compatible").len()), (2, 2), "{report}");
+    assert_eq!(api.get("/runs/s2").await.1["version"], 1);
+
+    let output = cairn()
+        .args(["upgrade", "--workflow", "shipping", "--from", "1", "--to", "2", "--server", &server.url])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}{}", stdout(&output), stderr(&output));
+    let text = stdout(&output);
+    for i in [0, 1] {
+        // seq 6 is the charge: the journal has 2400, v2 asks for 2900.
+        assert!(text.contains(&format!("s{i}: refused, stays on v1: diverges at seq 6")), "{text}");
+    }
+    assert!(text.contains(r#""amount_cents":2400"#) && text.contains(r#""amount_cents":2900"#), "{text}");
+    for i in [2, 3] {
+        assert!(text.contains(&format!("s{i}: upgraded v1 -> v2")), "{text}");
+    }
+    let results = finish_all(&api, 4).await;
+    for (i, run) in results.iter().enumerate() {
+        let (version, charged) = if i < 2 { (1, 2400) } else { (2, 2900) };
+        assert_eq!((&run["version"], &run["result"]["charged_cents"]), (&json!(version), &json!(charged)), "{run}");
+        assert_eq!(run["result"]["code_version"], version);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patched_makes_the_change_safe_for_runs_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    setup(&api).await;
+    park_runs(&api, 4, 2).await;
+    let (_, deployed) = api.deploy("shipping", "workflow", shipping("v2_patched")).await;
+    let (_, report) =
+        api.post_json("/workflows/shipping/upgrade", &json!({ "from": 1, "to": deployed["version"] })).await;
+    assert_eq!(by_outcome(&report, "upgraded").len(), 4, "{report}");
+    let results = finish_all(&api, 4).await;
+    for (i, run) in results.iter().enumerate() {
+        // Runs that had charged keep the old path; the others take the new one.
+        let charged = if i < 2 { 2400 } else { 2900 };
+        assert_eq!((&run["version"], &run["result"]["charged_cents"]), (&json!(2), &json!(charged)), "{run}");
+    }
+    // A new run on v2 takes the new branch.
+    api.post_json("/runs", &json!({ "workflow": "shipping", "id": "new", "input": order(9) })).await;
+    api.post_json("/runs/new/signals/packed", &json!(null)).await;
+    api.post_json("/runs/new/signals/dispatch", &json!(null)).await;
+    assert_eq!(api.wait("new").await["result"]["charged_cents"], 2900);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploying_v2_under_load_drops_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    setup(&api).await;
+    let started: std::sync::Arc<std::sync::Mutex<Vec<(String, u64)>>> = Default::default();
+    let load = {
+        let (api, started) = (Api::new(&server), started.clone());
+        tokio::spawn(async move {
+            for i in 0..80 {
+                let id = format!("load-{i}");
+                let (status, run) =
+                    api.post_json("/runs", &json!({ "workflow": "shipping", "id": id, "input": order(i) })).await;
+                assert_eq!(status, 201, "start {id}: {run}");
+                started.lock().unwrap().push((id.clone(), run["version"].as_u64().unwrap()));
+                for signal in ["packed", "dispatch"] {
+                    let (status, body) = api.post_json(&format!("/runs/{id}/signals/{signal}"), &json!(null)).await;
+                    assert_eq!(status, 202, "signal {id}: {body}");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    while started.lock().unwrap().len() < 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, body) = api.deploy("shipping", "workflow", shipping("v2_patched")).await;
+    assert_eq!(status, 201, "{body}");
+    load.await.expect("the client loop saw no failed request");
+    let started = started.lock().unwrap().clone();
+    assert!(started.iter().any(|(_, v)| *v == 1) && started.iter().any(|(_, v)| *v == 2), "{started:?}");
+    for (id, version) in started {
+        let run = api.wait(&id).await;
+        assert_eq!(run["version"], version, "a run stays on the version it started with");
+        assert_eq!(run["result"]["code_version"], version);
+        assert_eq!(run["result"]["charged_cents"], if version == 1 { 2400 } else { 2900 });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_an_upgrade_leaves_each_run_wholly_on_one_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    setup(&api).await;
+    let n = 40;
+    park_runs(&api, n, 0).await;
+    api.deploy("shipping", "workflow", shipping("v2_express")).await;
+    let upgrade = {
+        let base = api.base.clone();
+        tokio::spawn(async move {
+            let _ = reqwest::Client::new()
+                .post(format!("{base}/workflows/shipping/upgrade"))
+                .json(&json!({ "from": 1, "to": 2 }))
+                .send()
+                .await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.kill();
+    let _ = upgrade.await;
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    let mut moved = 0;
+    for i in 0..n {
+        let id = format!("s{i}");
+        let run = api.get(&format!("/runs/{id}")).await.1;
+        let (_, journal) = api.get(&format!("/runs/{id}/journal")).await;
+        let entries = journal["entries"].as_array().unwrap();
+        let switched = entries.iter().any(|e| e["entry"] == "version-switch");
+        assert_eq!(run["version"] == 2, switched, "{id}: metadata and journal disagree: {run} {journal}");
+        for (k, e) in entries.iter().enumerate() {
+            assert_eq!(e["seq"], k as u64, "{id}: a gap or a duplicate seq");
+        }
+        moved += usize::from(switched);
+    }
+    eprintln!("{moved} of {n} runs moved before the kill");
+    for run in finish_all(&api, n).await {
+        assert_eq!(run["result"]["code_version"], run["version"], "{run}");
+    }
+}
+
+#[test]
+fn an_exported_journal_checks_new_code_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    // A v1 run past the charge, exported as JSON lines.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    runtime.block_on(async {
+        let api = Api::new(&server);
+        setup(&api).await;
+        park_runs(&api, 1, 1).await;
+    });
+    let output = cairn().args(["journal", "s0", "--json", "--server", &server.url]).output().unwrap();
+    let exported = dir.path().join("run.json");
+    std::fs::write(&exported, expect_success(&output)).unwrap();
+    server.kill();
+
+    let replay = |version: &str| {
+        cairn()
+            .args(["replay", "--journal"])
+            .arg(&exported)
+            .arg("--with")
+            .arg(example_wasm(&format!("shipping_{version}")))
+            .output()
+            .unwrap()
+    };
+    assert_eq!(replay("v2_patched").status.code(), Some(0), "{}", stdout(&replay("v2_patched")));
+    let output = replay("v2_unpatched");
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stdout(&output).contains("diverged at seq 6"), "{}", stdout(&output));
+}
