@@ -98,3 +98,17 @@ fn a_different_result_than_the_recorded_one_is_a_divergence() {
     assert!(text.contains(r#"expected: return {"ok":true}"#), "{text}");
     assert!(text.contains("actual:   return failure invalid-input"), "{text}");
 }
+
+#[test]
+fn replay_all_checks_every_unfinished_run_on_this_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    expect_success(&order_command(dir.path(), "done").output().unwrap());
+    // Killed after its start and first steps: unfinished.
+    let output = order_command(dir.path(), "halfway").env("CAIRN_CRASH_AFTER_COMMITS", "3").output().unwrap();
+    assert!(!output.status.success());
+    let output = cairn().args(["replay", "--all", "--data"]).arg(dir.path()).output().unwrap();
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}{}", stderr(&output));
+    assert!(text.contains("run halfway: replay reproduced"), "{text}");
+    assert!(text.contains("1 unfinished runs replayed, 0 diverged"), "{text}");
+}

@@ -127,6 +127,23 @@ pub async fn replay(run_id: &str, data: &Path, with: Option<&Path>, limits: &Lim
     report_replay(&format!("run {run_id}"), runtime.replay(run_id, with).await)
 }
 
+/// Replays every unfinished run of a store with the code it runs now.
+pub async fn replay_all(data: &Path, limits: &LimitArgs) -> anyhow::Result<ExitCode> {
+    use cairn_host::store::RunStatus;
+    let store = Store::open(data)?;
+    let runs: Vec<_> = store.runs()?.into_iter().filter(|m| m.status == RunStatus::Running).collect();
+    let runtime = Runtime::new(store, limits.limits())?;
+    let mut diverged = 0;
+    for meta in &runs {
+        let code = report_replay(&format!("run {}", meta.id), runtime.replay(&meta.id, None).await)?;
+        if code == ExitCode::from(EXIT_DIVERGED) {
+            diverged += 1;
+        }
+    }
+    println!("{} unfinished runs replayed, {diverged} diverged", runs.len());
+    Ok(if diverged > 0 { ExitCode::from(EXIT_DIVERGED) } else { ExitCode::SUCCESS })
+}
+
 fn report_replay(what: &str, result: Result<cairn_host::runtime::ReplayReport, RunError>) -> anyhow::Result<ExitCode> {
     match result {
         Ok(report) => {

@@ -73,13 +73,18 @@ enum Command {
     /// Re-execute a run from its journal without side effects and check
     /// that the code reproduces it. Exit 0: identical; 3: diverged.
     ///
+    /// `cairn replay --all --data DIR` checks every unfinished run.
     /// `cairn replay RUN_ID --data DIR [--with FILE.wasm]` checks a run in a
     /// store; `cairn replay --journal run.json --with FILE.wasm` checks an
     /// exported journal (`cairn journal ID --json > run.json`) offline.
     Replay {
-        /// The run id (not with --journal).
-        #[arg(required_unless_present = "journal")]
+        /// The run id (not with --journal or --all).
+        #[arg(required_unless_present_any = ["journal", "all"])]
         run_id: Option<String>,
+        /// Replay every unfinished run in the store on this binary: check a
+        /// new Cairn release (or new engine settings) before switching to it.
+        #[arg(long, conflicts_with_all = ["run_id", "journal", "with"])]
+        all: bool,
         /// A journal exported with `cairn journal ID --json`.
         #[arg(long, conflicts_with = "run_id", requires = "with")]
         journal: Option<PathBuf>,
@@ -266,6 +271,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay { run_id: Some(run_id), data, with, limits, .. } => {
             embedded::replay(&run_id, &data, with.as_deref(), &limits).await
         }
+        Command::Replay { all: true, data, limits, .. } => embedded::replay_all(&data, &limits).await,
         Command::Replay { journal: Some(journal), with: Some(with), limits, .. } => {
             embedded::replay_file(&journal, &with, &limits).await
         }
