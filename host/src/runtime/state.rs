@@ -179,8 +179,10 @@ impl WorkflowState {
     pub(crate) fn new(parts: StateParts) -> Self {
         let StateParts { meta, mode, records, seed, start_ms, limits, rt, events, idle } = parts;
         let clock = WorkflowClock::new(start_ms);
-        let replaying = Arc::new(AtomicBool::new(true));
         let cursor = JournalCursor::new(records);
+        // Output is suppressed while journaled calls remain to be replayed
+        // (it was shown the first time); a fresh run prints from the start.
+        let replaying = Arc::new(AtomicBool::new(mode == Mode::Check || cursor.replaying()));
         WorkflowState {
             wasi: crate::sandbox::workflow_wasi(&meta.id, seed, &clock, &replaying),
             table: ResourceTable::new(),

@@ -118,6 +118,12 @@ impl StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(LineWriter { out: self.clone(), line: Vec::new() })
     }
+
+    // Written synchronously, so nothing is left in a buffer when the guest
+    // traps right after printing (a panic message before an abort).
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(LineWriter { out: self.clone(), line: Vec::new() })
+    }
 }
 
 const MAX_LINE: usize = 8 << 10;
@@ -137,8 +143,8 @@ impl LineWriter {
     }
 }
 
-impl AsyncWrite for LineWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+impl LineWriter {
+    fn push(&mut self, buf: &[u8]) {
         for &b in buf {
             if b == b'\n' {
                 self.emit();
@@ -146,6 +152,38 @@ impl AsyncWrite for LineWriter {
                 self.line.push(b);
             }
         }
+    }
+}
+
+impl wasmtime_wasi::p2::OutputStream for LineWriter {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for LineWriter {
+    async fn ready(&mut self) {}
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        // A guest that dies mid-line (a panic message before an abort)
+        // still has its last words logged.
+        self.emit();
+    }
+}
+
+impl AsyncWrite for LineWriter {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
