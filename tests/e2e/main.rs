@@ -7,6 +7,7 @@ mod crash;
 mod determinism;
 mod examples;
 mod hostile;
+mod languages;
 mod replay;
 mod server;
 mod support;

@@ -4,6 +4,7 @@
 //! directory and everything runs in this process. Server mode (`serve`) runs
 //! the host with its HTTP API; the client commands talk to it over HTTP.
 
+mod build;
 mod client;
 mod embedded;
 mod serve;
@@ -96,6 +97,18 @@ enum Command {
         with: Option<PathBuf>,
         #[command(flatten)]
         limits: LimitArgs,
+    },
+    /// Build a guest (Rust, Python) into a component, check it against its
+    /// world, and print the output path.
+    Build {
+        /// The guest's folder: Cargo.toml (Rust) or app.py (Python).
+        dir: PathBuf,
+        /// Build it as an activity component (detected when not given).
+        #[arg(long)]
+        activity: bool,
+        /// Where to write the component (default DIR/target/cairn/NAME.wasm).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Run the host: the HTTP API and every run, recovering unfinished
     /// runs from the store at start.
@@ -251,6 +264,13 @@ enum Command {
     },
 }
 
+impl LimitArgs {
+    /// The default limits.
+    pub fn defaults() -> cairn_host::sandbox::Limits {
+        cairn_host::sandbox::Limits::default()
+    }
+}
+
 impl Cli {
     /// The log filter when `CAIRN_LOG` is not set: the server reports what
     /// it does; one-shot commands only warn.
@@ -277,6 +297,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay { .. } => anyhow::bail!("give a RUN_ID, or --journal FILE --with FILE.wasm"),
         Command::Serve(args) => serve::serve(args).await,
+        Command::Build { dir, activity, out } => build::build(&dir, activity.then_some(true), out).await,
         Command::Journal { run_id, data: Some(data), client } => embedded::journal(&run_id, &data, client.json),
         Command::Journal { run_id, data: None, client } => client::journal(&client, &run_id).await,
         Command::Deploy { name, file, activity, upgrade, client } => {
