@@ -26,6 +26,46 @@ fn componentize_py() -> PathBuf {
     tool
 }
 
+/// componentize-js: CAIRN_COMPONENTIZE_JS, on PATH, or installed once into
+/// target/jsenv.
+fn componentize_js() -> PathBuf {
+    if let Some(path) = std::env::var_os("CAIRN_COMPONENTIZE_JS") {
+        return PathBuf::from(path);
+    }
+    let env = repo().join("target/jsenv");
+    let cli = env.join("node_modules/@bytecodealliance/componentize-js/src/cli.js");
+    if !cli.exists() {
+        std::fs::create_dir_all(&env).unwrap();
+        let ok = Command::new("npm")
+            .current_dir(&env)
+            .args(["install", "--silent", "--no-audit", "--no-fund", "@bytecodealliance/componentize-js@0.23.0"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "installing componentize-js into {} failed", env.display());
+    }
+    cli
+}
+
+/// The JavaScript order workflow, built once per test run with `cairn build`.
+fn js_order() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let file = repo().join("target/guests/js/order.wasm");
+            let output = cairn()
+                .arg("build")
+                .arg(repo().join("examples/js/order"))
+                .arg("--out")
+                .arg(&file)
+                .env("CAIRN_COMPONENTIZE_JS", componentize_js())
+                .output()
+                .unwrap();
+            expect_success(&output);
+            file
+        })
+        .clone()
+}
+
 /// Python guests, built once per test run with `cairn build`.
 fn python(name: &str) -> PathBuf {
     static BUILT: OnceLock<HashMap<&'static str, PathBuf>> = OnceLock::new();
@@ -89,20 +129,26 @@ fn comparable(data: &Path, id: &str) -> Vec<Value> {
 }
 
 #[test]
-fn the_order_workflow_in_python_journals_exactly_what_rust_does() {
+fn the_order_workflow_in_python_and_javascript_journals_exactly_what_rust_does() {
     let dir = tempfile::tempdir().unwrap();
     let expected = read_json(&repo().join("examples/python/order/expected-output.json"));
     let rust = expect_success(&run_order(&wasm("order"), &wasm("inventory"), dir.path(), "rust").output().unwrap());
     let py = expect_success(&run_order(&python("order"), &wasm("inventory"), dir.path(), "python").output().unwrap());
+    let js = expect_success(&run_order(&js_order(), &wasm("inventory"), dir.path(), "js").output().unwrap());
     assert_eq!(json(&rust), expected);
     assert_eq!(py, rust, "same result, byte for byte");
-    let (rust, py) = (comparable(dir.path(), "rust"), comparable(dir.path(), "python"));
+    assert_eq!(js, rust, "same result, byte for byte");
+    let rust = comparable(dir.path(), "rust");
     assert_eq!(rust.len(), 10);
-    for (r, p) in rust.iter().zip(&py) {
-        // Entry by entry: kinds, arguments and replies. Only the run id in
-        // the idempotency key the payments activity echoes differs.
-        let normalise = |v: &Value| v.to_string().replace("\"python/", "\"rust/");
-        assert_eq!(normalise(p), normalise(r));
+    for language in ["python", "js"] {
+        let other = comparable(dir.path(), language);
+        assert_eq!(other.len(), rust.len(), "{language}");
+        for (r, o) in rust.iter().zip(&other) {
+            // Entry by entry: kinds, arguments and replies. Only the run id
+            // in the idempotency key the payments activity echoes differs.
+            let normalise = |v: &Value| v.to_string().replace(&format!("\"{language}/"), "\"rust/");
+            assert_eq!(normalise(o), normalise(r), "{language}");
+        }
     }
     // A Python activity component answers as the Rust one does.
     let mixed = expect_success(&run_order(&wasm("order"), &python("inventory"), dir.path(), "mixed").output().unwrap());
@@ -117,12 +163,21 @@ fn the_order_workflow_in_python_journals_exactly_what_rust_does() {
 
 #[test]
 fn a_python_run_killed_mid_run_resumes_by_replay() {
+    killed_and_resumed(&python("order"), &[7, 10]);
+}
+
+#[test]
+fn a_javascript_run_killed_mid_run_resumes_by_replay() {
+    killed_and_resumed(&js_order(), &[9]);
+}
+
+fn killed_and_resumed(workflow: &Path, kill_points: &[u32]) {
     let reference = tempfile::tempdir().unwrap();
-    let workflow = python("order");
+    let workflow = workflow.to_owned();
     let expected = expect_success(&run_order(&workflow, &wasm("inventory"), reference.path(), "o").output().unwrap());
     let expected_journal = comparable(reference.path(), "o");
     // Commits 1-6 store the components; later ones are the run's steps.
-    for n in [7, 10] {
+    for &n in kill_points {
         let dir = tempfile::tempdir().unwrap();
         let killed = run_order(&workflow, &wasm("inventory"), dir.path(), "o")
             .env("CAIRN_CRASH_AFTER_COMMITS", n.to_string())

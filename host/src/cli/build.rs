@@ -12,6 +12,7 @@ use std::process::{Command, ExitCode};
 /// works anywhere, not only in a checkout of this repository.
 const WIT: &str = include_str!("../../../wit/cairn.wit");
 const PYTHON_SDK: &str = include_str!("../../../guest-sdk/python/cairn.py");
+const JS_SDK: &str = include_str!("../../../guest-sdk/js/cairn.js");
 
 /// Pinned so a component built today matches what the tests verified.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
@@ -53,10 +54,15 @@ pub async fn build(dir: &Path, activity: Option<bool>, out: Option<PathBuf>) -> 
             let is_activity = activity.unwrap_or_else(|| source.contains("cairn.activities("));
             (build_python(&dir, scratch.path(), is_activity)?, is_activity)
         }
-        Language::JavaScript | Language::C => bail!(
-            "{} guests are not supported by this version of `cairn build`; Rust and Python are",
-            if language == Language::C { "C" } else { "JavaScript" }
-        ),
+        Language::JavaScript => {
+            if activity == Some(true) {
+                bail!("JavaScript activity components are not supported yet; write activities in Rust or Python");
+            }
+            (build_js(&dir, scratch.path())?, false)
+        }
+        Language::C => {
+            bail!("C guests are not supported by this version of `cairn build`; Rust, Python and JavaScript are")
+        }
     };
     let is_activity = activity.unwrap_or(is_activity);
     let bytes =
@@ -157,6 +163,65 @@ fn build_python(dir: &Path, scratch: &Path, is_activity: bool) -> anyhow::Result
         .with_context(|| format!("cannot run {}", tool.display()))?;
     if !status.success() {
         bail!("componentize-py failed to build {} (see its output above)", dir.display());
+    }
+    Ok(out)
+}
+
+fn componentize_js() -> anyhow::Result<Command> {
+    if let Some(path) = std::env::var_os("CAIRN_COMPONENTIZE_JS") {
+        let path = PathBuf::from(path);
+        let path = path.canonicalize().unwrap_or(path);
+        // Either the installed `componentize-js` command or its cli.js.
+        if path.extension().is_some_and(|e| e == "js") {
+            let mut node = Command::new("node");
+            node.arg(path);
+            return Ok(node);
+        }
+        return Ok(Command::new(path));
+    }
+    match Command::new("componentize-js").arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(Command::new("componentize-js")),
+        _ => bail!(
+            "componentize-js is not installed: run `npm install -g @bytecodealliance/componentize-js@0.23.0` (or set CAIRN_COMPONENTIZE_JS to its cli.js)"
+        ),
+    }
+}
+
+fn build_js(dir: &Path, scratch: &Path) -> anyhow::Result<PathBuf> {
+    let mut tool = componentize_js()?;
+    let wit = scratch.join("wit");
+    let src = scratch.join("src");
+    std::fs::create_dir_all(&wit)?;
+    std::fs::create_dir_all(&src)?;
+    std::fs::write(wit.join("cairn.wit"), WIT)?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "js" || e == "mjs") {
+            if let Some(name) = path.file_name() {
+                std::fs::copy(&path, src.join(name))?;
+            }
+        }
+    }
+    std::fs::write(src.join("cairn.js"), JS_SDK)?;
+    let package: serde_json::Value = std::fs::read_to_string(dir.join("package.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    let main = package["main"].as_str().unwrap_or("app.js");
+    let out = scratch.join("component.wasm");
+    // The host offers no outgoing HTTP to workflows: leave fetch out.
+    let status = tool
+        .current_dir(&src)
+        .arg(main)
+        .arg("--wit")
+        .arg(&wit)
+        .args(["--world-name", "workflow", "--disable", "http", "fetch-event", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("cannot run componentize-js")?;
+    if !status.success() {
+        bail!("componentize-js failed to build {} (see its output above)", dir.display());
     }
     Ok(out)
 }
