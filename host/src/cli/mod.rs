@@ -4,6 +4,7 @@
 //! directory and everything runs in this process. Server mode (`serve`) runs
 //! the host with its HTTP API; the client commands talk to it over HTTP.
 
+mod bench;
 mod build;
 mod client;
 mod embedded;
@@ -110,6 +111,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run the benchmark suite and print one table (or --json). Build in
+    /// release mode: `cargo run --release -- bench`.
+    Bench(bench::BenchArgs),
     /// Run the host: the HTTP API and every run, recovering unfinished
     /// runs from the store at start.
     Serve(serve::ServeArgs),
@@ -297,6 +301,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay { .. } => anyhow::bail!("give a RUN_ID, or --journal FILE --with FILE.wasm"),
         Command::Serve(args) => serve::serve(args).await,
+        Command::Bench(args) => bench::bench(args).await,
         Command::Build { dir, activity, out } => build::build(&dir, activity.then_some(true), out).await,
         Command::Journal { run_id, data: Some(data), client } => embedded::journal(&run_id, &data, client.json),
         Command::Journal { run_id, data: None, client } => client::journal(&client, &run_id).await,

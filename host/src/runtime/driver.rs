@@ -164,6 +164,43 @@ impl Runtime {
         Ok(ReplayReport { run_id: run_id.to_owned(), entries, finished })
     }
 
+    /// Instantiates `component` `n` times without calling it and returns
+    /// the mean: what starting or rebuilding a run costs before its code
+    /// runs (store, virtual WASI, limits, `InstancePre` instantiation).
+    pub async fn time_instantiation(
+        &self,
+        component: &LoadedComponent,
+        n: u32,
+    ) -> Result<std::time::Duration, RunError> {
+        let pre = self
+            .prepare(component)
+            .map_err(|e| RunError::Instantiate { run_id: "bench".into(), reason: e.to_string() })?;
+        let (meta, _) = self.new_run("bench", &component.sha256, "null", "bench", None);
+        let sandbox = &self.inner.sandbox;
+        let n = n.max(1);
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            let state = WorkflowState::new(StateParts {
+                meta: meta.clone(),
+                mode: Mode::Check,
+                records: Vec::new(),
+                seed: 0,
+                start_ms: 0,
+                limits: sandbox.limits().guest_limits(),
+                rt: self.clone(),
+                events: None,
+                idle: None,
+            });
+            let mut store = wasmtime::Store::new(sandbox.engine(), state);
+            store.limiter(|s| &mut s.limits);
+            store.set_epoch_deadline(sandbox.limits().budget_ticks());
+            pre.instantiate_async(&mut store)
+                .await
+                .map_err(|e| RunError::Instantiate { run_id: "bench".into(), reason: format!("{e:#}") })?;
+        }
+        Ok(started.elapsed() / n)
+    }
+
     async fn execute(
         &self,
         meta: RunMeta,

@@ -78,7 +78,14 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`, as `dir/cairn.redb`.
+    /// Every commit is durable (fsync) before it is acknowledged.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with(dir, true)
+    }
+
+    /// Like [`Store::open`]; with `durable` false, commits are not fsync'd
+    /// (a crash can lose acknowledged steps). For benchmarks only.
+    pub fn open_with(dir: &Path, durable: bool) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
         let path = dir.join("cairn.redb");
         let db = Database::builder()
@@ -90,7 +97,7 @@ impl Store {
         create_tables(&txn).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
         let db = Arc::new(db);
-        let writer = GroupCommitWriter::start(db.clone());
+        let writer = GroupCommitWriter::start(db.clone(), durable);
         Ok(Store { db, writer })
     }
 

@@ -139,11 +139,11 @@ pub struct GroupCommitWriter {
 }
 
 impl GroupCommitWriter {
-    pub(super) fn start(db: Arc<Database>) -> GroupCommitWriter {
+    pub(super) fn start(db: Arc<Database>, durable: bool) -> GroupCommitWriter {
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("cairn-store-writer".into())
-            .spawn(move || writer_loop(db, rx))
+            .spawn(move || writer_loop(db, rx, durable))
             .expect("spawning the store writer thread");
         GroupCommitWriter { tx }
     }
@@ -168,7 +168,7 @@ impl GroupCommitWriter {
 /// the first acknowledgement without bound.
 const MAX_GROUP: usize = 4096;
 
-fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>) {
+fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>, durable: bool) {
     // Test-only crash point: kill the process right after the Nth durable
     // commit, before anyone is told it happened.
     let crash_after: Option<u64> = std::env::var("CAIRN_CRASH_AFTER_COMMITS").ok().and_then(|v| v.parse().ok());
@@ -184,7 +184,7 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>) {
         }
         let results = match &broken {
             Some(reason) => vec![Err(CommitError::Failed(reason.clone())); group.len()],
-            None => match apply(&db, &group) {
+            None => match apply(&db, &group, durable) {
                 Ok(results) => results,
                 Err(reason) => {
                     tracing::error!(%reason, "store commit failed; refusing further writes");
@@ -210,9 +210,9 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>) {
     }
 }
 
-fn apply(db: &Database, group: &[Request]) -> Result<Vec<Result<(), CommitError>>, String> {
+fn apply(db: &Database, group: &[Request], durable: bool) -> Result<Vec<Result<(), CommitError>>, String> {
     let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-    txn.set_durability(Durability::Immediate).map_err(|e| e.to_string())?;
+    txn.set_durability(if durable { Durability::Immediate } else { Durability::None }).map_err(|e| e.to_string())?;
     let mut results = Vec::with_capacity(group.len());
     {
         let mut runs = txn.open_table(RUNS).map_err(|e| e.to_string())?;

@@ -1,0 +1,459 @@
+//! `cairn bench`: the benchmark suite. Every row runs on a fresh store in a
+//! temporary directory, durable (fsync on) unless the row says otherwise.
+//! Run it from a release build: `cargo run --release -- bench`.
+
+use anyhow::{bail, Context};
+use cairn_host::runtime::{Residency, Runtime, StartRequest};
+use cairn_host::sandbox::{Limits, LoadedComponent};
+use cairn_host::store::Store;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Options of `cairn bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Run every row at a tenth of its size (a smoke test).
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Where the built guests are (default: build examples/ and use its output).
+    #[arg(long)]
+    guests: Option<PathBuf>,
+}
+
+struct Row {
+    name: &'static str,
+    figure: f64,
+    unit: &'static str,
+    settings: String,
+}
+
+struct Guests {
+    bench: Vec<u8>,
+    noop: Vec<u8>,
+}
+
+fn guests(args: &BenchArgs) -> anyhow::Result<Guests> {
+    let dir = match &args.guests {
+        Some(dir) => dir.clone(),
+        None => {
+            let examples = Path::new("examples");
+            if !examples.join("Cargo.toml").is_file() {
+                bail!(
+                    "run `cairn bench` from the repository root, or pass --guests DIR holding bench.wasm and noop.wasm"
+                );
+            }
+            let status = Command::new("cargo")
+                .current_dir(examples)
+                .args(["build", "--release", "--quiet", "-p", "bench", "-p", "noop"])
+                .status()
+                .context("cannot run cargo to build the benchmark guests")?;
+            if !status.success() {
+                bail!("building the benchmark guests failed (is `rustup target add wasm32-wasip2` done?)");
+            }
+            examples.join("target/wasm32-wasip2/release")
+        }
+    };
+    let read =
+        |name: &str| std::fs::read(dir.join(name)).with_context(|| format!("cannot read {}", dir.join(name).display()));
+    Ok(Guests { bench: read("bench.wasm")?, noop: read("noop.wasm")? })
+}
+
+/// An embedded runtime on a scratch store with the benchmark guests loaded.
+async fn embedded(
+    guests: &Guests,
+    durable: bool,
+    residency: Residency,
+) -> anyhow::Result<(Runtime, LoadedComponent, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open_with(dir.path(), durable)?;
+    let rt = Runtime::with_residency(store, Limits::default(), residency)?;
+    let noop = rt.components().load_bytes("noop", guests.noop.clone()).await?;
+    rt.activities().register("noop", &noop)?;
+    let bench = rt.components().load_bytes("bench", guests.bench.clone()).await?;
+    Ok((rt, bench, dir))
+}
+
+fn request(bench: &LoadedComponent, id: String, input: Value) -> StartRequest {
+    StartRequest {
+        workflow: "bench".into(),
+        component: bench.clone(),
+        input: input.to_string(),
+        run_id: Some(id),
+        version: None,
+    }
+}
+
+async fn w10_embedded(guests: &Guests, runs: usize) -> anyhow::Result<f64> {
+    let (rt, bench, _dir) = embedded(guests, true, Residency::default()).await?;
+    let clients = Arc::new(Semaphore::new(64));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let (rt, bench, clients) = (rt.clone(), bench.clone(), clients.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = clients.acquire().await?;
+            let meta = rt.start(request(&bench, format!("w{i}"), json!({ "steps": 10 }))).await?;
+            rt.drive(&meta.id).await?;
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(runs as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A `cairn serve` of this binary on a scratch store.
+struct Server {
+    child: Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    fn start(data: &Path) -> anyhow::Result<Server> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("CAIRN_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+        let url = line.trim().strip_prefix("cairn listening on ").context("cairn serve did not start")?.to_owned();
+        Ok(Server { child, url, http: reqwest::Client::new() })
+    }
+
+    async fn deploy(&self, name: &str, kind: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .post(format!("{}/v1/components/{name}?kind={kind}", self.url))
+            .body(bytes.to_vec())
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("deploy {name}: {}", r.text().await?);
+        }
+        Ok(())
+    }
+
+    /// Starts a run and long-polls its result.
+    async fn run(&self, id: &str, input: Value) -> anyhow::Result<()> {
+        let body = json!({ "workflow": "bench", "id": id, "input": input });
+        let r = self.http.post(format!("{}/v1/runs", self.url)).json(&body).send().await?;
+        if !r.status().is_success() {
+            bail!("start {id}: {}", r.text().await?);
+        }
+        loop {
+            let run: Value =
+                self.http.get(format!("{}/v1/runs/{id}/result?wait=30", self.url)).send().await?.json().await?;
+            match run["status"].as_str() {
+                Some("running") => continue,
+                Some("completed") => return Ok(()),
+                _ => bail!("run {id} ended as {run}"),
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn http_server(guests: &Guests) -> anyhow::Result<(Server, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    server.deploy("noop", "activity", &guests.noop).await?;
+    server.deploy("bench", "workflow", &guests.bench).await?;
+    Ok((server, dir))
+}
+
+async fn w10_http(guests: &Guests, runs: usize) -> anyhow::Result<f64> {
+    let (server, _dir) = http_server(guests).await?;
+    let server = Arc::new(server);
+    let clients = Arc::new(Semaphore::new(64));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let (server, clients) = (server.clone(), clients.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = clients.acquire().await?;
+            server.run(&format!("h{i}"), json!({ "steps": 10 })).await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(runs as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn w10_latency(guests: &Guests, runs: usize) -> anyhow::Result<(f64, f64)> {
+    let (server, _dir) = http_server(guests).await?;
+    let mut ms = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let started = Instant::now();
+        server.run(&format!("l{i}"), json!({ "steps": 10 })).await?;
+        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).saturating_sub(1).min(ms.len() - 1)];
+    Ok((pct(0.50), pct(0.99)))
+}
+
+async fn step_overhead(guests: &Guests, steps: u32, durable: bool) -> anyhow::Result<f64> {
+    let (rt, bench, _dir) = embedded(guests, durable, Residency::default()).await?;
+    let meta = rt.start(request(&bench, "steps".into(), json!({ "steps": steps }))).await?;
+    let started = Instant::now();
+    rt.drive(&meta.id).await?;
+    // Each step is two journaled host calls: schedule-activity and await.
+    Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(steps * 2))
+}
+
+async fn replay(guests: &Guests, entries: u32) -> anyhow::Result<(f64, f64)> {
+    let (rt, bench, _dir) = embedded(guests, false, Residency::default()).await?;
+    let meta = rt.start(request(&bench, "long".into(), json!({ "steps": entries / 2 }))).await?;
+    rt.drive(&meta.id).await?;
+    let started = Instant::now();
+    let report = rt.replay(&meta.id, None).await?;
+    let secs = started.elapsed().as_secs_f64();
+    Ok((secs * 1000.0, report.entries as f64 / secs))
+}
+
+async fn instantiate(guests: &Guests, n: u32) -> anyhow::Result<f64> {
+    let (rt, bench, _dir) = embedded(guests, true, Residency::default()).await?;
+    rt.time_instantiation(&bench, 10).await?; // warm up
+    Ok(rt.time_instantiation(&bench, n).await?.as_secs_f64() * 1e6)
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn parked(guests: &Guests, runs: usize) -> anyhow::Result<(f64, f64)> {
+    let residency = Residency { idle: Some(Duration::from_millis(50)), cap: 100 };
+    let (rt, bench, _dir) = embedded(guests, true, residency).await?;
+    let clients = Arc::new(Semaphore::new(64));
+    let mut tasks = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let (rt, bench, clients) = (rt.clone(), bench.clone(), clients.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = clients.acquire().await?;
+            let meta = rt.start(request(&bench, format!("p{i}"), json!({ "park": true }))).await?;
+            rt.wake(&meta.id);
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    // Every run reached its wait and all but the resident cap left memory.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while rt.metrics().evictions + rt.metrics().resident < runs as u64 || rt.metrics().resident > 100 {
+        if Instant::now() > deadline {
+            bail!("parked runs did not settle: {:?}", rt.metrics());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss = rss_mib();
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let (rt, clients) = (rt.clone(), clients.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = clients.acquire().await?;
+            rt.signal(&format!("p{i}"), "go", "true").await?;
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    while rt.metrics().finished < runs as u64 {
+        if Instant::now() > deadline {
+            bail!("woken runs did not finish: {:?}", rt.metrics());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((rss, runs as f64 / started.elapsed().as_secs_f64()))
+}
+
+async fn cold_start(guests: &Guests, components: usize) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    {
+        let server = Server::start(dir.path())?;
+        server.deploy("noop", "activity", &guests.noop).await?;
+        for i in 0..components.saturating_sub(1) {
+            // Distinct bytes per component (a custom section), so each is
+            // compiled and cached on its own, as real deployments are.
+            let mut bytes = guests.bench.clone();
+            let name = format!("cairn-bench-{i}");
+            bytes.push(0);
+            bytes.push((name.len() + 1) as u8);
+            bytes.push(name.len() as u8);
+            bytes.extend_from_slice(name.as_bytes());
+            server.deploy(&format!("w{i}"), "workflow", &bytes).await?;
+        }
+    }
+    let started = Instant::now();
+    let server = Server::start(dir.path())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = server.http.get(format!("{}/v1/health", server.url)).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("cairn serve did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
+}
+
+pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let guests = guests(&args)?;
+    let scale = |n: usize| if args.quick { (n / 10).max(1) } else { n };
+    let fsync = "durable (fsync per commit)";
+    let mut rows = Vec::new();
+    let mut keys = serde_json::Map::new();
+    let mut record = |key: &str, row: Row, keys: &mut serde_json::Map<String, Value>| {
+        keys.insert(key.to_owned(), json!(row.figure));
+        eprintln!("  {:<28} {:>12.1} {:<14} {}", row.name, row.figure, row.unit, row.settings);
+        rows.push(row);
+    };
+    eprintln!(
+        "cairn bench{} (each row on a fresh store in a temporary directory)",
+        if args.quick { " --quick" } else { "" }
+    );
+
+    let n = scale(2000);
+    let wps = w10_embedded(&guests, n).await?;
+    record(
+        "w10_embedded_wps",
+        Row {
+            name: "W10 throughput, embedded",
+            figure: wps,
+            unit: "workflows/s",
+            settings: format!("{n} runs x 10 activity steps, 64 concurrent, {fsync}; {:.0} steps/s", wps * 10.0),
+        },
+        &mut keys,
+    );
+    let wps = w10_http(&guests, n).await?;
+    record("w10_http_wps", Row { name: "W10 throughput, HTTP", figure: wps, unit: "workflows/s", settings: format!("{n} runs via cairn serve on loopback, 64 concurrent clients, start + long-poll result, {fsync}; {:.0} steps/s", wps * 10.0) }, &mut keys);
+    let l = scale(200);
+    let (p50, p99) = w10_latency(&guests, l).await?;
+    record(
+        "w10_p50_ms",
+        Row {
+            name: "W10 latency p50",
+            figure: p50,
+            unit: "ms",
+            settings: format!("{l} sequential runs, HTTP start -> result, {fsync}"),
+        },
+        &mut keys,
+    );
+    record(
+        "w10_p99_ms",
+        Row { name: "W10 latency p99", figure: p99, unit: "ms", settings: format!("same {l} runs") },
+        &mut keys,
+    );
+    let steps = scale(1000) as u32;
+    let us = step_overhead(&guests, steps, true).await?;
+    record(
+        "step_overhead_us",
+        Row {
+            name: "Step overhead",
+            figure: us,
+            unit: "us/host call",
+            settings: format!("one run of {steps} activity steps (2 journaled calls each), {fsync}"),
+        },
+        &mut keys,
+    );
+    let us = step_overhead(&guests, steps, false).await?;
+    record(
+        "step_overhead_nofsync_us",
+        Row {
+            name: "Step overhead, fsync OFF",
+            figure: us,
+            unit: "us/host call",
+            settings: format!("same, NOT durable (Durability::None)"),
+        },
+        &mut keys,
+    );
+    let entries = scale(10_000) as u32;
+    let (ms, per_s) = replay(&guests, entries).await?;
+    record("replay_entries_per_s", Row { name: "Replay", figure: per_s, unit: "entries/s", settings: format!("a {entries}-entry journal replayed in a scratch sandbox in {ms:.1} ms (load + instantiate + re-execute)") }, &mut keys);
+    let k = scale(1000) as u32;
+    let us = instantiate(&guests, k).await?;
+    record(
+        "instantiate_us",
+        Row {
+            name: "Instantiation",
+            figure: us,
+            unit: "us/run",
+            settings: format!("mean of {k}: store + virtual WASI + InstancePre::instantiate_async, Rust guest"),
+        },
+        &mut keys,
+    );
+    let p = scale(100_000);
+    let (rss, woken) = parked(&guests, p).await?;
+    keys.insert("parked_runs".into(), json!(p));
+    record(
+        "parked_rss_mib",
+        Row {
+            name: "Parked runs, host RSS",
+            figure: rss,
+            unit: "MiB",
+            settings: format!("{p} runs waiting on a signal, resident cap 100, idle 50 ms, embedded"),
+        },
+        &mut keys,
+    );
+    record(
+        "parked_wake_per_s",
+        Row {
+            name: "Parked runs woken",
+            figure: woken,
+            unit: "runs/s",
+            settings: format!("all {p} signalled (64 concurrent), rebuilt by replay, completed"),
+        },
+        &mut keys,
+    );
+    let c = if args.quick { 5 } else { 50 };
+    let ms = cold_start(&guests, c).await?;
+    record(
+        "cold_start_ms",
+        Row {
+            name: "Cold start",
+            figure: ms,
+            unit: "ms",
+            settings: format!("cairn serve start -> /v1/health with {c} deployed components, artifact cache warm"),
+        },
+        &mut keys,
+    );
+
+    if args.json {
+        println!("{}", Value::Object(keys));
+    } else {
+        println!("{:<28} {:>12} {:<14} SETTINGS", "ROW", "FIGURE", "UNIT");
+        for row in &rows {
+            println!("{:<28} {:>12.1} {:<14} {}", row.name, row.figure, row.unit, row.settings);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
