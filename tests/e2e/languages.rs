@@ -26,7 +26,7 @@ fn componentize_py() -> PathBuf {
     tool
 }
 
-/// componentize-js: CAIRN_COMPONENTIZE_JS, on PATH, or installed once into
+/// componentize-js: CAIRN_COMPONENTIZE_JS, or installed once into
 /// target/jsenv.
 fn componentize_js() -> PathBuf {
     if let Some(path) = std::env::var_os("CAIRN_COMPONENTIZE_JS") {

@@ -392,7 +392,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             name: "Step overhead, fsync OFF",
             figure: us,
             unit: "us/host call",
-            settings: format!("same, NOT durable (Durability::None)"),
+            settings: "same, NOT durable (Durability::None)".to_owned(),
         },
         &mut keys,
     );

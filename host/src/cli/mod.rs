@@ -99,10 +99,10 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
-    /// Build a guest (Rust, Python) into a component, check it against its
+    /// Build a guest (Rust, Python, JavaScript) into a component, check it against its
     /// world, and print the output path.
     Build {
-        /// The guest's folder: Cargo.toml (Rust) or app.py (Python).
+        /// The guest's folder: Cargo.toml (Rust), app.py (Python) or package.json (JavaScript).
         dir: PathBuf,
         /// Build it as an activity component (detected when not given).
         #[arg(long)]
