@@ -22,6 +22,37 @@ fn libc_sigkill() -> i32 {
     9
 }
 
+/// `cairn check` finds nothing wrong.
+pub fn assert_store_is_consistent(data: &Path) {
+    let output = cairn().args(["check", "--json", "--data"]).arg(data).output().unwrap();
+    let report = json(&stdout(&output));
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn the_integrity_check_reports_a_damaged_journal() {
+    use cairn_host::journal::{Entry, Record};
+    use cairn_host::store::{Store, Write};
+    let dir = tempfile::tempdir().unwrap();
+    expect_success(&order_command(dir.path(), "order").output().unwrap());
+    assert_store_is_consistent(dir.path());
+    // Damage it the way a buggy writer would: an entry past a gap, and a
+    // timer for a run that does not exist.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = Store::open(dir.path()).unwrap();
+        let record = Record { seq: 42, at_ms: 0, entry: Entry::Completed { result: "null".into() } };
+        let timer = Write::PutTimer { due_ms: 1, run_id: "ghost".into(), handle: 1 };
+        store.commit(vec![Write::Append { run_id: "order".into(), record }, timer]).await.unwrap();
+    });
+    let output = cairn().args(["check", "--data"]).arg(dir.path()).output().unwrap();
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("run order: journal has seq 42 where 10 was expected (a gap)"), "{text}");
+    assert!(text.contains("timer #1 belongs to run ghost, which does not exist"), "{text}");
+}
+
 /// Every activity completion is consumed exactly once.
 fn assert_no_completion_twice(journal: &[Value]) {
     let mut consumed: HashMap<u64, usize> = HashMap::new();
@@ -54,6 +85,7 @@ fn resumes_after_kill_at_every_commit() {
         let journal = journal_modulo_time(dir.path(), "order");
         assert_no_completion_twice(&journal);
         assert_eq!(journal, expected_journal, "journal after a kill at commit {n}");
+        assert_store_is_consistent(dir.path());
         assert!(n < 200, "the run never finished without being killed");
     }
     assert!(kills >= 10, "expected the run to span many commits, killed only {kills} times");
@@ -78,6 +110,7 @@ fn survives_being_killed_again_and_again() {
         assert!(restarts < 100, "no progress across restarts");
     }
     assert!(restarts >= 3, "only {restarts} restarts");
+    assert_store_is_consistent(dir.path());
     let journal = journal_modulo_time(dir.path(), "order");
     assert_no_completion_twice(&journal);
     assert_eq!(journal, expected_journal);

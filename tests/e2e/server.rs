@@ -300,6 +300,8 @@ async fn runs_survive_the_server_being_killed_under_load() {
             assert_eq!(e["seq"], n as u64, "{id}: gap or duplicate in the journal");
         }
     }
+    server.kill();
+    crate::crash::assert_store_is_consistent(dir.path());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

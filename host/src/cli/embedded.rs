@@ -208,3 +208,34 @@ pub async fn replay_file(journal: &Path, with: &Path, limits: &LimitArgs) -> any
     let component = runtime.components().load_transient(&with.display().to_string(), bytes).await?;
     report_replay(&journal.display().to_string(), runtime.replay(&run_id, Some(component)).await)
 }
+
+/// `cairn check`: redb's integrity check, then the consistency of the tables.
+pub fn check(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    if !data.join("cairn.redb").is_file() {
+        bail!("{} holds no Cairn store (no cairn.redb)", data.display());
+    }
+    let file_ok = Store::verify_file(data)?;
+    let report = Store::open(data)?.check()?;
+    let ok = file_ok && report.problems.is_empty();
+    if json {
+        let value = serde_json::json!({ "ok": ok, "file_ok": file_ok, "report": report });
+        println!("{value}");
+    } else {
+        println!(
+            "{}: {} runs, {} journal entries; file {}; {} problems, {} warnings",
+            data.display(),
+            report.runs,
+            report.entries,
+            if file_ok { "ok" } else { "REPAIRED by redb (was damaged)" },
+            report.problems.len(),
+            report.warnings.len()
+        );
+        for p in &report.problems {
+            println!("problem: {p}");
+        }
+        for w in &report.warnings {
+            println!("warning: {w}");
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -111,6 +111,16 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Check a store's integrity: redb's own check, then that every table
+    /// agrees with the others. Exit 0 when clean, 1 otherwise.
+    Check {
+        /// The store directory.
+        #[arg(long, default_value = "cairn-data", env = "CAIRN_DATA")]
+        data: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the benchmark suite and print one table (or --json). Build in
     /// release mode: `cargo run --release -- bench`.
     Bench(bench::BenchArgs),
@@ -302,6 +312,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay { .. } => anyhow::bail!("give a RUN_ID, or --journal FILE --with FILE.wasm"),
         Command::Serve(args) => serve::serve(args).await,
         Command::Bench(args) => bench::bench(args).await,
+        Command::Check { data, json } => embedded::check(&data, json),
         Command::Build { dir, activity, out } => build::build(&dir, activity.then_some(true), out).await,
         Command::Journal { run_id, data: Some(data), client } => embedded::journal(&run_id, &data, client.json),
         Command::Journal { run_id, data: None, client } => client::journal(&client, &run_id).await,

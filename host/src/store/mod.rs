@@ -5,9 +5,11 @@
 //! (fsync'd) when its acknowledgement arrives. Reads use redb's MVCC read
 //! transactions and never block the writer.
 
+mod check;
 mod schema;
 mod writer;
 
+pub use check::CheckReport;
 pub use schema::{ComponentKind, Deployment, ParentLink, RunMeta, RunStatus, StoredCompletion, StoredSignal, Version};
 pub use writer::{Batch, CommitError, GroupCommitWriter, Write};
 
@@ -99,6 +101,18 @@ impl Store {
         let db = Arc::new(db);
         let writer = GroupCommitWriter::start(db.clone(), durable);
         Ok(Store { db, writer })
+    }
+
+    /// Runs redb's own integrity check of `dir/cairn.redb` (checksums and
+    /// B-tree structure; repairs what it can). Needs exclusive access: call
+    /// it before opening the store.
+    pub fn verify_file(dir: &Path) -> Result<bool, StoreError> {
+        let path = dir.join("cairn.redb");
+        let mut db = Database::builder()
+            .set_cache_size(64 << 20)
+            .create(&path)
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        db.check_integrity().map_err(db_err)
     }
 
     /// The writer every change goes through.
