@@ -8,6 +8,9 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 
+/// A journal row: its seq and its entry, or why it does not decode.
+type Checked = (u64, Result<Entry, String>);
+
 /// What the check found.
 #[derive(Debug, Default, Serialize)]
 pub struct CheckReport {
@@ -51,7 +54,7 @@ impl Store {
         report.runs = runs.len();
 
         // Journal: contiguous seqs from 0 per run, decodable, consistent.
-        let mut journals: BTreeMap<String, Vec<(u64, Result<Entry, String>)>> = BTreeMap::new();
+        let mut journals: BTreeMap<String, Vec<Checked>> = BTreeMap::new();
         for row in txn.open_table(JOURNAL).map_err(db_err)?.iter().map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
             let (run, seq) = k.value();
