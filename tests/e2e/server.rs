@@ -539,3 +539,62 @@ async fn a_workflow_importing_an_interface_the_host_lacks_is_refused_by_name() {
     let (_, components) = api.get("/components").await;
     assert_eq!(components["components"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutated_uploads_and_garbled_json_never_break_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    deploy_examples(&api).await;
+    // Seeded, so a failure replays.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let valid = std::fs::read(wasm("hello")).unwrap();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    for i in 0..60 {
+        let mut bytes = valid.clone();
+        for _ in 0..1 + next() % 8 {
+            let at = (next() % bytes.len() as u64) as usize;
+            match next() % 3 {
+                0 => bytes[at] = next() as u8,
+                1 => bytes.truncate(at.max(8)),
+                _ => bytes.insert(at, next() as u8),
+            }
+        }
+        let response =
+            http.post(format!("{}/components/m{i}?kind=workflow", api.base)).body(bytes).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert!([200, 201, 422].contains(&status), "upload {i}: {status} {body}");
+        assert!(body["code"].is_string() || body["sha256"].is_string(), "{body}");
+    }
+    let fragments = [
+        "{",
+        "}",
+        "\"workflow\"",
+        ":",
+        "\"approval\"",
+        ",",
+        "\"input\"",
+        "[",
+        "]",
+        "null",
+        "1e999",
+        "\"id\"",
+        "\"\\u0000\"",
+    ];
+    for i in 0..300 {
+        let body: String = (0..next() % 12).map(|_| fragments[(next() % fragments.len() as u64) as usize]).collect();
+        let response = http.post(format!("{}/runs", api.base)).body(body.clone()).send().await.unwrap();
+        let status = response.status().as_u16();
+        assert!(status < 500, "body {i} {body:?} gave {status}");
+    }
+    assert_eq!(api.get("/health").await.0, 200);
+    server.kill();
+    crate::crash::assert_store_is_consistent(dir.path());
+}

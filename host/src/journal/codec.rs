@@ -156,6 +156,38 @@ mod tests {
         assert!(matches!(decode(&[1, b'{']), Err(DecodeError::Malformed { .. })));
     }
 
+    /// Arbitrary and mutated bytes never panic the decoder: they decode or
+    /// give an error (a seeded generator, so a failure replays).
+    #[test]
+    fn the_decoder_survives_arbitrary_and_mutated_input() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let valid: Vec<Vec<u8>> = sample().iter().map(encode).collect();
+        for round in 0..20_000 {
+            let mut bytes = if round % 2 == 0 {
+                valid[(next() % valid.len() as u64) as usize].clone()
+            } else {
+                (0..next() % 64).map(|_| next() as u8).collect()
+            };
+            for _ in 0..(next() % 4) {
+                if !bytes.is_empty() {
+                    let i = (next() % bytes.len() as u64) as usize;
+                    match next() % 3 {
+                        0 => bytes[i] = next() as u8,
+                        1 => bytes.truncate(i),
+                        _ => bytes.insert(i, next() as u8),
+                    }
+                }
+            }
+            let _ = decode(&bytes);
+        }
+    }
+
     /// Writes the fixture; run once with `--ignored` when creating a format.
     #[test]
     #[ignore]
