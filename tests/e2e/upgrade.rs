@@ -174,8 +174,8 @@ async fn an_incompatible_v2_is_refused_for_runs_past_the_change_with_the_exact_s
     assert_eq!(output.status.code(), Some(3), "{}{}", stdout(&output), stderr(&output));
     let text = stdout(&output);
     for i in [0, 1] {
-        // seq 6 is the charge: the journal has 2400, v2 asks for 2900.
-        assert!(text.contains(&format!("s{i}: refused, stays on v1: diverges at seq 6")), "{text}");
+        // seq 8 is the charge: the journal has 2400, v2 asks for 2900.
+        assert!(text.contains(&format!("s{i}: refused, stays on v1: diverges at seq 8")), "{text}");
     }
     assert!(text.contains(r#""amount_cents":2400"#) && text.contains(r#""amount_cents":2900"#), "{text}");
     for i in [2, 3] {
@@ -324,5 +324,36 @@ fn an_exported_journal_checks_new_code_offline() {
     assert_eq!(replay("v2_patched").status.code(), Some(0), "{}", stdout(&replay("v2_patched")));
     let output = replay("v2_unpatched");
     assert_eq!(output.status.code(), Some(3));
-    assert!(stdout(&output).contains("diverged at seq 6"), "{}", stdout(&output));
+    assert!(stdout(&output).contains("diverged at seq 8"), "{}", stdout(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reordered_activities_and_a_removed_timer_are_refused_at_their_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    setup(&api).await;
+    park_runs(&api, 4, 2).await;
+    // Every parked run has reserved (seq 1) and slept (seq 3) already.
+    let cases = [
+        ("v2_reordered", 1, "schedule-activity(inventory.reserve", "schedule-activity(payments.charge"),
+        ("v2_no_timer", 3, "start-timer(1 ms)", "set-custom-status"),
+    ];
+    for (variant, seq, expected, actual) in cases {
+        let (_, deployed) = api.deploy("shipping", "workflow", shipping(variant)).await;
+        let to = deployed["version"].clone();
+        let (_, report) = api.post_json("/workflows/shipping/upgrade", &json!({ "from": 1, "to": to })).await;
+        let refused = by_outcome(&report, "refused");
+        assert_eq!(refused.len(), 4, "{variant}: {report}");
+        for r in refused {
+            let d = &r["divergence"];
+            assert_eq!(d["seq"], seq, "{variant}: {r}");
+            assert!(d["expected"].as_str().unwrap().starts_with(expected), "{variant}: {r}");
+            assert!(d["actual"].as_str().unwrap().starts_with(actual), "{variant}: {r}");
+        }
+    }
+    // Refused runs are untouched and finish on v1.
+    for run in finish_all(&api, 4).await {
+        assert_eq!((&run["version"], &run["result"]["code_version"]), (&json!(1), &json!(1)), "{run}");
+    }
 }

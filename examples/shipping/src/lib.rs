@@ -22,6 +22,10 @@ pub enum Version {
     V2Unpatched,
     /// Only ships express: changes nothing before the last gate.
     V2Express,
+    /// Charges before reserving: incompatible with every run in flight.
+    V2Reordered,
+    /// Drops the settling timer after the reservation: incompatible too.
+    V2NoTimer,
 }
 
 /// The fee version 2 adds.
@@ -38,17 +42,26 @@ pub struct Order {
 }
 
 pub fn shipping(ctx: &Context, order: Order, version: Version) -> Result<Value, Failure> {
+    let charge_input = |amount: u64| json!({ "order_id": order.order_id, "amount_cents": amount, "card": order.card });
+    let early_charge: Option<Value> = match version {
+        Version::V2Reordered => Some(ctx.activity("payments.charge", &charge_input(order.amount_cents)).get()?),
+        _ => None,
+    };
     let reservation: Value = ctx
         .activity(
             "inventory.reserve",
             &json!({ "order_id": order.order_id, "sku": order.sku, "quantity": order.quantity }),
         )
         .get()?;
+    // Let the stock system settle before packing.
+    if version != Version::V2NoTimer {
+        ctx.sleep(std::time::Duration::from_millis(1));
+    }
     ctx.set_status(&json!({ "stage": "packing" }));
     let _: Value = ctx.signal("packed").get()?;
 
     let fee = match version {
-        Version::V1 | Version::V2Express => 0,
+        Version::V1 | Version::V2Express | Version::V2Reordered | Version::V2NoTimer => 0,
         Version::V2Unpatched => SHIPPING_FEE_CENTS,
         // Runs that charged before v2 was deployed replay `false` here and
         // keep their journaled amount; new runs get the fee.
@@ -61,12 +74,10 @@ pub fn shipping(ctx: &Context, order: Order, version: Version) -> Result<Value, 
         }
     };
     let charged = order.amount_cents + fee;
-    let charge: Value = ctx
-        .activity(
-            "payments.charge",
-            &json!({ "order_id": order.order_id, "amount_cents": charged, "card": order.card }),
-        )
-        .get()?;
+    let charge: Value = match early_charge {
+        Some(charge) => charge,
+        None => ctx.activity("payments.charge", &charge_input(charged)).get()?,
+    };
     ctx.set_status(&json!({ "stage": "ready" }));
     let _: Value = ctx.signal("dispatch").get()?;
 

@@ -262,7 +262,11 @@ impl WorkflowState {
     }
 
     fn diverge(&mut self, divergence: Divergence) -> wasmtime::Error {
-        tracing::warn!(run_id = %self.meta.id, seq = divergence.seq, %divergence, "replay diverged");
+        if self.mode == Mode::Live {
+            tracing::warn!(run_id = %self.meta.id, seq = divergence.seq, %divergence, "replay diverged; the run is parked");
+        } else {
+            tracing::debug!(run_id = %self.meta.id, seq = divergence.seq, %divergence, "replay check diverged");
+        }
         self.divergence = Some(divergence);
         Stopped.into()
     }
