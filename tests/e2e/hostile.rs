@@ -25,6 +25,8 @@ async fn hostile_guests_fail_only_their_own_run() {
         ("memory", "out-of-memory", "memory limit of 64 MiB"),
         ("recursion", "stack-overflow", "overflowed its"),
         ("trap", "trap", "trapped"),
+        ("huge-result", "contract-violation", "over the limit of 4194304 bytes"),
+        ("huge-input", "contract-violation", "the activity input is 5242882 bytes"),
     ];
     for (mode, kind, message) in cases {
         let meta = runtime
@@ -38,7 +40,7 @@ async fn hostile_guests_fail_only_their_own_run() {
             .await
             .unwrap();
         match runtime.drive(&meta.id).await {
-            Err(RunError::Trapped { failure, .. }) => {
+            Err(RunError::Trapped { failure, .. } | RunError::Contract { failure, .. }) => {
                 assert_eq!(failure.kind, kind, "{mode}: {failure}");
                 assert!(failure.message.contains(message), "{mode}: {failure}");
             }

@@ -225,6 +225,14 @@ impl ActivityRunner {
             Err(e) => return Err(trap(e, store.data().limits.memory_denied)),
         };
         match instance.call_execute(&mut store, function, &task.input).await {
+            Ok(Ok(json)) if json.len() > crate::journal::MAX_PAYLOAD_BYTES => Err(Failure::new(
+                "output-too-large",
+                format!(
+                    "the activity returned {} bytes, over the limit of {} bytes for one journaled payload",
+                    json.len(),
+                    crate::journal::MAX_PAYLOAD_BYTES
+                ),
+            )),
             Ok(Ok(json)) => match serde_json::from_str::<serde_json::Value>(&json) {
                 Ok(_) => Ok(json),
                 Err(e) => Err(Failure::new("invalid-output", format!("the activity returned invalid JSON: {e}"))),

@@ -9,5 +9,10 @@ mod cursor;
 mod entry;
 
 pub use codec::{decode, encode, DecodeError, CURRENT_FORMAT};
+
+/// Largest JSON payload one journal entry carries (an activity input or
+/// result, a signal, a workflow input or result). Bigger data belongs in
+/// an external store, passed by reference.
+pub const MAX_PAYLOAD_BYTES: usize = 4 << 20;
 pub use cursor::{Divergence, JournalCursor, Step};
 pub use entry::{ActivityOptions, Completion, EngineSettings, Entry, Failure, HostCall, Record, Reply, RetryPolicy};

@@ -276,6 +276,17 @@ impl Runtime {
         };
         let mut state = store.into_data();
         let executed = match result {
+            Ok(Ok(json)) if json.len() > crate::journal::MAX_PAYLOAD_BYTES => {
+                let failure = Failure::new(
+                    "contract-violation",
+                    format!(
+                        "the workflow returned {} bytes, over the limit of {} bytes for one journaled payload",
+                        json.len(),
+                        crate::journal::MAX_PAYLOAD_BYTES
+                    ),
+                );
+                self.fail(&mut state, RunError::Contract { run_id, failure }).await
+            }
             Ok(Ok(json)) => match serde_json::from_str::<serde_json::Value>(&json) {
                 Ok(_) => self.finish(&mut state, Entry::Completed { result: json }).await,
                 Err(e) => {

@@ -144,6 +144,13 @@ impl Runtime {
     /// id that exists returns the existing run (idempotent) when it is the
     /// same workflow, and an error otherwise.
     pub async fn start(&self, req: StartRequest) -> Result<RunMeta, StartError> {
+        if req.input.len() > crate::journal::MAX_PAYLOAD_BYTES {
+            return Err(StartError::InvalidInput(format!(
+                "it is {} bytes, over the limit of {} bytes for one journaled payload",
+                req.input.len(),
+                crate::journal::MAX_PAYLOAD_BYTES
+            )));
+        }
         serde_json::from_str::<serde_json::Value>(&req.input).map_err(|e| StartError::InvalidInput(e.to_string()))?;
         self.prepare(&req.component)?;
         let run_id = match req.run_id {

@@ -680,6 +680,13 @@ impl WorkflowState {
     }
 
     pub(crate) fn check_json(&mut self, what: &str, json: &str) -> wasmtime::Result<()> {
+        if json.len() > crate::journal::MAX_PAYLOAD_BYTES {
+            return Err(self.contract(format!(
+                "{what} is {} bytes, over the limit of {} bytes for one journaled payload; store big data elsewhere and pass a reference",
+                json.len(),
+                crate::journal::MAX_PAYLOAD_BYTES
+            )));
+        }
         match serde_json::from_str::<serde_json::Value>(json) {
             Ok(_) => Ok(()),
             Err(e) => Err(self.contract(format!("{what} is not valid JSON: {e}"))),

@@ -1,5 +1,6 @@
 //! Test guest: misbehaves on request, to prove a bad guest fails only its
-//! own run. Input: `{"mode": "loop" | "memory" | "recursion" | "trap" | "ok"}`.
+//! own run. Input: `{"mode": "loop" | "memory" | "recursion" | "trap" |
+//! "huge-result" | "huge-input" | "ok"}`.
 
 use cairn_sdk::{Context, Failure};
 use serde::Deserialize;
@@ -37,6 +38,11 @@ fn misbehave(ctx: &Context, input: Input) -> Result<Value, Failure> {
             }
         }
         "recursion" => Ok(json!(recurse(0))),
+        "huge-result" => Ok(json!("x".repeat(5 << 20))),
+        "huge-input" => {
+            let _: Value = ctx.activity("nobody.home", &"x".repeat(5 << 20)).get()?;
+            Ok(json!(null))
+        }
         "trap" => {
             let v: Vec<u32> = Vec::new();
             let i = std::hint::black_box(3usize);
