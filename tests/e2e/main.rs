@@ -8,6 +8,7 @@ mod determinism;
 mod examples;
 mod hostile;
 mod languages;
+mod properties;
 mod replay;
 mod server;
 mod support;
