@@ -125,8 +125,7 @@ impl From<crate::upgrade::UpgradeError> for ApiError {
         use crate::upgrade::UpgradeError as U;
         match e {
             U::RunNotFound(_) => ApiError::not_found("run-not-found", e.to_string()),
-            U::WorkflowNotFound(_) => ApiError::not_found("workflow-not-found", e.to_string()),
-            U::VersionNotFound { .. } => ApiError::not_found("version-not-found", e.to_string()),
+            U::Version(v) => v.into(),
             U::Control(c) => c.into(),
             U::Store(_) | U::Load(_) | U::Verify(_) => ApiError::internal(e),
         }

@@ -125,24 +125,43 @@ impl Store {
         Ok(self.writer.commit(batch).await?)
     }
 
-    /// A run's metadata.
-    pub fn run(&self, run_id: &str) -> Result<Option<RunMeta>, StoreError> {
+    /// One JSON row of a table keyed by name.
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: redb::TableDefinition<&str, &[u8]>,
+        what: &'static str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(RUNS).map_err(db_err)?;
-        let row = table.get(run_id).map_err(db_err)?;
-        row.map(|v| parse_row("runs", run_id, v.value())).transpose()
+        let table = txn.open_table(table).map_err(db_err)?;
+        let row = table.get(key).map_err(db_err)?;
+        row.map(|v| parse_row(what, key, v.value())).transpose()
     }
 
-    /// Every run's metadata.
-    pub fn runs(&self) -> Result<Vec<RunMeta>, StoreError> {
+    /// Every JSON row of a table keyed by name, in key order.
+    fn all_json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: redb::TableDefinition<&str, &[u8]>,
+        what: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(RUNS).map_err(db_err)?;
+        let table = txn.open_table(table).map_err(db_err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
-            out.push(parse_row("runs", k.value(), v.value())?);
+            out.push(parse_row(what, k.value(), v.value())?);
         }
         Ok(out)
+    }
+
+    /// A run's metadata.
+    pub fn run(&self, run_id: &str) -> Result<Option<RunMeta>, StoreError> {
+        self.get_json(RUNS, "runs", run_id)
+    }
+
+    /// Every run's metadata, by id.
+    pub fn runs(&self) -> Result<Vec<RunMeta>, StoreError> {
+        self.all_json(RUNS, "runs")
     }
 
     /// A run's journal, in seq order.
@@ -210,22 +229,12 @@ impl Store {
 
     /// A deployment by name.
     pub fn deployment(&self, name: &str) -> Result<Option<Deployment>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(DEPLOYMENTS).map_err(db_err)?;
-        let row = table.get(name).map_err(db_err)?;
-        row.map(|v| parse_row("deployments", name, v.value())).transpose()
+        self.get_json(DEPLOYMENTS, "deployments", name)
     }
 
     /// Every deployment, by name.
     pub fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(DEPLOYMENTS).map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(db_err)? {
-            let (k, v) = row.map_err(db_err)?;
-            out.push(parse_row("deployments", k.value(), v.value())?);
-        }
-        Ok(out)
+        self.all_json(DEPLOYMENTS, "deployments")
     }
 
     /// A component's bytes by sha256.

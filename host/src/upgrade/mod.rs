@@ -10,7 +10,7 @@
 //! run.
 
 use crate::journal::Divergence;
-use crate::registry::{Registry, UploadError};
+use crate::registry::{Registry, UploadError, VersionError};
 use crate::runtime::{ControlError, RunError, Runtime};
 use crate::sandbox::LoadError;
 use crate::store::{ComponentKind, Deployment, RunStatus, StoreError};
@@ -23,17 +23,9 @@ pub enum UpgradeError {
     /// No such run.
     #[error("run {0} does not exist")]
     RunNotFound(String),
-    /// No such workflow.
-    #[error("no workflow named {0:?} is deployed")]
-    WorkflowNotFound(String),
-    /// No such version.
-    #[error("workflow {name} has no version {version}; see `cairn versions {name}`")]
-    VersionNotFound {
-        /// The workflow.
-        name: String,
-        /// The version asked for.
-        version: u32,
-    },
+    /// No such workflow or version.
+    #[error(transparent)]
+    Version(#[from] VersionError),
     /// The run could not be paused.
     #[error(transparent)]
     Control(#[from] ControlError),
@@ -114,7 +106,7 @@ impl Upgrader {
     fn deployment(&self, name: &str) -> Result<Deployment, UpgradeError> {
         match self.rt.store().deployment(name)? {
             Some(d) if d.kind == ComponentKind::Workflow => Ok(d),
-            _ => Err(UpgradeError::WorkflowNotFound(name.to_owned())),
+            _ => Err(VersionError::WorkflowNotFound(name.to_owned()).into()),
         }
     }
 
@@ -127,7 +119,7 @@ impl Upgrader {
             .versions
             .iter()
             .find(|v| v.version == to)
-            .ok_or_else(|| UpgradeError::VersionNotFound { name: meta.workflow.clone(), version: to })?
+            .ok_or_else(|| VersionError::VersionNotFound { name: meta.workflow.clone(), version: to })?
             .clone();
         let from = meta.version;
         if !matches!(meta.status, RunStatus::Running | RunStatus::Diverged) {
@@ -172,7 +164,7 @@ impl Upgrader {
         let deployment = self.deployment(name)?;
         for v in [from, to] {
             if !deployment.versions.iter().any(|d| d.version == v) {
-                return Err(UpgradeError::VersionNotFound { name: name.to_owned(), version: v });
+                return Err(VersionError::VersionNotFound { name: name.to_owned(), version: v }.into());
             }
         }
         let runs: Vec<String> = self
@@ -195,7 +187,7 @@ impl Upgrader {
     /// older versions that verifies against the new current version.
     pub async fn upgrade_compatible(&self, registry: &Registry, name: &str) -> Result<Vec<RunUpgrade>, UpgradeError> {
         let Some(deployment) = registry.deployment(name)? else {
-            return Err(UpgradeError::WorkflowNotFound(name.to_owned()));
+            return Err(VersionError::WorkflowNotFound(name.to_owned()).into());
         };
         let mut report = Vec::new();
         for v in deployment.versions.iter().filter(|v| v.version != deployment.current) {
