@@ -84,3 +84,21 @@ fn await_any_takes_the_first_to_finish_and_cancel_stops_the_rest() {
     let took = journal.last().unwrap()["at_ms"].as_u64().unwrap() - journal[0]["at_ms"].as_u64().unwrap();
     assert!(took < 2500, "took {took} ms");
 }
+
+#[test]
+fn an_invalid_retry_policy_fails_the_run_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = j!([{ "activity": "flaky.echo", "backoff": 0.5 }]);
+    let output = cairn()
+        .arg("run")
+        .arg(wasm("script"))
+        .args(activity_args(&["flaky"]))
+        .args(["--id", "bad-policy", "--input", &steps.to_string(), "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report = json(stderr(&output).lines().last().unwrap());
+    assert_eq!(report["failure"]["kind"], "contract-violation");
+    assert!(report["failure"]["message"].as_str().unwrap().contains("backoff-coefficient 0.5"), "{report}");
+}

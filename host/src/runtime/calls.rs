@@ -52,6 +52,12 @@ impl runtime::Host for WorkflowState {
         options: types::ActivityOptions,
     ) -> wasmtime::Result<u32> {
         self.check_json("the activity input", &input)?;
+        let coefficient = options.retry.backoff_coefficient;
+        if !coefficient.is_finite() || coefficient < 1.0 {
+            return Err(self.contract(format!(
+                "the retry policy of {name} has backoff-coefficient {coefficient}; it must be a finite number of at least 1.0"
+            )));
+        }
         let options = from_wit_options(options);
         let call = HostCall::ScheduleActivity { name: name.clone(), input: input.clone(), options: options.clone() };
         let reply = self.step(&call)?;

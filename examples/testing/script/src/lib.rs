@@ -24,6 +24,9 @@ fn start(ctx: &Context, step: &Value) -> Result<Pending<Value>, Failure> {
     let mut policy = RetryPolicy::default()
         .max_attempts(num("max_attempts", 3) as u32)
         .initial_interval(Duration::from_millis(num("initial_interval_ms", 50)));
+    if let Some(c) = step.get("backoff").and_then(Value::as_f64) {
+        policy = policy.backoff_coefficient(c);
+    }
     if let Some(kinds) = step.get("non_retryable").and_then(Value::as_array) {
         policy = policy.non_retryable(kinds.iter().filter_map(Value::as_str));
     }
