@@ -236,6 +236,36 @@ async fn instantiate(guests: &Guests, n: u32) -> anyhow::Result<f64> {
     Ok(rt.time_instantiation(&bench, n).await?.as_secs_f64() * 1e6)
 }
 
+/// Instantiation of another language's component (built by the tests with
+/// `cairn build` into target/guests), and what its first and second loads
+/// cost: a compile, then the cached artifact.
+async fn instantiate_file(path: &Path, n: u32) -> anyhow::Result<Option<(f64, f64, f64)>> {
+    let Ok(bytes) = std::fs::read(path) else { return Ok(None) };
+    let dir = tempfile::tempdir()?;
+    let first = Instant::now();
+    {
+        let rt = Runtime::new(Store::open(dir.path())?, Limits::default())?;
+        rt.components().load_bytes("guest", bytes.clone()).await?;
+    }
+    let compile_ms = first.elapsed().as_secs_f64() * 1000.0;
+    // The first runtime's writer thread lets go of the file a moment later.
+    let mut store = Store::open(dir.path());
+    for _ in 0..200 {
+        if store.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        store = Store::open(dir.path());
+    }
+    let rt = Runtime::new(store?, Limits::default())?;
+    let second = Instant::now();
+    let component = rt.components().load_bytes("guest", bytes).await?;
+    let cached_ms = second.elapsed().as_secs_f64() * 1000.0;
+    rt.time_instantiation(&component, 3).await?;
+    let us = rt.time_instantiation(&component, n).await?.as_secs_f64() * 1e6;
+    Ok(Some((us, compile_ms, cached_ms)))
+}
+
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -447,6 +477,16 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         &mut keys,
     );
 
+    // Last: the big components stay in this process's memory once loaded.
+    for (language, path) in
+        [("Python", "target/guests/python/order.wasm"), ("JavaScript", "target/guests/js/order.wasm")]
+    {
+        if let Some((us, compile_ms, cached_ms)) = instantiate_file(Path::new(path), scale(200) as u32).await? {
+            let name = if language == "Python" { "Instantiation, Python" } else { "Instantiation, JavaScript" };
+            let key = if language == "Python" { "instantiate_python_us" } else { "instantiate_js_us" };
+            record(key, Row { name, figure: us, unit: "us/run", settings: format!("{path}: first load (compile) {compile_ms:.0} ms, second load (cached artifact) {cached_ms:.1} ms") }, &mut keys);
+        }
+    }
     if args.json {
         println!("{}", Value::Object(keys));
     } else {
