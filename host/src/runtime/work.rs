@@ -87,7 +87,11 @@ impl Work {
         let disarm = Write::DeleteTimer { due_ms, run_id: run_id.to_owned(), handle };
         self.spawn(rt, run_id, handle, Some(disarm), async move {
             let delay = due_ms.saturating_sub(super::now_ms());
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+            // A timer already due fires now, not at the next tick of the
+            // timer wheel (about a millisecond later).
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
             Completion::Ok("null".into())
         });
     }
