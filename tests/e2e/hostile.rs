@@ -27,6 +27,7 @@ async fn hostile_guests_fail_only_their_own_run() {
         ("trap", "trap", "trapped"),
         ("huge-result", "contract-violation", "over the limit of 4194304 bytes"),
         ("huge-input", "contract-violation", "the activity input is 5242882 bytes"),
+        ("host-loop", "contract-violation", "the journal reached 100000 entries"),
     ];
     for (mode, kind, message) in cases {
         let meta = runtime
@@ -83,4 +84,24 @@ fn a_runaway_workflow_fails_with_a_clear_message_from_the_cli() {
     let report = json(stderr(&output).lines().last().unwrap());
     assert_eq!(report["status"], "failed");
     assert_eq!(report["failure"]["kind"], "runaway");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_pending_handles_are_disarmed_when_the_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let runtime = Runtime::new(store.clone(), Limits::default()).unwrap();
+    let hostile = runtime.components().load_bytes("hostile", std::fs::read(wasm("hostile")).unwrap()).await.unwrap();
+    let request = StartRequest {
+        workflow: "hostile".into(),
+        component: hostile,
+        input: r#"{"mode":"handles"}"#.into(),
+        run_id: Some("many".into()),
+        version: None,
+    };
+    runtime.start(request).await.unwrap();
+    assert_eq!(runtime.drive("many").await.unwrap(), RunOutcome::Completed { result: r#"{"pending":5000}"#.into() });
+    assert_eq!(store.journal("many").unwrap().len(), 5002);
+    assert!(store.timers().unwrap().is_empty(), "the ended run's timers are disarmed");
+    assert!(store.check().unwrap().problems.is_empty());
 }

@@ -339,11 +339,19 @@ impl Runtime {
     async fn record_end(&self, state: &mut WorkflowState, mut meta: RunMeta) -> Result<(), RunError> {
         meta.updated_ms = now_ms();
         state.meta = meta.clone();
+        let ended = meta.status.is_final();
         let mut batch = state.take_pending();
         batch.extend(self.parent_writes(&meta));
-        let parent = meta.parent.clone().filter(|_| meta.status.is_final());
+        if ended {
+            batch.extend(state.disarm_writes());
+        }
+        let parent = meta.parent.clone().filter(|_| ended);
         batch.push(Write::PutRun(meta));
         self.inner.store.commit(batch).await?;
+        if ended {
+            // Work still in flight for an ended run has no one to report to.
+            self.inner.work.abort_run(state.run_id());
+        }
         if let Some(parent) = parent {
             self.wake(&parent.run_id);
         }

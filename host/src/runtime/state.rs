@@ -36,6 +36,11 @@ const COMMIT_WINDOW: Duration = Duration::from_millis(20);
 /// in the log so its author can use `continue-as-new`.
 const JOURNAL_WARNING_ENTRIES: u64 = 10_000;
 
+/// The most entries one generation of a run may have. A workflow calling the
+/// host in an endless loop fails here, alone, instead of growing the host's
+/// memory and disk without bound.
+const MAX_JOURNAL_ENTRIES: u64 = 100_000;
+
 /// The signal name `cancel` requests use: buffered like a signal, so it is
 /// durable, ordered and survives eviction; consumed by the run's next await.
 pub(crate) const CANCEL_SIGNAL: &str = "$cancel";
@@ -287,6 +292,7 @@ impl WorkflowState {
             }
             Ok(Step::Live) => {
                 self.go_live()?;
+                self.check_journal_room()?;
                 Ok(None)
             }
             Err(divergence) => Err(self.diverge(divergence)),
@@ -305,6 +311,7 @@ impl WorkflowState {
             }
             None => {
                 self.go_live()?;
+                self.check_journal_room()?;
                 self.append(Entry::Call { call: HostCall::Patched { change_id }, reply: Reply::Bool { value: true } });
                 Ok(true)
             }
@@ -322,6 +329,29 @@ impl WorkflowState {
         self.go_live()?;
         self.continue_with = Some(input);
         Err(Stopped.into())
+    }
+
+    fn check_journal_room(&mut self) -> wasmtime::Result<()> {
+        if self.next_seq >= MAX_JOURNAL_ENTRIES {
+            return Err(self.contract(format!(
+                "the journal reached {MAX_JOURNAL_ENTRIES} entries; keep long-lived workflows short with continue-as-new"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Disarms the timers of handles still pending when the run ends.
+    pub(crate) fn disarm_writes(&self) -> Vec<Write> {
+        self.handles
+            .iter()
+            .filter(|(_, h)| matches!(h.state, HandleState::Pending))
+            .filter_map(|(handle, h)| match h.operation {
+                Operation::Timer { due_ms } => {
+                    Some(Write::DeleteTimer { due_ms, run_id: self.meta.id.clone(), handle: *handle })
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// The journal is exhausted: from here on calls are new. Picks up what

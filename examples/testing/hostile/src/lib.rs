@@ -1,6 +1,6 @@
 //! Test guest: misbehaves on request, to prove a bad guest fails only its
 //! own run. Input: `{"mode": "loop" | "memory" | "recursion" | "trap" |
-//! "huge-result" | "huge-input" | "ok"}`.
+//! "huge-result" | "huge-input" | "host-loop" | "handles" | "ok"}`.
 
 use cairn_sdk::{Context, Failure};
 use serde::Deserialize;
@@ -42,6 +42,18 @@ fn misbehave(ctx: &Context, input: Input) -> Result<Value, Failure> {
         "huge-input" => {
             let _: Value = ctx.activity("nobody.home", &"x".repeat(5 << 20)).get()?;
             Ok(json!(null))
+        }
+        "host-loop" => {
+            let mut i = 0u64;
+            loop {
+                ctx.set_status(&i);
+                i += 1;
+            }
+        }
+        "handles" => {
+            // Thousands of pending operations, left behind when it returns.
+            let timers: Vec<_> = (0..5000).map(|_| ctx.timer(std::time::Duration::from_secs(3600))).collect();
+            Ok(json!({ "pending": timers.len() }))
         }
         "trap" => {
             let v: Vec<u32> = Vec::new();
