@@ -102,3 +102,34 @@ fn an_invalid_retry_policy_fails_the_run_with_a_clear_error() {
     assert_eq!(report["failure"]["kind"], "contract-violation");
     assert!(report["failure"]["message"].as_str().unwrap().contains("backoff-coefficient 0.5"), "{report}");
 }
+
+#[test]
+fn retry_attempts_survive_a_crash() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let steps = j!([{ "activity": "flaky.declined", "max_attempts": 2, "initial_interval_ms": 4000 }]);
+    let run = || {
+        let mut cmd = cairn();
+        cmd.arg("run")
+            .arg(wasm("script"))
+            .args(activity_args(&["flaky"]))
+            .args(["--id", "retrying", "--input", &steps.to_string(), "--data"])
+            .arg(dir.path());
+        cmd
+    };
+    // Attempt 1 fails at once; kill the process during the 4 s backoff.
+    let mut child = run().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    {
+        let store = cairn_host::store::Store::open(dir.path()).unwrap();
+        assert_eq!(store.attempts("retrying", 1).unwrap(), 1, "the failed attempt was recorded");
+    }
+    // The restarted run goes on with attempt 2 instead of starting over.
+    let started = Instant::now();
+    let output = run().output().unwrap();
+    let result = json(&expect_success(&output));
+    assert_eq!(result[0]["err"]["message"], "declined on attempt 2");
+    assert!(started.elapsed() < Duration::from_millis(3500), "attempt 1 was made again: {:?}", started.elapsed());
+}

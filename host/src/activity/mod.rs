@@ -77,6 +77,9 @@ pub struct ActivityTask {
     pub input: String,
     /// Timeout and retries.
     pub options: ActivityOptions,
+    /// The number of the first attempt to make: 1, or one more than the
+    /// attempts that already failed before a restart.
+    pub first_attempt: u32,
 }
 
 impl ActivityTask {
@@ -144,8 +147,10 @@ impl ActivityRunner {
     }
 
     /// Runs `task` to its final outcome: attempts with the per-attempt
-    /// timeout, retried by the policy with exponential backoff.
-    pub async fn execute(&self, task: ActivityTask) -> Completion {
+    /// timeout, retried by the policy with exponential backoff. `failed` is
+    /// told the number of each failed attempt that will be retried, so the
+    /// count can outlive a restart.
+    pub async fn execute(&self, task: ActivityTask, failed: impl Fn(u32)) -> Completion {
         let Some((component, function)) = split_name(&task.name) else {
             return Completion::Err(Failure::new(
                 "invalid-activity-name",
@@ -160,7 +165,7 @@ impl ActivityRunner {
             ));
         };
         let retry = &task.options.retry;
-        let mut attempt = 1u32;
+        let mut attempt = task.first_attempt.max(1);
         loop {
             let span = tracing::info_span!("activity", run_id = %task.run_id, handle = task.handle, name = %task.name, attempt);
             let timeout = Duration::from_millis(task.options.timeout_ms.max(1));
@@ -187,6 +192,7 @@ impl ActivityRunner {
                 }
                 return Completion::Err(failure);
             }
+            failed(attempt);
             tokio::time::sleep(backoff(retry, attempt)).await;
             attempt += 1;
         }

@@ -500,7 +500,18 @@ impl WorkflowState {
                         return Err(self.stop_with(error));
                     }
                 }
-                let task = crate::activity::ActivityTask { run_id: self.meta.id.clone(), handle, name, input, options };
+                let first_attempt = match self.rt.store().attempts(&self.meta.id, handle) {
+                    Ok(failed) => failed + 1,
+                    Err(e) => return Err(self.stop_with(e.into())),
+                };
+                let task = crate::activity::ActivityTask {
+                    run_id: self.meta.id.clone(),
+                    handle,
+                    name,
+                    input,
+                    options,
+                    first_attempt,
+                };
                 self.rt.work().start_activity(&self.rt, task);
             }
             Operation::Timer { due_ms } => self.rt.work().start_timer(&self.rt, &self.meta.id, handle, due_ms),

@@ -78,8 +78,24 @@ impl Work {
     /// Runs an activity to its final outcome and delivers it.
     pub fn start_activity(&self, rt: &Runtime, task: ActivityTask) {
         let runner = rt.activities().clone();
+        let store = rt.store().clone();
         let (run_id, handle) = (task.run_id.clone(), task.handle);
-        self.spawn(rt, &run_id, handle, None, async move { runner.execute(task).await });
+        self.spawn(rt, &run_id, handle, None, async move {
+            let key = (task.run_id.clone(), task.handle);
+            let recorded = std::sync::atomic::AtomicBool::new(task.first_attempt > 1);
+            // Remember failed attempts, so a restart continues the count
+            // (and the backoff) instead of starting over at attempt 1.
+            let failed = |attempt: u32| {
+                recorded.store(true, std::sync::atomic::Ordering::Relaxed);
+                let write = Write::PutAttempts { run_id: key.0.clone(), handle: key.1, failed: attempt };
+                drop(store.writer().submit(vec![write]));
+            };
+            let completion = runner.execute(task, failed).await;
+            if recorded.load(std::sync::atomic::Ordering::Relaxed) {
+                drop(store.writer().submit(vec![Write::DeleteAttempts { run_id: key.0, handle: key.1 }]));
+            }
+            completion
+        });
     }
 
     /// Arms a timer that delivers `ok(null)` at `due_ms`.

@@ -144,6 +144,11 @@ impl Store {
             let (run, seq) = k.value();
             live(run, format!("signal {seq}"), &mut report);
         }
+        for row in txn.open_table(ATTEMPTS).map_err(db_err)?.iter().map_err(db_err)? {
+            let (k, _) = row.map_err(db_err)?;
+            let (run, handle) = k.value();
+            live(run, format!("the retry count of activity #{handle}"), &mut report);
+        }
         for row in txn.open_table(DEPLOYMENTS).map_err(db_err)?.iter().map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
             match serde_json::from_slice::<Deployment>(v.value()) {

@@ -237,6 +237,13 @@ impl Store {
         self.all_json(DEPLOYMENTS, "deployments")
     }
 
+    /// Failed attempts recorded for an activity still being retried (0 if none).
+    pub fn attempts(&self, run_id: &str, handle: u32) -> Result<u32, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(ATTEMPTS).map_err(db_err)?;
+        Ok(table.get((run_id, handle)).map_err(db_err)?.map_or(0, |v| v.value()))
+    }
+
     /// A component's bytes by sha256.
     pub fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;

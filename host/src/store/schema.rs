@@ -20,6 +20,8 @@ pub(super) const TIMERS: TableDefinition<(u64, &str, u32), ()> = TableDefinition
 pub(super) const SIGNALS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("signals");
 /// deployed name → [`Deployment`] (JSON): its versions and the current one.
 pub(super) const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
+/// (run id, handle) → failed attempts of an activity still being retried.
+pub(super) const ATTEMPTS: TableDefinition<(&str, u32), u32> = TableDefinition::new("attempts");
 /// component sha256 → component bytes.
 pub(super) const COMPONENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("components");
 /// (component sha256, engine fingerprint) → precompiled artifact.
@@ -33,6 +35,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableErr
     txn.open_table(TIMERS)?;
     txn.open_table(SIGNALS)?;
     txn.open_table(DEPLOYMENTS)?;
+    txn.open_table(ATTEMPTS)?;
     txn.open_table(COMPONENTS)?;
     txn.open_table(COMPILED)?;
     Ok(())

@@ -84,6 +84,22 @@ pub enum Write {
         /// The new start entry (seq 0).
         start: Box<Record>,
     },
+    /// Record how many attempts of an activity failed so far.
+    PutAttempts {
+        /// The run.
+        run_id: String,
+        /// The activity's handle.
+        handle: u32,
+        /// Failed attempts.
+        failed: u32,
+    },
+    /// Forget an activity's attempts (it ended).
+    DeleteAttempts {
+        /// The run.
+        run_id: String,
+        /// The activity's handle.
+        handle: u32,
+    },
     /// Insert or replace a deployment.
     PutDeployment(Deployment),
     /// Store a component's bytes.
@@ -221,6 +237,7 @@ fn apply(db: &Database, group: &[Request], durable: bool) -> Result<Vec<Result<(
         let mut timers = txn.open_table(TIMERS).map_err(|e| e.to_string())?;
         let mut signals = txn.open_table(SIGNALS).map_err(|e| e.to_string())?;
         let mut history = txn.open_table(HISTORY).map_err(|e| e.to_string())?;
+        let mut attempts = txn.open_table(ATTEMPTS).map_err(|e| e.to_string())?;
         let mut deployments = txn.open_table(DEPLOYMENTS).map_err(|e| e.to_string())?;
         let mut components = txn.open_table(COMPONENTS).map_err(|e| e.to_string())?;
         let mut compiled = txn.open_table(COMPILED).map_err(|e| e.to_string())?;
@@ -293,6 +310,12 @@ fn apply(db: &Database, group: &[Request], durable: bool) -> Result<Vec<Result<(
                             journal_t.insert((run, 0), journal::encode(start).as_slice())?;
                             let bytes = serde_json::to_vec(meta.as_ref()).expect("run metadata serialises");
                             runs.insert(run, bytes.as_slice())?;
+                        }
+                        Write::PutAttempts { run_id, handle, failed } => {
+                            attempts.insert((run_id.as_str(), *handle), *failed)?;
+                        }
+                        Write::DeleteAttempts { run_id, handle } => {
+                            attempts.remove((run_id.as_str(), *handle))?;
                         }
                         Write::PutDeployment(d) => {
                             let bytes = serde_json::to_vec(d).expect("deployments serialise");
