@@ -20,30 +20,9 @@ import {
   await as awaitHandle, awaitAny, cancel, patched, setCustomStatus, continueAsNew, log,
 } from 'cairn:workflow/runtime@0.1.0';
 
-// Compact and in insertion order: the same text serde_json writes for a
-// Rust struct, so journals compare across languages.
-const dumps = (value) => JSON.stringify(value === undefined ? null : value);
+import { Failure, dumps } from './failure.js';
 
-export class Failure extends Error {
-  constructor(kind, message, details) {
-    super(`${kind}: ${message}`);
-    this.kind = kind;
-    this.failureMessage = message;
-    this.details = details;
-  }
-  isCancelled() { return this.kind === 'cancelled'; }
-  toString() { return `${this.kind}: ${this.failureMessage}`; }
-  toWit() {
-    return { kind: this.kind, message: this.failureMessage, details: this.details === undefined ? undefined : dumps(this.details) };
-  }
-  static fromWit(f) {
-    let details;
-    if (f.details !== undefined && f.details !== null) {
-      try { details = JSON.parse(f.details); } catch { details = f.details; }
-    }
-    return new Failure(f.kind, f.message, details);
-  }
-}
+export { Failure };
 
 // Defaults as in the Rust SDK: 5 attempts, 1 s doubling up to 60 s, never
 // retrying `invalid-input` or `unknown-function`.

@@ -46,23 +46,30 @@ fn componentize_js() -> PathBuf {
     cli
 }
 
-/// The JavaScript order workflow, built once per test run with `cairn build`.
-fn js_order() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+/// JavaScript guests, built once per test run with `cairn build`.
+fn js(name: &str) -> PathBuf {
+    static BUILT: OnceLock<HashMap<&'static str, PathBuf>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let file = repo().join("target/guests/js/order.wasm");
-            let output = cairn()
-                .arg("build")
-                .arg(repo().join("examples/js/order"))
-                .arg("--out")
-                .arg(&file)
-                .env("CAIRN_COMPONENTIZE_JS", componentize_js())
-                .output()
-                .unwrap();
-            expect_success(&output);
-            file
+            let tool = componentize_js();
+            let mut built = HashMap::new();
+            for name in ["order", "inventory"] {
+                let file = repo().join(format!("target/guests/js/{name}.wasm"));
+                let output = cairn()
+                    .arg("build")
+                    .arg(repo().join("examples/js").join(name))
+                    .arg("--out")
+                    .arg(&file)
+                    .env("CAIRN_COMPONENTIZE_JS", &tool)
+                    .output()
+                    .unwrap();
+                expect_success(&output);
+                built.insert(name, file);
+            }
+            built
         })
+        .get(name)
+        .unwrap_or_else(|| panic!("no javascript guest {name}"))
         .clone()
 }
 
@@ -134,10 +141,10 @@ fn the_order_workflow_in_python_and_javascript_journals_exactly_what_rust_does()
     let expected = read_json(&repo().join("examples/python/order/expected-output.json"));
     let rust = expect_success(&run_order(&wasm("order"), &wasm("inventory"), dir.path(), "rust").output().unwrap());
     let py = expect_success(&run_order(&python("order"), &wasm("inventory"), dir.path(), "python").output().unwrap());
-    let js = expect_success(&run_order(&js_order(), &wasm("inventory"), dir.path(), "js").output().unwrap());
+    let javascript = expect_success(&run_order(&js("order"), &wasm("inventory"), dir.path(), "js").output().unwrap());
     assert_eq!(json(&rust), expected);
     assert_eq!(py, rust, "same result, byte for byte");
-    assert_eq!(js, rust, "same result, byte for byte");
+    assert_eq!(javascript, rust, "same result, byte for byte");
     let rust = comparable(dir.path(), "rust");
     assert_eq!(rust.len(), 10);
     for language in ["python", "js"] {
@@ -150,15 +157,15 @@ fn the_order_workflow_in_python_and_javascript_journals_exactly_what_rust_does()
             assert_eq!(normalise(o), normalise(r), "{language}");
         }
     }
-    // A Python activity component answers as the Rust one does.
-    let mixed = expect_success(&run_order(&wasm("order"), &python("inventory"), dir.path(), "mixed").output().unwrap());
-    assert_eq!(
-        mixed,
-        expect_success(&run_order(&wasm("order"), &wasm("inventory"), dir.path(), "rust").output().unwrap())
-    );
-    let normalise = |v: &Value| v.to_string().replace("\"mixed/", "\"rust/");
-    let mixed: Vec<String> = comparable(dir.path(), "mixed").iter().map(normalise).collect();
-    assert_eq!(mixed, rust.iter().map(normalise).collect::<Vec<_>>());
+    // Python and JavaScript activity components answer as the Rust one does.
+    let expected_result = py.clone();
+    for (id, inventory) in [("py-inventory", python("inventory")), ("js-inventory", js("inventory"))] {
+        let mixed = expect_success(&run_order(&wasm("order"), &inventory, dir.path(), id).output().unwrap());
+        assert_eq!(mixed, expected_result, "{id}");
+        let normalise = |v: &Value| v.to_string().replace(&format!("\"{id}/"), "\"rust/");
+        let mixed: Vec<String> = comparable(dir.path(), id).iter().map(normalise).collect();
+        assert_eq!(mixed, rust.iter().map(normalise).collect::<Vec<_>>(), "{id}");
+    }
 }
 
 #[test]
@@ -168,7 +175,7 @@ fn a_python_run_killed_mid_run_resumes_by_replay() {
 
 #[test]
 fn a_javascript_run_killed_mid_run_resumes_by_replay() {
-    killed_and_resumed(&js_order(), &[9]);
+    killed_and_resumed(&js("order"), &[9]);
 }
 
 fn killed_and_resumed(workflow: &Path, kill_points: &[u32]) {

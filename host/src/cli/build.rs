@@ -12,7 +12,12 @@ use std::process::{Command, ExitCode};
 /// works anywhere, not only in a checkout of this repository.
 const WIT: &str = include_str!("../../../wit/cairn.wit");
 const PYTHON_SDK: &str = include_str!("../../../guest-sdk/python/cairn.py");
-const JS_SDK: &str = include_str!("../../../guest-sdk/js/cairn.js");
+/// The JavaScript SDK's modules, copied beside the app's own.
+const JS_SDK: [(&str, &str); 3] = [
+    ("cairn.js", include_str!("../../../guest-sdk/js/cairn.js")),
+    ("cairn-activity.js", include_str!("../../../guest-sdk/js/cairn-activity.js")),
+    ("failure.js", include_str!("../../../guest-sdk/js/failure.js")),
+];
 
 /// Pinned so a component built today matches what the tests verified.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
@@ -55,10 +60,9 @@ pub async fn build(dir: &Path, activity: Option<bool>, out: Option<PathBuf>) -> 
             (build_python(&dir, scratch.path(), is_activity)?, is_activity)
         }
         Language::JavaScript => {
-            if activity == Some(true) {
-                bail!("JavaScript activity components are not supported yet; write activities in Rust or Python");
-            }
-            (build_js(&dir, scratch.path())?, false)
+            let sources = js_sources(&dir)?;
+            let is_activity = activity.unwrap_or_else(|| sources.iter().any(|(_, text)| text.contains("activities(")));
+            (build_js(&dir, &sources, scratch.path(), is_activity)?, is_activity)
         }
         Language::C => {
             bail!("C guests are not supported by this version of `cairn build`; Rust, Python and JavaScript are")
@@ -187,35 +191,53 @@ fn componentize_js() -> anyhow::Result<Command> {
     }
 }
 
-fn build_js(dir: &Path, scratch: &Path) -> anyhow::Result<PathBuf> {
+/// The app's own top-level `.js` / `.mjs` files: (file name, text).
+fn js_sources(dir: &Path) -> anyhow::Result<Vec<(std::ffi::OsString, String)>> {
+    let mut sources = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "js" || e == "mjs") {
+            if let Some(name) = path.file_name() {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                sources.push((name.to_owned(), text));
+            }
+        }
+    }
+    Ok(sources)
+}
+
+fn build_js(
+    dir: &Path,
+    sources: &[(std::ffi::OsString, String)],
+    scratch: &Path,
+    is_activity: bool,
+) -> anyhow::Result<PathBuf> {
     let mut tool = componentize_js()?;
     let wit = scratch.join("wit");
     let src = scratch.join("src");
     std::fs::create_dir_all(&wit)?;
     std::fs::create_dir_all(&src)?;
     std::fs::write(wit.join("cairn.wit"), WIT)?;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "js" || e == "mjs") {
-            if let Some(name) = path.file_name() {
-                std::fs::copy(&path, src.join(name))?;
-            }
-        }
+    for (name, text) in sources {
+        std::fs::write(src.join(name), text)?;
     }
-    std::fs::write(src.join("cairn.js"), JS_SDK)?;
+    for (name, text) in JS_SDK {
+        std::fs::write(src.join(name), text)?;
+    }
     let package: serde_json::Value = std::fs::read_to_string(dir.join("package.json"))
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default();
     let main = package["main"].as_str().unwrap_or("app.js");
     let out = scratch.join("component.wasm");
-    // The host offers no outgoing HTTP to workflows: leave fetch out.
+    // The host offers no outgoing HTTP to guests: leave fetch out.
     let status = tool
         .current_dir(&src)
         .arg(main)
         .arg("--wit")
         .arg(&wit)
-        .args(["--world-name", "workflow", "--disable", "http", "fetch-event", "--out"])
+        .args(["--world-name", if is_activity { "activity" } else { "workflow" }])
+        .args(["--disable", "http", "fetch-event", "--out"])
         .arg(&out)
         .stdout(std::process::Stdio::null())
         .status()
