@@ -13,6 +13,7 @@ mod driver;
 mod errors;
 mod scheduler;
 mod state;
+mod waiting;
 mod work;
 
 pub use control::RunHold;

@@ -1,9 +1,10 @@
-//! A run's state while it executes: the replay cursor, its handles, the
-//! entries buffered for the next commit, and how it waits for completions.
+//! A run's state while it executes: the replay cursor, its handles and the
+//! entries buffered for the next commit.
 //!
 //! Every call a workflow makes is replayed from the journal or, once the
-//! journal is exhausted, performed live and journaled (the calls themselves
-//! are in `calls.rs`).
+//! journal is exhausted, performed live and journaled. The calls themselves
+//! are in `calls.rs`; how a live run waits for completions is in
+//! `waiting.rs`.
 //!
 //! Durability rule (DESIGN.md): information from outside the run (an
 //! activity result, a fired timer, a signal) reaches the guest only once the
@@ -26,11 +27,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-/// How long a run blocked on in-process activities holds its buffered
-/// entries back, hoping to commit them with the activity's result in one
-/// transaction. Past it, they are flushed on their own.
-const COMMIT_WINDOW: Duration = Duration::from_millis(20);
 
 /// A journal longer than this makes every replay slow: the run is flagged
 /// in the log so its author can use `continue-as-new`.
@@ -85,7 +81,7 @@ pub(crate) enum Cleanup {
 }
 
 impl Cleanup {
-    fn write(self, run_id: &str) -> Write {
+    pub(super) fn write(self, run_id: &str) -> Write {
         match self {
             Cleanup::Completion(handle) => Write::DeleteCompletion { run_id: run_id.to_owned(), handle },
             Cleanup::Signal(seq) => Write::DeleteSignal { run_id: run_id.to_owned(), seq },
@@ -110,37 +106,28 @@ pub(crate) struct Handle {
     pub state: HandleState,
 }
 
-/// Where a completion handed to an awaiting guest came from.
-enum Source {
-    /// Already durable or determined by the journal; `cleanup` removes its
-    /// buffered copy in the same commit as the await entry.
-    Known { cleanup: Option<Cleanup> },
-    /// Just arrived from outside: its entry must be durable before the guest sees it.
-    Fresh,
-}
-
 /// The data of a workflow's wasmtime `Store`.
 pub struct WorkflowState {
-    wasi: WasiCtx,
-    table: ResourceTable,
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
     pub(crate) limits: GuestLimits,
     pub(crate) meta: RunMeta,
     pub(crate) mode: Mode,
-    cursor: JournalCursor,
-    next_seq: u64,
+    pub(super) cursor: JournalCursor,
+    pub(super) next_seq: u64,
     pub(crate) clock: WorkflowClock,
     pub(crate) replaying: Arc<AtomicBool>,
-    live: bool,
+    pub(super) live: bool,
     pub(crate) rng: ChaCha20Rng,
     pub(crate) handles: BTreeMap<u32, Handle>,
     pub(crate) pending: Vec<Write>,
-    events_rx: Option<mpsc::UnboundedReceiver<Event>>,
+    pub(super) events_rx: Option<mpsc::UnboundedReceiver<Event>>,
     /// Signal seqs already matched to a handle (their delete rides later).
-    assigned_signals: HashSet<u64>,
+    pub(super) assigned_signals: HashSet<u64>,
     /// A buffered cancel request, delivered to the current or next await.
-    cancel_request: Option<u64>,
+    pub(super) cancel_request: Option<u64>,
     /// Evict after this long blocked; `None` keeps the run resident.
-    idle: Option<Duration>,
+    pub(super) idle: Option<Duration>,
     pub(crate) rt: Runtime,
     /// Host calls so far; the epoch callback checks it moved.
     pub(crate) host_calls: u64,
@@ -380,7 +367,7 @@ impl WorkflowState {
     /// Takes what the store holds for this run: completions that arrived
     /// while it was not resident, signals, cancel requests. At go-live,
     /// rows for handles no longer pending are stale and deleted.
-    fn absorb_store(&mut self, at_go_live: bool) -> wasmtime::Result<()> {
+    pub(super) fn absorb_store(&mut self, at_go_live: bool) -> wasmtime::Result<()> {
         let store = self.rt.store().clone();
         let completions = match store.completions(&self.meta.id) {
             Ok(rows) => rows,
@@ -541,173 +528,6 @@ impl WorkflowState {
         };
         self.handles.insert(handle, Handle { operation, state: HandleState::Pending });
         Ok(handle)
-    }
-
-    /// The ready handle among `wanted` that completed first.
-    fn pick_ready(&self, wanted: &[u32]) -> Option<u32> {
-        wanted
-            .iter()
-            .filter_map(|h| match self.handles.get(h).map(|h| &h.state) {
-                Some(HandleState::Ready { arrival, .. }) => Some((*arrival, *h)),
-                _ => None,
-            })
-            .min()
-            .map(|(_, h)| h)
-    }
-
-    fn is_inflight_activity(&self, handle: u32) -> bool {
-        self.handles.get(&handle).is_some_and(|h| {
-            matches!(h.operation, Operation::Activity { .. })
-                && matches!(h.state, HandleState::Pending)
-                && self.rt.work().is_running(&self.meta.id, handle)
-        })
-    }
-
-    /// Blocks (live) until one of `wanted` is complete.
-    async fn wait_for(&mut self, wanted: &[u32]) -> wasmtime::Result<(u32, Completion, Source)> {
-        loop {
-            if let Some(seq) = self.cancel_request.take() {
-                let cleanup = Some(Cleanup::Signal(seq));
-                let completion = Completion::Err(Failure::new("cancelled", "the run was cancelled"));
-                return Ok((wanted[0], completion, Source::Known { cleanup }));
-            }
-            if let Some(handle) = self.pick_ready(wanted) {
-                if let Some(Handle { state: HandleState::Ready { completion, cleanup, .. }, .. }) =
-                    self.handles.get_mut(&handle)
-                {
-                    return Ok((handle, completion.clone(), Source::Known { cleanup: cleanup.take() }));
-                }
-            }
-            let consumed = wanted.iter().find_map(|h| match self.handles.get(h).map(|h| &h.state) {
-                Some(HandleState::Consumed(c)) => Some((*h, c.clone())),
-                _ => None,
-            });
-            if let Some((handle, completion)) = consumed {
-                return Ok((handle, completion, Source::Known { cleanup: None }));
-            }
-            match self.next_event(wanted).await {
-                Some(Event::Completion { handle, completion }) => {
-                    if let Some(fresh) = self.take_completion(wanted, handle, completion).await? {
-                        return Ok((handle, fresh, Source::Fresh));
-                    }
-                }
-                Some(Event::Nudge) => self.absorb_store(false)?,
-                Some(Event::Evict) => return Err(self.leave().await),
-                Some(Event::Terminate { reason }) => {
-                    self.terminated = Some(reason);
-                    return Err(Stopped.into());
-                }
-                None => return Err(self.contract("the run's mailbox closed".into())),
-            }
-        }
-    }
-
-    /// Handles an in-process completion: returned when the guest waits for
-    /// it now (the caller makes it durable with the await entry), otherwise
-    /// made durable on its own and kept for later.
-    async fn take_completion(
-        &mut self,
-        wanted: &[u32],
-        handle: u32,
-        completion: Completion,
-    ) -> wasmtime::Result<Option<Completion>> {
-        let Some(h) = self.handles.get(&handle) else {
-            return Ok(None);
-        };
-        if !matches!(h.state, HandleState::Pending) {
-            return Ok(None); // cancelled meanwhile
-        }
-        if let Operation::Timer { due_ms } = h.operation {
-            self.pending.push(Write::DeleteTimer { due_ms, run_id: self.meta.id.clone(), handle });
-        }
-        if wanted.contains(&handle) {
-            if let Some(h) = self.handles.get_mut(&handle) {
-                h.state = HandleState::Ready { completion: completion.clone(), arrival: 0, cleanup: None };
-            }
-            return Ok(Some(completion));
-        }
-        let arrival = self.rt.next_arrival();
-        let mut batch = self.take_pending();
-        batch.push(Write::PutCompletion {
-            run_id: self.meta.id.clone(),
-            handle,
-            completion: StoredCompletion { completion: completion.clone(), arrival },
-        });
-        if let Err(e) = self.rt.store().commit(batch).await {
-            return Err(self.stop_with(e.into()));
-        }
-        let cleanup = Some(Cleanup::Completion(handle));
-        if let Some(h) = self.handles.get_mut(&handle) {
-            h.state = HandleState::Ready { completion, arrival, cleanup };
-        }
-        Ok(None)
-    }
-
-    /// Leaves memory: commits what is buffered, then stops the guest.
-    async fn leave(&mut self) -> wasmtime::Error {
-        let batch = self.take_pending();
-        if !batch.is_empty() {
-            if let Err(e) = self.rt.store().commit(batch).await {
-                return self.stop_with(e.into());
-            }
-        }
-        self.evicted = true;
-        Stopped.into()
-    }
-
-    async fn next_event(&mut self, wanted: &[u32]) -> Option<Event> {
-        let hold = wanted.iter().any(|h| self.is_inflight_activity(*h));
-        let rx = self.events_rx.as_mut()?;
-        if !self.pending.is_empty() {
-            // Hold buffered entries briefly when an in-process activity may
-            // finish soon: they then share its commit.
-            if hold {
-                if let Ok(event) = tokio::time::timeout(COMMIT_WINDOW, rx.recv()).await {
-                    return event;
-                }
-            }
-            let batch = std::mem::take(&mut self.pending);
-            drop(self.rt.store().writer().submit(batch));
-        }
-        let rx = self.events_rx.as_mut()?;
-        match self.idle {
-            None => rx.recv().await,
-            Some(idle) => {
-                let pressure = self.rt.pressure();
-                tokio::select! {
-                    event = rx.recv() => event,
-                    _ = tokio::time::sleep(idle) => Some(Event::Evict),
-                    _ = pressure.notified() => Some(Event::Evict),
-                }
-            }
-        }
-    }
-
-    /// Journals the consumption of a completion among `wanted`.
-    pub(crate) async fn consume(&mut self, call: HostCall, wanted: &[u32]) -> wasmtime::Result<(u32, Completion)> {
-        let (handle, completion, source) = self.wait_for(wanted).await?;
-        self.append(Entry::Call { call, reply: Reply::Completed { handle, completion: completion.clone() } });
-        match source {
-            Source::Known { cleanup } => {
-                if let Some(cleanup) = cleanup {
-                    self.pending.push(cleanup.write(&self.meta.id));
-                }
-            }
-            Source::Fresh => {
-                let batch = self.take_pending();
-                if let Err(e) = self.rt.store().commit(batch).await {
-                    return Err(self.stop_with(e.into()));
-                }
-            }
-        }
-        self.mark_consumed(handle, &completion);
-        Ok((handle, completion))
-    }
-
-    pub(crate) fn mark_consumed(&mut self, handle: u32, completion: &Completion) {
-        if let Some(h) = self.handles.get_mut(&handle) {
-            h.state = HandleState::Consumed(completion.clone());
-        }
     }
 
     pub(crate) fn check_handles(&mut self, handles: &[u32]) -> wasmtime::Result<()> {

@@ -1,0 +1,191 @@
+//! How a live run waits: for a completion among the handles it awaits,
+//! for input from its mailbox, and for the commit that makes what it learns
+//! durable before the guest sees it. Also when it gives up its memory.
+
+use super::state::{Cleanup, Event, Handle, HandleState, Operation, Stopped, WorkflowState};
+use crate::journal::{Completion, Entry, Failure, HostCall, Reply};
+use crate::store::{StoredCompletion, Write};
+use std::time::Duration;
+
+/// How long a run blocked on in-process activities holds its buffered
+/// entries back, hoping to commit them with the activity's result in one
+/// transaction. Past it, they are flushed on their own.
+const COMMIT_WINDOW: Duration = Duration::from_millis(20);
+
+/// Where a completion handed to an awaiting guest came from.
+enum Source {
+    /// Already durable or determined by the journal; `cleanup` removes its
+    /// buffered copy in the same commit as the await entry.
+    Known { cleanup: Option<Cleanup> },
+    /// Just arrived from outside: its entry must be durable before the guest sees it.
+    Fresh,
+}
+
+impl WorkflowState {
+    /// The ready handle among `wanted` that completed first.
+    fn pick_ready(&self, wanted: &[u32]) -> Option<u32> {
+        wanted
+            .iter()
+            .filter_map(|h| match self.handles.get(h).map(|h| &h.state) {
+                Some(HandleState::Ready { arrival, .. }) => Some((*arrival, *h)),
+                _ => None,
+            })
+            .min()
+            .map(|(_, h)| h)
+    }
+
+    fn is_inflight_activity(&self, handle: u32) -> bool {
+        self.handles.get(&handle).is_some_and(|h| {
+            matches!(h.operation, Operation::Activity { .. })
+                && matches!(h.state, HandleState::Pending)
+                && self.rt.work().is_running(&self.meta.id, handle)
+        })
+    }
+
+    /// Blocks (live) until one of `wanted` is complete.
+    async fn wait_for(&mut self, wanted: &[u32]) -> wasmtime::Result<(u32, Completion, Source)> {
+        loop {
+            if let Some(seq) = self.cancel_request.take() {
+                let cleanup = Some(Cleanup::Signal(seq));
+                let completion = Completion::Err(Failure::new("cancelled", "the run was cancelled"));
+                return Ok((wanted[0], completion, Source::Known { cleanup }));
+            }
+            if let Some(handle) = self.pick_ready(wanted) {
+                if let Some(Handle { state: HandleState::Ready { completion, cleanup, .. }, .. }) =
+                    self.handles.get_mut(&handle)
+                {
+                    return Ok((handle, completion.clone(), Source::Known { cleanup: cleanup.take() }));
+                }
+            }
+            let consumed = wanted.iter().find_map(|h| match self.handles.get(h).map(|h| &h.state) {
+                Some(HandleState::Consumed(c)) => Some((*h, c.clone())),
+                _ => None,
+            });
+            if let Some((handle, completion)) = consumed {
+                return Ok((handle, completion, Source::Known { cleanup: None }));
+            }
+            match self.next_event(wanted).await {
+                Some(Event::Completion { handle, completion }) => {
+                    if let Some(fresh) = self.take_completion(wanted, handle, completion).await? {
+                        return Ok((handle, fresh, Source::Fresh));
+                    }
+                }
+                Some(Event::Nudge) => self.absorb_store(false)?,
+                Some(Event::Evict) => return Err(self.leave().await),
+                Some(Event::Terminate { reason }) => {
+                    self.terminated = Some(reason);
+                    return Err(Stopped.into());
+                }
+                None => return Err(self.contract("the run's mailbox closed".into())),
+            }
+        }
+    }
+
+    /// Handles an in-process completion: returned when the guest waits for
+    /// it now (the caller makes it durable with the await entry), otherwise
+    /// made durable on its own and kept for later.
+    async fn take_completion(
+        &mut self,
+        wanted: &[u32],
+        handle: u32,
+        completion: Completion,
+    ) -> wasmtime::Result<Option<Completion>> {
+        let Some(h) = self.handles.get(&handle) else {
+            return Ok(None);
+        };
+        if !matches!(h.state, HandleState::Pending) {
+            return Ok(None); // cancelled meanwhile
+        }
+        if let Operation::Timer { due_ms } = h.operation {
+            self.pending.push(Write::DeleteTimer { due_ms, run_id: self.meta.id.clone(), handle });
+        }
+        if wanted.contains(&handle) {
+            if let Some(h) = self.handles.get_mut(&handle) {
+                h.state = HandleState::Ready { completion: completion.clone(), arrival: 0, cleanup: None };
+            }
+            return Ok(Some(completion));
+        }
+        let arrival = self.rt.next_arrival();
+        let mut batch = self.take_pending();
+        batch.push(Write::PutCompletion {
+            run_id: self.meta.id.clone(),
+            handle,
+            completion: StoredCompletion { completion: completion.clone(), arrival },
+        });
+        if let Err(e) = self.rt.store().commit(batch).await {
+            return Err(self.stop_with(e.into()));
+        }
+        let cleanup = Some(Cleanup::Completion(handle));
+        if let Some(h) = self.handles.get_mut(&handle) {
+            h.state = HandleState::Ready { completion, arrival, cleanup };
+        }
+        Ok(None)
+    }
+
+    /// Leaves memory: commits what is buffered, then stops the guest.
+    async fn leave(&mut self) -> wasmtime::Error {
+        let batch = self.take_pending();
+        if !batch.is_empty() {
+            if let Err(e) = self.rt.store().commit(batch).await {
+                return self.stop_with(e.into());
+            }
+        }
+        self.evicted = true;
+        Stopped.into()
+    }
+
+    async fn next_event(&mut self, wanted: &[u32]) -> Option<Event> {
+        let hold = wanted.iter().any(|h| self.is_inflight_activity(*h));
+        let rx = self.events_rx.as_mut()?;
+        if !self.pending.is_empty() {
+            // Hold buffered entries briefly when an in-process activity may
+            // finish soon: they then share its commit.
+            if hold {
+                if let Ok(event) = tokio::time::timeout(COMMIT_WINDOW, rx.recv()).await {
+                    return event;
+                }
+            }
+            let batch = std::mem::take(&mut self.pending);
+            drop(self.rt.store().writer().submit(batch));
+        }
+        let rx = self.events_rx.as_mut()?;
+        match self.idle {
+            None => rx.recv().await,
+            Some(idle) => {
+                let pressure = self.rt.pressure();
+                tokio::select! {
+                    event = rx.recv() => event,
+                    _ = tokio::time::sleep(idle) => Some(Event::Evict),
+                    _ = pressure.notified() => Some(Event::Evict),
+                }
+            }
+        }
+    }
+
+    /// Journals the consumption of a completion among `wanted`.
+    pub(crate) async fn consume(&mut self, call: HostCall, wanted: &[u32]) -> wasmtime::Result<(u32, Completion)> {
+        let (handle, completion, source) = self.wait_for(wanted).await?;
+        self.append(Entry::Call { call, reply: Reply::Completed { handle, completion: completion.clone() } });
+        match source {
+            Source::Known { cleanup } => {
+                if let Some(cleanup) = cleanup {
+                    self.pending.push(cleanup.write(&self.meta.id));
+                }
+            }
+            Source::Fresh => {
+                let batch = self.take_pending();
+                if let Err(e) = self.rt.store().commit(batch).await {
+                    return Err(self.stop_with(e.into()));
+                }
+            }
+        }
+        self.mark_consumed(handle, &completion);
+        Ok((handle, completion))
+    }
+
+    pub(crate) fn mark_consumed(&mut self, handle: u32, completion: &Completion) {
+        if let Some(h) = self.handles.get_mut(&handle) {
+            h.state = HandleState::Consumed(completion.clone());
+        }
+    }
+}
