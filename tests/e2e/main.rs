@@ -3,6 +3,7 @@
 //! One test binary, so the runtime is linked once.
 
 mod activities;
+mod bench;
 mod crash;
 mod determinism;
 mod examples;
