@@ -171,13 +171,7 @@ impl Store {
         let mut out = Vec::new();
         for row in table.range((run_id, 0)..=(run_id, u64::MAX)).map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
-            let seq = k.value().1;
-            let record = journal::decode(v.value()).map_err(|source| StoreError::Journal {
-                run_id: run_id.to_owned(),
-                seq,
-                source,
-            })?;
-            out.push(record);
+            out.push(decode_record(run_id, k.value().1, v.value())?);
         }
         Ok(out)
     }
@@ -190,13 +184,7 @@ impl Store {
         let mut out = Vec::new();
         for row in table.range((run_id, generation, 0)..=(run_id, generation, u64::MAX)).map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
-            let seq = k.value().2;
-            let record = journal::decode(v.value()).map_err(|source| StoreError::Journal {
-                run_id: run_id.to_owned(),
-                seq,
-                source,
-            })?;
-            out.push(record);
+            out.push(decode_record(run_id, k.value().2, v.value())?);
         }
         Ok(out)
     }
@@ -270,6 +258,10 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+fn decode_record(run_id: &str, seq: u64, bytes: &[u8]) -> Result<Record, StoreError> {
+    journal::decode(bytes).map_err(|source| StoreError::Journal { run_id: run_id.to_owned(), seq, source })
 }
 
 fn parse_row<T: serde::de::DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
