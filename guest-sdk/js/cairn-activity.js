@@ -9,7 +9,7 @@
 // with a machine-readable kind (retry policies match on it).
 
 import { idempotencyKey, attempt, runId } from 'cairn:workflow/activity-context@0.1.0';
-import { Failure, dumps } from './failure.js';
+import { Failure, callWithJson } from './failure.js';
 
 export { Failure };
 
@@ -30,17 +30,6 @@ export function activities(functions) {
       const known = Object.keys(functions).sort().join(', ');
       throw new Failure('unknown-function', `this activity component has no function \`${name}\`; it has: ${known}`).toWit();
     }
-    let value;
-    try {
-      value = JSON.parse(input);
-    } catch (e) {
-      throw new Failure('invalid-input', `the input is not JSON: ${e}`).toWit();
-    }
-    try {
-      return dumps(fn(new ActivityContext(), value));
-    } catch (e) {
-      if (e instanceof Failure) throw e.toWit();
-      throw e;
-    }
+    return callWithJson(fn, new ActivityContext(), input);
   };
 }

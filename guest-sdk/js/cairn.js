@@ -20,7 +20,7 @@ import {
   await as awaitHandle, awaitAny, cancel, patched, setCustomStatus, continueAsNew, log,
 } from 'cairn:workflow/runtime@0.1.0';
 
-import { Failure, dumps } from './failure.js';
+import { Failure, callWithJson, dumps } from './failure.js';
 
 export { Failure };
 
@@ -80,17 +80,6 @@ export class Context {
 // Makes `fn(ctx, input)` the workflow: `export const run = workflow(fn);`
 export function workflow(fn) {
   return function run(input) {
-    let value;
-    try {
-      value = JSON.parse(input);
-    } catch (e) {
-      throw new Failure('invalid-input', `the input is not JSON: ${e}`).toWit();
-    }
-    try {
-      return dumps(fn(new Context(), value));
-    } catch (e) {
-      if (e instanceof Failure) throw e.toWit();
-      throw e;
-    }
+    return callWithJson(fn, new Context(), input);
   };
 }

@@ -26,3 +26,20 @@ export class Failure extends Error {
   }
 }
 
+
+// Calls `fn(ctx, input)` on JSON text and returns its result as JSON text;
+// a thrown Failure becomes the component's `err(failure)`.
+export function callWithJson(fn, ctx, input) {
+  let value;
+  try {
+    value = JSON.parse(input);
+  } catch (e) {
+    throw new Failure('invalid-input', `the input is not JSON: ${e}`).toWit();
+  }
+  try {
+    return dumps(fn(ctx, value));
+  } catch (e) {
+    if (e instanceof Failure) throw e.toWit();
+    throw e;
+  }
+}
