@@ -73,6 +73,32 @@ fn js(name: &str) -> PathBuf {
         .clone()
 }
 
+/// C guests, built once per test run with `cairn build` (clang, lld and
+/// wasi-libc from Debian; .ci/run installs them).
+fn c(name: &str) -> PathBuf {
+    static BUILT: OnceLock<HashMap<&'static str, PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let mut built = HashMap::new();
+            for name in ["order", "inventory"] {
+                let file = repo().join(format!("target/guests/c/{name}.wasm"));
+                let output = cairn()
+                    .arg("build")
+                    .arg(repo().join("examples/c").join(name))
+                    .arg("--out")
+                    .arg(&file)
+                    .output()
+                    .unwrap();
+                expect_success(&output);
+                built.insert(name, file);
+            }
+            built
+        })
+        .get(name)
+        .unwrap_or_else(|| panic!("no C guest {name}"))
+        .clone()
+}
+
 /// Python guests, built once per test run with `cairn build`.
 fn python(name: &str) -> PathBuf {
     static BUILT: OnceLock<HashMap<&'static str, PathBuf>> = OnceLock::new();
@@ -136,7 +162,7 @@ fn comparable(data: &Path, id: &str) -> Vec<Value> {
 }
 
 #[test]
-fn the_order_workflow_in_python_and_javascript_journals_exactly_what_rust_does() {
+fn the_order_workflow_in_python_javascript_and_c_journals_exactly_what_rust_does() {
     let dir = tempfile::tempdir().unwrap();
     let expected = read_json(&repo().join("examples/python/order/expected-output.json"));
     let rust = expect_success(&run_order(&wasm("order"), &wasm("inventory"), dir.path(), "rust").output().unwrap());
@@ -145,9 +171,11 @@ fn the_order_workflow_in_python_and_javascript_journals_exactly_what_rust_does()
     assert_eq!(json(&rust), expected);
     assert_eq!(py, rust, "same result, byte for byte");
     assert_eq!(javascript, rust, "same result, byte for byte");
+    let c_result = expect_success(&run_order(&c("order"), &wasm("inventory"), dir.path(), "c").output().unwrap());
+    assert_eq!(c_result, rust, "same result, byte for byte");
     let rust = comparable(dir.path(), "rust");
     assert_eq!(rust.len(), 10);
-    for language in ["python", "js"] {
+    for language in ["python", "js", "c"] {
         let other = comparable(dir.path(), language);
         assert_eq!(other.len(), rust.len(), "{language}");
         for (r, o) in rust.iter().zip(&other) {
@@ -157,9 +185,11 @@ fn the_order_workflow_in_python_and_javascript_journals_exactly_what_rust_does()
             assert_eq!(normalise(o), normalise(r), "{language}");
         }
     }
-    // Python and JavaScript activity components answer as the Rust one does.
+    // Python, JavaScript and C activity components answer as the Rust one does.
     let expected_result = py.clone();
-    for (id, inventory) in [("py-inventory", python("inventory")), ("js-inventory", js("inventory"))] {
+    for (id, inventory) in
+        [("py-inventory", python("inventory")), ("js-inventory", js("inventory")), ("c-inventory", c("inventory"))]
+    {
         let mixed = expect_success(&run_order(&wasm("order"), &inventory, dir.path(), id).output().unwrap());
         assert_eq!(mixed, expected_result, "{id}");
         let normalise = |v: &Value| v.to_string().replace(&format!("\"{id}/"), "\"rust/");
@@ -200,6 +230,11 @@ fn killed_and_resumed(workflow: &Path, kill_points: &[u32]) {
 }
 
 #[test]
+fn a_c_run_killed_mid_run_resumes_by_replay() {
+    killed_and_resumed(&c("order"), &[8, 11]);
+}
+
+#[test]
 fn python_random_and_time_are_the_same_on_replay() {
     let dir = tempfile::tempdir().unwrap();
     let run = |id: &str| {
@@ -237,4 +272,105 @@ fn cairn_build_explains_a_folder_it_cannot_build() {
         .unwrap();
     assert!(!output.status.success());
     assert!(stderr(&output).contains("cannot run /nonexistent/componentize-py"), "{}", stderr(&output));
+}
+
+/// A JSON value of the kinds workflows exchange, with awkward strings and
+/// numbers (keys come out sorted, as serde_json writes a map).
+fn arbitrary_json(rng: &mut Rng, depth: u32) -> Value {
+    const PIECES: [&str; 10] = ["a", "é", "😀", "\"", "\\", "\n", "\u{1}", "/", "\u{7f}", "order_id"];
+    let string = |rng: &mut Rng| -> String { (0..rng.below(6)).map(|_| PIECES[rng.below(10) as usize]).collect() };
+    match rng.below(if depth > 3 { 5 } else { 7 }) {
+        0 => Value::Null,
+        1 => Value::Bool(rng.below(2) == 0),
+        2 => Value::from(rng.next() >> rng.below(64)),
+        3 => Value::from(-((rng.next() >> (1 + rng.below(63))) as i64)),
+        4 => Value::String(string(rng)),
+        5 => Value::Array((0..rng.below(4)).map(|_| arbitrary_json(rng, depth + 1)).collect()),
+        _ => Value::Object((0..rng.below(4)).map(|_| (string(rng), arbitrary_json(rng, depth + 1))).collect()),
+    }
+}
+
+/// The C SDK's JSON, built natively: writes what serde_json writes for the
+/// same value, reads back what it writes, and refuses what serde_json
+/// refuses. Otherwise a C workflow's journal could differ from Rust's.
+#[test]
+fn the_c_sdks_json_reads_and_writes_what_serde_json_does() {
+    let driver = repo().join("target/guests/c/json_lines");
+    std::fs::create_dir_all(driver.parent().unwrap()).unwrap();
+    let sdk = repo().join("guest-sdk/c");
+    let compiled = Command::new("cc")
+        .args(["-O1", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(&sdk)
+        .arg(sdk.join("cairn_json.c"))
+        .arg(repo().join("tests/e2e/c/json_lines.c"))
+        .arg("-o")
+        .arg(&driver)
+        .arg("-lm")
+        .output()
+        .unwrap();
+    assert!(compiled.status.success(), "{}", stderr(&compiled));
+    let run = |args: &[&str], lines: &[String]| -> Vec<String> {
+        use std::io::Write;
+        let mut child = Command::new(&driver)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let input = lines.join("\n") + "\n";
+        let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(output.status.success());
+        stdout(&output).lines().map(str::to_owned).collect()
+    };
+
+    let mut rng = Rng(0x0c5d_4a11_7e57_0001);
+    let values: Vec<Value> = (0..2000).map(|_| arbitrary_json(&mut rng, 0)).collect();
+    let texts: Vec<String> = values.iter().map(Value::to_string).collect();
+    assert_eq!(run(&[], &texts), texts, "canonical JSON comes back byte for byte");
+
+    // Truncated and corrupted documents: accepted exactly when serde_json
+    // accepts them, and then written as serde_json writes them.
+    let mut broken = Vec::new();
+    for text in texts.iter().filter(|t| t.len() > 1) {
+        let cut = (1..text.len()).filter(|&i| text.is_char_boundary(i)).nth(rng.below(text.len() as u64 - 1) as usize);
+        if let Some(cut) = cut {
+            broken.push(text[..cut].to_owned());
+        }
+        let mut bytes = text.clone().into_bytes();
+        let at = rng.below(bytes.len() as u64) as usize;
+        bytes[at] = b"{}[]\",:0-etn "[rng.below(13) as usize];
+        if let Ok(corrupted) = String::from_utf8(bytes) {
+            broken.push(corrupted);
+        }
+    }
+    broken.extend(
+        ["", " ", "01", "1.", "-", "1e", "[1,]", "{\"a\"}", "\"\\x\"", "\"\\ud800\"", "nul", "[]]"].map(String::from),
+    );
+    for (text, answer) in broken.iter().zip(run(&[], &broken)) {
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) if !text.contains("\\u0000") => {
+                // The same value (serde_json sorts keys the C SDK keeps).
+                assert_eq!(serde_json::from_str::<Value>(&answer).ok(), Some(value), "{text:?}");
+            }
+            Ok(_) => assert!(answer.starts_with("error: "), "{text:?}: {answer}"),
+            Err(_) => assert!(answer.starts_with("error: "), "{text:?} is not JSON, yet the C SDK read {answer}"),
+        }
+    }
+
+    // Doubles are spelled as Rust spells them.
+    let doubles: Vec<f64> =
+        [0.1, 1.0, 2.5, -0.0, 1e15, 1e16, 1e21, 1.5e-7, 0.001, 1e-5, 1e-6, 123456.789, f64::MAX, 5e-324]
+            .into_iter()
+            .chain((0..500).map(|_| f64::from_bits(rng.next())).filter(|d| d.is_finite()))
+            .collect();
+    let lines: Vec<String> = doubles.iter().map(|d| format!("{d:e}")).collect();
+    let expected: Vec<String> = doubles.iter().map(|d| serde_json::to_string(d).unwrap()).collect();
+    let written = run(&["--double"], &lines);
+    assert_eq!(written.len(), expected.len());
+    for ((line, written), expected) in lines.iter().zip(&written).zip(&expected) {
+        assert_eq!(written, expected, "{line}");
+    }
 }

@@ -9,21 +9,6 @@ use cairn_host::sandbox::Limits;
 use cairn_host::store::{Store, Write};
 use serde_json::{json, Value};
 
-/// A seeded generator, so a failing case replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn step(rng: &mut Rng) -> Value {
     match rng.below(8) {
         0..=3 => json!({ "activity": "flaky.echo", "input": { "n": rng.below(1000) } }),

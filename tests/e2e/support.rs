@@ -119,3 +119,18 @@ pub fn json(text: &str) -> Value {
 pub fn read_json(path: &Path) -> Value {
     json(&std::fs::read_to_string(path).expect("reading a JSON file"))
 }
+
+/// A seeded generator (xorshift), so a failing case replays.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

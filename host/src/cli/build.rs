@@ -19,6 +19,14 @@ const JS_SDK: [(&str, &str); 3] = [
     ("failure.js", include_str!("../../../guest-sdk/js/failure.js")),
 ];
 
+/// The C SDK: a header, a small JSON library and the glue for each world.
+const C_SDK: [(&str, &str); 4] = [
+    ("cairn.h", include_str!("../../../guest-sdk/c/cairn.h")),
+    ("cairn_json.c", include_str!("../../../guest-sdk/c/cairn_json.c")),
+    ("cairn_workflow.c", include_str!("../../../guest-sdk/c/cairn_workflow.c")),
+    ("cairn_activity.c", include_str!("../../../guest-sdk/c/cairn_activity.c")),
+];
+
 /// Pinned so a component built today matches what the tests verified.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
@@ -37,11 +45,11 @@ fn detect(dir: &Path) -> anyhow::Result<Language> {
         Ok(Language::Python)
     } else if dir.join("package.json").is_file() {
         Ok(Language::JavaScript)
-    } else if dir.join("Makefile").is_file() {
+    } else if dir.join("Makefile").is_file() || dir.join("app.c").is_file() {
         Ok(Language::C)
     } else {
         bail!(
-            "cannot tell the language of {}: expected Cargo.toml (Rust), app.py (Python), package.json (JavaScript) or a Makefile (C)",
+            "cannot tell the language of {}: expected Cargo.toml (Rust), app.py (Python), package.json (JavaScript) or a Makefile or app.c (C)",
             dir.display()
         )
     }
@@ -65,7 +73,9 @@ pub async fn build(dir: &Path, activity: Option<bool>, out: Option<PathBuf>) -> 
             (build_js(&dir, &sources, scratch.path(), is_activity)?, is_activity)
         }
         Language::C => {
-            bail!("C guests are not supported by this version of `cairn build`; Rust, Python and JavaScript are")
+            let sources = c_sources(&dir)?;
+            let is_activity = activity.unwrap_or_else(|| sources.iter().any(|text| text.contains("cairn_execute(")));
+            (build_c(&dir, scratch.path(), is_activity)?, is_activity)
         }
     };
     let is_activity = activity.unwrap_or(is_activity);
@@ -245,5 +255,107 @@ fn build_js(
     if !status.success() {
         bail!("componentize-js failed to build {} (see its output above)", dir.display());
     }
+    Ok(out)
+}
+
+/// The app's own top-level `.c` files, read to tell a workflow from an activity.
+fn c_sources(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut sources = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "c") {
+            sources.push(std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?);
+        }
+    }
+    if sources.is_empty() {
+        bail!("{} holds no .c file: a C guest needs at least app.c", dir.display());
+    }
+    Ok(sources)
+}
+
+const C_TOOLS_HINT: &str = "install clang, lld and wasi-libc: on Debian or Ubuntu `apt-get install clang lld wasi-libc libclang-rt-dev-wasm32 make`";
+
+/// A C guest: bindings from the embedded WIT (wit-bindgen's C generator),
+/// the SDK, then clang to a core module (through the folder's Makefile when
+/// it has one), then a component with the WASI preview1 adapter of the same
+/// wasmtime release the host runs.
+fn build_c(dir: &Path, scratch: &Path, is_activity: bool) -> anyhow::Result<PathBuf> {
+    let cc = std::env::var("CC").ok().filter(|cc| !cc.is_empty() && cc != "cc").unwrap_or_else(|| "clang".into());
+    match Command::new(&cc).arg("--version").output() {
+        Ok(o) if o.status.success() => {}
+        _ => bail!("cannot run {cc}: {C_TOOLS_HINT}"),
+    }
+    let world_name = if is_activity { "activity" } else { "workflow" };
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve.push_str("cairn.wit", WIT).context("the embedded WIT does not parse")?;
+    let world = resolve.select_world(&[package], Some(world_name))?;
+    let mut files = wit_bindgen_core::Files::default();
+    let options = wit_bindgen_c::Opts::default();
+    options.build().generate(&mut resolve, world, &mut files).context("generating the C bindings failed")?;
+
+    let include = scratch.join("cairn-c");
+    std::fs::create_dir_all(&include)?;
+    let mut sources = Vec::new();
+    for (name, contents) in files.iter() {
+        std::fs::write(include.join(name), contents)?;
+        // The bindings and the object carrying the world's type.
+        if name.ends_with(".c") || name.ends_with(".o") {
+            sources.push(include.join(name));
+        }
+    }
+    let glue = if is_activity { "cairn_activity.c" } else { "cairn_workflow.c" };
+    for (name, text) in C_SDK {
+        std::fs::write(include.join(name), text)?;
+        if name == "cairn_json.c" || name == glue {
+            sources.push(include.join(name));
+        }
+    }
+
+    let core = scratch.join("core.wasm");
+    let status = if dir.join("Makefile").is_file() {
+        // The Makefile gets the flags, the SDK's sources and where to write.
+        let joined: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
+        Command::new("make")
+            .current_dir(dir)
+            .arg("--no-print-directory")
+            .arg(format!("CC={cc}"))
+            .arg(format!("CAIRN_CFLAGS=--target=wasm32-wasi -mexec-model=reactor -I{}", include.display()))
+            .arg(format!("CAIRN_SOURCES={}", joined.join(" ")))
+            .arg(format!("CAIRN_CORE={}", core.display()))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .with_context(|| format!("cannot run make: {C_TOOLS_HINT}"))?
+    } else {
+        let mut clang = Command::new(&cc);
+        clang.args(["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-I"]).arg(&include);
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "c") {
+                clang.arg(path);
+            }
+        }
+        clang.args(&sources).arg("-o").arg(&core).status().with_context(|| format!("cannot run {cc}"))?
+    };
+    if !status.success() {
+        bail!(
+            "compiling {} failed (see the compiler's output above); if wasi-libc or lld is missing, {C_TOOLS_HINT}",
+            dir.display()
+        );
+    }
+    let module = std::fs::read(&core).with_context(|| {
+        format!("the build wrote no core module at {} (does the Makefile use $(CAIRN_CORE)?)", core.display())
+    })?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .context("the core module is not a valid WebAssembly module for the C bindings")?
+        .adapter(
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        )?
+        .validate(true)
+        .encode()
+        .context("turning the core module into a component failed")?;
+    let out = scratch.join("component.wasm");
+    std::fs::write(&out, component)?;
     Ok(out)
 }
