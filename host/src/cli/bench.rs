@@ -478,12 +478,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
 
     // Last: the big components stay in this process's memory once loaded.
-    for (language, path) in
-        [("Python", "target/guests/python/order.wasm"), ("JavaScript", "target/guests/js/order.wasm")]
-    {
+    for (name, key, path) in [
+        ("Instantiation, C", "instantiate_c_us", "target/guests/c/order.wasm"),
+        ("Instantiation, Python", "instantiate_python_us", "target/guests/python/order.wasm"),
+        ("Instantiation, JavaScript", "instantiate_js_us", "target/guests/js/order.wasm"),
+    ] {
         if let Some((us, compile_ms, cached_ms)) = instantiate_file(Path::new(path), scale(200) as u32).await? {
-            let name = if language == "Python" { "Instantiation, Python" } else { "Instantiation, JavaScript" };
-            let key = if language == "Python" { "instantiate_python_us" } else { "instantiate_js_us" };
             record(key, Row { name, figure: us, unit: "us/run", settings: format!("{path}: first load (compile) {compile_ms:.0} ms, second load (cached artifact) {cached_ms:.1} ms") }, &mut keys);
         }
     }
