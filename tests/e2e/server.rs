@@ -501,6 +501,44 @@ async fn child_runs_report_their_results_to_the_parent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_smaller_than_the_load_makes_runs_wait_for_slots_not_fail_or_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    // Four instance slots for six order runs and their activities: without
+    // the resident cap the pool imposes, four runs waiting on activities
+    // would hold every slot and the activities could never start.
+    let server = Server::start(dir.path(), &["--pool-instances", "4", "--idle-ms", "600000"]);
+    let api = Api::new(&server);
+    assert_eq!(api.deploy("order", "workflow", std::fs::read(wasm("order")).unwrap()).await.0, 201);
+    for name in ["payments", "inventory"] {
+        assert_eq!(api.deploy(name, "activity", std::fs::read(wasm(name)).unwrap()).await.0, 201);
+    }
+    let input = read_json(&repo().join("examples/order/input.json"));
+    for i in 0..6 {
+        let (status, body) =
+            api.post_json("/runs", &json!({ "workflow": "order", "id": format!("o{i}"), "input": input })).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let expected = read_json(&repo().join("examples/order/expected-output.json"));
+    for i in 0..6 {
+        let run = api.wait(&format!("o{i}")).await;
+        assert_eq!(run["result"], expected, "o{i}");
+    }
+}
+
+#[test]
+fn a_pool_too_small_to_work_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let output =
+        cairn().args(["run", "--pool-instances", "2", "--data"]).arg(dir.path()).arg(wasm("hello")).output().unwrap();
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("a pool of 2 instances is too small: use 0 (no pool) or at least 4"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continue_as_new_starts_a_fresh_journal_and_keeps_history_and_signals() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);

@@ -213,6 +213,7 @@ impl ActivityRunner {
             run_id: task.run_id.clone(),
             attempt,
         };
+        let _slot = self.sandbox.instance_slot().await;
         let mut store = Store::new(self.sandbox.engine(), state);
         store.limiter(|s| &mut s.limits);
         // Yield to the executor at every epoch tick, so the attempt's timeout

@@ -18,6 +18,7 @@ impl LimitArgs {
         Limits {
             max_memory_bytes: self.max_memory_mib.saturating_mul(1 << 20),
             step_budget_ms: self.step_budget_ms,
+            pool_instances: self.pool_instances.unwrap_or(Limits::default().pool_instances),
             ..Limits::default()
         }
     }

@@ -31,6 +31,10 @@ pub struct LimitArgs {
     /// Memory limit per guest instance, in MiB.
     #[arg(long, default_value_t = 256)]
     max_memory_mib: u64,
+    /// Guest instances the pooling allocator keeps slots for (0: allocate
+    /// each on demand). Default 1024; `serve` takes --resident-cap + 256.
+    #[arg(long)]
+    pool_instances: Option<u32>,
 }
 
 /// How client commands reach the server.

@@ -65,7 +65,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let store = Store::open(&args.data)?;
     let residency = Residency { idle: Some(Duration::from_millis(args.idle_ms)), cap: args.resident_cap.max(1) };
-    let runtime = Runtime::with_residency(store, args.limits.limits(), residency)?;
+    let mut limits = args.limits.limits();
+    if args.limits.pool_instances.is_none() {
+        // Every resident run holds an instance; activities and scratch
+        // replays share the rest.
+        limits.pool_instances = u32::try_from(residency.cap).unwrap_or(u32::MAX).saturating_add(256);
+    }
+    let runtime = Runtime::with_residency(store, limits, residency)?;
     let deployed = Registry::new(runtime.clone()).load_all().await?;
     let (runs, timers) = runtime.recover().await?;
     tracing::info!(

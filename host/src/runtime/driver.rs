@@ -191,6 +191,7 @@ impl Runtime {
                 events: None,
                 idle: None,
             });
+            let _slot = sandbox.instance_slot().await;
             let mut store = wasmtime::Store::new(sandbox.engine(), state);
             store.limiter(|s| &mut s.limits);
             store.set_epoch_deadline(sandbox.limits().budget_ticks());
@@ -255,6 +256,8 @@ impl Runtime {
             events: mailbox,
             idle: self.inner.scheduler.residency.idle,
         });
+        // Held until the store is gone, at the end of this function.
+        let slot = sandbox.instance_slot().await;
         let mut store = wasmtime::Store::new(sandbox.engine(), state);
         store.limiter(|s| &mut s.limits);
         let ticks = sandbox.limits().budget_ticks();
@@ -275,6 +278,7 @@ impl Runtime {
             Err(e) => Err(e),
         };
         let mut state = store.into_data();
+        drop(slot);
         let executed = match result {
             Ok(Ok(json)) if json.len() > crate::journal::MAX_PAYLOAD_BYTES => {
                 let failure = Failure::new(

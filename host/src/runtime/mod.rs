@@ -75,7 +75,15 @@ impl Runtime {
     }
 
     /// A runtime that evicts waiting runs as `residency` says (server mode).
-    pub fn with_residency(store: Store, limits: Limits, residency: Residency) -> anyhow::Result<Runtime> {
+    pub fn with_residency(store: Store, limits: Limits, mut residency: Residency) -> anyhow::Result<Runtime> {
+        if limits.pool_instances > 0 {
+            // Every resident run holds a pool slot while it waits; keep a
+            // share of the slots for the activities and replays they wait
+            // on, so a full pool evicts idle runs instead of deadlocking.
+            let reserve = (limits.pool_instances / 4).clamp(2, 256);
+            let runs = limits.pool_instances.saturating_sub(reserve).max(1) as usize;
+            residency.cap = residency.cap.min(runs);
+        }
         let sandbox = Sandbox::new(limits)?;
         let mut linker = Linker::new(sandbox.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

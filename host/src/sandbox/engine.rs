@@ -1,8 +1,10 @@
 //! The wasmtime engine and its limits.
 
 use crate::journal::EngineSettings;
+use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::{Config, Engine, ResourceLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
 
 /// How often the engine's epoch advances. Budgets are counted in ticks.
 pub const EPOCH_TICK_MS: u64 = 10;
@@ -17,13 +19,34 @@ pub struct Limits {
     pub step_budget_ms: u64,
     /// Guest stack limit in bytes; deeper recursion traps.
     pub max_wasm_stack: u64,
+    /// Instances the pooling allocator holds ready (runs in memory plus
+    /// activity attempts in flight, plus scratch replays); 0 allocates each
+    /// instance on demand instead. A full pool makes new instantiations wait
+    /// for a slot, never fail.
+    pub pool_instances: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_memory_bytes: 256 << 20, step_budget_ms: 10_000, max_wasm_stack: 512 << 10 }
+        Limits { max_memory_bytes: 256 << 20, step_budget_ms: 10_000, max_wasm_stack: 512 << 10, pool_instances: 1024 }
     }
 }
+
+/// Per-component shapes the pool admits. Sized for the language runtimes:
+/// a componentize-py component has about a dozen core instances, several
+/// tables and a function table of tens of thousands of entries.
+const POOL_CORE_INSTANCES_PER_COMPONENT: u32 = 50;
+const POOL_MEMORIES_PER_COMPONENT: u32 = 8;
+const POOL_TABLES_PER_COMPONENT: u32 = 16;
+const POOL_TABLE_ELEMENTS: usize = 100_000;
+/// Average memories and tables per instance the pool keeps slots for.
+const POOL_MEMORIES_PER_INSTANCE: u32 = 2;
+const POOL_TABLES_PER_INSTANCE: u32 = 4;
+const POOL_CORE_INSTANCES_PER_INSTANCE: u32 = 6;
+
+/// A claim on one of the pool's instance slots, held for as long as the
+/// instance lives (drop it after the store).
+pub struct InstanceSlot(#[allow(dead_code, reason = "held for its Drop")] Option<OwnedSemaphorePermit>);
 
 impl Limits {
     /// The epoch ticks of the step budget.
@@ -80,6 +103,9 @@ pub struct Sandbox {
     engine: Engine,
     limits: Limits,
     fingerprint: String,
+    /// One permit per pool slot: instantiations wait here for a free slot
+    /// rather than failing on a full pool.
+    slots: Option<Arc<Semaphore>>,
 }
 
 impl Sandbox {
@@ -100,6 +126,36 @@ impl Sandbox {
             .epoch_interruption(true)
             .max_wasm_stack(usize::try_from(limits.max_wasm_stack).unwrap_or(512 << 10))
             .async_stack_size(4 << 20);
+        if (1..4).contains(&limits.pool_instances) {
+            wasmtime::bail!(
+                "a pool of {} instances is too small: use 0 (no pool) or at least 4",
+                limits.pool_instances
+            );
+        }
+        if limits.pool_instances > 0 {
+            // Linear memories live in fixed slots of the size limit, so the
+            // reservation is the limit (not 4 GiB) and ten thousand slots fit
+            // in the address space.
+            let max_memory = usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX);
+            config.memory_reservation(limits.max_memory_bytes);
+            let n = limits.pool_instances;
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(n)
+                .total_core_instances(n.saturating_mul(POOL_CORE_INSTANCES_PER_INSTANCE))
+                .total_memories(n.saturating_mul(POOL_MEMORIES_PER_INSTANCE))
+                .total_tables(n.saturating_mul(POOL_TABLES_PER_INSTANCE))
+                .total_stacks(n)
+                .max_core_instances_per_component(POOL_CORE_INSTANCES_PER_COMPONENT)
+                .max_memories_per_component(POOL_MEMORIES_PER_COMPONENT)
+                .max_tables_per_component(POOL_TABLES_PER_COMPONENT)
+                .max_memories_per_module(2)
+                .max_tables_per_module(8)
+                .table_elements(POOL_TABLE_ELEMENTS)
+                .max_component_instance_size(4 << 20)
+                .max_core_instance_size(4 << 20)
+                .max_memory_size(max_memory);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = Engine::new(&config)?;
         let fingerprint = {
             use sha2::{Digest, Sha256};
@@ -128,7 +184,17 @@ impl Sandbox {
                 }
             })
             .expect("spawning the epoch thread");
-        Ok(Sandbox { engine, limits, fingerprint })
+        let slots = (limits.pool_instances > 0).then(|| Arc::new(Semaphore::new(limits.pool_instances as usize)));
+        Ok(Sandbox { engine, limits, fingerprint, slots })
+    }
+
+    /// Waits for a free instance slot (at once without a pool).
+    pub async fn instance_slot(&self) -> InstanceSlot {
+        match &self.slots {
+            // The semaphore is never closed.
+            Some(slots) => InstanceSlot(slots.clone().acquire_owned().await.ok()),
+            None => InstanceSlot(None),
+        }
     }
 
     /// The engine.
