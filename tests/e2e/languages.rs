@@ -75,7 +75,7 @@ fn js(name: &str) -> PathBuf {
 
 /// C guests, built once per test run with `cairn build` (clang, lld and
 /// wasi-libc from Debian; .ci/run installs them).
-fn c(name: &str) -> PathBuf {
+pub(crate) fn c(name: &str) -> PathBuf {
     static BUILT: OnceLock<HashMap<&'static str, PathBuf>> = OnceLock::new();
     BUILT
         .get_or_init(|| {

@@ -7,6 +7,7 @@ mod bench;
 mod crash;
 mod determinism;
 mod examples;
+mod faults;
 mod hostile;
 mod languages;
 mod properties;
