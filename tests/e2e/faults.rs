@@ -6,7 +6,7 @@
 //! same workflow gives without faults, and every charge must have used the
 //! idempotency key of its call.
 //!
-//! Seeded: `CAIRN_FAULT_SEED` and `CAIRN_FAULT_ROUNDS` (default 6) replay or
+//! Seeded: `CAIRN_FAULT_SEED` and `CAIRN_FAULT_ROUNDS` (default 20) replay or
 //! lengthen it, e.g.
 //! `CAIRN_FAULT_ROUNDS=100 cargo test --test e2e faults -- --nocapture`.
 
@@ -95,8 +95,12 @@ fn input_of(id: &str, kind: Kind) -> (&'static str, Value) {
 /// Sends an approval run its decision; true once the server acknowledged it.
 async fn decide(client: &Client, id: &str, decision: Decision) -> bool {
     let answer = match decision {
-        Decision::Approve => client.post(&format!("/runs/{id}/signals/approve"), r#"{"approved":true,"by":"alice"}"#).await,
-        Decision::Reject => client.post(&format!("/runs/{id}/signals/approve"), r#"{"approved":false,"by":"bob"}"#).await,
+        Decision::Approve => {
+            client.post(&format!("/runs/{id}/signals/approve"), r#"{"approved":true,"by":"alice"}"#).await
+        }
+        Decision::Reject => {
+            client.post(&format!("/runs/{id}/signals/approve"), r#"{"approved":false,"by":"bob"}"#).await
+        }
         Decision::Cancel => client.post(&format!("/runs/{id}/cancel"), "{}").await,
     };
     matches!(answer, Some((status, _)) if status < 300)
@@ -170,8 +174,12 @@ async fn load(client: Client, ledger: Arc<Mutex<Ledger>>, seed: u64, round: u64,
             _ => {
                 // Move the live runs of one version of `order` to another.
                 let Some((200, listing)) = client.get("/workflows/order/versions").await else { continue };
-                let versions: Vec<u64> =
-                    listing["versions"].as_array().into_iter().flatten().filter_map(|v| v["version"].as_u64()).collect();
+                let versions: Vec<u64> = listing["versions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v["version"].as_u64())
+                    .collect();
                 if versions.len() < 2 {
                     continue;
                 }
@@ -279,13 +287,15 @@ async fn awaits_decision(client: &Client, id: &str) -> bool {
 
 /// Waits until an approval run waits for its decision.
 async fn wait_for_stage(client: &Client, id: &str) {
-    for _ in 0..1000 {
+    // Generous: after a restart the server rebuilds a thousand runs.
+    for _ in 0..6000 {
         if awaits_decision(client, id).await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("{id} never waited for approval");
+    let run = client.get(&format!("/runs/{id}")).await;
+    panic!("{id} never waited for approval: {run:?}");
 }
 
 async fn wait_for_end(client: &Client, id: &str) -> Value {
@@ -314,12 +324,17 @@ fn expected(references: &HashMap<&'static str, Value>, id: &str, kind: Kind) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_under_mixed_load_no_acknowledged_step_is_lost() {
     let seed = std::env::var("CAIRN_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xfa_0175_eed5_u64);
-    let rounds = std::env::var("CAIRN_FAULT_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6u64);
+    let rounds = std::env::var("CAIRN_FAULT_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20u64);
     let order_v1 = std::fs::read(wasm("order")).unwrap();
     let order_c = std::fs::read(crate::languages::c("order")).unwrap();
     let references = references(&order_v1).await;
 
-    let dir = tempfile::tempdir().unwrap();
+    // CAIRN_FAULT_KEEP keeps the store of a failing seed for a post-mortem.
+    let keep = std::env::var_os("CAIRN_FAULT_KEEP").is_some();
+    let dir = tempfile::Builder::new().prefix("cairn-faults").disable_cleanup(keep).tempdir().unwrap();
+    if keep {
+        println!("fault injection: data directory {}", dir.path().display());
+    }
     let mut server = Server::start(dir.path(), &[]);
     let client = Client::new(&server);
     for (name, kind, bytes) in [

@@ -134,7 +134,15 @@ impl Upgrader {
         let component = self.rt.components().load_stored(&target.sha256).await?;
         let hold = if dry_run { None } else { Some(self.rt.hold(run_id).await?) };
         // Read again under the hold: this is the journal that is verified.
+        // The run may have ended between the first read and the hold; an
+        // ended run is never switched (its journal must end with its end).
         let meta = self.rt.store().run(run_id)?.ok_or_else(|| UpgradeError::RunNotFound(run_id.to_owned()))?;
+        if !matches!(meta.status, RunStatus::Running | RunStatus::Diverged) {
+            return Ok(RunUpgrade::Skipped {
+                run_id: run_id.to_owned(),
+                reason: format!("the run has {}", meta.status.as_str()),
+            });
+        }
         let next_seq = self.rt.store().journal(run_id)?.last().map_or(0, |r| r.seq + 1);
         match self.rt.replay(run_id, Some(component)).await {
             Ok(_) => {}
