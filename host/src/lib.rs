@@ -7,6 +7,8 @@
 
 pub mod activity;
 pub mod api;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod journal;
 pub mod registry;
 pub mod runtime;

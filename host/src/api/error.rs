@@ -87,7 +87,12 @@ impl From<UploadError> for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e)
+        match e {
+            crate::store::StoreError::Reopening => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-reopening", e.to_string())
+            }
+            e => ApiError::internal(e),
+        }
     }
 }
 

@@ -67,8 +67,21 @@ impl From<RunMeta> for RunView {
     }
 }
 
-pub(crate) async fn health(State(app): State<AppState>) -> Json<Value> {
-    Json(serde_json::json!({ "status": "ok", "metrics": app.rt.metrics() }))
+/// 200 while the host advances runs; 503 while store writes fail (a full
+/// disk), with the reason: runs are paused then, and resume by themselves.
+pub(crate) async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
+    match app.rt.store().write_failure() {
+        None => (StatusCode::OK, Json(serde_json::json!({ "status": "ok", "metrics": app.rt.metrics() }))),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "degraded",
+                "code": "store-writes-failing",
+                "message": format!("store writes are failing ({reason}); runs are paused and resume once writes succeed: free disk space or fix the I/O error"),
+                "metrics": app.rt.metrics(),
+            })),
+        ),
+    }
 }
 
 pub(crate) async fn metrics(State(app): State<AppState>) -> Json<Value> {

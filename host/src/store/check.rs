@@ -32,7 +32,7 @@ impl Store {
     /// run or component that does not exist.
     pub fn check(&self) -> Result<CheckReport, StoreError> {
         let mut report = CheckReport::default();
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(db_err)?;
         let components: HashSet<String> = {
             let t = txn.open_table(COMPONENTS).map_err(db_err)?;
             let mut set = HashSet::new();

@@ -42,6 +42,9 @@ pub enum StoreError {
     /// A read or write inside redb failed.
     #[error("store error: {0}")]
     Redb(#[from] redb::Error),
+    /// The file is being reopened after a failed write; retry shortly.
+    #[error("the store is reopening after a failed write (see the server log); retry in a moment")]
+    Reopening,
     /// A journal record does not decode.
     #[error("run {run_id}, seq {seq}: {source}")]
     Journal {
@@ -71,10 +74,54 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Redb(e.into())
 }
 
+/// The open database file. After an I/O error redb refuses every further
+/// write until the file is closed and reopened, so the writer can swap it.
+pub(crate) struct DbCell {
+    path: PathBuf,
+    current: std::sync::RwLock<Option<Arc<Database>>>,
+    /// Why commits are failing, while they are.
+    failing: std::sync::Mutex<Option<String>>,
+}
+
+impl DbCell {
+    fn open_file(path: &Path) -> Result<Database, redb::DatabaseError> {
+        // redb's default cache is 1 GiB and counts toward RSS.
+        Database::builder().set_cache_size(64 << 20).create(path)
+    }
+
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone().ok_or(StoreError::Reopening)
+    }
+
+    /// Closes the file (once every reader has let go of it) and opens it
+    /// again; redb's recovery runs on open. The caller drops its own handle
+    /// first.
+    pub(crate) fn reopen(&self) -> Result<Arc<Database>, String> {
+        let old = self.current.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut old) = old {
+            while let Err(shared) = Arc::try_unwrap(old) {
+                old = shared;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        let db = Arc::new(Self::open_file(&self.path).map_err(|e| e.to_string())?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
+        Ok(db)
+    }
+
+    pub(crate) fn database(&self) -> Option<Arc<Database>> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_failing(&self, reason: Option<String>) {
+        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+}
+
 /// The store of one data directory.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    cell: Arc<DbCell>,
     writer: GroupCommitWriter,
 }
 
@@ -90,17 +137,28 @@ impl Store {
     pub fn open_with(dir: &Path, durable: bool) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
         let path = dir.join("cairn.redb");
-        let db = Database::builder()
-            // redb's default cache is 1 GiB and counts toward RSS.
-            .set_cache_size(64 << 20)
-            .create(&path)
-            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let db = DbCell::open_file(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
         let txn = db.begin_write().map_err(db_err)?;
         create_tables(&txn).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
-        let db = Arc::new(db);
-        let writer = GroupCommitWriter::start(db.clone(), durable);
-        Ok(Store { db, writer })
+        let cell = Arc::new(DbCell {
+            path,
+            current: std::sync::RwLock::new(Some(Arc::new(db))),
+            failing: std::sync::Mutex::new(None),
+        });
+        let writer = GroupCommitWriter::start(cell.clone(), durable);
+        Ok(Store { cell, writer })
+    }
+
+    /// Why commits are failing (a full disk, an I/O error), while they
+    /// are: runs wait, nothing is lost, and writes resume once the cause is
+    /// fixed.
+    pub fn write_failure(&self) -> Option<String> {
+        self.cell.failing.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.cell.get()
     }
 
     /// Runs redb's own integrity check of `dir/cairn.redb` (checksums and
@@ -132,7 +190,7 @@ impl Store {
         what: &'static str,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(table).map_err(db_err)?;
         let row = table.get(key).map_err(db_err)?;
         row.map(|v| parse_row(what, key, v.value())).transpose()
@@ -144,7 +202,7 @@ impl Store {
         table: redb::TableDefinition<&str, &[u8]>,
         what: &'static str,
     ) -> Result<Vec<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(table).map_err(db_err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(db_err)? {
@@ -166,7 +224,7 @@ impl Store {
 
     /// A run's journal, in seq order.
     pub fn journal(&self, run_id: &str) -> Result<Vec<Record>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(JOURNAL).map_err(db_err)?;
         let mut out = Vec::new();
         for row in table.range((run_id, 0)..=(run_id, u64::MAX)).map_err(db_err)? {
@@ -179,7 +237,7 @@ impl Store {
     /// The journal of an earlier generation of a run (before a
     /// continue-as-new), in seq order.
     pub fn history(&self, run_id: &str, generation: u32) -> Result<Vec<Record>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(HISTORY).map_err(db_err)?;
         let mut out = Vec::new();
         for row in table.range((run_id, generation, 0)..=(run_id, generation, u64::MAX)).map_err(db_err)? {
@@ -191,7 +249,7 @@ impl Store {
 
     /// Completions that arrived for a run and were not consumed yet.
     pub fn completions(&self, run_id: &str) -> Result<Vec<(u32, StoredCompletion)>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(COMPLETIONS).map_err(db_err)?;
         let mut out = Vec::new();
         for row in table.range((run_id, 0)..=(run_id, u32::MAX)).map_err(db_err)? {
@@ -204,7 +262,7 @@ impl Store {
 
     /// Signals buffered for a run, in arrival order: (seq, signal).
     pub fn signals(&self, run_id: &str) -> Result<Vec<(u64, StoredSignal)>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(SIGNALS).map_err(db_err)?;
         let mut out = Vec::new();
         for row in table.range((run_id, 0)..=(run_id, u64::MAX)).map_err(db_err)? {
@@ -227,28 +285,28 @@ impl Store {
 
     /// Failed attempts recorded for an activity still being retried (0 if none).
     pub fn attempts(&self, run_id: &str, handle: u32) -> Result<u32, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(ATTEMPTS).map_err(db_err)?;
         Ok(table.get((run_id, handle)).map_err(db_err)?.map_or(0, |v| v.value()))
     }
 
     /// A component's bytes by sha256.
     pub fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(COMPONENTS).map_err(db_err)?;
         Ok(table.get(sha256).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
     /// A precompiled artifact for a component and an engine fingerprint.
     pub fn compiled(&self, sha256: &str, engine: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(COMPILED).map_err(db_err)?;
         Ok(table.get((sha256, engine)).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
     /// Every armed timer: (due ms, run, handle).
     pub fn timers(&self) -> Result<Vec<(u64, String, u32)>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(TIMERS).map_err(db_err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(db_err)? {

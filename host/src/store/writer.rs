@@ -7,9 +7,11 @@
 //! fsync.
 
 use super::schema::*;
+use super::DbCell;
 use crate::journal::{self, Record};
 use redb::{Database, Durability, ReadableTable};
 use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
@@ -155,11 +157,11 @@ pub struct GroupCommitWriter {
 }
 
 impl GroupCommitWriter {
-    pub(super) fn start(db: Arc<Database>, durable: bool) -> GroupCommitWriter {
+    pub(super) fn start(cell: Arc<DbCell>, durable: bool) -> GroupCommitWriter {
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("cairn-store-writer".into())
-            .spawn(move || writer_loop(db, rx, durable))
+            .spawn(move || writer_loop(cell, rx, durable))
             .expect("spawning the store writer thread");
         GroupCommitWriter { tx }
     }
@@ -184,12 +186,15 @@ impl GroupCommitWriter {
 /// the first acknowledgement without bound.
 const MAX_GROUP: usize = 4096;
 
-fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>, durable: bool) {
+fn writer_loop(cell: Arc<DbCell>, mut rx: mpsc::UnboundedReceiver<Request>, durable: bool) {
     // Test-only crash point: kill the process right after the Nth durable
     // commit, before anyone is told it happened.
     let crash_after: Option<u64> = std::env::var("CAIRN_CRASH_AFTER_COMMITS").ok().and_then(|v| v.parse().ok());
+    // Test-only fault: while this file exists, every commit fails as on a
+    // full disk.
+    let fail_while: Option<std::path::PathBuf> = std::env::var_os("CAIRN_FAIL_WRITES_WHILE").map(Into::into);
     let mut commits = 0u64;
-    let mut broken: Option<String> = None;
+    let Some(mut db) = cell.database() else { return };
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -198,16 +203,50 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>, dura
                 Err(_) => break,
             }
         }
-        let results = match &broken {
-            Some(reason) => vec![Err(CommitError::Failed(reason.clone())); group.len()],
-            None => match apply(&db, &group, durable) {
-                Ok(results) => results,
-                Err(reason) => {
-                    tracing::error!(%reason, "store commit failed; refusing further writes");
-                    broken = Some(reason.clone());
-                    vec![Err(CommitError::Failed(reason)); group.len()]
+        // A failed commit is retried until it succeeds: the runs waiting on
+        // it stay paused, nothing half-written is ever acknowledged, and
+        // work resumes by itself once space returns.
+        let mut backoff = Duration::from_millis(50);
+        let mut failures = 0u32;
+        let results = loop {
+            let outcome = match &fail_while {
+                Some(path) if path.exists() => Err("No space left on device (os error 28, injected)".to_owned()),
+                _ => apply(&db, &group, durable),
+            };
+            match outcome {
+                Ok(results) => {
+                    if failures > 0 {
+                        tracing::warn!(failures, "store commits succeed again; paused runs resume");
+                        cell.set_failing(None);
+                    }
+                    break results;
                 }
-            },
+                Err(reason) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::error!(
+                            %reason,
+                            failures,
+                            "store commit failed; runs are paused until it succeeds (free disk space or fix the I/O error); retrying"
+                        );
+                    }
+                    cell.set_failing(Some(reason));
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    // redb accepts no write after an I/O error until the
+                    // file is reopened (its recovery runs then).
+                    drop(db);
+                    db = loop {
+                        match cell.reopen() {
+                            Ok(db) => break db,
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot reopen the store; retrying");
+                                std::thread::sleep(backoff);
+                            }
+                        }
+                    };
+                }
+            }
         };
         commits += 1;
         tracing::debug!(
@@ -279,6 +318,12 @@ fn apply(db: &Database, group: &[Request], durable: bool) -> Result<Vec<Result<(
                         }
                         Write::ContinueAsNew { meta, start } => {
                             let run = meta.id.as_str();
+                            // Already applied by a retried commit that landed:
+                            // moving the journal again would bury the new one.
+                            let stored = runs.get(run)?.and_then(|v| serde_json::from_slice::<RunMeta>(v.value()).ok());
+                            if stored.is_some_and(|m| m.generation >= meta.generation) {
+                                return Ok(());
+                            }
                             let ended = meta.generation.saturating_sub(1);
                             let mut old = Vec::new();
                             for row in journal_t.range((run, 0)..=(run, u64::MAX))? {
@@ -346,8 +391,11 @@ fn duplicate_append(
     let mut seen = std::collections::HashSet::new();
     for write in batch {
         if let Write::Append { run_id, record } = write {
-            let dup =
-                !seen.insert((run_id.as_str(), record.seq)) || journal_t.get((run_id.as_str(), record.seq))?.is_some();
+            // The same bytes already there: a retried commit that landed
+            // before its failure was reported. Writing them again is a no-op.
+            let stored = journal_t.get((run_id.as_str(), record.seq))?;
+            let landed = stored.as_ref().is_some_and(|v| v.value() == journal::encode(record).as_slice());
+            let dup = !seen.insert((run_id.as_str(), record.seq)) || (stored.is_some() && !landed);
             if dup {
                 return Ok(Some(CommitError::DuplicateSeq { run_id: run_id.clone(), seq: record.seq }));
             }
