@@ -323,7 +323,7 @@ fn expected(references: &HashMap<&'static str, Value>, id: &str, kind: Kind) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_under_mixed_load_no_acknowledged_step_is_lost() {
-    let seed = std::env::var("CAIRN_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xfa_0175_eed5_u64);
+    let seed = std::env::var("CAIRN_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x00fa_0175_eed5_u64);
     let rounds = std::env::var("CAIRN_FAULT_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20u64);
     let order_v1 = std::fs::read(wasm("order")).unwrap();
     let order_c = std::fs::read(crate::languages::c("order")).unwrap();

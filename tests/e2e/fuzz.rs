@@ -70,7 +70,7 @@ fn the_journal_decoder_survives_its_fuzz_corpus_and_mutations() {
     }
     let records = journal_records();
     assert!(!records.is_empty());
-    let mut rng = Rng(0x0f_a22d_ec0d);
+    let mut rng = Rng(0x000f_a22d_ec0d);
     for _ in 0..20_000 {
         let seed = &records[rng.below(records.len() as u64) as usize];
         journal_decode(&mutate(&mut rng, seed));
@@ -106,7 +106,7 @@ fn the_api_survives_its_fuzz_corpus_and_mutated_requests() {
         .iter()
         .map(|(method, path, body)| [&[*method][..], path.as_bytes(), b"\n", body.as_bytes()].concat())
         .collect();
-    let mut rng = Rng(0xa91_f022);
+    let mut rng = Rng(0x0a91_f022);
     for _ in 0..3_000 {
         let seed = &seeds[rng.below(seeds.len() as u64) as usize];
         target.request(&mutate(&mut rng, seed));
@@ -122,7 +122,7 @@ fn uploads_survive_the_fuzz_corpus_and_mutated_components() {
     let components: Vec<Vec<u8>> = ["hello", "noop"].iter().map(|name| std::fs::read(wasm(name)).unwrap()).collect();
     target.upload(&[]);
     target.upload(b"\0asm");
-    let mut rng = Rng(0x0b_ad_c0de);
+    let mut rng = Rng(0x0bad_c0de);
     for _ in 0..80 {
         let seed = &components[rng.below(components.len() as u64) as usize];
         target.upload(&mutate(&mut rng, seed));
