@@ -6,11 +6,16 @@ use serde_json::{json as j, Value};
 
 /// Runs the `script` workflow with the `flaky` activities.
 fn script(id: &str, steps: Value) -> (Value, Vec<Value>) {
+    script_with(id, steps, &[])
+}
+
+fn script_with(id: &str, steps: Value, extra: &[&str]) -> (Value, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
     let output = cairn()
         .arg("run")
         .arg(wasm("script"))
         .args(activity_args(&["flaky"]))
+        .args(extra)
         .args(["--id", id, "--input", &steps.to_string(), "--data"])
         .arg(dir.path())
         .output()
@@ -132,4 +137,61 @@ fn retry_attempts_survive_a_crash() {
     let result = json(&expect_success(&output));
     assert_eq!(result[0]["err"]["message"], "declined on attempt 2");
     assert!(started.elapsed() < Duration::from_millis(3500), "attempt 1 was made again: {:?}", started.elapsed());
+}
+
+/// A TCP server on loopback that greets each connection with one line, and
+/// counts them.
+fn greeter(line: &'static str) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = writeln!(stream, "{line}");
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn an_activity_reaches_only_the_hosts_on_its_allow_list() {
+    let (allowed, allowed_count) = greeter("hello from the allowed host");
+    let (other, other_count) = greeter("nobody should read this");
+    let connect = |addr: std::net::SocketAddr| j!({ "activity": "flaky.connect", "input": { "addr": addr.to_string() }, "max_attempts": 1 });
+    let steps = j!([connect(allowed), connect(other)]);
+
+    let allow = allowed.to_string();
+    let (result, _) = script_with("net", steps.clone(), &["--activity-allow", &allow]);
+    assert_eq!(result[0], j!({ "ok": { "reply": "hello from the allowed host" } }), "{result}");
+    assert_eq!(result[1]["err"]["kind"], "connect-failed", "{result}");
+    let message = result[1]["err"]["message"].as_str().unwrap();
+    assert!(message.contains(&other.to_string()) && message.to_lowercase().contains("denied"), "{message}");
+    assert_eq!(allowed_count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(other_count.load(std::sync::atomic::Ordering::SeqCst), 0, "the denied connection never left the host");
+
+    // Without an allow-list, activities have no network at all.
+    let (result, _) = script("offline", steps);
+    assert_eq!(result[0]["err"]["kind"], "connect-failed", "{result}");
+    assert_eq!(allowed_count.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_allow_list_entry_that_is_not_an_address_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cairn()
+        .arg("run")
+        .arg(wasm("hello"))
+        .args(["--activity-allow", "no-port-here", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--activity-allow \"no-port-here\" is not an address: give HOST:PORT"),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -100,6 +100,8 @@ pub struct ActivityRunner {
     sandbox: Sandbox,
     linker: Arc<Linker<ActivityState>>,
     components: Arc<RwLock<HashMap<String, ActivityPre<ActivityState>>>>,
+    /// Where activities may connect (the sandbox's allow-list).
+    network: Arc<[std::net::SocketAddr]>,
 }
 
 impl ActivityRunner {
@@ -108,7 +110,8 @@ impl ActivityRunner {
         let mut linker = Linker::new(sandbox.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Activity::add_to_linker::<_, HasSelf<ActivityState>>(&mut linker, |s| s)?;
-        Ok(ActivityRunner { sandbox, linker: Arc::new(linker), components: Arc::default() })
+        let network = sandbox.limits().activity_network.clone().into();
+        Ok(ActivityRunner { sandbox, linker: Arc::new(linker), components: Arc::default(), network })
     }
 
     /// Checks that `component` fits the activity world, without registering it.
@@ -206,7 +209,7 @@ impl ActivityRunner {
         attempt: u32,
     ) -> Result<String, Failure> {
         let state = ActivityState {
-            wasi: activity_wasi(&task.name),
+            wasi: activity_wasi(&task.name, &self.network),
             table: ResourceTable::new(),
             limits: self.sandbox.limits().guest_limits(),
             key: task.idempotency_key(),

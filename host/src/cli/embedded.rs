@@ -14,13 +14,22 @@ use std::process::ExitCode;
 const EXIT_DIVERGED: u8 = 3;
 
 impl LimitArgs {
-    pub(super) fn limits(&self) -> Limits {
-        Limits {
+    pub(super) fn limits(&self) -> anyhow::Result<Limits> {
+        let mut activity_network = Vec::new();
+        for entry in &self.activity_allow {
+            use std::net::ToSocketAddrs;
+            let addrs = entry.to_socket_addrs().with_context(|| {
+                format!("--activity-allow {entry:?} is not an address: give HOST:PORT, e.g. 127.0.0.1:8080 or api.example.com:443")
+            })?;
+            activity_network.extend(addrs);
+        }
+        Ok(Limits {
             max_memory_bytes: self.max_memory_mib.saturating_mul(1 << 20),
             step_budget_ms: self.step_budget_ms,
             pool_instances: self.pool_instances.unwrap_or(Limits::default().pool_instances),
+            activity_network,
             ..Limits::default()
-        }
+        })
     }
 }
 
@@ -39,7 +48,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let input = super::read_json_arg("--input", input)?;
     let store = Store::open(data)?;
-    let runtime = Runtime::new(store, limits.limits())?;
+    let runtime = Runtime::new(store, limits.limits()?)?;
     for spec in activities {
         let Some((name, file)) = spec.split_once('=') else {
             bail!("--activity {spec:?} must be NAME=FILE.wasm, e.g. --activity payments=payments.wasm");
@@ -117,7 +126,7 @@ pub(super) fn table_row(record: &Record, start: u64) -> String {
 
 pub async fn replay(run_id: &str, data: &Path, with: Option<&Path>, limits: &LimitArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(data)?;
-    let runtime = Runtime::new(store, limits.limits())?;
+    let runtime = Runtime::new(store, limits.limits()?)?;
     let with = match with {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -133,7 +142,7 @@ pub async fn replay_all(data: &Path, limits: &LimitArgs) -> anyhow::Result<ExitC
     use cairn_host::store::RunStatus;
     let store = Store::open(data)?;
     let runs: Vec<_> = store.runs()?.into_iter().filter(|m| m.status == RunStatus::Running).collect();
-    let runtime = Runtime::new(store, limits.limits())?;
+    let runtime = Runtime::new(store, limits.limits()?)?;
     let mut diverged = 0;
     for meta in &runs {
         let code = report_replay(&format!("run {}", meta.id), runtime.replay(&meta.id, None).await)?;
@@ -204,7 +213,7 @@ pub async fn replay_file(journal: &Path, with: &Path, limits: &LimitArgs) -> any
     let mut batch = vec![Write::PutRun(meta)];
     batch.extend(records.into_iter().map(|record| Write::Append { run_id: run_id.clone(), record }));
     store.commit(batch).await?;
-    let runtime = Runtime::new(store, limits.limits())?;
+    let runtime = Runtime::new(store, limits.limits()?)?;
     let bytes = std::fs::read(with).with_context(|| format!("cannot read {}", with.display()))?;
     let component = runtime.components().load_transient(&with.display().to_string(), bytes).await?;
     report_replay(&journal.display().to_string(), runtime.replay(&run_id, Some(component)).await)

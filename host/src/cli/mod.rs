@@ -35,6 +35,10 @@ pub struct LimitArgs {
     /// each on demand). Default 1024; `serve` takes --resident-cap + 256.
     #[arg(long)]
     pool_instances: Option<u32>,
+    /// An address activities may connect to, HOST:PORT (repeat for more;
+    /// names are resolved at start). Without any, activities have no network.
+    #[arg(long = "activity-allow", value_name = "HOST:PORT")]
+    activity_allow: Vec<String>,
 }
 
 /// How client commands reach the server.

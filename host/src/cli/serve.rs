@@ -65,7 +65,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let store = Store::open(&args.data)?;
     let residency = Residency { idle: Some(Duration::from_millis(args.idle_ms)), cap: args.resident_cap.max(1) };
-    let mut limits = args.limits.limits();
+    let mut limits = args.limits.limits()?;
     if args.limits.pool_instances.is_none() {
         // Every resident run holds an instance; activities and scratch
         // replays share the rest.

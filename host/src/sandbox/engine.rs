@@ -24,11 +24,20 @@ pub struct Limits {
     /// instance on demand instead. A full pool makes new instantiations wait
     /// for a slot, never fail.
     pub pool_instances: u32,
+    /// Socket addresses activities may connect to (TCP and UDP); empty
+    /// means no network. Workflows never have one.
+    pub activity_network: Vec<std::net::SocketAddr>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_memory_bytes: 256 << 20, step_budget_ms: 10_000, max_wasm_stack: 512 << 10, pool_instances: 1024 }
+        Limits {
+            max_memory_bytes: 256 << 20,
+            step_budget_ms: 10_000,
+            max_wasm_stack: 512 << 10,
+            pool_instances: 1024,
+            activity_network: Vec::new(),
+        }
     }
 }
 

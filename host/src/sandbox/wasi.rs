@@ -4,6 +4,7 @@
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -215,13 +216,31 @@ pub fn workflow_wasi(run_id: &str, seed: u128, clock: &WorkflowClock, replaying:
 
 /// WASI for an activity attempt: real clocks and randomness, output to the
 /// log, no environment, files or network.
-pub fn activity_wasi(label: &str) -> WasiCtx {
+pub fn activity_wasi(label: &str, network: &Arc<[SocketAddr]>) -> WasiCtx {
     let never = Arc::new(AtomicBool::new(false));
-    WasiCtx::builder()
-        .stdout(GuestOutput::new(label, "stdout", never.clone()))
-        .stderr(GuestOutput::new(label, "stderr", never))
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build()
+    let mut builder = WasiCtx::builder();
+    builder.stdout(GuestOutput::new(label, "stdout", never.clone())).stderr(GuestOutput::new(label, "stderr", never));
+    if network.is_empty() {
+        builder.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    } else {
+        // Only the allow-listed addresses; a connect anywhere else fails
+        // in the guest with `access-denied` (std: PermissionDenied).
+        let allowed = network.clone();
+        builder.allow_tcp(true).allow_udp(true).allow_ip_name_lookup(true).socket_addr_check(move |addr, use_| {
+            use wasmtime_wasi::sockets::SocketAddrUse as Use;
+            let permitted = match use_ {
+                // Outgoing traffic, to the allow-list only.
+                Use::TcpConnect | Use::UdpSend | Use::UdpReceive => allowed.contains(&addr),
+                // The implicit bind to an ephemeral port a connect makes.
+                Use::TcpBind | Use::UdpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                // Activities are clients: no listening, no accepting.
+                Use::TcpListen | Use::TcpAccept => false,
+            };
+            if !permitted {
+                tracing::warn!(%addr, ?use_, "an activity tried to reach an address outside --activity-allow");
+            }
+            Box::pin(async move { permitted })
+        });
+    }
+    builder.build()
 }

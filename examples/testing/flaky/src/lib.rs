@@ -32,7 +32,21 @@ fn echo(ctx: &ActivityContext, input: Value) -> Result<Value, Failure> {
     Ok(json!({ "input": input, "attempt": ctx.attempt(), "key": ctx.idempotency_key() }))
 }
 
+/// Connects to `input.addr` over TCP and returns the first line the peer
+/// sends: an activity reaching out to the network, which the host allows
+/// only for addresses on its allow-list.
+fn connect(_ctx: &ActivityContext, input: Value) -> Result<Value, Failure> {
+    use std::io::{BufRead, BufReader};
+    let addr = input["addr"].as_str().ok_or_else(|| Failure::new("invalid-input", "connect needs {\"addr\": HOST:PORT}"))?;
+    let stream = std::net::TcpStream::connect(addr)
+        .map_err(|e| Failure::new("connect-failed", format!("cannot connect to {addr}: {e}")))?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).map_err(|e| Failure::new("read-failed", e.to_string()))?;
+    Ok(json!({ "reply": line.trim() }))
+}
+
 cairn_sdk::activities! {
+    "connect" => connect,
     "fail-twice" => fail_twice,
     "declined" => declined,
     "slow" => slow,
