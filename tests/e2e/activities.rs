@@ -195,3 +195,70 @@ fn an_allow_list_entry_that_is_not_an_address_is_refused_with_the_reason() {
         stderr(&output)
     );
 }
+
+/// An HTTP server on loopback answering 201 with what it received (method,
+/// path, Idempotency-Key header, body) as JSON; one connection at a time.
+fn echo_server() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let (mut length, mut key) = (0, String::new());
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                let (name, value) = line.split_once(':').unwrap();
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap(),
+                    "idempotency-key" => key = value.trim().to_owned(),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut parts = request_line.split_whitespace();
+            let echo = j!({ "method": parts.next(), "path": parts.next(), "key": key, "body": String::from_utf8(body).unwrap() }).to_string();
+            let mut stream = reader.into_inner();
+            write!(stream, "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{echo}", echo.len()).unwrap();
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_built_in_http_activity_calls_allowed_hosts_with_the_idempotency_key() {
+    let server = echo_server();
+    let (forbidden, forbidden_count) = greeter("never reached");
+    let request = |addr: std::net::SocketAddr| {
+        j!({ "activity": "http.request", "max_attempts": 1, "input": {
+            "method": "POST", "url": format!("http://{addr}/charges"),
+            "headers": { "content-type": "application/json" }, "body": "{\"amount\":5}" } })
+    };
+    let allow = server.to_string();
+    let (result, journal) =
+        script_with("http", j!([request(server), request(forbidden)]), &["--activity-allow", &allow]);
+
+    let response = &result[0]["ok"];
+    assert_eq!(response["status"], 201, "{result}");
+    assert_eq!(response["headers"]["content-type"], "application/json");
+    // The first call's handle is 1: its key is `<run>/1`, on every attempt.
+    assert_eq!(
+        json(response["body"].as_str().unwrap()),
+        j!({ "method": "POST", "path": "/charges", "key": "http/1", "body": "{\"amount\":5}" })
+    );
+    assert_eq!(result[1]["err"]["kind"], "invalid-input", "{result}");
+    let message = result[1]["err"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("--activity-allow {forbidden}")), "{message}");
+    assert_eq!(forbidden_count.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // The response is journaled like any activity result: a replay does not
+    // call the server again.
+    assert!(journal.iter().any(|e| e["reply"]["completion"]["ok"].as_str().is_some_and(|ok| ok.contains("201"))));
+}

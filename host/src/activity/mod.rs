@@ -7,6 +7,8 @@
 //! effects; it never touches the journal. Its only output is the final
 //! [`Completion`] of a call, which the run driver journals.
 
+pub mod http;
+
 use crate::journal::{ActivityOptions, Completion, Failure};
 use crate::sandbox::bindings::activity::{cairn::workflow::activity_context, Activity, ActivityPre};
 use crate::sandbox::{activity_wasi, GuestLimits, LoadedComponent, Sandbox};
@@ -136,9 +138,10 @@ impl ActivityRunner {
         Ok(())
     }
 
-    /// Whether a component is registered under `name`.
+    /// Whether activities named `name.*` can run: a component is
+    /// registered under `name`, or it is the built-in `http`.
     pub fn has(&self, name: &str) -> bool {
-        self.components.read().unwrap_or_else(|e| e.into_inner()).contains_key(name)
+        name == http::COMPONENT || self.components.read().unwrap_or_else(|e| e.into_inner()).contains_key(name)
     }
 
     /// Registered component names, sorted.
@@ -161,25 +164,30 @@ impl ActivityRunner {
             ));
         };
         let pre = self.components.read().unwrap_or_else(|e| e.into_inner()).get(component).cloned();
-        let Some(pre) = pre else {
+        if pre.is_none() && component != http::COMPONENT {
             return Completion::Err(Failure::new(
                 "unknown-activity",
                 format!("no activity component is registered as {component:?}"),
             ));
-        };
+        }
         let retry = &task.options.retry;
         let mut attempt = task.first_attempt.max(1);
         loop {
             let span = tracing::info_span!("activity", run_id = %task.run_id, handle = task.handle, name = %task.name, attempt);
             let timeout = Duration::from_millis(task.options.timeout_ms.max(1));
-            let outcome = tokio::time::timeout(timeout, self.attempt(&pre, &task, function, attempt))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Failure::new(
-                        "timeout",
-                        format!("attempt {attempt} did not finish within {} ms", task.options.timeout_ms),
-                    ))
-                });
+            let run = async {
+                match &pre {
+                    Some(pre) => self.attempt(pre, &task, function, attempt).await,
+                    // The built-in, when no component took its name.
+                    None => http::call(&self.network, function, &task.input, &task.idempotency_key()).await,
+                }
+            };
+            let outcome = tokio::time::timeout(timeout, run).await.unwrap_or_else(|_| {
+                Err(Failure::new(
+                    "timeout",
+                    format!("attempt {attempt} did not finish within {} ms", task.options.timeout_ms),
+                ))
+            });
             let failure = match outcome {
                 Ok(json) => return Completion::Ok(json),
                 Err(failure) => failure,
