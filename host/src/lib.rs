@@ -10,6 +10,7 @@ pub mod api;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod journal;
+pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod sandbox;

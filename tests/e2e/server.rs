@@ -440,6 +440,11 @@ async fn a_token_protects_every_endpoint() {
         let (status, error) = api.get(path).await;
         assert_eq!((status, error["code"].as_str()), (401, Some("unauthorized")), "{path}");
     }
+    // The Prometheus endpoint sits outside /v1, behind the same token.
+    let metrics = format!("{}/metrics", server.url);
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&metrics).send().await.unwrap().status(), 401);
+    assert_eq!(http.get(&metrics).bearer_auth("s3cret-token").send().await.unwrap().status(), 200);
     api.token = Some("s3cret-token".into());
     assert_eq!(api.get("/health").await.0, 200);
     let (status, doc) = api.get("/openapi.json").await;

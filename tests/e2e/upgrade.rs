@@ -357,3 +357,64 @@ async fn reordered_activities_and_a_removed_timer_are_refused_at_their_seq() {
         assert_eq!((&run["version"], &run["result"]["code_version"]), (&json!(1), &json!(1)), "{run}");
     }
 }
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+async fn scrape(server: &Server) -> String {
+    let response = reqwest::get(format!("{}/metrics", server.url)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    response.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_follow_a_scripted_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    setup(&api).await;
+    let before = scrape(&server).await;
+    assert!(before.contains("# TYPE cairn_journal_commit_seconds histogram"), "{before}");
+
+    // One run to the end: 4 activity steps, 1 timer, 2 signals.
+    api.post_json("/runs", &json!({ "workflow": "shipping", "id": "m1", "input": order(1) })).await;
+    wait_stage(&api, "m1", "packing").await;
+    let waiting = scrape(&server).await;
+    assert_eq!(sample(&waiting, r#"cairn_runs_started_total{workflow="shipping",version="1"}"#), 1.0);
+    assert_eq!(sample(&waiting, "cairn_runs_resident") + sample(&waiting, "cairn_runs_parked"), 1.0, "{waiting}");
+    for signal in ["packed", "dispatch"] {
+        api.post_json(&format!("/runs/m1/signals/{signal}"), &json!({})).await;
+    }
+    assert_eq!(api.wait("m1").await["status"], "completed");
+
+    // A second run, checked against incompatible code (a divergence), then terminated.
+    api.post_json("/runs", &json!({ "workflow": "shipping", "id": "m2", "input": order(2) })).await;
+    wait_stage(&api, "m2", "packing").await;
+    assert_eq!(api.deploy("shipping", "workflow", shipping("v2_reordered")).await.0, 201);
+    let (status, report) = api.post_json("/runs/m2/upgrade", &json!({ "to": 2, "dry_run": true })).await;
+    assert_eq!((status, report["refused"].as_u64()), (200, Some(1)), "{report}");
+    api.post_json("/runs/m2/terminate", &json!({ "reason": "metrics test" })).await;
+    assert_eq!(api.wait("m2").await["status"], "terminated");
+
+    let after = scrape(&server).await;
+    let v1 = r#"{workflow="shipping",version="1"}"#;
+    assert_eq!(sample(&after, &format!("cairn_runs_started_total{v1}")), 2.0, "{after}");
+    assert_eq!(sample(&after, &format!("cairn_runs_completed_total{v1}")), 1.0, "{after}");
+    assert_eq!(sample(&after, &format!("cairn_runs_terminated_total{v1}")), 1.0, "{after}");
+    // m1 scheduled reserve, charge, ship; m2 reserve before it was stopped.
+    assert_eq!(sample(&after, r#"cairn_host_calls_total{kind="schedule-activity"}"#), 4.0, "{after}");
+    assert_eq!(sample(&after, r#"cairn_host_calls_total{kind="wait-signal"}"#), 3.0, "{after}");
+    assert_eq!(sample(&after, r#"cairn_activity_attempts_total{activity="payments.charge",outcome="ok"}"#), 1.0);
+    assert_eq!(sample(&after, "cairn_divergences_total"), 1.0);
+    assert_eq!(sample(&after, "cairn_replay_seconds_count"), 1.0);
+    assert!(
+        sample(&after, "cairn_journal_commit_seconds_count") > sample(&before, "cairn_journal_commit_seconds_count")
+    );
+    assert!(sample(&after, r#"cairn_journal_commit_batch_size_bucket{le="+Inf"}"#) >= 8.0, "{after}");
+    assert_eq!(sample(&after, "cairn_runs_resident") + sample(&after, "cairn_runs_parked"), 0.0, "{after}");
+}

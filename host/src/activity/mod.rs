@@ -104,16 +104,17 @@ pub struct ActivityRunner {
     components: Arc<RwLock<HashMap<String, ActivityPre<ActivityState>>>>,
     /// Where activities may connect (the sandbox's allow-list).
     network: Arc<[std::net::SocketAddr]>,
+    metrics: Arc<crate::metrics::RuntimeMetrics>,
 }
 
 impl ActivityRunner {
     /// A runner with no components.
-    pub fn new(sandbox: Sandbox) -> wasmtime::Result<Self> {
+    pub fn new(sandbox: Sandbox, metrics: Arc<crate::metrics::RuntimeMetrics>) -> wasmtime::Result<Self> {
         let mut linker = Linker::new(sandbox.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Activity::add_to_linker::<_, HasSelf<ActivityState>>(&mut linker, |s| s)?;
         let network = sandbox.limits().activity_network.clone().into();
-        Ok(ActivityRunner { sandbox, linker: Arc::new(linker), components: Arc::default(), network })
+        Ok(ActivityRunner { sandbox, linker: Arc::new(linker), components: Arc::default(), network, metrics })
     }
 
     /// Checks that `component` fits the activity world, without registering it.
@@ -189,9 +190,14 @@ impl ActivityRunner {
                 ))
             });
             let failure = match outcome {
-                Ok(json) => return Completion::Ok(json),
+                Ok(json) => {
+                    self.metrics.activity_attempts.inc(&[&task.name, "ok"]);
+                    return Completion::Ok(json);
+                }
                 Err(failure) => failure,
             };
+            let outcome = if failure.kind == "timeout" { "timeout" } else { "failed" };
+            self.metrics.activity_attempts.inc(&[&task.name, outcome]);
             span.in_scope(
                 || tracing::warn!(kind = %failure.kind, message = %failure.message, "activity attempt failed"),
             );
@@ -204,6 +210,7 @@ impl ActivityRunner {
                 return Completion::Err(failure);
             }
             failed(attempt);
+            self.metrics.activity_retries.inc(&[&task.name]);
             tokio::time::sleep(backoff(retry, attempt)).await;
             attempt += 1;
         }

@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/workflows/{name}/upgrade", post(routes::upgrade_workflow))
         .layer(json_limit);
     Router::new()
+        .route("/metrics", get(routes::prometheus))
         .nest("/v1", v1)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -84,6 +84,14 @@ pub(crate) async fn health(State(app): State<AppState>) -> (StatusCode, Json<Val
     }
 }
 
+/// Every metric in Prometheus text format.
+pub(crate) async fn prometheus(State(app): State<AppState>) -> impl IntoResponse {
+    let rt = app.rt.clone();
+    // The parked-run gauge scans the runs table: off the async workers.
+    let text = tokio::task::spawn_blocking(move || rt.prometheus()).await.unwrap_or_default();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+}
+
 pub(crate) async fn metrics(State(app): State<AppState>) -> Json<Value> {
     Json(serde_json::to_value(app.rt.metrics()).unwrap_or(Value::Null))
 }

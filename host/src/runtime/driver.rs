@@ -157,7 +157,10 @@ impl Runtime {
             None => self.inner.components.load_stored(&meta.component_sha256).await?,
         };
         let entries = self.inner.store.journal(run_id)?.iter().filter(|r| r.seq > 0).count() as u64;
-        let finished = match self.execute(meta, component, Mode::Check, None).await? {
+        let started = std::time::Instant::now();
+        let executed = self.execute(meta, component, Mode::Check, None).await;
+        self.inner.metrics.replay_seconds.observe_duration(started.elapsed());
+        let finished = match executed? {
             Executed::Outcome(_) => true,
             Executed::ReachedEnd | Executed::Evicted | Executed::Continued => false,
         };
@@ -489,6 +492,7 @@ impl Runtime {
     /// Parks a live run as diverged; nothing is added to its journal.
     async fn diverged(&self, state: &mut WorkflowState, divergence: Divergence) -> Result<Executed, RunError> {
         let run_id = state.run_id().to_owned();
+        self.inner.metrics.divergences.fetch_add(1, Ordering::Relaxed);
         if state.mode == Mode::Live {
             let mut meta = state.meta.clone();
             meta.status = RunStatus::Diverged;
@@ -510,6 +514,13 @@ impl Runtime {
         let mut state = state;
         let mailbox = state.as_mut().and_then(|s| s.take_mailbox());
         let ended = state.as_ref().is_some_and(|s| s.meta.status != RunStatus::Running);
+        if let Some(meta) = state.as_ref().map(|s| &s.meta).filter(|_| ended) {
+            let version = meta.version.map(|v| v.to_string()).unwrap_or_default();
+            let status = meta.status.as_str();
+            if matches!(status, "completed" | "failed" | "terminated") {
+                self.inner.metrics.runs_ended.inc(&[&meta.workflow, &version, status]);
+            }
+        }
         drop(state);
         scheduler.release(run_id, true);
         if matches!(result, Ok(Executed::Evicted)) {

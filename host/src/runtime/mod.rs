@@ -50,6 +50,7 @@ struct Inner {
     scheduler: Scheduler,
     work: Work,
     arrivals: AtomicU64,
+    metrics: Arc<crate::metrics::RuntimeMetrics>,
 }
 
 /// What to start.
@@ -85,13 +86,14 @@ impl Runtime {
             residency.cap = residency.cap.min(runs);
         }
         let sandbox = Sandbox::new(limits)?;
+        let metrics = Arc::new(crate::metrics::RuntimeMetrics::default());
         let mut linker = Linker::new(sandbox.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         crate::sandbox::bindings::workflow::Workflow::add_to_linker::<_, HasSelf<WorkflowState>>(&mut linker, |s| s)?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 components: ComponentCache::new(sandbox.clone(), store.clone()),
-                activities: ActivityRunner::new(sandbox.clone())?,
+                activities: ActivityRunner::new(sandbox.clone(), metrics.clone())?,
                 sandbox,
                 store,
                 linker,
@@ -99,6 +101,7 @@ impl Runtime {
                 scheduler: Scheduler::new(residency),
                 work: Work::default(),
                 arrivals: AtomicU64::new(0),
+                metrics,
             }),
         })
     }
@@ -106,6 +109,38 @@ impl Runtime {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// What the runtime counts, for `GET /metrics`.
+    pub fn counters(&self) -> &crate::metrics::RuntimeMetrics {
+        &self.inner.metrics
+    }
+
+    /// Every metric in Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        use crate::metrics::write_value;
+        let mut out = String::new();
+        self.inner.metrics.write(&mut out);
+        self.inner.store.commit_metrics().write(&mut out);
+        let m = self.metrics();
+        write_value(&mut out, "cairn_runs_resident", "Runs in memory now.", "gauge", m.resident);
+        let running = self.inner.store.count_running().unwrap_or(0);
+        write_value(
+            &mut out,
+            "cairn_runs_parked",
+            "Unfinished runs not in memory (waiting in the store).",
+            "gauge",
+            running.saturating_sub(m.resident),
+        );
+        write_value(&mut out, "cairn_evictions_total", "Times a waiting run left memory.", "counter", m.evictions);
+        write_value(
+            &mut out,
+            "cairn_replays_total",
+            "Times a run was rebuilt in memory by replaying its journal.",
+            "counter",
+            m.rebuilds,
+        );
+        out
     }
 
     /// Loads and caches components.
@@ -182,7 +217,11 @@ impl Runtime {
         let (meta, start) = self.new_run(&req.workflow, &req.component.sha256, &req.input, &run_id, req.version);
         let batch = vec![Write::PutRun(meta.clone()), Write::Append { run_id: run_id.clone(), record: start }];
         match self.inner.store.commit(batch).await {
-            Ok(()) => Ok(meta),
+            Ok(()) => {
+                let version = meta.version.map(|v| v.to_string()).unwrap_or_default();
+                self.inner.metrics.runs_started.inc(&[&meta.workflow, &version]);
+                Ok(meta)
+            }
             // A concurrent start of the same id won: the batch was refused
             // whole, so the existing run stands and this start returns it.
             Err(crate::store::StoreError::Commit(crate::store::CommitError::DuplicateSeq { .. })) => {

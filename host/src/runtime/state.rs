@@ -243,6 +243,9 @@ impl WorkflowState {
             );
         }
         if self.mode == Mode::Live {
+            if let Entry::Call { call, .. } = &record.entry {
+                self.rt.counters().host_calls.inc(&[call.kind()]);
+            }
             self.pending.push(Write::Append { run_id: self.meta.id.clone(), record: record.clone() });
         }
         record

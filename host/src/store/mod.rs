@@ -123,6 +123,7 @@ impl DbCell {
 pub struct Store {
     cell: Arc<DbCell>,
     writer: GroupCommitWriter,
+    commits: Arc<crate::metrics::CommitMetrics>,
 }
 
 impl Store {
@@ -146,8 +147,9 @@ impl Store {
             current: std::sync::RwLock::new(Some(Arc::new(db))),
             failing: std::sync::Mutex::new(None),
         });
-        let writer = GroupCommitWriter::start(cell.clone(), durable);
-        Ok(Store { cell, writer })
+        let commits = Arc::new(crate::metrics::CommitMetrics::default());
+        let writer = GroupCommitWriter::start(cell.clone(), durable, commits.clone());
+        Ok(Store { cell, writer, commits })
     }
 
     /// Why commits are failing (a full disk, an I/O error), while they
@@ -159,6 +161,25 @@ impl Store {
 
     fn db(&self) -> Result<Arc<Database>, StoreError> {
         self.cell.get()
+    }
+
+    /// Commit batch sizes and latencies.
+    pub fn commit_metrics(&self) -> &crate::metrics::CommitMetrics {
+        &self.commits
+    }
+
+    /// Runs that have not ended (a scan of the runs table).
+    pub fn count_running(&self) -> Result<u64, StoreError> {
+        let txn = self.db()?.begin_read().map_err(db_err)?;
+        let table = txn.open_table(RUNS).map_err(db_err)?;
+        let mut running = 0;
+        for row in table.iter().map_err(db_err)? {
+            let (_, value) = row.map_err(db_err)?;
+            // The status is a plain string field: no need to parse the rest.
+            const RUNNING: &[u8] = br#""status":"running""#;
+            running += u64::from(value.value().windows(RUNNING.len()).any(|w| w == RUNNING));
+        }
+        Ok(running)
     }
 
     /// Runs redb's own integrity check of `dir/cairn.redb` (checksums and

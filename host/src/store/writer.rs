@@ -157,11 +157,15 @@ pub struct GroupCommitWriter {
 }
 
 impl GroupCommitWriter {
-    pub(super) fn start(cell: Arc<DbCell>, durable: bool) -> GroupCommitWriter {
+    pub(super) fn start(
+        cell: Arc<DbCell>,
+        durable: bool,
+        metrics: Arc<crate::metrics::CommitMetrics>,
+    ) -> GroupCommitWriter {
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("cairn-store-writer".into())
-            .spawn(move || writer_loop(cell, rx, durable))
+            .spawn(move || writer_loop(cell, rx, durable, metrics))
             .expect("spawning the store writer thread");
         GroupCommitWriter { tx }
     }
@@ -186,7 +190,12 @@ impl GroupCommitWriter {
 /// the first acknowledgement without bound.
 const MAX_GROUP: usize = 4096;
 
-fn writer_loop(cell: Arc<DbCell>, mut rx: mpsc::UnboundedReceiver<Request>, durable: bool) {
+fn writer_loop(
+    cell: Arc<DbCell>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    durable: bool,
+    metrics: Arc<crate::metrics::CommitMetrics>,
+) {
     // Test-only crash point: kill the process right after the Nth durable
     // commit, before anyone is told it happened.
     let crash_after: Option<u64> = std::env::var("CAIRN_CRASH_AFTER_COMMITS").ok().and_then(|v| v.parse().ok());
@@ -209,12 +218,15 @@ fn writer_loop(cell: Arc<DbCell>, mut rx: mpsc::UnboundedReceiver<Request>, dura
         let mut backoff = Duration::from_millis(50);
         let mut failures = 0u32;
         let results = loop {
+            let started = std::time::Instant::now();
             let outcome = match &fail_while {
                 Some(path) if path.exists() => Err("No space left on device (os error 28, injected)".to_owned()),
                 _ => apply(&db, &group, durable),
             };
             match outcome {
                 Ok(results) => {
+                    metrics.latency.observe_duration(started.elapsed());
+                    metrics.batch_size.observe(group.iter().map(|r| r.batch.len()).sum::<usize>() as f64);
                     if failures > 0 {
                         tracing::warn!(failures, "store commits succeed again; paused runs resume");
                         cell.set_failing(None);
