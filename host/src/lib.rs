@@ -4,6 +4,8 @@
 //! and `runtime` → `activity`. Nothing below `cli` prints; everything logs
 //! through `tracing` with the run id in the span.
 #![deny(missing_docs)]
+// The OpenAPI document is one `json!` literal.
+#![recursion_limit = "256"]
 
 pub mod activity;
 pub mod api;

@@ -17,3 +17,4 @@ mod replay;
 mod server;
 mod support;
 mod upgrade;
+mod workers;

@@ -7,6 +7,7 @@
 //! effects; it never touches the journal. Its only output is the final
 //! [`Completion`] of a call, which the run driver journals.
 
+pub mod external;
 pub mod http;
 
 use crate::journal::{ActivityOptions, Completion, Failure};
@@ -105,6 +106,8 @@ pub struct ActivityRunner {
     /// Where activities may connect (the sandbox's allow-list).
     network: Arc<[std::net::SocketAddr]>,
     metrics: Arc<crate::metrics::RuntimeMetrics>,
+    /// Tasks for external workers.
+    external: Arc<external::ExternalTasks>,
 }
 
 impl ActivityRunner {
@@ -114,7 +117,14 @@ impl ActivityRunner {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Activity::add_to_linker::<_, HasSelf<ActivityState>>(&mut linker, |s| s)?;
         let network = sandbox.limits().activity_network.clone().into();
-        Ok(ActivityRunner { sandbox, linker: Arc::new(linker), components: Arc::default(), network, metrics })
+        Ok(ActivityRunner {
+            sandbox,
+            linker: Arc::new(linker),
+            components: Arc::default(),
+            network,
+            metrics,
+            external: Arc::default(),
+        })
     }
 
     /// Checks that `component` fits the activity world, without registering it.
@@ -142,7 +152,14 @@ impl ActivityRunner {
     /// Whether activities named `name.*` can run: a component is
     /// registered under `name`, or it is the built-in `http`.
     pub fn has(&self, name: &str) -> bool {
-        name == http::COMPONENT || self.components.read().unwrap_or_else(|e| e.into_inner()).contains_key(name)
+        name == http::COMPONENT
+            || self.external.serves(name)
+            || self.components.read().unwrap_or_else(|e| e.into_inner()).contains_key(name)
+    }
+
+    /// The queue external workers poll.
+    pub fn external(&self) -> &external::ExternalTasks {
+        &self.external
     }
 
     /// Registered component names, sorted.
@@ -164,8 +181,9 @@ impl ActivityRunner {
                 format!("activity name {:?} is not of the form <component>.<function>", task.name),
             ));
         };
+        let external = self.external.serves(component);
         let pre = self.components.read().unwrap_or_else(|e| e.into_inner()).get(component).cloned();
-        if pre.is_none() && component != http::COMPONENT {
+        if pre.is_none() && !external && component != http::COMPONENT {
             return Completion::Err(Failure::new(
                 "unknown-activity",
                 format!("no activity component is registered as {component:?}"),
@@ -178,6 +196,10 @@ impl ActivityRunner {
             let timeout = Duration::from_millis(task.options.timeout_ms.max(1));
             let run = async {
                 match &pre {
+                    _ if external => {
+                        let key = task.idempotency_key();
+                        self.external.attempt(&task.name, &task.input, &task.run_id, &key, attempt).await
+                    }
                     Some(pre) => self.attempt(pre, &task, function, attempt).await,
                     // The built-in, when no component took its name.
                     None => http::call(&self.network, function, &task.input, &task.idempotency_key()).await,

@@ -85,6 +85,12 @@ impl From<UploadError> for ApiError {
     }
 }
 
+impl From<crate::activity::external::TaskError> for ApiError {
+    fn from(e: crate::activity::external::TaskError) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "task-gone", e.to_string())
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {

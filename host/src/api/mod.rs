@@ -62,6 +62,10 @@ pub fn router(state: AppState) -> Router {
         .route("/workflows/{name}/versions/{version}", axum::routing::delete(routes::retire))
         .route("/workflows/{name}/rollback", post(routes::rollback))
         .route("/workflows/{name}/upgrade", post(routes::upgrade_workflow))
+        .route("/workers/poll", post(routes::poll_task))
+        .route("/tasks/{token}/complete", post(routes::complete_task))
+        .route("/tasks/{token}/fail", post(routes::fail_task))
+        .route("/tasks/{token}/heartbeat", post(routes::heartbeat_task))
         .layer(json_limit);
     Router::new()
         .route("/metrics", get(routes::prometheus))

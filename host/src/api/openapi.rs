@@ -96,6 +96,26 @@ pub(crate) async fn document() -> Json<Value> {
                     "properties": { "to": { "type": "integer" }, "dry_run": { "type": "boolean" } } } } } },
                 "responses": merge(ok("200", "UpgradeReport"), error_responses(&["400", "401", "404", "409"]))
             } },
+            "/workers/poll": { "post": {
+                "summary": "An external worker long-polls for a task of the activities it serves (full names or component names); `task` is null when none came within wait_ms (default 30000, at most 60000)",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["worker_id", "activities"], "additionalProperties": false,
+                    "properties": { "worker_id": { "type": "string" }, "activities": { "type": "array", "items": { "type": "string" } }, "wait_ms": { "type": "integer" } } } } } },
+                "responses": merge(json!({ "200": { "description": "{\"task\": {task_token, activity, input, run_id, idempotency_key, attempt, heartbeat_timeout_ms} or null}" } }), error_responses(&["400", "401"]))
+            } },
+            "/tasks/{token}/complete": { "post": {
+                "summary": "A worker's result for its task",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["result"], "properties": { "result": {} } } } } },
+                "responses": merge(json!({ "200": { "description": "accepted" } }), error_responses(&["400", "401", "404"]))
+            } },
+            "/tasks/{token}/fail": { "post": {
+                "summary": "A worker's failure for its task; the activity's retry policy decides what happens next",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["kind", "message"], "properties": { "kind": { "type": "string" }, "message": { "type": "string" }, "details": {} } } } } },
+                "responses": merge(json!({ "200": { "description": "accepted" } }), error_responses(&["400", "401", "404"]))
+            } },
+            "/tasks/{token}/heartbeat": { "post": {
+                "summary": "A worker is still on its task; without one within heartbeat_timeout_ms the task goes to another worker (404 task-gone then)",
+                "responses": merge(json!({ "200": { "description": "alive" } }), error_responses(&["401", "404"]))
+            } },
             "/workflows/{name}/versions": { "get": {
                 "summary": "A workflow's versions with their runs",
                 "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],

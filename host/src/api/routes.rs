@@ -410,3 +410,78 @@ pub(crate) async fn upgrade_workflow(
 pub(crate) async fn not_found() -> ApiError {
     ApiError::not_found("no-such-endpoint", "no such endpoint; see /v1/openapi.json")
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PollBody {
+    worker_id: String,
+    activities: Vec<String>,
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+/// Longest a worker's poll waits for a task.
+const MAX_POLL_WAIT_MS: u64 = 60_000;
+
+/// An external worker asks for a task of one of its activities.
+pub(crate) async fn poll_task(
+    State(app): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let body: PollBody = parse(body)?;
+    if body.worker_id.is_empty() || body.activities.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid-poll",
+            "a poll needs a worker_id and the activities it serves (e.g. [\"inventory\"] or [\"inventory.reserve\"])",
+        ));
+    }
+    let wait = std::time::Duration::from_millis(body.wait_ms.unwrap_or(30_000).min(MAX_POLL_WAIT_MS));
+    let task = app.rt.activities().external().poll(&body.worker_id, &body.activities, wait).await;
+    Ok(Json(serde_json::json!({ "task": task })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompleteBody {
+    /// Kept as sent, so the journal holds the worker's own text.
+    result: Box<serde_json::value::RawValue>,
+}
+
+pub(crate) async fn complete_task(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let body: CompleteBody = parse(body)?;
+    let text = body.result.get().to_owned();
+    if text.len() > crate::journal::MAX_PAYLOAD_BYTES {
+        return Err(ApiError::bad_request("too-large", "the result is over the 4 MiB limit for one journaled payload"));
+    }
+    app.rt.activities().external().finish(&token, Ok(text))?;
+    Ok(Json(serde_json::json!({ "task_token": token, "accepted": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FailBody {
+    kind: String,
+    message: String,
+    #[serde(default)]
+    details: Option<Value>,
+}
+
+pub(crate) async fn fail_task(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let body: FailBody = parse(body)?;
+    let failure = Failure { kind: body.kind, message: body.message, details: body.details.map(|d| d.to_string()) };
+    app.rt.activities().external().finish(&token, Err(failure))?;
+    Ok(Json(serde_json::json!({ "task_token": token, "accepted": true })))
+}
+
+pub(crate) async fn heartbeat_task(State(app): State<AppState>, Path(token): Path<String>) -> ApiResult<Json<Value>> {
+    app.rt.activities().external().heartbeat(&token)?;
+    Ok(Json(serde_json::json!({ "task_token": token, "alive": true })))
+}

@@ -33,6 +33,15 @@ pub struct ServeArgs {
     /// Most runs kept in memory at once.
     #[arg(long, default_value_t = 10_000)]
     resident_cap: usize,
+    /// An activity component served by external workers polling the API
+    /// (repeat for more): `--external-activity inventory` sends every
+    /// `inventory.*` call to them.
+    #[arg(long = "external-activity", value_name = "COMPONENT")]
+    external_activities: Vec<String>,
+    /// A worker that sends nothing (result, failure, heartbeat) for this
+    /// long loses its task, which goes to another worker.
+    #[arg(long, default_value_t = 10_000)]
+    heartbeat_timeout_ms: u64,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -72,6 +81,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         limits.pool_instances = u32::try_from(residency.cap).unwrap_or(u32::MAX).saturating_add(256);
     }
     let runtime = Runtime::with_residency(store, limits, residency)?;
+    runtime
+        .activities()
+        .external()
+        .configure(args.external_activities.iter().cloned(), Duration::from_millis(args.heartbeat_timeout_ms.max(1)));
     let deployed = Registry::new(runtime.clone()).load_all().await?;
     let (runs, timers) = runtime.recover().await?;
     tracing::info!(
