@@ -46,6 +46,7 @@ fn the_integrity_check_reports_a_damaged_journal() {
         let timer = Write::PutTimer { due_ms: 1, run_id: "ghost".into(), handle: 1 };
         store.commit(vec![Write::Append { run_id: "order".into(), record }, timer]).await.unwrap();
     });
+
     let output = cairn().args(["check", "--data"]).arg(dir.path()).output().unwrap();
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");

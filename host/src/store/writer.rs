@@ -150,10 +150,26 @@ struct Request {
     ack: oneshot::Sender<Result<(), CommitError>>,
 }
 
-/// Handle to the writer thread; cheap to clone.
+/// Handle to the writer thread; cheap to clone. When the last handle goes,
+/// the writer finishes what it was given and the thread is joined, so the
+/// file is closed by the time the last handle is dropped.
 #[derive(Clone)]
 pub struct GroupCommitWriter {
-    tx: mpsc::UnboundedSender<Request>,
+    inner: Arc<WriterThread>,
+}
+
+struct WriterThread {
+    tx: Option<mpsc::UnboundedSender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl GroupCommitWriter {
@@ -163,18 +179,23 @@ impl GroupCommitWriter {
         metrics: Arc<crate::metrics::CommitMetrics>,
     ) -> GroupCommitWriter {
         let (tx, rx) = mpsc::unbounded_channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("cairn-store-writer".into())
             .spawn(move || writer_loop(cell, rx, durable, metrics))
             .expect("spawning the store writer thread");
-        GroupCommitWriter { tx }
+        GroupCommitWriter { inner: Arc::new(WriterThread { tx: Some(tx), thread: Some(thread) }) }
     }
 
     /// Queues `batch`; the returned receiver resolves once it is durable.
     /// Dropping the receiver does not cancel the write.
     pub fn submit(&self, batch: Batch) -> oneshot::Receiver<Result<(), CommitError>> {
         let (ack, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(req)) = self.tx.send(Request { batch, ack }) {
+        let request = Request { batch, ack };
+        let refused = match &self.inner.tx {
+            Some(tx) => tx.send(request).err().map(|mpsc::error::SendError(req)| req),
+            None => Some(request),
+        };
+        if let Some(req) = refused {
             let _ = req.ack.send(Err(CommitError::Stopped));
         }
         rx
@@ -232,6 +253,12 @@ fn writer_loop(
                         cell.set_failing(None);
                     }
                     break results;
+                }
+                Err(reason) if rx.is_closed() => {
+                    // Shutting down: nothing of this group was acknowledged,
+                    // so giving up loses nothing.
+                    tracing::error!(%reason, "store commit failed while shutting down; the unacknowledged writes are dropped");
+                    break vec![Err(CommitError::Failed(reason)); group.len()];
                 }
                 Err(reason) => {
                     failures += 1;
