@@ -16,5 +16,6 @@ mod properties;
 mod replay;
 mod server;
 mod support;
+mod ui;
 mod upgrade;
 mod workers;

@@ -60,7 +60,7 @@ impl Drop for Server {
 pub struct Api {
     pub base: String,
     http: reqwest::Client,
-    token: Option<String>,
+    pub token: Option<String>,
 }
 
 impl Api {

@@ -5,6 +5,7 @@
 mod error;
 mod openapi;
 mod routes;
+mod ui;
 
 pub use error::ApiError;
 
@@ -69,6 +70,8 @@ pub fn router(state: AppState) -> Router {
         .layer(json_limit);
     Router::new()
         .route("/metrics", get(routes::prometheus))
+        .route("/ui", get(ui::page))
+        .route("/ui/login", get(ui::login_page).post(ui::login))
         .nest("/v1", v1)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -84,19 +87,36 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Checks `Authorization: Bearer <token>` in constant time.
+/// Checks `Authorization: Bearer <token>` (or the web UI's cookie) in
+/// constant time. The UI's sign-in page is the one open path.
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(token) = &state.token else {
         return next.run(request).await;
     };
+    if request.uri().path() == "/ui/login" {
+        return next.run(request).await;
+    }
     let given = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+    let cookie = request
+        .headers()
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(ui::COOKIE).and_then(|c| c.strip_prefix('=')))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let by_header = bool::from(given.as_bytes().ct_eq(token.as_bytes()));
+    let by_cookie = bool::from(cookie.as_bytes().ct_eq(ui::hex(token.as_bytes()).as_bytes()));
+    if by_header || by_cookie {
         next.run(request).await
+    } else if request.uri().path() == "/ui" {
+        (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, "/ui/login")]).into_response()
     } else {
         let message = if given.is_empty() {
             "this server needs `Authorization: Bearer <token>` (cairn: --token or CAIRN_TOKEN)"

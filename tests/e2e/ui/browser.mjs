@@ -1,0 +1,71 @@
+// Drives the web UI of a running `cairn serve` in headless Chromium
+// (Debian's, through playwright-core): sign in, list and filter runs, open
+// a run and read its journal, send a signal, see the run complete.
+// Usage: node browser.mjs URL TOKEN RUN_ID SCREENSHOT_DIR
+// playwright-core is installed outside the repository (target/uienv): load
+// it from there (ES module imports ignore NODE_PATH).
+import { createRequire } from 'node:module';
+const require = createRequire(`${process.env.CAIRN_PLAYWRIGHT_DIR}/`);
+const { chromium } = require('playwright-core');
+
+const [url, token, runId, shots] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CAIRN_CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const step = (what) => console.log(`step: ${what}`);
+try {
+  const page = await browser.newPage();
+  page.setDefaultTimeout(20000);
+
+  step('the UI asks for the token');
+  await page.goto(`${url}/ui`);
+  await page.waitForURL(/\/ui\/login$/);
+  await page.fill('input[name=token]', token);
+  await Promise.all([page.waitForURL(/\/ui(#.*)?$/), page.click('button')]);
+
+  step('the runs list shows the run');
+  await page.waitForSelector(`#runs tr[data-run="${runId}"]`);
+  await page.screenshot({ path: `${shots}/runs.png`, fullPage: true });
+
+  step('filtering by workflow keeps it, by another hides it');
+  await page.fill('input[name=workflow]', 'nonexistent');
+  await page.click('#filters button');
+  await page.waitForSelector('#runs td:text("No runs.")');
+  await page.fill('input[name=workflow]', 'approval');
+  await page.selectOption('select[name=status]', 'running');
+  await page.click('#filters button');
+  await page.waitForSelector(`#runs tr[data-run="${runId}"]`);
+
+  step('the run page shows its journal');
+  await page.click(`#runs tr[data-run="${runId}"] a`);
+  await page.waitForSelector('#journal tbody tr');
+  const calls = await page.$$eval('#journal tbody tr td:nth-child(3)', (cells) => cells.map((c) => c.textContent));
+  if (!calls.includes('started') || !calls.includes('wait-signal')) throw new Error(`journal shows ${calls}`);
+  const pending = await page.textContent('#pending');
+  if (!pending.includes('wait-signal')) throw new Error(`pending handles: ${pending}`);
+  await page.screenshot({ path: `${shots}/run.png`, fullPage: true });
+
+  step('a signal from the UI completes the run');
+  await page.fill('#signal-name', 'approve');
+  await page.fill('#signal-payload', '{"approved":true,"by":"the web ui"}');
+  await page.click('#send-signal');
+  for (let i = 0; ; i++) {
+    await page.waitForTimeout(300);
+    await page.evaluate(() => window.dispatchEvent(new HashChangeEvent('hashchange')));
+    await page.waitForSelector('#run-status');
+    if ((await page.textContent('#run-status')) === 'completed') break;
+    if (i > 60) throw new Error('the run did not complete');
+  }
+  const result = await page.textContent('#run-result');
+  await page.screenshot({ path: `${shots}/completed.png`, fullPage: true });
+
+  step('the workflows page lists versions');
+  await page.click('#nav-workflows');
+  await page.waitForSelector('#workflows td');
+  await page.screenshot({ path: `${shots}/workflows.png`, fullPage: true });
+  console.log(JSON.stringify({ ok: true, result: JSON.parse(result) }));
+} finally {
+  await browser.close();
+}
