@@ -243,8 +243,11 @@ impl WorkflowState {
             );
         }
         if self.mode == Mode::Live {
-            if let Entry::Call { call, .. } = &record.entry {
+            if let Entry::Call { call, reply } = &record.entry {
                 self.rt.counters().host_calls.inc(&[call.kind()]);
+                // One span per journaled host call, inside the run's span.
+                tracing::debug_span!("host_call", run_id = %self.meta.id, seq = record.seq, kind = call.kind())
+                    .in_scope(|| tracing::debug!(?reply, "journaled"));
             }
             self.pending.push(Write::Append { run_id: self.meta.id.clone(), record: record.clone() });
         }
