@@ -6,12 +6,24 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let args = cli::Cli::parse();
     // CAIRN_LOG, else RUST_LOG (the same `target=level,…` syntax), else a default.
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(args.default_log_filter()));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let (otlp, provider) = match args.otlp_endpoint.as_deref().map(cli::otlp::layer) {
+        None => (None, None),
+        Some(Ok((layer, provider))) => (Some(layer), Some(provider)),
+        Some(Err(e)) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing_subscriber::registry().with(logs.with_filter(filter)).with(otlp).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -19,11 +31,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    let code = match runtime.block_on(cli::run(args)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    // Send the spans still batched before exiting.
+    if let Some(provider) = provider {
+        if let Err(e) = provider.shutdown() {
+            eprintln!("warning: exporting the last traces failed: {e}");
+        }
     }
+    code
 }

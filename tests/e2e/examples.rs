@@ -121,3 +121,67 @@ fn bad_input_is_refused_with_a_clear_error() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("is not a valid WebAssembly component"), "{}", stderr(&output));
 }
+
+/// A stand-in OpenTelemetry collector on loopback: answers every POST with
+/// 200 and keeps the bodies.
+fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim_end().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            kept.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+            let _ = reader.into_inner().write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+        }
+    });
+    (url, bodies)
+}
+
+#[test]
+fn traces_go_to_an_otlp_collector_when_asked() {
+    let (url, bodies) = collector();
+    let dir = tempfile::tempdir().unwrap();
+    let output = cairn()
+        .arg("run")
+        .arg(wasm("hello"))
+        .args(["--input", r#"{"name":"Ada"}"#, "--id", "traced", "--otlp-endpoint", &url, "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    expect_success(&output);
+    // Compact, whatever the exporter's formatting.
+    let exported: Vec<String> = bodies.lock().unwrap().iter().map(|b| json(b).to_string()).collect();
+    let exported = exported.join("\n");
+    assert!(exported.contains("resourceSpans"), "OTLP JSON expected: {exported}");
+    for name in [r#""name":"run""#, r#""name":"host_call""#, r#""stringValue":"traced""#, r#""stringValue":"cairn""#] {
+        assert!(exported.contains(name), "{name} missing from {exported}");
+    }
+    // Off by default: nothing is sent without the flag.
+    let before = bodies.lock().unwrap().len();
+    let output = cairn()
+        .arg("run")
+        .arg(wasm("hello"))
+        .args(["--input", r#"{"name":"Ada"}"#, "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    expect_success(&output);
+    assert_eq!(bodies.lock().unwrap().len(), before);
+}

@@ -8,6 +8,7 @@ mod bench;
 mod build;
 mod client;
 mod embedded;
+pub mod otlp;
 mod serve;
 
 use clap::{Args, Parser, Subcommand};
@@ -20,6 +21,10 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Export traces to this OpenTelemetry collector (OTLP over HTTP, JSON),
+    /// e.g. http://127.0.0.1:4318. Off by default.
+    #[arg(long, env = "CAIRN_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Limits for guest code.
