@@ -14,15 +14,17 @@ pub struct Labeled(Mutex<BTreeMap<Vec<String>, u64>>);
 
 impl Labeled {
     /// Adds one for `labels` (values in the order the metric declares).
+    /// Label sets are few (kinds, workflows), so a known one is found by a
+    /// scan without allocating: this runs once per journaled host call.
     pub fn inc(&self, labels: &[&str]) {
-        let key: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
-    }
-
-    /// The count for `labels`.
-    pub fn get(&self, labels: &[&str]) -> u64 {
-        let key: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied().unwrap_or(0)
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let known = counts.iter_mut().find(|(key, _)| key.iter().map(String::as_str).eq(labels.iter().copied()));
+        match known {
+            Some((_, count)) => *count += 1,
+            None => {
+                counts.insert(labels.iter().map(|l| (*l).to_owned()).collect(), 1);
+            }
+        }
     }
 
     fn write(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {
