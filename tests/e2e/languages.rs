@@ -46,90 +46,65 @@ fn componentize_js() -> PathBuf {
     cli
 }
 
-/// JavaScript guests, built once per test run with `cairn build`.
+/// Builds each `(name, folder)` with `cairn build` into
+/// target/guests/LANGUAGE/NAME.wasm, with `env` set for the build tool, and
+/// checks the printed path.
+fn build_guests(
+    language: &str,
+    guests: &[(&'static str, &str)],
+    env: &[(&str, PathBuf)],
+) -> HashMap<&'static str, PathBuf> {
+    let mut built = HashMap::new();
+    for &(name, dir) in guests {
+        let file = repo().join(format!("target/guests/{language}/{name}.wasm"));
+        let mut command = cairn();
+        command.arg("build").arg(repo().join(dir)).arg("--out").arg(&file);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let printed = expect_success(&command.output().unwrap());
+        assert_eq!(Path::new(&printed), file.as_path());
+        built.insert(name, file);
+    }
+    built
+}
+
+fn built(guests: &OnceLock<HashMap<&'static str, PathBuf>>, name: &str) -> PathBuf {
+    guests.get().and_then(|g| g.get(name)).unwrap_or_else(|| panic!("no guest {name}")).clone()
+}
+
+/// JavaScript guests, built once per test run.
 fn js(name: &str) -> PathBuf {
     static BUILT: OnceLock<HashMap<&'static str, PathBuf>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let tool = componentize_js();
-            let mut built = HashMap::new();
-            for name in ["order", "inventory"] {
-                let file = repo().join(format!("target/guests/js/{name}.wasm"));
-                let output = cairn()
-                    .arg("build")
-                    .arg(repo().join("examples/js").join(name))
-                    .arg("--out")
-                    .arg(&file)
-                    .env("CAIRN_COMPONENTIZE_JS", &tool)
-                    .output()
-                    .unwrap();
-                expect_success(&output);
-                built.insert(name, file);
-            }
-            built
-        })
-        .get(name)
-        .unwrap_or_else(|| panic!("no javascript guest {name}"))
-        .clone()
+    BUILT.get_or_init(|| {
+        let guests = [("order", "examples/js/order"), ("inventory", "examples/js/inventory")];
+        build_guests("js", &guests, &[("CAIRN_COMPONENTIZE_JS", componentize_js())])
+    });
+    built(&BUILT, name)
 }
 
-/// C guests, built once per test run with `cairn build` (clang, lld and
-/// wasi-libc from Debian; .ci/run installs them).
+/// C guests, built once per test run (clang, lld and wasi-libc from
+/// Debian; .ci/run installs them).
 pub(crate) fn c(name: &str) -> PathBuf {
     static BUILT: OnceLock<HashMap<&'static str, PathBuf>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let mut built = HashMap::new();
-            for name in ["order", "inventory"] {
-                let file = repo().join(format!("target/guests/c/{name}.wasm"));
-                let output = cairn()
-                    .arg("build")
-                    .arg(repo().join("examples/c").join(name))
-                    .arg("--out")
-                    .arg(&file)
-                    .output()
-                    .unwrap();
-                expect_success(&output);
-                built.insert(name, file);
-            }
-            built
-        })
-        .get(name)
-        .unwrap_or_else(|| panic!("no C guest {name}"))
-        .clone()
+    BUILT.get_or_init(|| {
+        build_guests("c", &[("order", "examples/c/order"), ("inventory", "examples/c/inventory")], &[])
+    });
+    built(&BUILT, name)
 }
 
-/// Python guests, built once per test run with `cairn build`.
+/// Python guests, built once per test run.
 fn python(name: &str) -> PathBuf {
     static BUILT: OnceLock<HashMap<&'static str, PathBuf>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let tool = componentize_py();
-            let out = repo().join("target/guests/python");
-            let mut built = HashMap::new();
-            for (name, dir) in [
-                ("order", "examples/python/order"),
-                ("inventory", "examples/python/inventory"),
-                ("clockwork", "examples/testing/python-clockwork"),
-            ] {
-                let file = out.join(format!("{name}.wasm"));
-                let output = cairn()
-                    .arg("build")
-                    .arg(repo().join(dir))
-                    .arg("--out")
-                    .arg(&file)
-                    .env("CAIRN_COMPONENTIZE_PY", &tool)
-                    .output()
-                    .unwrap();
-                let printed = expect_success(&output);
-                assert_eq!(Path::new(&printed), file.as_path());
-                built.insert(name, file);
-            }
-            built
-        })
-        .get(name)
-        .unwrap_or_else(|| panic!("no python guest {name}"))
-        .clone()
+    BUILT.get_or_init(|| {
+        let guests = [
+            ("order", "examples/python/order"),
+            ("inventory", "examples/python/inventory"),
+            ("clockwork", "examples/testing/python-clockwork"),
+        ];
+        build_guests("python", &guests, &[("CAIRN_COMPONENTIZE_PY", componentize_py())])
+    });
+    built(&BUILT, name)
 }
 
 fn run_order(workflow: &Path, inventory: &Path, data: &Path, id: &str) -> std::process::Command {
