@@ -197,40 +197,12 @@ fn an_allow_list_entry_that_is_not_an_address_is_refused_with_the_reason() {
 }
 
 /// An HTTP server on loopback answering 201 with what it received (method,
-/// path, Idempotency-Key header, body) as JSON; one connection at a time.
+/// path, Idempotency-Key header, body) as JSON.
 fn echo_server() -> std::net::SocketAddr {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut request_line = String::new();
-            reader.read_line(&mut request_line).unwrap();
-            let (mut length, mut key) = (0, String::new());
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                let line = line.trim_end();
-                if line.is_empty() {
-                    break;
-                }
-                let (name, value) = line.split_once(':').unwrap();
-                match name.to_ascii_lowercase().as_str() {
-                    "content-length" => length = value.trim().parse().unwrap(),
-                    "idempotency-key" => key = value.trim().to_owned(),
-                    _ => {}
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let mut parts = request_line.split_whitespace();
-            let echo = j!({ "method": parts.next(), "path": parts.next(), "key": key, "body": String::from_utf8(body).unwrap() }).to_string();
-            let mut stream = reader.into_inner();
-            write!(stream, "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{echo}", echo.len()).unwrap();
-        }
-    });
-    addr
+    http_server(|r| {
+        let key = r.headers.get("idempotency-key").cloned().unwrap_or_default();
+        (201, j!({ "method": r.method, "path": r.path, "key": key, "body": r.body }).to_string())
+    })
 }
 
 #[test]

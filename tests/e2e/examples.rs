@@ -122,36 +122,16 @@ fn bad_input_is_refused_with_a_clear_error() {
     assert!(stderr(&output).contains("is not a valid WebAssembly component"), "{}", stderr(&output));
 }
 
-/// A stand-in OpenTelemetry collector on loopback: answers every POST with
-/// 200 and keeps the bodies.
+/// A stand-in OpenTelemetry collector on loopback: answers every request
+/// with 200 and keeps the bodies.
 fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let kept = bodies.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim_end().is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':') {
-                    if name.eq_ignore_ascii_case("content-length") {
-                        length = value.trim().parse().unwrap_or(0);
-                    }
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            kept.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
-            let _ = reader.into_inner().write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
-        }
+    let addr = http_server(move |r| {
+        kept.lock().unwrap().push(r.body);
+        (200, "{}".into())
     });
-    (url, bodies)
+    (format!("http://{addr}"), bodies)
 }
 
 #[test]

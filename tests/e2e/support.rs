@@ -134,3 +134,56 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// One request a [`http_server`] received.
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: String,
+}
+
+/// An HTTP/1.1 server on loopback, one connection at a time: `respond`
+/// gives each request's status and JSON body.
+pub fn http_server(respond: impl Fn(HttpRequest) -> (u16, String) + Send + 'static) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut headers = std::collections::HashMap::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim_end().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+                }
+            }
+            let length = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut parts = request_line.split_whitespace();
+            let request = HttpRequest {
+                method: parts.next().unwrap_or_default().to_owned(),
+                path: parts.next().unwrap_or_default().to_owned(),
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            };
+            let (status, body) = respond(request);
+            let _ = write!(
+                reader.into_inner(),
+                "HTTP/1.1 {status} OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
