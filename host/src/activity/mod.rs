@@ -2,10 +2,14 @@
 //! timeout, retries with exponential backoff, and the idempotency key.
 //!
 //! An activity call is named `"<component>.<function>"`: the component
-//! registered under `<component>` is instantiated fresh for every attempt
-//! and `execute("<function>", input)` is called. This module does the side
-//! effects; it never touches the journal. Its only output is the final
-//! [`Completion`] of a call, which the run driver journals.
+//! registered under `<component>` is instantiated and `execute("<function>",
+//! input)` is called. Like a worker process, an instance serves many calls
+//! one at a time: after a call returns (with a result or a failure) it is
+//! kept warm for the next call of that component, up to
+//! [`MAX_CALLS_PER_INSTANCE`] calls. One that traps, runs out of memory or
+//! times out is discarded. This module does the side effects; it never
+//! touches the journal. Its only output is the final [`Completion`] of a
+//! call, which the run driver journals.
 
 pub mod external;
 pub mod http;
@@ -14,7 +18,8 @@ use crate::journal::{ActivityOptions, Completion, Failure};
 use crate::sandbox::bindings::activity::{cairn::workflow::activity_context, Activity, ActivityPre};
 use crate::sandbox::{activity_wasi, GuestLimits, LoadedComponent, Sandbox};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use thiserror::Error;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -67,6 +72,33 @@ impl activity_context::Host for ActivityState {
 
 impl crate::sandbox::bindings::activity::cairn::workflow::types::Host for ActivityState {}
 
+/// Calls one activity instance serves before it is replaced by a fresh one,
+/// which bounds what a leak in guest code can accumulate.
+pub const MAX_CALLS_PER_INSTANCE: u32 = 10_000;
+
+/// A registered activity component.
+struct Registered {
+    pre: ActivityPre<ActivityState>,
+    /// Instances between calls, ready for the next one.
+    warm: Mutex<Vec<Warm>>,
+    /// The runner's count of warm instances, which this one's add to.
+    total: Arc<AtomicUsize>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let warm = self.warm.get_mut().map(|w| w.len()).unwrap_or_else(|e| e.into_inner().len());
+        self.total.fetch_sub(warm, Ordering::Relaxed);
+    }
+}
+
+/// An instantiated activity component waiting for its next call.
+struct Warm {
+    store: Store<ActivityState>,
+    instance: Activity,
+    calls: u32,
+}
+
 /// One scheduled activity call.
 #[derive(Debug, Clone)]
 pub struct ActivityTask {
@@ -102,7 +134,10 @@ pub fn split_name(name: &str) -> Option<(&str, &str)> {
 pub struct ActivityRunner {
     sandbox: Sandbox,
     linker: Arc<Linker<ActivityState>>,
-    components: Arc<RwLock<HashMap<String, ActivityPre<ActivityState>>>>,
+    components: Arc<RwLock<HashMap<String, Arc<Registered>>>>,
+    /// Warm instances held over all components (at most the sandbox's
+    /// [`Sandbox::warm_slots`]).
+    warm_total: Arc<AtomicUsize>,
     /// Where activities may connect (the sandbox's allow-list).
     network: Arc<[std::net::SocketAddr]>,
     metrics: Arc<crate::metrics::RuntimeMetrics>,
@@ -121,6 +156,7 @@ impl ActivityRunner {
             sandbox,
             linker: Arc::new(linker),
             components: Arc::default(),
+            warm_total: Arc::default(),
             network,
             metrics,
             external: Arc::default(),
@@ -145,7 +181,9 @@ impl ActivityRunner {
             return Err(ActivityError::InvalidName(name.to_owned()));
         }
         let pre = self.prepare(name, component)?;
-        self.components.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), pre);
+        let registered = Arc::new(Registered { pre, warm: Mutex::default(), total: self.warm_total.clone() });
+        // A replaced component's warm instances go when its last call ends.
+        self.components.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), registered);
         Ok(())
     }
 
@@ -200,7 +238,7 @@ impl ActivityRunner {
                         let key = task.idempotency_key();
                         self.external.attempt(&task.name, &task.input, &task.run_id, &key, attempt).await
                     }
-                    Some(pre) => self.attempt(pre, &task, function, attempt).await,
+                    Some(registered) => self.attempt(registered, &task, component, function, attempt).await,
                     // The built-in, when no component took its name.
                     None => http::call(&self.network, function, &task.input, &task.idempotency_key()).await,
                 }
@@ -240,38 +278,31 @@ impl ActivityRunner {
 
     async fn attempt(
         &self,
-        pre: &ActivityPre<ActivityState>,
+        registered: &Registered,
         task: &ActivityTask,
+        component: &str,
         function: &str,
         attempt: u32,
     ) -> Result<String, Failure> {
-        let state = ActivityState {
-            wasi: activity_wasi(&task.name, &self.network),
-            table: ResourceTable::new(),
-            limits: self.sandbox.limits().guest_limits(),
-            key: task.idempotency_key(),
-            run_id: task.run_id.clone(),
-            attempt,
-        };
         let _slot = self.sandbox.instance_slot().await;
-        let mut store = Store::new(self.sandbox.engine(), state);
-        store.limiter(|s| &mut s.limits);
+        let warm = registered.warm.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut warm = match warm {
+            Some(warm) => {
+                self.warm_total.fetch_sub(1, Ordering::Relaxed);
+                warm
+            }
+            None => self.instantiate(registered, component).await?,
+        };
+        let state = warm.store.data_mut();
+        state.key = task.idempotency_key();
+        state.run_id.clone_from(&task.run_id);
+        state.attempt = attempt;
         // Yield to the executor at every epoch tick, so the attempt's timeout
         // fires even while the guest spins.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
-        let trap = |e: wasmtime::Error, memory_denied: bool| {
-            if memory_denied {
-                Failure::new("out-of-memory", format!("the activity exceeded its memory limit: {e}"))
-            } else {
-                Failure::new("trap", format!("the activity trapped: {e:#}"))
-            }
-        };
-        let instance = match pre.instantiate_async(&mut store).await {
-            Ok(i) => i,
-            Err(e) => return Err(trap(e, store.data().limits.memory_denied)),
-        };
-        match instance.call_execute(&mut store, function, &task.input).await {
+        warm.store.set_epoch_deadline(1);
+        warm.calls += 1;
+        let outcome = warm.instance.call_execute(&mut warm.store, function, &task.input).await;
+        let result = match outcome {
             Ok(Ok(json)) if json.len() > crate::journal::MAX_PAYLOAD_BYTES => Err(Failure::new(
                 "output-too-large",
                 format!(
@@ -285,8 +316,51 @@ impl ActivityRunner {
                 Err(e) => Err(Failure::new("invalid-output", format!("the activity returned invalid JSON: {e}"))),
             },
             Ok(Err(f)) => Err(Failure { kind: f.kind, message: f.message, details: f.details }),
+            // A trapped instance is in an unknown state: it is dropped.
+            Err(e) => return Err(trap(e, warm.store.data().limits.memory_denied)),
+        };
+        self.keep_warm(registered, warm);
+        result
+    }
+
+    /// A fresh instance of an activity component.
+    async fn instantiate(&self, registered: &Registered, component: &str) -> Result<Warm, Failure> {
+        let state = ActivityState {
+            wasi: activity_wasi(component, &self.network),
+            table: ResourceTable::new(),
+            limits: self.sandbox.limits().guest_limits(),
+            key: String::new(),
+            run_id: String::new(),
+            attempt: 0,
+        };
+        let mut store = Store::new(self.sandbox.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_async_yield_and_update(1);
+        match registered.pre.instantiate_async(&mut store).await {
+            Ok(instance) => Ok(Warm { store, instance, calls: 0 }),
             Err(e) => Err(trap(e, store.data().limits.memory_denied)),
         }
+    }
+
+    /// Keeps an instance for the next call, if it has calls left and a warm
+    /// slot is free.
+    fn keep_warm(&self, registered: &Registered, warm: Warm) {
+        if warm.calls >= MAX_CALLS_PER_INSTANCE {
+            return;
+        }
+        let cap = self.sandbox.warm_slots();
+        let taken = self.warm_total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < cap).then_some(n + 1));
+        if taken.is_ok() {
+            registered.warm.lock().unwrap_or_else(|e| e.into_inner()).push(warm);
+        }
+    }
+}
+
+fn trap(e: wasmtime::Error, memory_denied: bool) -> Failure {
+    if memory_denied {
+        Failure::new("out-of-memory", format!("the activity exceeded its memory limit: {e}"))
+    } else {
+        Failure::new("trap", format!("the activity trapped: {e:#}"))
     }
 }
 

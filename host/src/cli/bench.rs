@@ -26,6 +26,10 @@ pub struct BenchArgs {
     /// Where the built guests are (default: build examples/ and use its output).
     #[arg(long)]
     guests: Option<PathBuf>,
+    /// Run only these rows (comma-separated): w10, http, latency, step,
+    /// replay, instantiate, parked, cold, languages. Handy under a profiler.
+    #[arg(long, value_delimiter = ',', value_parser = ["w10", "http", "latency", "step", "replay", "instantiate", "parked", "cold", "languages"])]
+    only: Vec<String>,
 }
 
 struct Row {
@@ -359,6 +363,7 @@ async fn cold_start(guests: &Guests, components: usize) -> anyhow::Result<f64> {
 pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let guests = guests(&args)?;
     let scale = |n: usize| if args.quick { (n / 10).max(1) } else { n };
+    let want = |row: &str| args.only.is_empty() || args.only.iter().any(|o| o == row);
     let fsync = "durable (fsync per commit)";
     let mut rows = Vec::new();
     let mut keys = serde_json::Map::new();
@@ -373,116 +378,135 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
 
     let n = scale(2000);
-    let wps = w10_embedded(&guests, n).await?;
-    record(
-        "w10_embedded_wps",
-        Row {
-            name: "W10 throughput, embedded",
-            figure: wps,
-            unit: "workflows/s",
-            settings: format!("{n} runs x 10 activity steps, 64 concurrent, {fsync}; {:.0} steps/s", wps * 10.0),
-        },
-        &mut keys,
-    );
-    let wps = w10_http(&guests, n).await?;
-    record("w10_http_wps", Row { name: "W10 throughput, HTTP", figure: wps, unit: "workflows/s", settings: format!("{n} runs via cairn serve on loopback, 64 concurrent clients, start + long-poll result, {fsync}; {:.0} steps/s", wps * 10.0) }, &mut keys);
-    let l = scale(200);
-    let (p50, p99) = w10_latency(&guests, l).await?;
-    record(
-        "w10_p50_ms",
-        Row {
-            name: "W10 latency p50",
-            figure: p50,
-            unit: "ms",
-            settings: format!("{l} sequential runs, HTTP start -> result, {fsync}"),
-        },
-        &mut keys,
-    );
-    record(
-        "w10_p99_ms",
-        Row { name: "W10 latency p99", figure: p99, unit: "ms", settings: format!("same {l} runs") },
-        &mut keys,
-    );
-    let steps = scale(1000) as u32;
-    let us = step_overhead(&guests, steps, true).await?;
-    record(
-        "step_overhead_us",
-        Row {
-            name: "Step overhead",
-            figure: us,
-            unit: "us/host call",
-            settings: format!("one run of {steps} activity steps (2 journaled calls each), {fsync}"),
-        },
-        &mut keys,
-    );
-    let us = step_overhead(&guests, steps, false).await?;
-    record(
-        "step_overhead_nofsync_us",
-        Row {
-            name: "Step overhead, fsync OFF",
-            figure: us,
-            unit: "us/host call",
-            settings: "same, NOT durable (Durability::None)".to_owned(),
-        },
-        &mut keys,
-    );
-    let entries = scale(10_000) as u32;
-    let (ms, per_s) = replay(&guests, entries).await?;
-    record("replay_entries_per_s", Row { name: "Replay", figure: per_s, unit: "entries/s", settings: format!("a {entries}-entry journal replayed in a scratch sandbox in {ms:.1} ms (load + instantiate + re-execute)") }, &mut keys);
-    let k = scale(1000) as u32;
-    let us = instantiate(&guests, k).await?;
-    record(
-        "instantiate_us",
-        Row {
-            name: "Instantiation",
-            figure: us,
-            unit: "us/run",
-            settings: format!("mean of {k}: store + virtual WASI + InstancePre::instantiate_async, Rust guest"),
-        },
-        &mut keys,
-    );
-    let p = scale(100_000);
-    let (rss, woken) = parked(&guests, p).await?;
-    keys.insert("parked_runs".into(), json!(p));
-    record(
-        "parked_rss_mib",
-        Row {
-            name: "Parked runs, host RSS",
-            figure: rss,
-            unit: "MiB",
-            settings: format!("{p} runs waiting on a signal, resident cap 100, idle 50 ms, embedded"),
-        },
-        &mut keys,
-    );
-    record(
-        "parked_wake_per_s",
-        Row {
-            name: "Parked runs woken",
-            figure: woken,
-            unit: "runs/s",
-            settings: format!("all {p} signalled (64 concurrent), rebuilt by replay, completed"),
-        },
-        &mut keys,
-    );
-    let c = if args.quick { 5 } else { 50 };
-    let ms = cold_start(&guests, c).await?;
-    record(
-        "cold_start_ms",
-        Row {
-            name: "Cold start",
-            figure: ms,
-            unit: "ms",
-            settings: format!("cairn serve start -> /v1/health with {c} deployed components, artifact cache warm"),
-        },
-        &mut keys,
-    );
+    if want("w10") {
+        let wps = w10_embedded(&guests, n).await?;
+        record(
+            "w10_embedded_wps",
+            Row {
+                name: "W10 throughput, embedded",
+                figure: wps,
+                unit: "workflows/s",
+                settings: format!("{n} runs x 10 activity steps, 64 concurrent, {fsync}; {:.0} steps/s", wps * 10.0),
+            },
+            &mut keys,
+        );
+    }
+    if want("http") {
+        let wps = w10_http(&guests, n).await?;
+        record("w10_http_wps", Row { name: "W10 throughput, HTTP", figure: wps, unit: "workflows/s", settings: format!("{n} runs via cairn serve on loopback, 64 concurrent clients, start + long-poll result, {fsync}; {:.0} steps/s", wps * 10.0) }, &mut keys);
+    }
+    if want("latency") {
+        let l = scale(200);
+        let (p50, p99) = w10_latency(&guests, l).await?;
+        record(
+            "w10_p50_ms",
+            Row {
+                name: "W10 latency p50",
+                figure: p50,
+                unit: "ms",
+                settings: format!("{l} sequential runs, HTTP start -> result, {fsync}"),
+            },
+            &mut keys,
+        );
+        record(
+            "w10_p99_ms",
+            Row { name: "W10 latency p99", figure: p99, unit: "ms", settings: format!("same {l} runs") },
+            &mut keys,
+        );
+    }
+    if want("step") {
+        let steps = scale(1000) as u32;
+        let us = step_overhead(&guests, steps, true).await?;
+        record(
+            "step_overhead_us",
+            Row {
+                name: "Step overhead",
+                figure: us,
+                unit: "us/host call",
+                settings: format!("one run of {steps} activity steps (2 journaled calls each), {fsync}"),
+            },
+            &mut keys,
+        );
+        let us = step_overhead(&guests, steps, false).await?;
+        record(
+            "step_overhead_nofsync_us",
+            Row {
+                name: "Step overhead, fsync OFF",
+                figure: us,
+                unit: "us/host call",
+                settings: "same, NOT durable (Durability::None)".to_owned(),
+            },
+            &mut keys,
+        );
+    }
+    if want("replay") {
+        let entries = scale(10_000) as u32;
+        let (ms, per_s) = replay(&guests, entries).await?;
+        record("replay_entries_per_s", Row { name: "Replay", figure: per_s, unit: "entries/s", settings: format!("a {entries}-entry journal replayed in a scratch sandbox in {ms:.1} ms (load + instantiate + re-execute)") }, &mut keys);
+    }
+    if want("instantiate") {
+        let k = scale(1000) as u32;
+        let us = instantiate(&guests, k).await?;
+        record(
+            "instantiate_us",
+            Row {
+                name: "Instantiation",
+                figure: us,
+                unit: "us/run",
+                settings: format!("mean of {k}: store + virtual WASI + InstancePre::instantiate_async, Rust guest"),
+            },
+            &mut keys,
+        );
+    }
+    if want("parked") {
+        let p = scale(100_000);
+        let (rss, woken) = parked(&guests, p).await?;
+        keys.insert("parked_runs".into(), json!(p));
+        record(
+            "parked_rss_mib",
+            Row {
+                name: "Parked runs, host RSS",
+                figure: rss,
+                unit: "MiB",
+                settings: format!("{p} runs waiting on a signal, resident cap 100, idle 50 ms, embedded"),
+            },
+            &mut keys,
+        );
+        record(
+            "parked_wake_per_s",
+            Row {
+                name: "Parked runs woken",
+                figure: woken,
+                unit: "runs/s",
+                settings: format!("all {p} signalled (64 concurrent), rebuilt by replay, completed"),
+            },
+            &mut keys,
+        );
+    }
+    if want("cold") {
+        let c = if args.quick { 5 } else { 50 };
+        let ms = cold_start(&guests, c).await?;
+        record(
+            "cold_start_ms",
+            Row {
+                name: "Cold start",
+                figure: ms,
+                unit: "ms",
+                settings: format!("cairn serve start -> /v1/health with {c} deployed components, artifact cache warm"),
+            },
+            &mut keys,
+        );
+    }
 
     // Last: the big components stay in this process's memory once loaded.
     for (name, key, path) in [
         ("Instantiation, C", "instantiate_c_us", "target/guests/c/order.wasm"),
         ("Instantiation, Python", "instantiate_python_us", "target/guests/python/order.wasm"),
         ("Instantiation, JavaScript", "instantiate_js_us", "target/guests/js/order.wasm"),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| want("languages"))
+    {
         if let Some((us, compile_ms, cached_ms)) = instantiate_file(Path::new(path), scale(200) as u32).await? {
             record(key, Row { name, figure: us, unit: "us/run", settings: format!("{path}: first load (compile) {compile_ms:.0} ms, second load (cached artifact) {cached_ms:.1} ms") }, &mut keys);
         }

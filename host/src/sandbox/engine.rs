@@ -112,10 +112,16 @@ pub struct Sandbox {
     engine: Engine,
     limits: Limits,
     fingerprint: String,
-    /// One permit per pool slot: instantiations wait here for a free slot
-    /// rather than failing on a full pool.
+    /// One permit per pool slot in use: instantiations wait here for a free
+    /// slot rather than failing on a full pool.
     slots: Option<Arc<Semaphore>>,
+    /// Pool slots kept outside the semaphore for warm activity instances
+    /// waiting between calls (so idle instances never starve a run).
+    warm_slots: usize,
 }
+
+/// Most warm activity instances a host keeps between calls.
+const MAX_WARM_INSTANCES: usize = 64;
 
 impl Sandbox {
     /// Builds the engine and starts its epoch ticker.
@@ -193,8 +199,10 @@ impl Sandbox {
                 }
             })
             .expect("spawning the epoch thread");
-        let slots = (limits.pool_instances > 0).then(|| Arc::new(Semaphore::new(limits.pool_instances as usize)));
-        Ok(Sandbox { engine, limits, fingerprint, slots })
+        let pool = limits.pool_instances as usize;
+        let warm_slots = if pool > 0 { (pool / 8).min(MAX_WARM_INSTANCES) } else { MAX_WARM_INSTANCES };
+        let slots = (pool > 0).then(|| Arc::new(Semaphore::new(pool - warm_slots)));
+        Ok(Sandbox { engine, limits, fingerprint, slots, warm_slots })
     }
 
     /// Waits for a free instance slot (at once without a pool).
@@ -204,6 +212,12 @@ impl Sandbox {
             Some(slots) => InstanceSlot(slots.clone().acquire_owned().await.ok()),
             None => InstanceSlot(None),
         }
+    }
+
+    /// How many activity instances may stay warm between calls: pool slots
+    /// set aside for them, never counted by [`Sandbox::instance_slot`].
+    pub fn warm_slots(&self) -> usize {
+        self.warm_slots
     }
 
     /// The engine.
