@@ -38,6 +38,29 @@ fn an_activity_that_fails_twice_completes_on_attempt_3_with_backoff() {
 }
 
 #[test]
+fn an_activity_instance_serves_calls_until_it_traps_or_times_out() {
+    let once = |activity: &str| j!({ "activity": activity, "max_attempts": 1 });
+    let slow = j!({ "activity": "flaky.slow", "input": { "ms": 5000 }, "timeout_ms": 200, "max_attempts": 1 });
+    let steps = j!([
+        once("flaky.served"),
+        once("flaky.served"),
+        once("flaky.declined"),
+        once("flaky.served"),
+        once("flaky.panic"),
+        once("flaky.served"),
+        slow,
+        once("flaky.served"),
+    ]);
+    let (result, _) = script("warm", steps);
+    let served: Vec<Value> = result.as_array().unwrap().iter().map(|r| r["ok"]["served"].clone()).collect();
+    // Warm between calls, also after a failure the activity returned; a
+    // trap or a timeout replaces the instance with a fresh one.
+    assert_eq!(served, [j!(1), j!(2), Value::Null, j!(3), Value::Null, j!(1), Value::Null, j!(1)], "{result}");
+    assert_eq!(result[4]["err"]["kind"], "trap", "{result}");
+    assert_eq!(result[6]["err"]["kind"], "timeout", "{result}");
+}
+
+#[test]
 fn a_non_retryable_failure_is_not_retried() {
     let (result, _) =
         script("declined", j!([{ "activity": "flaky.declined", "max_attempts": 5, "non_retryable": ["declined"] }]));

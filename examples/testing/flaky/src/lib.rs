@@ -3,6 +3,9 @@
 //! - `declined`: always fails with kind `declined` (callers mark it non-retryable).
 //! - `slow`: takes `ms` milliseconds of real time (for timeout tests).
 //! - `echo`: returns its input, the attempt and the idempotency key.
+//! - `served`: how many calls this instance has served, this one included
+//!   (instances are kept warm between calls).
+//! - `panic`: panics, which traps the instance.
 
 use cairn_sdk::{ActivityContext, Failure};
 use serde_json::{json, Value};
@@ -32,6 +35,18 @@ fn echo(ctx: &ActivityContext, input: Value) -> Result<Value, Failure> {
     Ok(json!({ "input": input, "attempt": ctx.attempt(), "key": ctx.idempotency_key() }))
 }
 
+static SERVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn served(_ctx: &ActivityContext, _input: Value) -> Result<Value, Failure> {
+    let n = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    Ok(json!({ "served": n }))
+}
+
+fn panic(_ctx: &ActivityContext, _input: Value) -> Result<Value, Failure> {
+    SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    panic!("this instance is broken now")
+}
+
 /// Connects to `input.addr` over TCP and returns the first line the peer
 /// sends: an activity reaching out to the network, which the host allows
 /// only for addresses on its allow-list.
@@ -51,4 +66,6 @@ cairn_sdk::activities! {
     "declined" => declined,
     "slow" => slow,
     "echo" => echo,
+    "served" => served,
+    "panic" => panic,
 }
