@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Seeds the fuzz corpora (fuzz/corpus/TARGET/) from the repository: journal
-records from tests/fixtures/journal-v1.bin, the example components (build
+records from tests/fixtures/journal-v1.bin and journal-v2.bin, the example components (build
 them first: cargo build --release in examples/), and valid API requests, plus
 every input in tests/fixtures/fuzz/TARGET/ (past findings)."""
 
@@ -12,13 +12,14 @@ corpus = root / "fuzz" / "corpus"
 
 journal = corpus / "journal_decode"
 journal.mkdir(parents=True, exist_ok=True)
-data = (root / "tests/fixtures/journal-v1.bin").read_bytes()
 i = 0
-while data:
-    (length,) = struct.unpack("<I", data[:4])
-    (journal / f"fixture-{i}").write_bytes(data[4 : 4 + length])
-    data = data[4 + length :]
-    i += 1
+for fixture in ("journal-v1.bin", "journal-v2.bin"):
+    data = (root / "tests/fixtures" / fixture).read_bytes()
+    while data:
+        (length,) = struct.unpack("<I", data[:4])
+        (journal / f"fixture-{i}").write_bytes(data[4 : 4 + length])
+        data = data[4 + length :]
+        i += 1
 
 upload = corpus / "upload"
 upload.mkdir(parents=True, exist_ok=True)

@@ -51,14 +51,16 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 }
 
 fn journal_records() -> Vec<Vec<u8>> {
-    let fixture = std::fs::read(repo().join("tests/fixtures/journal-v1.bin")).unwrap();
     let mut records = Vec::new();
-    let mut rest = &fixture[..];
-    while rest.len() >= 4 {
-        let (len, tail) = rest.split_at(4);
-        let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
-        records.push(tail[..len].to_vec());
-        rest = &tail[len..];
+    for fixture in ["journal-v1.bin", "journal-v2.bin"] {
+        let fixture = std::fs::read(repo().join("tests/fixtures").join(fixture)).unwrap();
+        let mut rest = &fixture[..];
+        while rest.len() >= 4 {
+            let (len, tail) = rest.split_at(4);
+            let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+            records.push(tail[..len].to_vec());
+            rest = &tail[len..];
+        }
     }
     records
 }

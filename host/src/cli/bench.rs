@@ -230,6 +230,9 @@ async fn replay(guests: &Guests, entries: u32) -> anyhow::Result<(f64, f64)> {
     rt.drive(&meta.id).await?;
     let started = Instant::now();
     let report = rt.replay(&meta.id, None).await?;
+    for _ in 0..std::env::var("CAIRN_REPLAY_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(0u32) {
+        rt.replay(&meta.id, None).await?;
+    }
     let secs = started.elapsed().as_secs_f64();
     Ok((secs * 1000.0, report.entries as f64 / secs))
 }

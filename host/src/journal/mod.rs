@@ -4,11 +4,12 @@
 //! This module never performs a side effect and never touches the store; it
 //! only describes what happened and compares it with what happens now.
 
+mod binary;
 mod codec;
 mod cursor;
 mod entry;
 
-pub use codec::{decode, encode, DecodeError, CURRENT_FORMAT};
+pub use codec::{decode, encode, encode_v1, DecodeError, CURRENT_FORMAT};
 
 /// Largest JSON payload one journal entry carries (an activity input or
 /// result, a signal, a workflow input or result). Bigger data belongs in

@@ -66,7 +66,7 @@ impl runtime::Host for WorkflowState {
         if live {
             // In-process activities may start before their entry commits:
             // the idempotency key is the same on replay (DESIGN.md).
-            self.start_work(handle)?;
+            self.start_work(handle, true)?;
         }
         Ok(handle)
     }
@@ -84,7 +84,7 @@ impl runtime::Host for WorkflowState {
         }
         if live {
             self.pending.push(Write::PutTimer { due_ms, run_id: self.meta.id.clone(), handle });
-            self.start_work(handle)?;
+            self.start_work(handle, true)?;
         }
         Ok(handle)
     }

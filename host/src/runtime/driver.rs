@@ -156,7 +156,7 @@ impl Runtime {
             Some(c) => c,
             None => self.inner.components.load_stored(&meta.component_sha256).await?,
         };
-        let entries = self.inner.store.journal(run_id)?.iter().filter(|r| r.seq > 0).count() as u64;
+        let entries = self.inner.store.journal_len(run_id)?;
         let started = std::time::Instant::now();
         let executed = self.execute(meta, component, Mode::Check, None).await;
         self.inner.metrics.replay_seconds.observe_duration(started.elapsed());

@@ -365,7 +365,7 @@ impl WorkflowState {
         let pending: Vec<u32> =
             self.handles.iter().filter(|(_, h)| matches!(h.state, HandleState::Pending)).map(|(id, _)| *id).collect();
         for handle in pending {
-            self.start_work(handle)?;
+            self.start_work(handle, false)?;
         }
         Ok(())
     }
@@ -475,8 +475,10 @@ impl WorkflowState {
     }
 
     /// Starts the in-process work behind a pending handle (once per
-    /// process: work already running for it is left alone).
-    pub(crate) fn start_work(&mut self, handle: u32) -> wasmtime::Result<()> {
+    /// process: work already running for it is left alone). `new` says the
+    /// handle was just created live, so no attempt of it can have failed
+    /// before and the store need not be asked.
+    pub(crate) fn start_work(&mut self, handle: u32, new: bool) -> wasmtime::Result<()> {
         let Some(h) = self.handles.get(&handle) else {
             return Ok(());
         };
@@ -493,9 +495,12 @@ impl WorkflowState {
                         return Err(self.stop_with(error));
                     }
                 }
-                let first_attempt = match self.rt.store().attempts(&self.meta.id, handle) {
-                    Ok(failed) => failed + 1,
-                    Err(e) => return Err(self.stop_with(e.into())),
+                let first_attempt = match new {
+                    true => 1,
+                    false => match self.rt.store().attempts(&self.meta.id, handle) {
+                        Ok(failed) => failed + 1,
+                        Err(e) => return Err(self.stop_with(e.into())),
+                    },
                 };
                 let task = crate::activity::ActivityTask {
                     run_id: self.meta.id.clone(),
