@@ -60,6 +60,17 @@ impl JournalCursor {
         JournalCursor { records, pos: 0, next_seq }
     }
 
+    /// The journal's host calls and end entry (not its start and version
+    /// switches).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the journal has no host call and no end yet.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
     /// Whether a host call is still to be replayed.
     pub fn replaying(&self) -> bool {
         self.records.get(self.pos).is_some_and(|r| r.entry.is_call())
@@ -83,12 +94,15 @@ impl JournalCursor {
     /// Matches `call` against the next journaled call: replay it, or go live
     /// when the journal is exhausted. A mismatch is a divergence.
     pub fn next(&mut self, call: &HostCall) -> Result<Step, Divergence> {
-        let Some(record) = self.records.get(self.pos) else {
+        let Some(record) = self.records.get_mut(self.pos) else {
             return Ok(Step::Live);
         };
-        match &record.entry {
+        match &mut record.entry {
             Entry::Call { call: recorded, reply } if recorded == call => {
-                let step = Step::Replay { seq: record.seq, at_ms: record.at_ms, reply: reply.clone() };
+                // Each entry is replayed once: its reply moves out, and only
+                // the call (for reports) and the time stay behind.
+                let reply = std::mem::replace(reply, Reply::Unit);
+                let step = Step::Replay { seq: record.seq, at_ms: record.at_ms, reply };
                 self.pos += 1;
                 Ok(step)
             }

@@ -51,18 +51,25 @@ impl runtime::Host for WorkflowState {
         input: String,
         options: types::ActivityOptions,
     ) -> wasmtime::Result<u32> {
-        self.check_json("the activity input", &input)?;
-        let coefficient = options.retry.backoff_coefficient;
-        if !coefficient.is_finite() || coefficient < 1.0 {
-            return Err(self.contract(format!(
-                "the retry policy of {name} has backoff-coefficient {coefficient}; it must be a finite number of at least 1.0"
-            )));
-        }
-        let options = from_wit_options(options);
-        let call = HostCall::ScheduleActivity { name: name.clone(), input: input.clone(), options: options.clone() };
+        let call = HostCall::ScheduleActivity { name, input, options: from_wit_options(options) };
         let reply = self.step(&call)?;
         let live = reply.is_none();
-        let handle = self.new_handle(reply, call, Operation::Activity { name, input, options })?;
+        // A replayed call equals its journaled one, which was checked when
+        // it was new: only new calls are checked.
+        if let (true, HostCall::ScheduleActivity { name, input, options }) = (live, &call) {
+            self.check_json("the activity input", input)?;
+            let coefficient = options.retry.backoff_coefficient;
+            if !coefficient.is_finite() || coefficient < 1.0 {
+                let name = name.clone();
+                return Err(self.contract(format!(
+                    "the retry policy of {name} has backoff-coefficient {coefficient}; it must be a finite number of at least 1.0"
+                )));
+            }
+        }
+        let handle = self.new_handle(reply, call, |call| match call {
+            HostCall::ScheduleActivity { name, input, options } => Operation::Activity { name, input, options },
+            _ => unreachable!("the call is a schedule-activity"),
+        })?;
         if live {
             // In-process activities may start before their entry commits:
             // the idempotency key is the same on replay (DESIGN.md).
@@ -75,7 +82,7 @@ impl runtime::Host for WorkflowState {
         let call = HostCall::StartTimer { ms };
         let reply = self.step(&call)?;
         let live = reply.is_none();
-        let handle = self.new_handle(reply, call, Operation::Timer { due_ms: 0 })?;
+        let handle = self.new_handle(reply, call, |_| Operation::Timer { due_ms: 0 })?;
         // Due `ms` after the entry's workflow time; replaying or appending
         // the entry moved the clock to that time.
         let due_ms = self.clock.now_ms().saturating_add(ms);
@@ -94,7 +101,7 @@ impl runtime::Host for WorkflowState {
         let call = HostCall::StartChild { workflow: workflow.clone(), input: input.clone() };
         let reply = self.step(&call)?;
         let live = reply.is_none();
-        let handle = self.new_handle(reply, call, Operation::Child { run_id: String::new() })?;
+        let handle = self.new_handle(reply, call, |_| Operation::Child { run_id: String::new() })?;
         if let Some(h) = self.handles.get_mut(&handle) {
             h.operation = Operation::Child { run_id: format!("{}:{handle}", self.meta.id) };
         }
@@ -105,9 +112,12 @@ impl runtime::Host for WorkflowState {
     }
 
     async fn wait_signal(&mut self, name: String) -> wasmtime::Result<u32> {
-        let call = HostCall::WaitSignal { name: name.clone() };
+        let call = HostCall::WaitSignal { name };
         let reply = self.step(&call)?;
-        let handle = self.new_handle(reply, call, Operation::Signal { name })?;
+        let handle = self.new_handle(reply, call, |call| match call {
+            HostCall::WaitSignal { name } => Operation::Signal { name },
+            _ => unreachable!("the call is a wait-signal"),
+        })?;
         self.match_signals()?;
         Ok(handle)
     }

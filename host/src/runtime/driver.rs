@@ -156,10 +156,11 @@ impl Runtime {
             Some(c) => c,
             None => self.inner.components.load_stored(&meta.component_sha256).await?,
         };
-        let entries = self.inner.store.journal_len(run_id)?;
         let started = std::time::Instant::now();
-        let executed = self.execute(meta, component, Mode::Check, None).await;
+        let span = tracing::info_span!("run", run_id = %meta.id, workflow = %meta.workflow, mode = ?Mode::Check);
+        let (executed, state) = self.execute_inner(meta, component, Mode::Check, None).instrument(span).await;
         self.inner.metrics.replay_seconds.observe_duration(started.elapsed());
+        let entries = state.map_or(0, |s| s.cursor().len() as u64);
         let finished = match executed? {
             Executed::Outcome(_) => true,
             Executed::ReachedEnd | Executed::Evicted | Executed::Continued => false,

@@ -520,21 +520,25 @@ impl WorkflowState {
         Ok(())
     }
 
+    /// The handle a call that creates one gets: its journaled reply, or
+    /// (live) the next seq, journaled. `operation` makes the handle's
+    /// operation from the call, which a replayed call moves into.
     pub(crate) fn new_handle(
         &mut self,
         reply: Option<Reply>,
         call: HostCall,
-        operation: Operation,
+        operation: impl FnOnce(HostCall) -> Operation,
     ) -> wasmtime::Result<u32> {
-        let handle = match reply {
-            Some(Reply::Handle { handle }) => handle,
+        let (handle, operation) = match reply {
+            Some(Reply::Handle { handle }) => (handle, operation(call)),
             Some(other) => return Err(self.contract(format!("journal replied {other} to {call}"))),
             None => {
                 let Ok(handle) = u32::try_from(self.next_seq) else {
                     return Err(self.contract("the journal is too long for more handles; use continue-as-new".into()));
                 };
+                let operation = operation(call.clone());
                 self.append(Entry::Call { call, reply: Reply::Handle { handle } });
-                handle
+                (handle, operation)
             }
         };
         self.handles.insert(handle, Handle { operation, state: HandleState::Pending });

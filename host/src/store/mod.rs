@@ -255,19 +255,6 @@ impl Store {
         Ok(out)
     }
 
-    /// How many entries a run's journal has after its start entry, without
-    /// decoding them.
-    pub fn journal_len(&self, run_id: &str) -> Result<u64, StoreError> {
-        let txn = self.db()?.begin_read().map_err(db_err)?;
-        let table = txn.open_table(JOURNAL).map_err(db_err)?;
-        let mut n = 0;
-        for row in table.range((run_id, 1)..=(run_id, u64::MAX)).map_err(db_err)? {
-            row.map_err(db_err)?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
     /// The journal of an earlier generation of a run (before a
     /// continue-as-new), in seq order.
     pub fn history(&self, run_id: &str, generation: u32) -> Result<Vec<Record>, StoreError> {
