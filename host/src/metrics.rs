@@ -64,6 +64,15 @@ impl Histogram {
         self.sum_micros.fetch_add((value * 1e6) as u64, Ordering::Relaxed);
     }
 
+    /// The mean of the observations (0 without any).
+    pub fn mean(&self) -> f64 {
+        let count = self.count.load(Ordering::Relaxed);
+        match count {
+            0 => 0.0,
+            n => self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6 / n as f64,
+        }
+    }
+
     /// Records a duration in seconds.
     pub fn observe_duration(&self, d: Duration) {
         self.observe(d.as_secs_f64());

@@ -65,6 +65,9 @@ impl Work {
         // The task waits until it is registered, so its removal below can
         // never run before its insertion.
         let (registered_tx, registered) = tokio::sync::oneshot::channel::<()>();
+        // Boxed: an activity's future is large, and tokio would copy it
+        // into the task (a memcpy per step that showed in profiles).
+        let produce = Box::pin(produce);
         let task = tokio::spawn(async move {
             let _ = registered.await;
             let completion = produce.await;
