@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use thiserror::Error;
+use tracing::Instrument;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -243,7 +244,8 @@ impl ActivityRunner {
                     None => http::call(&self.network, function, &task.input, &task.idempotency_key()).await,
                 }
             };
-            let outcome = tokio::time::timeout(timeout, run).await.unwrap_or_else(|_| {
+            // The span covers the attempt, so exported traces show its duration.
+            let outcome = tokio::time::timeout(timeout, run).instrument(span.clone()).await.unwrap_or_else(|_| {
                 Err(Failure::new(
                     "timeout",
                     format!("attempt {attempt} did not finish within {} ms", task.options.timeout_ms),
