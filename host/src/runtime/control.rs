@@ -88,27 +88,30 @@ impl Runtime {
             self.wake(&parent.run_id);
         }
         self.inner.work.abort_run(run_id);
-        let _ = self.inner.scheduler.finished.send(run_id.to_owned());
+        self.inner.scheduler.ends.ended(run_id);
         Ok(())
     }
 
     /// Waits up to `timeout` for a run to end; returns its metadata then
     /// (ended or not).
     pub async fn wait_for_end(&self, run_id: &str, timeout: Duration) -> Result<Option<RunMeta>, ControlError> {
-        let mut finished = self.inner.scheduler.finished.subscribe();
+        let watch = self.inner.scheduler.ends.watch(run_id);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            // Listening before looking: an end between the two still wakes us.
+            let notified = watch.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let meta = self.store().run(run_id)?;
             match &meta {
                 None => return Ok(None),
                 Some(m) if m.status != RunStatus::Running => return Ok(meta),
                 Some(_) => {}
             }
-            // Poll now and then as well: a finish notice can be missed when
-            // the channel lags.
-            let wait = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + Duration::from_millis(500)));
+            // Look again now and then as well, whatever ended the run.
+            let wait = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + Duration::from_secs(1)));
             tokio::select! {
-                _ = finished.recv() => {}
+                _ = &mut notified => {}
                 _ = wait => {}
             }
             if tokio::time::Instant::now() >= deadline {

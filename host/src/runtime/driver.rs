@@ -529,7 +529,7 @@ impl Runtime {
         }
         if ended {
             scheduler.counters.finished.fetch_add(1, Ordering::Relaxed);
-            let _ = scheduler.finished.send(run_id.to_owned());
+            scheduler.ends.ended(run_id);
         }
         let Some(mut mailbox) = mailbox else { return };
         mailbox.close();

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 /// How a host keeps runs in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,51 @@ pub(crate) struct Scheduler {
     pub pressure: Arc<Notify>,
     pub residency: Residency,
     pub counters: Counters,
-    pub finished: broadcast::Sender<String>,
+    /// Who waits for which run to end.
+    pub ends: EndNotices,
+}
+
+/// Notices of runs ending, for the requests that wait on one run each: a
+/// waiter is woken by its own run only, so many long polls cost nothing
+/// when other runs end.
+#[derive(Default)]
+pub(crate) struct EndNotices(Mutex<HashMap<String, Arc<Notify>>>);
+
+/// A waiter's registration; it leaves the map with its last waiter.
+pub(crate) struct EndWatch<'a> {
+    notices: &'a EndNotices,
+    run_id: String,
+    pub notify: Arc<Notify>,
+}
+
+impl EndNotices {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts waiting for `run_id` to end.
+    pub fn watch(&self, run_id: &str) -> EndWatch<'_> {
+        let notify = self.map().entry(run_id.to_owned()).or_default().clone();
+        EndWatch { notices: self, run_id: run_id.to_owned(), notify }
+    }
+
+    /// `run_id` ended (durably): wake its waiters.
+    pub fn ended(&self, run_id: &str) {
+        if let Some(notify) = self.map().remove(run_id) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+impl Drop for EndWatch<'_> {
+    fn drop(&mut self) {
+        let mut map = self.notices.map();
+        // The map's reference and this one: no other waiter is left.
+        let last = map.get(&self.run_id).is_some_and(|n| Arc::ptr_eq(n, &self.notify) && Arc::strong_count(n) == 2);
+        if last {
+            map.remove(&self.run_id);
+        }
+    }
 }
 
 impl Scheduler {
@@ -75,7 +119,7 @@ impl Scheduler {
             pressure: Arc::new(Notify::new()),
             residency,
             counters: Counters::default(),
-            finished: broadcast::channel(1024).0,
+            ends: EndNotices::default(),
         }
     }
 
@@ -234,5 +278,35 @@ impl Runtime {
                 Err(e) => tracing::debug!(run_id, error = %e, "run stopped"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_waiter_wakes_for_its_own_run_only_and_leaves_no_trace() {
+        let notices = EndNotices::default();
+        let watch = notices.watch("a");
+        let other = notices.watch("b");
+        let notify = watch.notify.clone();
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        notices.ended("b");
+        let woke = tokio::time::timeout(Duration::from_millis(50), &mut notified).await;
+        assert!(woke.is_err(), "the end of another run woke the waiter");
+        notices.ended("a");
+        tokio::time::timeout(Duration::from_secs(5), &mut notified).await.expect("the run's end wakes its waiter");
+        drop((watch, other, notified));
+        assert!(notices.map().is_empty(), "finished watches stay registered");
+
+        // Two waiters on one run: the entry stays until the last one leaves.
+        let (first, second) = (notices.watch("c"), notices.watch("c"));
+        drop(first);
+        assert_eq!(notices.map().len(), 1);
+        drop(second);
+        assert!(notices.map().is_empty());
     }
 }
