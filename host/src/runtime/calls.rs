@@ -71,10 +71,8 @@ impl runtime::Host for WorkflowState {
             _ => unreachable!("the call is a schedule-activity"),
         })?;
         if live {
-            // What the guest saw must be durable before the activity starts;
-            // the activity itself may start before its own entry commits:
+            // In-process activities may start before their entry commits:
             // the idempotency key is the same on replay (DESIGN.md).
-            self.sync().await?;
             self.start_work(handle, true)?;
         }
         Ok(handle)
@@ -159,8 +157,6 @@ impl runtime::Host for WorkflowState {
         let live = self.step(&call)?.is_none();
         if live {
             self.append(Entry::Call { call, reply: Reply::Unit });
-            // Cancelling a child run reaches outside this run.
-            self.sync().await?;
         }
         self.cancel_handle(h, live);
         Ok(())

@@ -6,16 +6,11 @@
 //! are in `calls.rs`; how a live run waits for completions is in
 //! `waiting.rs`.
 //!
-//! Durability rule (DESIGN.md, as amended in this module): nothing leaves a
-//! run (an activity or external task starts, a child is cancelled, the run
-//! ends, another run or a client can see it) before every entry the guest's
-//! path depends on is durable. Information from outside the run (an
-//! activity result, a fired timer, a signal) may reach the guest first; its
-//! entry commits with the next effect (`sync`), so a crash before that loses
-//! only what no one outside saw, and the run redoes it. Entries the journal
-//! itself determines (new handles, `patched` markers, awaits of completions
-//! already stored) are buffered and ride in the next commit, so a step costs
-//! one commit, and a run's last result commits together with its end.
+//! Durability rule (DESIGN.md): information from outside the run (an
+//! activity result, a fired timer, a signal) reaches the guest only once the
+//! entry carrying it is durable. Entries the journal itself determines (new
+//! handles, `patched` markers, awaits of completions already stored) are
+//! buffered and ride in the next commit, so a step costs one commit.
 
 use super::errors::RunError;
 use super::Runtime;
@@ -126,8 +121,6 @@ pub struct WorkflowState {
     pub(crate) rng: ChaCha20Rng,
     pub(crate) handles: BTreeMap<u32, Handle>,
     pub(crate) pending: Vec<Write>,
-    /// The guest has seen a completion whose entry is not durable yet.
-    pub(crate) unsynced: bool,
     pub(super) events_rx: Option<mpsc::UnboundedReceiver<Event>>,
     /// Signal seqs already matched to a handle (their delete rides later).
     pub(super) assigned_signals: HashSet<u64>,
@@ -196,7 +189,6 @@ impl WorkflowState {
             rng: crate::sandbox::seeded_rng(seed, 0),
             handles: BTreeMap::new(),
             pending: Vec::new(),
-            unsynced: false,
             events_rx: events,
             assigned_signals: HashSet::new(),
             cancel_request: None,
@@ -470,7 +462,6 @@ impl WorkflowState {
         if let Err(e) = self.rt.store().commit(batch).await {
             return Err(self.stop_with(e.into()));
         }
-        self.unsynced = false;
         self.rt.wake(&child_id);
         Ok(())
     }

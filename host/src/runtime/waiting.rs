@@ -17,8 +17,7 @@ enum Source {
     /// Already durable or determined by the journal; `cleanup` removes its
     /// buffered copy in the same commit as the await entry.
     Known { cleanup: Option<Cleanup> },
-    /// Just arrived from outside: its entry must be durable before anything
-    /// that may depend on it leaves the run.
+    /// Just arrived from outside: its entry must be durable before the guest sees it.
     Fresh,
 }
 
@@ -116,7 +115,6 @@ impl WorkflowState {
         if let Err(e) = self.rt.store().commit(batch).await {
             return Err(self.stop_with(e.into()));
         }
-        self.unsynced = false;
         let cleanup = Some(Cleanup::Completion(handle));
         if let Some(h) = self.handles.get_mut(&handle) {
             h.state = HandleState::Ready { completion, arrival, cleanup };
@@ -127,30 +125,13 @@ impl WorkflowState {
     /// Leaves memory: commits what is buffered, then stops the guest.
     async fn leave(&mut self) -> wasmtime::Error {
         let batch = self.take_pending();
-        if !batch.is_empty() || self.unsynced {
+        if !batch.is_empty() {
             if let Err(e) = self.rt.store().commit(batch).await {
                 return self.stop_with(e.into());
             }
-            self.unsynced = false;
         }
         self.evicted = true;
         Stopped.into()
-    }
-
-    /// Makes everything the guest has seen durable, before an effect that
-    /// may depend on it leaves the run (an activity starts, a child is
-    /// cancelled). Entries already submitted are covered too: the writer
-    /// commits in order, so this commit's acknowledgement implies theirs.
-    pub(crate) async fn sync(&mut self) -> wasmtime::Result<()> {
-        if !self.unsynced {
-            return Ok(());
-        }
-        let batch = self.take_pending();
-        if let Err(e) = self.rt.store().commit(batch).await {
-            return Err(self.stop_with(e.into()));
-        }
-        self.unsynced = false;
-        Ok(())
     }
 
     async fn next_event(&mut self, wanted: &[u32]) -> Option<Event> {
@@ -191,9 +172,12 @@ impl WorkflowState {
                     self.pending.push(cleanup.write(&self.meta.id));
                 }
             }
-            // Not durable yet: it commits before anything that may depend
-            // on it leaves the run (`sync`), at the latest with the run's end.
-            Source::Fresh => self.unsynced = true,
+            Source::Fresh => {
+                let batch = self.take_pending();
+                if let Err(e) = self.rt.store().commit(batch).await {
+                    return Err(self.stop_with(e.into()));
+                }
+            }
         }
         self.mark_consumed(handle, &completion);
         Ok((handle, completion))
