@@ -389,7 +389,11 @@ async fn killed_at_random_under_mixed_load_no_acknowledged_step_is_lost() {
     for (id, kind) in &runs {
         if let (Kind::Approval(decision), true) = (kind, undecided.contains(id)) {
             wait_for_stage(&client, id).await;
-            assert!(decide(&client, id, *decision).await, "{id}");
+            if !decide(&client, id, *decision).await {
+                let run = client.get(&format!("/runs/{id}")).await;
+                let journal = journal_of(&client, id).await;
+                panic!("the decision for {id} was refused: {run:?}\njournal: {journal:#?}");
+            }
         }
     }
     let mut keys = 0;

@@ -372,6 +372,26 @@ async fn scrape(server: &Server) -> String {
     response.text().await.unwrap()
 }
 
+/// A step costs one durable commit, never two in sequence: the order example
+/// (3 activities and a timer) takes 7 commits from its start to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_commits_once_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    setup(&api).await;
+    assert_eq!(api.deploy("order", "workflow", std::fs::read(wasm("order")).unwrap()).await.0, 201);
+    let commits = |text: &str| sample(text, "cairn_journal_commit_seconds_count");
+    let before = commits(&scrape(&server).await);
+    // A card that the payments example charges on the first attempt.
+    api.post_json("/runs", &json!({ "workflow": "order", "id": "c1", "input": order(1) })).await;
+    assert_eq!(api.wait("c1").await["status"], "completed");
+    let after = scrape(&server).await;
+    // The start; each activity's schedule and result (3); the timer's
+    // schedule, then its firing (2); the end.
+    assert_eq!(commits(&after) - before, 7.0, "{after}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_metrics_follow_a_scripted_scenario() {
     let dir = tempfile::tempdir().unwrap();
