@@ -114,6 +114,31 @@ fn await_any_takes_the_first_to_finish_and_cancel_stops_the_rest() {
 }
 
 #[test]
+fn activities_started_together_run_at_the_same_time_whichever_is_awaited_first() {
+    // The run polls the activity it started last while it awaits it; it
+    // must not hold it back while it awaits the others.
+    let slow = j!({ "activity": "flaky.slow", "input": { "ms": 600 }, "max_attempts": 1 });
+    let (result, journal) = script("fan-out", j!([{ "all": [slow, slow, slow] }]));
+    assert_eq!(result[0], j!([{ "ok": { "attempt": 1 } }, { "ok": { "attempt": 1 } }, { "ok": { "attempt": 1 } }]));
+    assert_eq!(
+        kinds(&journal),
+        [
+            "started",
+            "schedule-activity",
+            "schedule-activity",
+            "schedule-activity",
+            "await",
+            "await",
+            "await",
+            "completed"
+        ]
+    );
+    // One after another would take 1.8 s, and holding back the last one 1.2 s.
+    let took = journal[6]["at_ms"].as_u64().unwrap() - journal[1]["at_ms"].as_u64().unwrap();
+    assert!(took < 1000, "three 600 ms activities took {took} ms together");
+}
+
+#[test]
 fn an_invalid_retry_policy_fails_the_run_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let steps = j!([{ "activity": "flaky.echo", "backoff": 0.5 }]);

@@ -264,17 +264,25 @@ impl Runtime {
         let slot = sandbox.instance_slot().await;
         let mut store = wasmtime::Store::new(sandbox.engine(), state);
         store.limiter(|s| &mut s.limits);
-        let ticks = sandbox.limits().budget_ticks();
-        store.set_epoch_deadline(ticks);
+        // Called once per epoch tick of guest computation: the guest yields
+        // its thread, an activity it started goes to a task of its own
+        // (computing, the run is not awaiting it), and a guest that computed
+        // for the whole step budget without calling the host is a runaway.
+        let budget = sandbox.limits().budget_ticks();
+        store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut cx| {
             let s = cx.data_mut();
+            s.release_inline();
             if s.host_calls != s.host_calls_at_check {
                 s.host_calls_at_check = s.host_calls;
-                Ok(UpdateDeadline::Yield(ticks))
-            } else {
-                s.runaway = true;
-                Err(Runaway.into())
+                s.quiet_ticks = 0;
             }
+            s.quiet_ticks += 1;
+            if s.quiet_ticks >= budget {
+                s.runaway = true;
+                return Err(Runaway.into());
+            }
+            Ok(UpdateDeadline::Yield(1))
         });
 
         let result = match pre.instantiate_async(&mut store).await {
@@ -515,6 +523,11 @@ impl Runtime {
         let mut state = state;
         let mailbox = state.as_mut().and_then(|s| s.take_mailbox());
         let ended = state.as_ref().is_some_and(|s| s.meta.status != RunStatus::Running);
+        if let Some(state) = state.as_mut().filter(|_| !ended) {
+            // Stopped but not ended (a store error): its activity still
+            // runs, and reports to the store.
+            state.release_inline();
+        }
         if let Some(meta) = state.as_ref().map(|s| &s.meta).filter(|_| ended) {
             let version = meta.version.map(|v| v.to_string()).unwrap_or_default();
             let status = meta.status.as_str();

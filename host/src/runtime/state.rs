@@ -13,6 +13,7 @@
 //! buffered and ride in the next commit, so a step costs one commit.
 
 use super::errors::RunError;
+use super::work::{Produce, Work};
 use super::Runtime;
 use crate::journal::{
     ActivityOptions, Completion, Divergence, Entry, Failure, HostCall, JournalCursor, Record, Reply, Step,
@@ -106,6 +107,15 @@ pub(crate) struct Handle {
     pub state: HandleState,
 }
 
+/// The activity a run started last, not yet handed to a task of its own:
+/// the run polls it itself while it awaits it, which spares the two thread
+/// hand-offs a spawned task costs (one to start it, one to deliver its
+/// outcome). It moves to its own task as soon as the run does anything else.
+pub(crate) struct Inline {
+    pub handle: u32,
+    pub produce: Produce,
+}
+
 /// The data of a workflow's wasmtime `Store`.
 pub struct WorkflowState {
     pub(super) wasi: WasiCtx,
@@ -122,6 +132,7 @@ pub struct WorkflowState {
     pub(crate) handles: BTreeMap<u32, Handle>,
     pub(crate) pending: Vec<Write>,
     pub(super) events_rx: Option<mpsc::UnboundedReceiver<Event>>,
+    pub(super) inline: Option<Inline>,
     /// Signal seqs already matched to a handle (their delete rides later).
     pub(super) assigned_signals: HashSet<u64>,
     /// A buffered cancel request, delivered to the current or next await.
@@ -132,6 +143,8 @@ pub struct WorkflowState {
     /// Host calls so far; the epoch callback checks it moved.
     pub(crate) host_calls: u64,
     pub(crate) host_calls_at_check: u64,
+    /// Epoch ticks the guest computed since `host_calls` last moved.
+    pub(crate) quiet_ticks: u64,
     /// Why the guest was stopped, when the host stopped it.
     pub(crate) divergence: Option<Divergence>,
     pub(crate) stop: Option<RunError>,
@@ -190,12 +203,14 @@ impl WorkflowState {
             handles: BTreeMap::new(),
             pending: Vec::new(),
             events_rx: events,
+            inline: None,
             assigned_signals: HashSet::new(),
             cancel_request: None,
             idle,
             rt,
             host_calls: 0,
             host_calls_at_check: 0,
+            quiet_ticks: 0,
             divergence: None,
             stop: None,
             runaway: false,
@@ -277,6 +292,9 @@ impl WorkflowState {
     /// Replays `call` or reports that it is live. Live in check mode stops.
     pub(crate) fn step(&mut self, call: &HostCall) -> wasmtime::Result<Option<Reply>> {
         self.host_calls += 1;
+        if !matches!(call, HostCall::Await { .. } | HostCall::AwaitAny { .. }) {
+            self.release_inline();
+        }
         match self.cursor.next(call) {
             Ok(Step::Replay { seq, at_ms, reply }) => {
                 tracing::trace!(run_id = %self.meta.id, seq, %call, "replayed");
@@ -295,6 +313,7 @@ impl WorkflowState {
     /// `patched`: replay the marker, report its absence, or record it live.
     pub(crate) fn patched(&mut self, change_id: String) -> wasmtime::Result<bool> {
         self.host_calls += 1;
+        self.release_inline();
         match self.cursor.patched(&change_id) {
             Some((at_ms, present)) => {
                 if present {
@@ -510,7 +529,12 @@ impl WorkflowState {
                     options,
                     first_attempt,
                 };
-                self.rt.work().start_activity(&self.rt, task);
+                if new {
+                    self.release_inline();
+                    self.inline = Some(Inline { handle, produce: Work::activity(&self.rt, task) });
+                } else {
+                    self.rt.work().start_activity(&self.rt, task);
+                }
             }
             Operation::Timer { due_ms } => self.rt.work().start_timer(&self.rt, &self.meta.id, handle, due_ms),
             // A child exists from the commit of its start-child entry on,
@@ -518,6 +542,15 @@ impl WorkflowState {
             Operation::Signal { .. } | Operation::Child { .. } => {}
         }
         Ok(())
+    }
+
+    /// Hands the activity the run polls itself to a task of its own: the
+    /// run is about to do something other than await it (another host
+    /// call, computation, leaving memory), and the activity must not wait.
+    pub(crate) fn release_inline(&mut self) {
+        if let Some(Inline { handle, produce }) = self.inline.take() {
+            self.rt.work().spawn(&self.rt, &self.meta.id, handle, None, produce);
+        }
     }
 
     /// The handle a call that creates one gets: its journaled reply, or

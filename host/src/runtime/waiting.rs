@@ -2,7 +2,7 @@
 //! for input from its mailbox, and for the commit that makes what it learns
 //! durable before the guest sees it. Also when it gives up its memory.
 
-use super::state::{Cleanup, Event, Handle, HandleState, Operation, Stopped, WorkflowState};
+use super::state::{Cleanup, Event, Handle, HandleState, Inline, Operation, Stopped, WorkflowState};
 use crate::journal::{Completion, Entry, Failure, HostCall, Reply};
 use crate::store::{StoredCompletion, Write};
 use std::time::Duration;
@@ -38,7 +38,8 @@ impl WorkflowState {
         self.handles.get(&handle).is_some_and(|h| {
             matches!(h.operation, Operation::Activity { .. })
                 && matches!(h.state, HandleState::Pending)
-                && self.rt.work().is_running(&self.meta.id, handle)
+                && (self.inline.as_ref().is_some_and(|i| i.handle == handle)
+                    || self.rt.work().is_running(&self.meta.id, handle))
         })
     }
 
@@ -63,6 +64,9 @@ impl WorkflowState {
             });
             if let Some((handle, completion)) = consumed {
                 return Ok((handle, completion, Source::Known { cleanup: None }));
+            }
+            if self.inline.as_ref().is_some_and(|i| !wanted.contains(&i.handle)) {
+                self.release_inline();
             }
             match self.next_event(wanted).await {
                 Some(Event::Completion { handle, completion }) => {
@@ -124,6 +128,7 @@ impl WorkflowState {
 
     /// Leaves memory: commits what is buffered, then stops the guest.
     async fn leave(&mut self) -> wasmtime::Error {
+        self.release_inline();
         let batch = self.take_pending();
         if !batch.is_empty() {
             if let Err(e) = self.rt.store().commit(batch).await {
@@ -134,27 +139,39 @@ impl WorkflowState {
         Stopped.into()
     }
 
+    /// The next thing that happens to a blocked run: an event from its
+    /// mailbox, or the outcome of the activity it polls itself.
     async fn next_event(&mut self, wanted: &[u32]) -> Option<Event> {
         let hold = wanted.iter().any(|h| self.is_inflight_activity(*h));
         let rx = self.events_rx.as_mut()?;
+        let inline = &mut self.inline;
         if !self.pending.is_empty() {
             // Hold buffered entries briefly when an in-process activity may
             // finish soon: they then share its commit.
             if hold {
-                if let Ok(event) = tokio::time::timeout(COMMIT_WINDOW, rx.recv()).await {
+                let first = async {
+                    tokio::select! {
+                        event = rx.recv() => event,
+                        event = finish(inline) => Some(event),
+                    }
+                };
+                if let Ok(event) = tokio::time::timeout(COMMIT_WINDOW, first).await {
                     return event;
                 }
             }
             let batch = std::mem::take(&mut self.pending);
             drop(self.rt.store().writer().submit(batch));
         }
-        let rx = self.events_rx.as_mut()?;
         match self.idle {
-            None => rx.recv().await,
+            None => tokio::select! {
+                event = rx.recv() => event,
+                event = finish(inline) => Some(event),
+            },
             Some(idle) => {
                 let pressure = self.rt.pressure();
                 tokio::select! {
                     event = rx.recv() => event,
+                    event = finish(inline) => Some(event),
                     _ = tokio::time::sleep(idle) => Some(Event::Evict),
                     _ = pressure.notified() => Some(Event::Evict),
                 }
@@ -188,4 +205,16 @@ impl WorkflowState {
             h.state = HandleState::Consumed(completion.clone());
         }
     }
+}
+
+/// Polls the activity a run holds to its outcome; never ready without
+/// one. Cancel-safe: dropped unfinished, the activity stays where it was.
+async fn finish(inline: &mut Option<Inline>) -> Event {
+    let Some(Inline { handle, produce }) = inline.as_mut() else {
+        return std::future::pending().await;
+    };
+    let completion = produce.await;
+    let handle = *handle;
+    *inline = None;
+    Event::Completion { handle, completion }
 }

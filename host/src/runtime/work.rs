@@ -9,11 +9,18 @@ use crate::activity::ActivityTask;
 use crate::journal::Completion;
 use crate::store::Write;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::AbortHandle;
 
 type Key = (String, u32);
+
+/// The work behind one handle, until its final outcome. Boxed: an
+/// activity's future is large, and moving it (into a task, or from the
+/// run that holds it to a task) would copy it.
+pub(crate) type Produce = Pin<Box<dyn Future<Output = Completion> + Send>>;
 
 /// The registry of in-flight work.
 #[derive(Clone, Default)]
@@ -50,10 +57,9 @@ impl Work {
         });
     }
 
-    fn spawn<F>(&self, rt: &Runtime, run_id: &str, handle: u32, cleanup: Option<Write>, produce: F)
-    where
-        F: std::future::Future<Output = Completion> + Send + 'static,
-    {
+    /// Runs `produce` in a task of its own and delivers its outcome to the
+    /// run (resident or not), unless work for the handle is in flight.
+    pub fn spawn(&self, rt: &Runtime, run_id: &str, handle: u32, cleanup: Option<Write>, produce: Produce) {
         let key = (run_id.to_owned(), handle);
         let mut running = self.lock();
         if running.contains_key(&key) {
@@ -65,9 +71,6 @@ impl Work {
         // The task waits until it is registered, so its removal below can
         // never run before its insertion.
         let (registered_tx, registered) = tokio::sync::oneshot::channel::<()>();
-        // Boxed: an activity's future is large, and tokio would copy it
-        // into the task (a memcpy per step that showed in profiles).
-        let produce = Box::pin(produce);
         let task = tokio::spawn(async move {
             let _ = registered.await;
             let completion = produce.await;
@@ -80,10 +83,16 @@ impl Work {
 
     /// Runs an activity to its final outcome and delivers it.
     pub fn start_activity(&self, rt: &Runtime, task: ActivityTask) {
+        let (run_id, handle) = (task.run_id.clone(), task.handle);
+        self.spawn(rt, &run_id, handle, None, Self::activity(rt, task));
+    }
+
+    /// An activity's attempts up to its final outcome, as a future: spawned
+    /// by `start_activity`, or polled by the run that awaits it.
+    pub fn activity(rt: &Runtime, task: ActivityTask) -> Produce {
         let runner = rt.activities().clone();
         let store = rt.store().clone();
-        let (run_id, handle) = (task.run_id.clone(), task.handle);
-        self.spawn(rt, &run_id, handle, None, async move {
+        Box::pin(async move {
             let key = (task.run_id.clone(), task.handle);
             let recorded = std::sync::atomic::AtomicBool::new(task.first_attempt > 1);
             // Remember failed attempts, so a restart continues the count
@@ -98,20 +107,26 @@ impl Work {
                 drop(store.writer().submit(vec![Write::DeleteAttempts { run_id: key.0, handle: key.1 }]));
             }
             completion
-        });
+        })
     }
 
     /// Arms a timer that delivers `ok(null)` at `due_ms`.
     pub fn start_timer(&self, rt: &Runtime, run_id: &str, handle: u32, due_ms: u64) {
         let disarm = Write::DeleteTimer { due_ms, run_id: run_id.to_owned(), handle };
-        self.spawn(rt, run_id, handle, Some(disarm), async move {
-            let delay = due_ms.saturating_sub(super::now_ms());
-            // A timer already due fires now, not at the next tick of the
-            // timer wheel (about a millisecond later).
-            if delay > 0 {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-            }
-            Completion::Ok("null".into())
-        });
+        self.spawn(
+            rt,
+            run_id,
+            handle,
+            Some(disarm),
+            Box::pin(async move {
+                let delay = due_ms.saturating_sub(super::now_ms());
+                // A timer already due fires now, not at the next tick of the
+                // timer wheel (about a millisecond later).
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                Completion::Ok("null".into())
+            }),
+        );
     }
 }

@@ -5,6 +5,8 @@
 //! - `{"sleep_ms": N}`
 //! - `{"race": [STEP, STEP, ...]}`: starts activities/timers, takes the first
 //!   to complete, cancels the rest
+//! - `{"all": [STEP, STEP, ...]}`: starts them all, then awaits each in the
+//!   order they were started
 //!
 //! The result lists each step's outcome (`{"ok": …}` or `{"err": failure}`).
 
@@ -57,6 +59,9 @@ fn script(ctx: &Context, steps: Vec<Value>) -> Result<Value, Failure> {
             let losers: Vec<Value> =
                 pending.iter().enumerate().filter(|(i, _)| *i != winner).map(|(_, p)| outcome(p.get())).collect();
             results.push(json!({ "winner": winner, "result": outcome(pending[winner].get()), "losers": losers }));
+        } else if let Some(steps) = step.get("all").and_then(Value::as_array) {
+            let pending = steps.iter().map(|s| start(ctx, s)).collect::<Result<Vec<_>, _>>()?;
+            results.push(Value::Array(pending.into_iter().map(|p| outcome(p.get())).collect()));
         } else {
             results.push(outcome(start(ctx, step)?.get()));
         }
