@@ -276,6 +276,7 @@ impl Runtime {
             if s.host_calls != s.host_calls_at_check {
                 s.host_calls_at_check = s.host_calls;
                 s.quiet_ticks = 0;
+                return Ok(UpdateDeadline::Yield(1));
             }
             s.quiet_ticks += 1;
             if s.quiet_ticks >= budget {
@@ -367,6 +368,7 @@ impl Runtime {
         if ended {
             // Work still in flight for an ended run has no one to report to.
             self.inner.work.abort_run(state.run_id());
+            state.inline = None;
         }
         if let Some(parent) = parent {
             self.wake(&parent.run_id);
@@ -480,7 +482,10 @@ impl Runtime {
         let mut batch = state.take_pending();
         batch.push(Write::ContinueAsNew { meta: Box::new(meta.clone()), start: Box::new(start) });
         self.inner.store.commit(batch).await?;
+        // The next generation numbers its handles afresh: nothing of this
+        // one may report to it.
         self.inner.work.abort_run(&meta.id);
+        state.inline = None;
         tracing::info!(run_id = %meta.id, generation = meta.generation, "continued as new");
         state.meta = meta;
         Ok(Executed::Continued)
@@ -523,9 +528,11 @@ impl Runtime {
         let mut state = state;
         let mailbox = state.as_mut().and_then(|s| s.take_mailbox());
         let ended = state.as_ref().is_some_and(|s| s.meta.status != RunStatus::Running);
-        if let Some(state) = state.as_mut().filter(|_| !ended) {
-            // Stopped but not ended (a store error): its activity still
-            // runs, and reports to the store.
+        if let Some(state) = state.as_mut() {
+            // An activity still held here belongs to a run that stopped
+            // without its end being recorded (a store error): it still
+            // runs, and reports to the store. (A recorded end or
+            // continue-as-new dropped it.)
             state.release_inline();
         }
         if let Some(meta) = state.as_ref().map(|s| &s.meta).filter(|_| ended) {

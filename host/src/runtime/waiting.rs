@@ -182,6 +182,9 @@ impl WorkflowState {
     /// Journals the consumption of a completion among `wanted`.
     pub(crate) async fn consume(&mut self, call: HostCall, wanted: &[u32]) -> wasmtime::Result<(u32, Completion)> {
         let (handle, completion, source) = self.wait_for(wanted).await?;
+        // Another activity of an await-any, perhaps half run: it must not
+        // stall while the guest does something else.
+        self.release_inline();
         self.append(Entry::Call { call, reply: Reply::Completed { handle, completion: completion.clone() } });
         match source {
             Source::Known { cleanup } => {

@@ -57,6 +57,17 @@ const POOL_CORE_INSTANCES_PER_INSTANCE: u32 = 6;
 /// ends (beyond them, the rest is unmapped). Enough for a workflow's
 /// working set; the pool's resident memory grows by at most this per slot used.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+/// Whether the host has swap. wasmtime 48's `PAGEMAP_SCAN` reset finds
+/// the dirty pages that are present; a dirty page swapped out would be
+/// neither reset nor unmapped, and the slot's next instance would read it.
+/// So with swap, slots are reset the plain way.
+fn swap_active() -> bool {
+    match std::fs::read_to_string("/proc/swaps") {
+        Ok(table) => table.lines().skip(1).any(|l| !l.trim().is_empty()),
+        Err(_) => true,
+    }
+}
+
 /// Slots unmapped per batch.
 const DECOMMIT_BATCH: usize = 16;
 
@@ -180,7 +191,7 @@ impl Sandbox {
                 // (found with the PAGEMAP_SCAN ioctl where the kernel has it),
                 // instead of being unmapped: unmapping costs a TLB shootdown
                 // across cores, and the next run faults the pages back in.
-                .pagemap_scan(wasmtime::Enabled::Auto)
+                .pagemap_scan(if swap_active() { wasmtime::Enabled::No } else { wasmtime::Enabled::Auto })
                 .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
                 .table_keep_resident(KEEP_RESIDENT_BYTES)
                 // What is still unmapped goes in batches, one shootdown each.
