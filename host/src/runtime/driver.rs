@@ -367,8 +367,7 @@ impl Runtime {
         self.inner.store.commit(batch).await?;
         if ended {
             // Work still in flight for an ended run has no one to report to.
-            self.inner.work.abort_run(state.run_id());
-            state.inline = None;
+            state.abandon_work();
         }
         if let Some(parent) = parent {
             self.wake(&parent.run_id);
@@ -484,8 +483,7 @@ impl Runtime {
         self.inner.store.commit(batch).await?;
         // The next generation numbers its handles afresh: nothing of this
         // one may report to it.
-        self.inner.work.abort_run(&meta.id);
-        state.inline = None;
+        state.abandon_work();
         tracing::info!(run_id = %meta.id, generation = meta.generation, "continued as new");
         state.meta = meta;
         Ok(Executed::Continued)
@@ -498,8 +496,8 @@ impl Runtime {
         let mut meta = state.meta.clone();
         meta.status = RunStatus::Terminated;
         meta.failure = Some(failure.clone());
+        // Recording the end abandoned the run's work.
         self.record_end(state, meta).await?;
-        self.inner.work.abort_run(state.run_id());
         Err(RunError::Terminated { run_id: state.run_id().to_owned(), failure })
     }
 

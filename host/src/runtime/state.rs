@@ -553,6 +553,13 @@ impl WorkflowState {
         }
     }
 
+    /// Abandons the run's work in flight, spawned or held (its end or
+    /// continue-as-new is recorded: no one is left to report to).
+    pub(crate) fn abandon_work(&mut self) {
+        self.rt.work().abort_run(&self.meta.id);
+        self.inline = None;
+    }
+
     /// The handle a call that creates one gets: its journaled reply, or
     /// (live) the next seq, journaled. `operation` makes the handle's
     /// operation from the call, which a replayed call moves into.
