@@ -105,3 +105,39 @@ async fn thousands_of_pending_handles_are_disarmed_when_the_run_ends() {
     assert!(store.timers().unwrap().is_empty(), "the ended run's timers are disarmed");
     assert!(store.check().unwrap().problems.is_empty());
 }
+
+/// A workflow sees an in-process activity's result before its entry is
+/// durable (the entry rides with the next journaled call or the end). When
+/// the guest fails instead, right away or after computing past an epoch
+/// tick, the step it saw is still journaled: nothing it did is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_seen_just_before_a_failure_stays_in_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let limits = Limits { step_budget_ms: 300, ..Limits::default() };
+    let runtime = Runtime::new(store.clone(), limits).unwrap();
+    let noop = runtime.components().load_bytes("noop", std::fs::read(wasm("noop")).unwrap()).await.unwrap();
+    runtime.activities().register("noop", &noop).unwrap();
+    let hostile = runtime.components().load_bytes("hostile", std::fs::read(wasm("hostile")).unwrap()).await.unwrap();
+    for (mode, kind) in [("trap-after-step", "trap"), ("loop-after-step", "runaway")] {
+        let request = StartRequest {
+            workflow: "hostile".into(),
+            component: hostile.clone(),
+            input: format!(r#"{{"mode":"{mode}"}}"#),
+            run_id: Some(mode.into()),
+            version: None,
+        };
+        runtime.start(request).await.unwrap();
+        match runtime.drive(mode).await {
+            Err(RunError::Trapped { failure, .. }) => assert_eq!(failure.kind, kind, "{mode}: {failure}"),
+            other => panic!("{mode}: expected a failed run, got {other:?}"),
+        }
+        assert_eq!(store.run(mode).unwrap().unwrap().status, RunStatus::Failed);
+        let journal = store.journal(mode).unwrap();
+        let kinds: Vec<String> = journal.iter().map(|r| format!("{:?}", r.entry)).collect();
+        // The start, the schedule and the await with the activity's result.
+        assert_eq!(journal.len(), 3, "{mode}: {kinds:?}");
+        assert!(kinds[2].contains("seen"), "{mode}: {kinds:?}");
+        assert!(store.check().unwrap().problems.is_empty());
+    }
+}

@@ -52,7 +52,7 @@ impl runtime::Host for WorkflowState {
         options: types::ActivityOptions,
     ) -> wasmtime::Result<u32> {
         let call = HostCall::ScheduleActivity { name, input, options: from_wit_options(options) };
-        let reply = self.step(&call)?;
+        let reply = self.step(&call).await?;
         let live = reply.is_none();
         // A replayed call equals its journaled one, which was checked when
         // it was new: only new calls are checked.
@@ -80,7 +80,7 @@ impl runtime::Host for WorkflowState {
 
     async fn start_timer(&mut self, ms: u64) -> wasmtime::Result<u32> {
         let call = HostCall::StartTimer { ms };
-        let reply = self.step(&call)?;
+        let reply = self.step(&call).await?;
         let live = reply.is_none();
         let handle = self.new_handle(reply, call, |_| Operation::Timer { due_ms: 0 })?;
         // Due `ms` after the entry's workflow time; replaying or appending
@@ -99,7 +99,7 @@ impl runtime::Host for WorkflowState {
     async fn start_child(&mut self, workflow: String, input: String) -> wasmtime::Result<u32> {
         self.check_json("the child's input", &input)?;
         let call = HostCall::StartChild { workflow: workflow.clone(), input: input.clone() };
-        let reply = self.step(&call)?;
+        let reply = self.step(&call).await?;
         let live = reply.is_none();
         let handle = self.new_handle(reply, call, |_| Operation::Child { run_id: String::new() })?;
         if let Some(h) = self.handles.get_mut(&handle) {
@@ -113,7 +113,7 @@ impl runtime::Host for WorkflowState {
 
     async fn wait_signal(&mut self, name: String) -> wasmtime::Result<u32> {
         let call = HostCall::WaitSignal { name };
-        let reply = self.step(&call)?;
+        let reply = self.step(&call).await?;
         let handle = self.new_handle(reply, call, |call| match call {
             HostCall::WaitSignal { name } => Operation::Signal { name },
             _ => unreachable!("the call is a wait-signal"),
@@ -125,7 +125,7 @@ impl runtime::Host for WorkflowState {
     async fn await_(&mut self, h: u32) -> wasmtime::Result<types::Completion> {
         self.check_handles(&[h])?;
         let call = HostCall::Await { handle: h };
-        match self.step(&call)? {
+        match self.step(&call).await? {
             Some(Reply::Completed { handle, completion }) if handle == h => {
                 self.mark_consumed(handle, &completion);
                 Ok(to_wit(completion))
@@ -138,7 +138,7 @@ impl runtime::Host for WorkflowState {
     async fn await_any(&mut self, handles: Vec<u32>) -> wasmtime::Result<(u32, types::Completion)> {
         self.check_handles(&handles)?;
         let call = HostCall::AwaitAny { handles: handles.clone() };
-        match self.step(&call)? {
+        match self.step(&call).await? {
             Some(Reply::Completed { handle, completion }) if handles.contains(&handle) => {
                 self.mark_consumed(handle, &completion);
                 Ok((handle, to_wit(completion)))
@@ -154,7 +154,7 @@ impl runtime::Host for WorkflowState {
     async fn cancel(&mut self, h: u32) -> wasmtime::Result<()> {
         self.check_handles(&[h])?;
         let call = HostCall::Cancel { handle: h };
-        let live = self.step(&call)?.is_none();
+        let live = self.step(&call).await?.is_none();
         if live {
             self.append(Entry::Call { call, reply: Reply::Unit });
         }
@@ -163,13 +163,13 @@ impl runtime::Host for WorkflowState {
     }
 
     async fn patched(&mut self, change_id: String) -> wasmtime::Result<bool> {
-        WorkflowState::patched(self, change_id)
+        WorkflowState::patched(self, change_id).await
     }
 
     async fn set_custom_status(&mut self, status: String) -> wasmtime::Result<()> {
         self.check_json("the custom status", &status)?;
         let call = HostCall::SetCustomStatus { status: status.clone() };
-        let live = self.step(&call)?.is_none();
+        let live = self.step(&call).await?.is_none();
         self.meta.custom_status = Some(status);
         if live {
             self.append(Entry::Call { call, reply: Reply::Unit });

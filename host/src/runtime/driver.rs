@@ -273,6 +273,7 @@ impl Runtime {
         store.epoch_deadline_callback(move |mut cx| {
             let s = cx.data_mut();
             s.release_inline();
+            s.submit_unsealed();
             if s.host_calls != s.host_calls_at_check {
                 s.host_calls_at_check = s.host_calls;
                 s.quiet_ticks = 0;
@@ -354,6 +355,10 @@ impl Runtime {
 
     /// Commits a run's final metadata with its buffered entries.
     async fn record_end(&self, state: &mut WorkflowState, mut meta: RunMeta) -> Result<(), RunError> {
+        // A completion the guest saw last rides in this commit (the last
+        // step and the end cost one commit); entries already sent on their
+        // own must be durable first, or the end could land without them.
+        state.settle().await?;
         meta.updated_ms = now_ms();
         state.meta = meta.clone();
         let ended = meta.status.is_final();
@@ -460,7 +465,11 @@ impl Runtime {
             let mut meta = state.meta.clone();
             meta.status = RunStatus::Failed;
             meta.failure = Some(failure);
-            state.take_pending();
+            // Entries of the failing call are dropped; a completion the
+            // guest had seen is kept.
+            if !state.settle().await? {
+                state.take_pending();
+            }
             self.record_end(state, meta).await?;
         }
         Err(error)
@@ -478,6 +487,7 @@ impl Runtime {
         }
         meta.input = input;
         meta.updated_ms = fresh.updated_ms;
+        state.settle().await?;
         let mut batch = state.take_pending();
         batch.push(Write::ContinueAsNew { meta: Box::new(meta.clone()), start: Box::new(start) });
         self.inner.store.commit(batch).await?;
@@ -513,7 +523,9 @@ impl Runtime {
                 message: divergence.to_string(),
                 details: serde_json::to_string(&divergence).ok(),
             });
-            state.take_pending();
+            if !state.settle().await? {
+                state.take_pending();
+            }
             self.record_end(state, meta).await?;
         }
         Err(RunError::Diverged { run_id, divergence })

@@ -7,8 +7,11 @@
 //! `waiting.rs`.
 //!
 //! Durability rule (DESIGN.md): information from outside the run (an
-//! activity result, a fired timer, a signal) reaches the guest only once the
-//! entry carrying it is durable. Entries the journal itself determines (new
+//! activity result, a fired timer, a signal) is durable before anything the
+//! guest does with it can be seen outside the run. An in-process result is
+//! handed over at once and its entry sealed at the guest's next journaled
+//! call, or with the run's end (see [`Unsealed`]); other news is durable
+//! before the guest sees it. Entries the journal itself determines (new
 //! handles, `patched` markers, awaits of completions already stored) are
 //! buffered and ride in the next commit, so a step costs one commit.
 
@@ -19,13 +22,13 @@ use crate::journal::{
     ActivityOptions, Completion, Divergence, Entry, Failure, HostCall, JournalCursor, Record, Reply, Step,
 };
 use crate::sandbox::{GuestLimits, WorkflowClock};
-use crate::store::{RunMeta, StoredCompletion, Write};
+use crate::store::{CommitError, RunMeta, StoreError, StoredCompletion, Write};
 use rand_chacha::ChaCha20Rng;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -116,6 +119,28 @@ pub(crate) struct Inline {
     pub produce: Produce,
 }
 
+/// Whether the guest has seen a completion whose entry is not durable yet.
+///
+/// An in-process activity's result reaches the guest as soon as it is
+/// journaled in memory. Its entry is sealed (made durable) before the
+/// guest's next journaled call takes effect, or in the same commit as the
+/// run's end, so the last step and the end cost one commit, not two. Until
+/// then the guest can only compute, read its clock and randomness, and log:
+/// nothing it learnt leaves the run. A crash meanwhile loses nothing seen
+/// outside; the activity runs again under the same idempotency key, as after
+/// a crash just before its result arrived.
+#[derive(Debug, Default)]
+pub(crate) enum Unsealed {
+    /// Everything the guest has seen is durable (or journal-determined).
+    #[default]
+    No,
+    /// The buffered entries hold a completion the guest has seen.
+    Held,
+    /// They were sent to the writer while the guest computed (an epoch
+    /// tick); this resolves once they are durable.
+    Submitted(oneshot::Receiver<Result<(), CommitError>>),
+}
+
 /// The data of a workflow's wasmtime `Store`.
 pub struct WorkflowState {
     pub(super) wasi: WasiCtx,
@@ -131,6 +156,7 @@ pub struct WorkflowState {
     pub(crate) rng: ChaCha20Rng,
     pub(crate) handles: BTreeMap<u32, Handle>,
     pub(crate) pending: Vec<Write>,
+    pub(crate) unsealed: Unsealed,
     pub(super) events_rx: Option<mpsc::UnboundedReceiver<Event>>,
     pub(super) inline: Option<Inline>,
     /// Signal seqs already matched to a handle (their delete rides later).
@@ -202,6 +228,7 @@ impl WorkflowState {
             rng: crate::sandbox::seeded_rng(seed, 0),
             handles: BTreeMap::new(),
             pending: Vec::new(),
+            unsealed: Unsealed::No,
             events_rx: events,
             inline: None,
             assigned_signals: HashSet::new(),
@@ -289,8 +316,48 @@ impl WorkflowState {
         self.stop_with(RunError::Contract { run_id, failure: Failure::new("contract-violation", message) })
     }
 
+    /// Makes the entries of a completion the guest has seen durable, before
+    /// its next journaled call can act on it.
+    pub(crate) async fn seal(&mut self) -> wasmtime::Result<()> {
+        let sealed = match self.settle().await {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                let batch = self.take_pending();
+                self.rt.store().commit(batch).await.map_err(RunError::from)
+            }
+            Err(e) => Err(e),
+        };
+        sealed.map_err(|e| self.stop_with(e))
+    }
+
+    /// Waits for entries already sent to the writer unsealed, and reports
+    /// whether the buffer holds a completion the guest has seen. If it does,
+    /// the caller must commit the buffer, with whatever it commits next (the
+    /// run's end): dropping it would lose a step.
+    pub(crate) async fn settle(&mut self) -> Result<bool, RunError> {
+        match std::mem::take(&mut self.unsealed) {
+            Unsealed::No => Ok(false),
+            Unsealed::Held => Ok(true),
+            Unsealed::Submitted(ack) => {
+                ack.await.unwrap_or(Err(CommitError::Stopped)).map_err(StoreError::from)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// An epoch tick while the guest computes: sends entries it has seen to
+    /// the writer without waiting, so a long computation does not leave
+    /// them undurable.
+    pub(crate) fn submit_unsealed(&mut self) {
+        if matches!(self.unsealed, Unsealed::Held) {
+            let batch = self.take_pending();
+            self.unsealed = Unsealed::Submitted(self.rt.store().writer().submit(batch));
+        }
+    }
+
     /// Replays `call` or reports that it is live. Live in check mode stops.
-    pub(crate) fn step(&mut self, call: &HostCall) -> wasmtime::Result<Option<Reply>> {
+    pub(crate) async fn step(&mut self, call: &HostCall) -> wasmtime::Result<Option<Reply>> {
+        self.seal().await?;
         self.host_calls += 1;
         if !matches!(call, HostCall::Await { .. } | HostCall::AwaitAny { .. }) {
             self.release_inline();
@@ -311,7 +378,8 @@ impl WorkflowState {
     }
 
     /// `patched`: replay the marker, report its absence, or record it live.
-    pub(crate) fn patched(&mut self, change_id: String) -> wasmtime::Result<bool> {
+    pub(crate) async fn patched(&mut self, change_id: String) -> wasmtime::Result<bool> {
+        self.seal().await?;
         self.host_calls += 1;
         self.release_inline();
         match self.cursor.patched(&change_id) {

@@ -1,8 +1,8 @@
 //! How a live run waits: for a completion among the handles it awaits,
 //! for input from its mailbox, and for the commit that makes what it learns
-//! durable before the guest sees it. Also when it gives up its memory.
+//! durable before the guest acts on it. Also when it gives up its memory.
 
-use super::state::{Cleanup, Event, Handle, HandleState, Inline, Operation, Stopped, WorkflowState};
+use super::state::{Cleanup, Event, Handle, HandleState, Inline, Operation, Stopped, Unsealed, WorkflowState};
 use crate::journal::{Completion, Entry, Failure, HostCall, Reply};
 use crate::store::{StoredCompletion, Write};
 use std::time::Duration;
@@ -17,7 +17,8 @@ enum Source {
     /// Already durable or determined by the journal; `cleanup` removes its
     /// buffered copy in the same commit as the await entry.
     Known { cleanup: Option<Cleanup> },
-    /// Just arrived from outside: its entry must be durable before the guest sees it.
+    /// Just arrived from in-process work: its entry must be durable before
+    /// anything the guest does with it leaves the run.
     Fresh,
 }
 
@@ -192,12 +193,8 @@ impl WorkflowState {
                     self.pending.push(cleanup.write(&self.meta.id));
                 }
             }
-            Source::Fresh => {
-                let batch = self.take_pending();
-                if let Err(e) = self.rt.store().commit(batch).await {
-                    return Err(self.stop_with(e.into()));
-                }
-            }
+            // Sealed before the guest's next journaled call, or with its end.
+            Source::Fresh => self.unsealed = Unsealed::Held,
         }
         self.mark_consumed(handle, &completion);
         Ok((handle, completion))

@@ -159,6 +159,11 @@ impl Sandbox {
             .epoch_interruption(true)
             .max_wasm_stack(usize::try_from(limits.max_wasm_stack).unwrap_or(512 << 10))
             .async_stack_size(4 << 20);
+        if std::env::var_os("CAIRN_PERF_MAP").is_some() {
+            // For profiling: guest functions get names in /tmp/perf-PID.map,
+            // which `perf report` reads.
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if (1..4).contains(&limits.pool_instances) {
             wasmtime::bail!(
                 "a pool of {} instances is too small: use 0 (no pool) or at least 4",

@@ -1,6 +1,8 @@
 //! Test guest: misbehaves on request, to prove a bad guest fails only its
 //! own run. Input: `{"mode": "loop" | "memory" | "recursion" | "trap" |
-//! "huge-result" | "huge-input" | "host-loop" | "handles" | "ok"}`.
+//! "huge-result" | "huge-input" | "host-loop" | "handles" | "trap-after-step"
+//! | "loop-after-step" | "ok"}`. The `-after-step` modes first call the
+//! activity `noop.ping` once.
 
 use cairn_sdk::{Context, Failure};
 use serde::Deserialize;
@@ -59,6 +61,19 @@ fn misbehave(ctx: &Context, input: Input) -> Result<Value, Failure> {
             let v: Vec<u32> = Vec::new();
             let i = std::hint::black_box(3usize);
             Ok(json!(v[i]))
+        }
+        "trap-after-step" => {
+            let seen: Value = ctx.activity("noop.ping", &json!({ "seen": true })).get()?;
+            let v: Vec<Value> = Vec::new();
+            let i = std::hint::black_box(3usize);
+            Ok(json!([seen, v[i]]))
+        }
+        "loop-after-step" => {
+            let seen: Value = ctx.activity("noop.ping", &json!({ "seen": true })).get()?;
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(seen.as_object().map_or(1, |o| o.len() as u64)));
+            }
         }
         _ => Ok(json!({ "ok": true })),
     }
