@@ -339,7 +339,7 @@ impl WorkflowState {
             Unsealed::No => Ok(false),
             Unsealed::Held => Ok(true),
             Unsealed::Submitted(ack) => {
-                ack.await.unwrap_or(Err(CommitError::Stopped)).map_err(StoreError::from)?;
+                crate::store::durable(ack).await.map_err(StoreError::from)?;
                 Ok(false)
             }
         }

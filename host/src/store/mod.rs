@@ -11,7 +11,7 @@ mod writer;
 
 pub use check::CheckReport;
 pub use schema::{ComponentKind, Deployment, ParentLink, RunMeta, RunStatus, StoredCompletion, StoredSignal, Version};
-pub use writer::{Batch, CommitError, GroupCommitWriter, Write};
+pub use writer::{durable, Batch, CommitError, GroupCommitWriter, Write};
 
 use crate::journal::{self, DecodeError, Record};
 use redb::{Database, ReadableDatabase, ReadableTable};

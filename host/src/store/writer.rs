@@ -203,8 +203,13 @@ impl GroupCommitWriter {
 
     /// Applies `batch` and waits until it is durable.
     pub async fn commit(&self, batch: Batch) -> Result<(), CommitError> {
-        self.submit(batch).await.unwrap_or(Err(CommitError::Stopped))
+        durable(self.submit(batch)).await
     }
+}
+
+/// Waits for the acknowledgement `submit` returned.
+pub async fn durable(ack: oneshot::Receiver<Result<(), CommitError>>) -> Result<(), CommitError> {
+    ack.await.unwrap_or(Err(CommitError::Stopped))
 }
 
 /// Most requests one transaction takes, so one huge backlog cannot delay
