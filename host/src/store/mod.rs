@@ -7,6 +7,7 @@
 
 mod check;
 mod schema;
+mod wal;
 mod writer;
 
 pub use check::CheckReport;
@@ -30,6 +31,22 @@ pub enum StoreError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The write-ahead log could not be opened or read.
+    #[error("cannot use the write-ahead log {path}: {source}. Check the file's permissions and the disk")]
+    Wal {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The write-ahead log could not be replayed into the store.
+    #[error("cannot replay the write-ahead log {path}: {reason}. Nothing was changed; keep the file (it holds acknowledged steps) and report this")]
+    Recovery {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// redb refused to open the file.
     #[error("cannot open store {path}: {source}. If another `cairn` process uses this --data directory, stop it or use another directory")]
@@ -94,9 +111,12 @@ impl DbCell {
     }
 
     /// Closes the file (once every reader has let go of it) and opens it
-    /// again; redb's recovery runs on open. The caller drops its own handle
-    /// first.
-    pub(crate) fn reopen(&self) -> Result<Arc<Database>, String> {
+    /// again; redb's recovery runs on open, then `prepare`, before readers
+    /// see the file. The caller drops its own handle first.
+    pub(crate) fn reopen(
+        &self,
+        prepare: impl FnOnce(&Database) -> Result<(), String>,
+    ) -> Result<Arc<Database>, String> {
         let old = self.current.write().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut old) = old {
             while let Err(shared) = Arc::try_unwrap(old) {
@@ -104,7 +124,9 @@ impl DbCell {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
-        let db = Arc::new(Self::open_file(&self.path).map_err(|e| e.to_string())?);
+        let db = Self::open_file(&self.path).map_err(|e| e.to_string())?;
+        prepare(&db)?;
+        let db = Arc::new(db);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
         Ok(db)
     }
@@ -127,14 +149,17 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`, as `dir/cairn.redb`.
-    /// Every commit is durable (fsync) before it is acknowledged.
+    /// Opens (creating if needed) the store in `dir`, as `dir/cairn.redb`
+    /// and its write-ahead log `dir/cairn.wal`, replaying the log's records
+    /// since the last checkpoint. Every commit is durable (fsync) before it
+    /// is acknowledged.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         Self::open_with(dir, true)
     }
 
     /// Like [`Store::open`]; with `durable` false, commits are not fsync'd
-    /// (a crash can lose acknowledged steps). For benchmarks only.
+    /// (a crash can lose acknowledged steps) and no log is kept. For
+    /// benchmarks only.
     pub fn open_with(dir: &Path, durable: bool) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
         let path = dir.join("cairn.redb");
@@ -142,13 +167,22 @@ impl Store {
         let txn = db.begin_write().map_err(db_err)?;
         create_tables(&txn).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
+        let wal_path = dir.join(wal::FILE_NAME);
+        let mut log =
+            wal::Wal::open(dir, durable).map_err(|source| StoreError::Wal { path: wal_path.clone(), source })?;
+        if let Some(log) = log.as_mut() {
+            writer::recover(&db, log).map_err(|reason| StoreError::Recovery { path: wal_path, reason })?;
+        }
+        // A store opened without durability replays a log it finds, and
+        // keeps none.
+        let log = log.filter(|_| durable);
         let cell = Arc::new(DbCell {
             path,
             current: std::sync::RwLock::new(Some(Arc::new(db))),
             failing: std::sync::Mutex::new(None),
         });
         let commits = Arc::new(crate::metrics::CommitMetrics::default());
-        let writer = GroupCommitWriter::start(cell.clone(), durable, commits.clone());
+        let writer = GroupCommitWriter::start(cell.clone(), log, durable, commits.clone());
         Ok(Store { cell, writer, commits })
     }
 
@@ -371,11 +405,12 @@ fn parse_row<T: serde::de::DeserializeOwned>(table: &'static str, key: &str, byt
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::journal::{Completion, Entry, HostCall, Reply};
 
-    fn record(seq: u64) -> Record {
+    /// A journal record for store tests.
+    pub(super) fn record(seq: u64) -> Record {
         let entry = Entry::Call {
             call: HostCall::Await { handle: seq as u32 },
             reply: Reply::Completed { handle: seq as u32, completion: Completion::Ok(format!("{{\"n\":{seq}}}")) },

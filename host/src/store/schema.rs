@@ -27,6 +27,9 @@ pub(super) const COMPONENTS: TableDefinition<&str, &[u8]> = TableDefinition::new
 /// (component sha256, engine fingerprint) → precompiled artifact.
 pub(super) const COMPILED: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("compiled");
 
+/// Store-wide values: the write-ahead log's current generation.
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(RUNS)?;
     txn.open_table(JOURNAL)?;
@@ -38,6 +41,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableErr
     txn.open_table(ATTEMPTS)?;
     txn.open_table(COMPONENTS)?;
     txn.open_table(COMPILED)?;
+    txn.open_table(META)?;
     Ok(())
 }
 

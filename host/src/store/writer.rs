@@ -2,18 +2,21 @@
 //!
 //! redb allows one write transaction at a time, and a durable commit costs an
 //! fsync. One thread owns all writes: it takes every batch waiting in its
-//! channel, applies them in one `Durability::Immediate` transaction, commits
-//! once, then acknowledges each batch. Under load many runs' steps share one
-//! fsync.
+//! channel, applies them in one transaction, makes the group durable with one
+//! append to the write-ahead log (`wal.rs`), commits, then acknowledges each
+//! batch. Under load many runs' steps share one fsync. Every so often, and
+//! when idle, it checkpoints: one durable redb commit, and the log restarts.
 
 use super::schema::*;
+use super::wal::{self, Wal};
 use super::DbCell;
 use crate::journal::{self, Record};
-use redb::{Database, Durability, ReadableTable};
-use std::sync::Arc;
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use std::collections::VecDeque;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// One change to the store.
 #[derive(Debug, Clone)]
@@ -159,7 +162,7 @@ pub struct GroupCommitWriter {
 }
 
 struct WriterThread {
-    tx: Option<mpsc::UnboundedSender<Request>>,
+    tx: Option<mpsc::Sender<Request>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -173,15 +176,18 @@ impl Drop for WriterThread {
 }
 
 impl GroupCommitWriter {
+    /// Starts the writer. With a log, a group is durable once it is in the
+    /// log; without one, once redb committed it (`durable`) or at once.
     pub(super) fn start(
         cell: Arc<DbCell>,
+        wal: Option<Wal>,
         durable: bool,
         metrics: Arc<crate::metrics::CommitMetrics>,
     ) -> GroupCommitWriter {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("cairn-store-writer".into())
-            .spawn(move || writer_loop(cell, rx, durable, metrics))
+            .spawn(move || writer_loop(cell, rx, wal, durable, metrics))
             .expect("spawning the store writer thread");
         GroupCommitWriter { inner: Arc::new(WriterThread { tx: Some(tx), thread: Some(thread) }) }
     }
@@ -192,7 +198,7 @@ impl GroupCommitWriter {
         let (ack, rx) = oneshot::channel();
         let request = Request { batch, ack };
         let refused = match &self.inner.tx {
-            Some(tx) => tx.send(request).err().map(|mpsc::error::SendError(req)| req),
+            Some(tx) => tx.send(request).err().map(|mpsc::SendError(req)| req),
             None => Some(request),
         };
         if let Some(req) = refused {
@@ -216,9 +222,13 @@ pub async fn durable(ack: oneshot::Receiver<Result<(), CommitError>>) -> Result<
 /// the first acknowledgement without bound.
 const MAX_GROUP: usize = 4096;
 
+/// With no request for this long, the writer checkpoints.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
+
 fn writer_loop(
     cell: Arc<DbCell>,
-    mut rx: mpsc::UnboundedReceiver<Request>,
+    rx: mpsc::Receiver<Request>,
+    mut wal: Option<Wal>,
     durable: bool,
     metrics: Arc<crate::metrics::CommitMetrics>,
 ) {
@@ -230,10 +240,29 @@ fn writer_loop(
     let fail_while: Option<std::path::PathBuf> = std::env::var_os("CAIRN_FAIL_WRITES_WHILE").map(Into::into);
     let mut commits = 0u64;
     let Some(mut db) = cell.database() else { return };
-    while let Some(first) = rx.blocking_recv() {
+    // Requests taken off the channel while checking for shutdown.
+    let mut stash = VecDeque::new();
+    loop {
+        let first = match stash.pop_front() {
+            Some(req) => req,
+            None => {
+                let received = match &wal {
+                    Some(log) if log.len() > 0 => rx.recv_timeout(IDLE_CHECKPOINT),
+                    _ => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                };
+                match received {
+                    Ok(req) => req,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        checkpoint_or_warn(&db, wal.as_mut());
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
-            match rx.try_recv() {
+            match stash.pop_front().map_or_else(|| rx.try_recv(), Ok) {
                 Ok(req) => group.push(req),
                 Err(_) => break,
             }
@@ -247,7 +276,7 @@ fn writer_loop(
             let started = std::time::Instant::now();
             let outcome = match &fail_while {
                 Some(path) if path.exists() => Err("No space left on device (os error 28, injected)".to_owned()),
-                _ => apply(&db, &group, durable),
+                _ => commit_group(&db, wal.as_mut(), &group, durable),
             };
             match outcome {
                 Ok(results) => {
@@ -259,7 +288,7 @@ fn writer_loop(
                     }
                     break results;
                 }
-                Err(reason) if rx.is_closed() => {
+                Err(reason) if shutting_down(&rx, &mut stash) => {
                     // Shutting down: nothing of this group was acknowledged,
                     // so giving up loses nothing.
                     tracing::error!(%reason, "store commit failed while shutting down; the unacknowledged writes are dropped");
@@ -278,10 +307,11 @@ fn writer_loop(
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     // redb accepts no write after an I/O error until the
-                    // file is reopened (its recovery runs then).
+                    // file is reopened (its recovery runs then, back to the
+                    // last checkpoint; the log is replayed on top).
                     drop(db);
                     db = loop {
-                        match cell.reopen() {
+                        match cell.reopen(|db| wal.as_mut().map_or(Ok(()), |log| recover(db, log).map(drop))) {
                             Ok(db) => break db,
                             Err(e) => {
                                 tracing::error!(error = %e, "cannot reopen the store; retrying");
@@ -306,13 +336,137 @@ fn writer_loop(
         for (req, result) in group.into_iter().zip(results) {
             let _ = req.ack.send(result);
         }
+        if wal.as_ref().is_some_and(|log| log.len() >= wal::CHECKPOINT_BYTES) {
+            checkpoint_or_warn(&db, wal.as_mut());
+        }
+    }
+    if wal.as_ref().is_some_and(|log| log.len() > 0) {
+        checkpoint_or_warn(&db, wal.as_mut());
     }
 }
 
-fn apply(db: &Database, group: &[Request], durable: bool) -> Result<Vec<Result<(), CommitError>>, String> {
+/// Whether every handle is gone (nothing can arrive any more). A request
+/// found waiting is kept for the next group.
+fn shutting_down(rx: &mpsc::Receiver<Request>, stash: &mut VecDeque<Request>) -> bool {
+    match rx.try_recv() {
+        Ok(req) => {
+            stash.push_back(req);
+            false
+        }
+        Err(mpsc::TryRecvError::Empty) => false,
+        Err(mpsc::TryRecvError::Disconnected) => stash.is_empty(),
+    }
+}
+
+/// Applies a group in one transaction and makes it durable: in the log, or
+/// by a durable redb commit where there is no log, or where the group
+/// stores components or compiled artifacts (megabytes the log need not
+/// copy; such a group is a checkpoint).
+fn commit_group(
+    db: &Database,
+    wal: Option<&mut Wal>,
+    group: &[Request],
+    durable: bool,
+) -> Result<Vec<Result<(), CommitError>>, String> {
     let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-    txn.set_durability(if durable { Durability::Immediate } else { Durability::None }).map_err(|e| e.to_string())?;
-    let mut results = Vec::with_capacity(group.len());
+    let bulky = group
+        .iter()
+        .flat_map(|req| &req.batch)
+        .any(|write| matches!(write, Write::PutComponent { .. } | Write::PutCompiled { .. }));
+    let logged = wal.is_some() && !bulky;
+    let durability = if durable && !logged { Durability::Immediate } else { Durability::None };
+    txn.set_durability(durability).map_err(|e| e.to_string())?;
+    let results = apply(&txn, group.iter().map(|req| &req.batch))?;
+    let Some(wal) = wal else {
+        txn.commit().map_err(|e| e.to_string())?;
+        return Ok(results);
+    };
+    if logged {
+        let accepted: Vec<&Batch> =
+            group.iter().zip(&results).filter(|(_, result)| result.is_ok()).map(|(req, _)| &req.batch).collect();
+        if !accepted.is_empty() {
+            let payload = wal::encode_group(accepted.into_iter());
+            wal.append(&payload).map_err(|e| format!("{}: {e}", wal.path().display()))?;
+        }
+        txn.commit().map_err(|e| e.to_string())?;
+    } else {
+        let next = wal.generation() + 1;
+        set_generation(&txn, next)?;
+        txn.commit().map_err(|e| e.to_string())?;
+        wal.restart(next);
+    }
+    Ok(results)
+}
+
+/// The log generation that counts, as the last checkpoint stored it.
+const GENERATION_KEY: &str = "wal-generation";
+
+fn set_generation(txn: &WriteTransaction, generation: u64) -> Result<(), String> {
+    let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+    meta.insert(GENERATION_KEY, generation).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A durable redb commit of everything so far; the log restarts.
+fn checkpoint(db: &Database, wal: &mut Wal) -> Result<(), String> {
+    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+    txn.set_durability(Durability::Immediate).map_err(|e| e.to_string())?;
+    let next = wal.generation() + 1;
+    set_generation(&txn, next)?;
+    txn.commit().map_err(|e| e.to_string())?;
+    wal.restart(next);
+    Ok(())
+}
+
+fn checkpoint_or_warn(db: &Database, wal: Option<&mut Wal>) {
+    if let Some(wal) = wal {
+        let bytes = wal.len();
+        match checkpoint(db, wal) {
+            Ok(()) => tracing::debug!(bytes, "checkpointed the write-ahead log"),
+            Err(reason) => tracing::warn!(
+                %reason,
+                "cannot checkpoint the store; the write-ahead log keeps growing and is replayed at the next start"
+            ),
+        }
+    }
+}
+
+/// Replays the log's records since the last checkpoint onto `db` (which
+/// redb's own recovery brought back to that checkpoint), then checkpoints.
+/// Returns how many records were replayed.
+pub(super) fn recover(db: &Database, wal: &mut Wal) -> Result<usize, String> {
+    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+    txn.set_durability(Durability::Immediate).map_err(|e| e.to_string())?;
+    let generation = {
+        let meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        let stored = meta.get(GENERATION_KEY).map_err(|e| e.to_string())?.map_or(1, |v| v.value());
+        stored
+    };
+    let records = wal.records(generation).map_err(|e| format!("{}: {e}", wal.path().display()))?;
+    if records.is_empty() {
+        wal.restart(generation);
+        return Ok(0);
+    }
+    for (i, payload) in records.iter().enumerate() {
+        let batches = wal::decode_group(payload).map_err(|e| format!("record {i} of {}: {e}", wal.path().display()))?;
+        for result in apply(&txn, batches.iter())? {
+            if let Err(refused) = result {
+                tracing::warn!(%refused, "a logged batch was refused on replay; the store already held it");
+            }
+        }
+    }
+    set_generation(&txn, generation + 1)?;
+    txn.commit().map_err(|e| e.to_string())?;
+    wal.restart(generation + 1);
+    tracing::info!(records = records.len(), "replayed the write-ahead log");
+    Ok(records.len())
+}
+
+fn apply<'a>(
+    txn: &WriteTransaction,
+    batches: impl Iterator<Item = &'a Batch>,
+) -> Result<Vec<Result<(), CommitError>>, String> {
+    let mut results = Vec::new();
     {
         let mut runs = txn.open_table(RUNS).map_err(|e| e.to_string())?;
         let mut journal_t = txn.open_table(JOURNAL).map_err(|e| e.to_string())?;
@@ -324,13 +478,13 @@ fn apply(db: &Database, group: &[Request], durable: bool) -> Result<Vec<Result<(
         let mut deployments = txn.open_table(DEPLOYMENTS).map_err(|e| e.to_string())?;
         let mut components = txn.open_table(COMPONENTS).map_err(|e| e.to_string())?;
         let mut compiled = txn.open_table(COMPILED).map_err(|e| e.to_string())?;
-        for req in group {
+        for batch in batches {
             // Validate first so a refused batch writes nothing.
-            if let Some(dup) = duplicate_append(&journal_t, &req.batch).map_err(|e| e.to_string())? {
+            if let Some(dup) = duplicate_append(&journal_t, batch).map_err(|e| e.to_string())? {
                 results.push(Err(dup));
                 continue;
             }
-            for write in &req.batch {
+            for write in batch {
                 let r: Result<(), redb::StorageError> = (|| {
                     match write {
                         Write::PutRun(meta) => {
@@ -424,7 +578,6 @@ fn apply(db: &Database, group: &[Request], durable: bool) -> Result<Vec<Result<(
             results.push(Ok(()));
         }
     }
-    txn.commit().map_err(|e| e.to_string())?;
     Ok(results)
 }
 
@@ -446,4 +599,91 @@ fn duplicate_append(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableDatabase;
+
+    /// An append of record `seq`; `other` changes its bytes.
+    fn append(run_id: &str, seq: u64, other: bool) -> Write {
+        let mut record = crate::store::tests::record(seq);
+        record.at_ms += u64::from(other);
+        Write::Append { run_id: run_id.into(), record }
+    }
+
+    fn request(batch: Batch) -> Request {
+        Request { batch, ack: oneshot::channel().0 }
+    }
+
+    /// A redb file as redb's crash recovery leaves it: at the last
+    /// checkpoint (here: empty).
+    fn checkpointed(dir: &std::path::Path) -> Database {
+        let db = Database::create(dir.join("cairn.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        create_tables(&txn).unwrap();
+        txn.commit().unwrap();
+        db
+    }
+
+    fn journal(db: &Database, run_id: &str) -> Vec<Vec<u8>> {
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(JOURNAL).unwrap();
+        table.range((run_id, 0)..=(run_id, u64::MAX)).unwrap().map(|row| row.unwrap().1.value().to_vec()).collect()
+    }
+
+    /// What redb lost (its commits since the last checkpoint are not
+    /// durable) comes back from the log, once; a refused batch is not in it.
+    #[test]
+    fn the_log_brings_back_what_redb_lost_and_nothing_it_refused() {
+        let live = tempfile::tempdir().unwrap();
+        let db = checkpointed(live.path());
+        let mut wal = Wal::open(live.path(), true).unwrap().unwrap();
+        assert_eq!(recover(&db, &mut wal).unwrap(), 0, "a new log is empty");
+        let group = [
+            request(vec![append("r", 0, false), append("r", 1, false)]),
+            request(vec![append("q", 0, false)]),
+            // Same seq, other bytes: refused, and so never logged.
+            request(vec![append("r", 1, true)]),
+        ];
+        let results = commit_group(&db, Some(&mut wal), &group, true).unwrap();
+        assert!(results[0].is_ok() && results[1].is_ok());
+        assert!(matches!(results[2], Err(CommitError::DuplicateSeq { seq: 1, .. })), "{results:?}");
+        commit_group(&db, Some(&mut wal), &[request(vec![append("r", 2, false)])], true).unwrap();
+        let expected = journal(&db, "r");
+        assert_eq!(expected.len(), 3);
+        drop(wal);
+
+        // The crash: redb comes back at its checkpoint, the log as it was.
+        let crashed = tempfile::tempdir().unwrap();
+        std::fs::copy(live.path().join(wal::FILE_NAME), crashed.path().join(wal::FILE_NAME)).unwrap();
+        let db = checkpointed(crashed.path());
+        let mut wal = Wal::open(crashed.path(), false).unwrap().unwrap();
+        assert_eq!(recover(&db, &mut wal).unwrap(), 2, "both logged groups are replayed");
+        assert_eq!(journal(&db, "r"), expected);
+        assert_eq!(journal(&db, "q").len(), 1);
+
+        // Replayed records count no more: the checkpoint moved the generation.
+        assert_eq!(recover(&db, &mut wal).unwrap(), 0);
+        commit_group(&db, Some(&mut wal), &[request(vec![append("r", 3, false)])], true).unwrap();
+        assert_eq!(wal.records(wal.generation()).unwrap().len(), 1, "the log restarted from the top");
+        assert_eq!(journal(&db, "r").len(), 4);
+    }
+
+    /// Components skip the log: their group is a durable redb commit and
+    /// a checkpoint.
+    #[test]
+    fn a_component_is_committed_to_redb_and_restarts_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = checkpointed(dir.path());
+        let mut wal = Wal::open(dir.path(), true).unwrap().unwrap();
+        recover(&db, &mut wal).unwrap();
+        commit_group(&db, Some(&mut wal), &[request(vec![append("r", 0, false)])], true).unwrap();
+        let before = wal.generation();
+        let component = Write::PutComponent { sha256: "ab".into(), bytes: vec![7u8; 1 << 16].into() };
+        commit_group(&db, Some(&mut wal), &[request(vec![component])], true).unwrap();
+        assert_eq!(wal.generation(), before + 1);
+        assert_eq!(wal.len(), 0, "nothing of the component was logged");
+    }
 }
