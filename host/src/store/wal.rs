@@ -42,7 +42,7 @@ const HEADER: usize = 16;
 const GROWTH: u64 = 1 << 20;
 
 /// Past this size the writer checkpoints and the log starts again.
-pub(super) const CHECKPOINT_BYTES: u64 = 64 << 20;
+pub(super) const CHECKPOINT_BYTES: u64 = 16 << 20;
 
 /// The open log.
 pub(super) struct Wal {

@@ -421,8 +421,11 @@ fn checkpoint(db: &Database, wal: &mut Wal) -> Result<(), String> {
 fn checkpoint_or_warn(db: &Database, wal: Option<&mut Wal>) {
     if let Some(wal) = wal {
         let bytes = wal.len();
+        let started = std::time::Instant::now();
         match checkpoint(db, wal) {
-            Ok(()) => tracing::debug!(bytes, "checkpointed the write-ahead log"),
+            Ok(()) => {
+                tracing::debug!(bytes, ms = started.elapsed().as_millis() as u64, "checkpointed the write-ahead log")
+            }
             Err(reason) => tracing::warn!(
                 %reason,
                 "cannot checkpoint the store; the write-ahead log keeps growing and is replayed at the next start"
