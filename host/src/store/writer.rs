@@ -13,8 +13,9 @@ use super::DbCell;
 use crate::journal::{self, Record};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use std::collections::VecDeque;
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
@@ -163,6 +164,9 @@ pub struct GroupCommitWriter {
 
 struct WriterThread {
     tx: Option<mpsc::Sender<Request>>,
+    /// Requests sent and not yet taken by the writer thread.
+    queued: Arc<AtomicUsize>,
+    core: Arc<Mutex<Core>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -175,6 +179,72 @@ impl Drop for WriterThread {
     }
 }
 
+/// What a commit needs. The writer thread holds it while it commits a
+/// group; a caller that finds it free and nothing queued commits its own
+/// batch with it (see [`GroupCommitWriter::commit`]).
+struct Core {
+    cell: Arc<DbCell>,
+    wal: Option<Wal>,
+    durable: bool,
+    metrics: Arc<crate::metrics::CommitMetrics>,
+    /// Group commits so far.
+    commits: u64,
+    last_commit: Instant,
+    /// Test-only crash point: kill the process right after the Nth durable
+    /// commit, before anyone is told it happened.
+    crash_after: Option<u64>,
+    /// Test-only fault: while this file exists, every commit fails as on a
+    /// full disk.
+    fail_while: Option<std::path::PathBuf>,
+    /// Commits are failing; only the writer thread (which retries) commits.
+    failing: bool,
+    /// Batches per commit, a moving average: above one, runs contend and
+    /// the writer thread's grouping pays off.
+    recent_batches: f64,
+}
+
+impl Core {
+    /// One attempt at committing `batches` as one group.
+    fn attempt(&mut self, batches: &[&Batch]) -> Result<Vec<Result<(), CommitError>>, String> {
+        let started = Instant::now();
+        let db = self.cell.database().ok_or("the store is reopening")?;
+        let results = match &self.fail_while {
+            Some(path) if path.exists() => Err("No space left on device (os error 28, injected)".to_owned()),
+            _ => commit_group(&db, self.wal.as_mut(), batches, self.durable),
+        }?;
+        self.metrics.latency.observe_duration(started.elapsed());
+        self.metrics.batch_size.observe(batches.iter().map(|b| b.len()).sum::<usize>() as f64);
+        self.commits += 1;
+        self.last_commit = Instant::now();
+        self.recent_batches = 0.75 * self.recent_batches + 0.25 * batches.len() as f64;
+        tracing::debug!(
+            commit = self.commits,
+            batches = batches.len(),
+            writes = batches.iter().map(|b| b.len()).sum::<usize>(),
+            "committed"
+        );
+        if self.crash_after == Some(self.commits) {
+            // SAFETY: kill(2) on our own pid; the point is to die abruptly.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        Ok(results)
+    }
+
+    fn log_len(&self) -> u64 {
+        self.wal.as_ref().map_or(0, Wal::len)
+    }
+
+    fn checkpoint(&mut self) {
+        if let Some(db) = self.cell.database() {
+            checkpoint_or_warn(&db, self.wal.as_mut());
+        }
+    }
+}
+
+fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl GroupCommitWriter {
     /// Starts the writer. With a log, a group is durable once it is in the
     /// log; without one, once redb committed it (`durable`) or at once.
@@ -184,12 +254,28 @@ impl GroupCommitWriter {
         durable: bool,
         metrics: Arc<crate::metrics::CommitMetrics>,
     ) -> GroupCommitWriter {
+        let core = Arc::new(Mutex::new(Core {
+            cell,
+            wal,
+            durable,
+            metrics,
+            commits: 0,
+            last_commit: Instant::now(),
+            crash_after: std::env::var("CAIRN_CRASH_AFTER_COMMITS").ok().and_then(|v| v.parse().ok()),
+            fail_while: std::env::var_os("CAIRN_FAIL_WRITES_WHILE").map(Into::into),
+            failing: false,
+            recent_batches: 1.0,
+        }));
+        let queued = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("cairn-store-writer".into())
-            .spawn(move || writer_loop(cell, rx, wal, durable, metrics))
-            .expect("spawning the store writer thread");
-        GroupCommitWriter { inner: Arc::new(WriterThread { tx: Some(tx), thread: Some(thread) }) }
+        let thread = {
+            let (core, queued) = (core.clone(), queued.clone());
+            std::thread::Builder::new()
+                .name("cairn-store-writer".into())
+                .spawn(move || writer_loop(&core, &rx, &queued))
+                .expect("spawning the store writer thread")
+        };
+        GroupCommitWriter { inner: Arc::new(WriterThread { tx: Some(tx), queued, core, thread: Some(thread) }) }
     }
 
     /// Queues `batch`; the returned receiver resolves once it is durable.
@@ -198,7 +284,10 @@ impl GroupCommitWriter {
         let (ack, rx) = oneshot::channel();
         let request = Request { batch, ack };
         let refused = match &self.inner.tx {
-            Some(tx) => tx.send(request).err().map(|mpsc::SendError(req)| req),
+            Some(tx) => {
+                self.inner.queued.fetch_add(1, Ordering::AcqRel);
+                tx.send(request).err().map(|mpsc::SendError(req)| req)
+            }
             None => Some(request),
         };
         if let Some(req) = refused {
@@ -208,8 +297,40 @@ impl GroupCommitWriter {
     }
 
     /// Applies `batch` and waits until it is durable.
+    ///
+    /// When the writer thread is idle and nothing is queued, the caller
+    /// commits the batch itself, on its own thread: a lone run's step then
+    /// pays its fsync and not also two thread wake-ups (the writer's, then
+    /// its own), which cost about as much on an idle VM. Under load batches
+    /// queue and the writer thread groups them as before.
     pub async fn commit(&self, batch: Batch) -> Result<(), CommitError> {
+        if let Some(result) = self.commit_here(&batch) {
+            return result;
+        }
         durable(self.submit(batch)).await
+    }
+
+    fn commit_here(&self, batch: &Batch) -> Option<Result<(), CommitError>> {
+        if self.inner.tx.is_none() || self.inner.queued.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        let mut core = match self.inner.core.try_lock() {
+            Ok(core) => core,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        if core.failing || core.recent_batches > CONTENDED {
+            return None;
+        }
+        // A failed attempt wrote nothing: the writer thread takes the batch
+        // and retries it.
+        let result = core.attempt(&[batch]).ok()?.pop()?;
+        if core.log_len() >= wal::CHECKPOINT_BYTES {
+            // The writer thread checkpoints after the (empty) group.
+            drop(core);
+            drop(self.submit(Vec::new()));
+        }
+        Some(result)
     }
 }
 
@@ -222,43 +343,30 @@ pub async fn durable(ack: oneshot::Receiver<Result<(), CommitError>>) -> Result<
 /// the first acknowledgement without bound.
 const MAX_GROUP: usize = 4096;
 
-/// With no request for this long, the writer checkpoints.
+/// Above this many batches per commit on average, callers leave commits
+/// to the writer thread (a caller committing holds up the others).
+const CONTENDED: f64 = 1.5;
+
+/// With no commit for this long, the writer checkpoints.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
-fn writer_loop(
-    cell: Arc<DbCell>,
-    rx: mpsc::Receiver<Request>,
-    mut wal: Option<Wal>,
-    durable: bool,
-    metrics: Arc<crate::metrics::CommitMetrics>,
-) {
-    // Test-only crash point: kill the process right after the Nth durable
-    // commit, before anyone is told it happened.
-    let crash_after: Option<u64> = std::env::var("CAIRN_CRASH_AFTER_COMMITS").ok().and_then(|v| v.parse().ok());
-    // Test-only fault: while this file exists, every commit fails as on a
-    // full disk.
-    let fail_while: Option<std::path::PathBuf> = std::env::var_os("CAIRN_FAIL_WRITES_WHILE").map(Into::into);
-    let mut commits = 0u64;
-    let Some(mut db) = cell.database() else { return };
+fn writer_loop(core: &Mutex<Core>, rx: &mpsc::Receiver<Request>, queued: &AtomicUsize) {
     // Requests taken off the channel while checking for shutdown.
     let mut stash = VecDeque::new();
     loop {
         let first = match stash.pop_front() {
             Some(req) => req,
-            None => {
-                let received = match &wal {
-                    Some(log) if log.len() > 0 => rx.recv_timeout(IDLE_CHECKPOINT),
-                    _ => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-                };
-                match received {
-                    Ok(req) => req,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        checkpoint_or_warn(&db, wal.as_mut());
-                        continue;
+            None => match rx.recv_timeout(IDLE_CHECKPOINT) {
+                Ok(req) => req,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let mut core = lock(core);
+                    if core.log_len() > 0 && core.last_commit.elapsed() >= IDLE_CHECKPOINT {
+                        core.checkpoint();
                     }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    continue;
                 }
-            }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
         };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -267,28 +375,25 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        let mut core = lock(core);
+        queued.fetch_sub(group.len(), Ordering::AcqRel);
+        let batches: Vec<&Batch> = group.iter().map(|req| &req.batch).collect();
         // A failed commit is retried until it succeeds: the runs waiting on
         // it stay paused, nothing half-written is ever acknowledged, and
         // work resumes by itself once space returns.
         let mut backoff = Duration::from_millis(50);
         let mut failures = 0u32;
         let results = loop {
-            let started = std::time::Instant::now();
-            let outcome = match &fail_while {
-                Some(path) if path.exists() => Err("No space left on device (os error 28, injected)".to_owned()),
-                _ => commit_group(&db, wal.as_mut(), &group, durable),
-            };
-            match outcome {
+            match core.attempt(&batches) {
                 Ok(results) => {
-                    metrics.latency.observe_duration(started.elapsed());
-                    metrics.batch_size.observe(group.iter().map(|r| r.batch.len()).sum::<usize>() as f64);
                     if failures > 0 {
                         tracing::warn!(failures, "store commits succeed again; paused runs resume");
-                        cell.set_failing(None);
+                        core.cell.set_failing(None);
+                        core.failing = false;
                     }
                     break results;
                 }
-                Err(reason) if shutting_down(&rx, &mut stash) => {
+                Err(reason) if shutting_down(rx, &mut stash) => {
                     // Shutting down: nothing of this group was acknowledged,
                     // so giving up loses nothing.
                     tracing::error!(%reason, "store commit failed while shutting down; the unacknowledged writes are dropped");
@@ -303,45 +408,32 @@ fn writer_loop(
                             "store commit failed; runs are paused until it succeeds (free disk space or fix the I/O error); retrying"
                         );
                     }
-                    cell.set_failing(Some(reason));
+                    core.cell.set_failing(Some(reason));
+                    core.failing = true;
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     // redb accepts no write after an I/O error until the
                     // file is reopened (its recovery runs then, back to the
                     // last checkpoint; the log is replayed on top).
-                    drop(db);
-                    db = loop {
-                        match cell.reopen(|db| wal.as_mut().map_or(Ok(()), |log| recover(db, log).map(drop))) {
-                            Ok(db) => break db,
-                            Err(e) => {
-                                tracing::error!(error = %e, "cannot reopen the store; retrying");
-                                std::thread::sleep(backoff);
-                            }
-                        }
-                    };
+                    let Core { cell, wal, .. } = &mut *core;
+                    while let Err(e) = cell.reopen(|db| wal.as_mut().map_or(Ok(()), |log| recover(db, log).map(drop))) {
+                        tracing::error!(error = %e, "cannot reopen the store; retrying");
+                        std::thread::sleep(backoff);
+                    }
                 }
             }
         };
-        commits += 1;
-        tracing::debug!(
-            commit = commits,
-            batches = group.len(),
-            writes = group.iter().map(|r| r.batch.len()).sum::<usize>(),
-            "committed"
-        );
-        if crash_after == Some(commits) {
-            // SAFETY: kill(2) on our own pid; the point is to die abruptly.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-        }
+        drop(batches);
         for (req, result) in group.into_iter().zip(results) {
             let _ = req.ack.send(result);
         }
-        if wal.as_ref().is_some_and(|log| log.len() >= wal::CHECKPOINT_BYTES) {
-            checkpoint_or_warn(&db, wal.as_mut());
+        if core.log_len() >= wal::CHECKPOINT_BYTES {
+            core.checkpoint();
         }
     }
-    if wal.as_ref().is_some_and(|log| log.len() > 0) {
-        checkpoint_or_warn(&db, wal.as_mut());
+    let mut core = lock(core);
+    if core.log_len() > 0 {
+        core.checkpoint();
     }
 }
 
@@ -365,25 +457,29 @@ fn shutting_down(rx: &mpsc::Receiver<Request>, stash: &mut VecDeque<Request>) ->
 fn commit_group(
     db: &Database,
     wal: Option<&mut Wal>,
-    group: &[Request],
+    batches: &[&Batch],
     durable: bool,
 ) -> Result<Vec<Result<(), CommitError>>, String> {
     let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-    let bulky = group
+    let bulky = batches
         .iter()
-        .flat_map(|req| &req.batch)
+        .flat_map(|batch| batch.iter())
         .any(|write| matches!(write, Write::PutComponent { .. } | Write::PutCompiled { .. }));
     let logged = wal.is_some() && !bulky;
     let durability = if durable && !logged { Durability::Immediate } else { Durability::None };
     txn.set_durability(durability).map_err(|e| e.to_string())?;
-    let results = apply(&txn, group.iter().map(|req| &req.batch))?;
+    let results = apply(&txn, batches.iter().copied())?;
     let Some(wal) = wal else {
         txn.commit().map_err(|e| e.to_string())?;
         return Ok(results);
     };
     if logged {
-        let accepted: Vec<&Batch> =
-            group.iter().zip(&results).filter(|(_, result)| result.is_ok()).map(|(req, _)| &req.batch).collect();
+        let accepted: Vec<&Batch> = batches
+            .iter()
+            .zip(&results)
+            .filter(|(batch, result)| result.is_ok() && !batch.is_empty())
+            .map(|(batch, _)| *batch)
+            .collect();
         if !accepted.is_empty() {
             let payload = wal::encode_group(accepted.into_iter());
             wal.append(&payload).map_err(|e| format!("{}: {e}", wal.path().display()))?;
@@ -616,10 +712,6 @@ mod tests {
         Write::Append { run_id: run_id.into(), record }
     }
 
-    fn request(batch: Batch) -> Request {
-        Request { batch, ack: oneshot::channel().0 }
-    }
-
     /// A redb file as redb's crash recovery leaves it: at the last
     /// checkpoint (here: empty).
     fn checkpointed(dir: &std::path::Path) -> Database {
@@ -645,15 +737,15 @@ mod tests {
         let mut wal = Wal::open(live.path(), true).unwrap().unwrap();
         assert_eq!(recover(&db, &mut wal).unwrap(), 0, "a new log is empty");
         let group = [
-            request(vec![append("r", 0, false), append("r", 1, false)]),
-            request(vec![append("q", 0, false)]),
+            vec![append("r", 0, false), append("r", 1, false)],
+            vec![append("q", 0, false)],
             // Same seq, other bytes: refused, and so never logged.
-            request(vec![append("r", 1, true)]),
+            vec![append("r", 1, true)],
         ];
-        let results = commit_group(&db, Some(&mut wal), &group, true).unwrap();
+        let results = commit_group(&db, Some(&mut wal), &group.iter().collect::<Vec<_>>(), true).unwrap();
         assert!(results[0].is_ok() && results[1].is_ok());
         assert!(matches!(results[2], Err(CommitError::DuplicateSeq { seq: 1, .. })), "{results:?}");
-        commit_group(&db, Some(&mut wal), &[request(vec![append("r", 2, false)])], true).unwrap();
+        commit_group(&db, Some(&mut wal), &[&vec![append("r", 2, false)]], true).unwrap();
         let expected = journal(&db, "r");
         assert_eq!(expected.len(), 3);
         drop(wal);
@@ -669,7 +761,7 @@ mod tests {
 
         // Replayed records count no more: the checkpoint moved the generation.
         assert_eq!(recover(&db, &mut wal).unwrap(), 0);
-        commit_group(&db, Some(&mut wal), &[request(vec![append("r", 3, false)])], true).unwrap();
+        commit_group(&db, Some(&mut wal), &[&vec![append("r", 3, false)]], true).unwrap();
         assert_eq!(wal.records(wal.generation()).unwrap().len(), 1, "the log restarted from the top");
         assert_eq!(journal(&db, "r").len(), 4);
     }
@@ -682,10 +774,10 @@ mod tests {
         let db = checkpointed(dir.path());
         let mut wal = Wal::open(dir.path(), true).unwrap().unwrap();
         recover(&db, &mut wal).unwrap();
-        commit_group(&db, Some(&mut wal), &[request(vec![append("r", 0, false)])], true).unwrap();
+        commit_group(&db, Some(&mut wal), &[&vec![append("r", 0, false)]], true).unwrap();
         let before = wal.generation();
         let component = Write::PutComponent { sha256: "ab".into(), bytes: vec![7u8; 1 << 16].into() };
-        commit_group(&db, Some(&mut wal), &[request(vec![component])], true).unwrap();
+        commit_group(&db, Some(&mut wal), &[&vec![component]], true).unwrap();
         assert_eq!(wal.generation(), before + 1);
         assert_eq!(wal.len(), 0, "nothing of the component was logged");
     }
