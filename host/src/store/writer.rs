@@ -166,6 +166,8 @@ struct WriterThread {
     tx: Option<mpsc::Sender<Request>>,
     /// Requests sent and not yet taken by the writer thread.
     queued: Arc<AtomicUsize>,
+    /// Callers inside [`GroupCommitWriter::commit`], acknowledged or not.
+    committing: AtomicUsize,
     core: Arc<Mutex<Core>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -198,9 +200,6 @@ struct Core {
     fail_while: Option<std::path::PathBuf>,
     /// Commits are failing; only the writer thread (which retries) commits.
     failing: bool,
-    /// Batches per commit, a moving average: above one, runs contend and
-    /// the writer thread's grouping pays off.
-    recent_batches: f64,
 }
 
 impl Core {
@@ -216,7 +215,6 @@ impl Core {
         self.metrics.batch_size.observe(batches.iter().map(|b| b.len()).sum::<usize>() as f64);
         self.commits += 1;
         self.last_commit = Instant::now();
-        self.recent_batches = 0.75 * self.recent_batches + 0.25 * batches.len() as f64;
         tracing::debug!(
             commit = self.commits,
             batches = batches.len(),
@@ -264,7 +262,6 @@ impl GroupCommitWriter {
             crash_after: std::env::var("CAIRN_CRASH_AFTER_COMMITS").ok().and_then(|v| v.parse().ok()),
             fail_while: std::env::var_os("CAIRN_FAIL_WRITES_WHILE").map(Into::into),
             failing: false,
-            recent_batches: 1.0,
         }));
         let queued = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel();
@@ -275,7 +272,15 @@ impl GroupCommitWriter {
                 .spawn(move || writer_loop(&core, &rx, &queued))
                 .expect("spawning the store writer thread")
         };
-        GroupCommitWriter { inner: Arc::new(WriterThread { tx: Some(tx), queued, core, thread: Some(thread) }) }
+        GroupCommitWriter {
+            inner: Arc::new(WriterThread {
+                tx: Some(tx),
+                queued,
+                committing: AtomicUsize::new(0),
+                core,
+                thread: Some(thread),
+            }),
+        }
     }
 
     /// Queues `batch`; the returned receiver resolves once it is durable.
@@ -298,14 +303,20 @@ impl GroupCommitWriter {
 
     /// Applies `batch` and waits until it is durable.
     ///
-    /// When the writer thread is idle and nothing is queued, the caller
-    /// commits the batch itself, on its own thread: a lone run's step then
-    /// pays its fsync and not also two thread wake-ups (the writer's, then
-    /// its own), which cost about as much on an idle VM. Under load batches
-    /// queue and the writer thread groups them as before.
+    /// When no other caller is inside `commit` (none waits for its
+    /// acknowledgement or has yet to be woken by it), nothing is queued and
+    /// the writer thread is idle, the caller commits the batch itself, on
+    /// its own thread: a lone run's step then pays its fsync and not also
+    /// two thread wake-ups (the writer's, then its own), which cost about
+    /// as much on an idle VM. Under load batches queue and the writer thread
+    /// groups them as before.
     pub async fn commit(&self, batch: Batch) -> Result<(), CommitError> {
-        if let Some(result) = self.commit_here(&batch) {
-            return result;
+        let committing = &self.inner.committing;
+        let _inside = Inside::enter(committing);
+        if committing.load(Ordering::Acquire) == 1 {
+            if let Some(result) = self.commit_here(&batch) {
+                return result;
+            }
         }
         durable(self.submit(batch)).await
     }
@@ -319,7 +330,7 @@ impl GroupCommitWriter {
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        if core.failing || core.recent_batches > CONTENDED {
+        if core.failing {
             return None;
         }
         // A failed attempt wrote nothing: the writer thread takes the batch
@@ -334,6 +345,23 @@ impl GroupCommitWriter {
     }
 }
 
+/// Counts a caller inside [`GroupCommitWriter::commit`] until it returns
+/// or is dropped.
+struct Inside<'a>(&'a AtomicUsize);
+
+impl<'a> Inside<'a> {
+    fn enter(count: &'a AtomicUsize) -> Inside<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        Inside(count)
+    }
+}
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Waits for the acknowledgement `submit` returned.
 pub async fn durable(ack: oneshot::Receiver<Result<(), CommitError>>) -> Result<(), CommitError> {
     ack.await.unwrap_or(Err(CommitError::Stopped))
@@ -342,10 +370,6 @@ pub async fn durable(ack: oneshot::Receiver<Result<(), CommitError>>) -> Result<
 /// Most requests one transaction takes, so one huge backlog cannot delay
 /// the first acknowledgement without bound.
 const MAX_GROUP: usize = 4096;
-
-/// Above this many batches per commit on average, callers leave commits
-/// to the writer thread (a caller committing holds up the others).
-const CONTENDED: f64 = 1.5;
 
 /// With no commit for this long, the writer checkpoints.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
