@@ -191,6 +191,8 @@ struct Core {
     metrics: Arc<crate::metrics::CommitMetrics>,
     /// Group commits so far.
     commits: u64,
+    /// When the last one finished: the idle checkpoint waits for a quiet
+    /// second.
     last_commit: Instant,
     /// Test-only crash point: kill the process right after the Nth durable
     /// commit, before anyone is told it happened.
