@@ -135,6 +135,10 @@ impl DbCell {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failing.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
     pub(crate) fn set_failing(&self, reason: Option<String>) {
         *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = reason;
     }

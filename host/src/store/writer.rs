@@ -200,8 +200,6 @@ struct Core {
     /// Test-only fault: while this file exists, every commit fails as on a
     /// full disk.
     fail_while: Option<std::path::PathBuf>,
-    /// Commits are failing; only the writer thread (which retries) commits.
-    failing: bool,
 }
 
 impl Core {
@@ -263,7 +261,6 @@ impl GroupCommitWriter {
             last_commit: Instant::now(),
             crash_after: std::env::var("CAIRN_CRASH_AFTER_COMMITS").ok().and_then(|v| v.parse().ok()),
             fail_while: std::env::var_os("CAIRN_FAIL_WRITES_WHILE").map(Into::into),
-            failing: false,
         }));
         let queued = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel();
@@ -332,7 +329,8 @@ impl GroupCommitWriter {
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        if core.failing {
+        // While commits fail, only the writer thread (which retries) commits.
+        if core.cell.is_failing() {
             return None;
         }
         // A failed attempt wrote nothing: the writer thread takes the batch
@@ -415,7 +413,6 @@ fn writer_loop(core: &Mutex<Core>, rx: &mpsc::Receiver<Request>, queued: &Atomic
                     if failures > 0 {
                         tracing::warn!(failures, "store commits succeed again; paused runs resume");
                         core.cell.set_failing(None);
-                        core.failing = false;
                     }
                     break results;
                 }
@@ -435,7 +432,6 @@ fn writer_loop(core: &Mutex<Core>, rx: &mpsc::Receiver<Request>, queued: &Atomic
                         );
                     }
                     core.cell.set_failing(Some(reason));
-                    core.failing = true;
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     // redb accepts no write after an I/O error until the
@@ -513,9 +509,7 @@ fn commit_group(
         txn.commit().map_err(|e| e.to_string())?;
     } else {
         let next = wal.generation() + 1;
-        set_generation(&txn, next)?;
-        txn.commit().map_err(|e| e.to_string())?;
-        wal.restart(next);
+        commit_checkpoint(txn, wal, next)?;
     }
     Ok(results)
 }
@@ -523,21 +517,23 @@ fn commit_group(
 /// The log generation that counts, as the last checkpoint stored it.
 const GENERATION_KEY: &str = "wal-generation";
 
-fn set_generation(txn: &WriteTransaction, generation: u64) -> Result<(), String> {
-    let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
-    meta.insert(GENERATION_KEY, generation).map_err(|e| e.to_string())?;
+/// Commits `txn` durably with the log's generation `next` stored, so the
+/// log's records so far no longer count, and restarts the log.
+fn commit_checkpoint(mut txn: WriteTransaction, wal: &mut Wal, next: u64) -> Result<(), String> {
+    txn.set_durability(Durability::Immediate).map_err(|e| e.to_string())?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        meta.insert(GENERATION_KEY, next).map_err(|e| e.to_string())?;
+    }
+    txn.commit().map_err(|e| e.to_string())?;
+    wal.restart(next);
     Ok(())
 }
 
 /// A durable redb commit of everything so far; the log restarts.
 fn checkpoint(db: &Database, wal: &mut Wal) -> Result<(), String> {
-    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-    txn.set_durability(Durability::Immediate).map_err(|e| e.to_string())?;
-    let next = wal.generation() + 1;
-    set_generation(&txn, next)?;
-    txn.commit().map_err(|e| e.to_string())?;
-    wal.restart(next);
-    Ok(())
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    commit_checkpoint(txn, wal, wal.generation() + 1)
 }
 
 fn checkpoint_or_warn(db: &Database, wal: Option<&mut Wal>) {
@@ -560,8 +556,7 @@ fn checkpoint_or_warn(db: &Database, wal: Option<&mut Wal>) {
 /// redb's own recovery brought back to that checkpoint), then checkpoints.
 /// Returns how many records were replayed.
 pub(super) fn recover(db: &Database, wal: &mut Wal) -> Result<usize, String> {
-    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-    txn.set_durability(Durability::Immediate).map_err(|e| e.to_string())?;
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
     let generation = {
         let meta = txn.open_table(META).map_err(|e| e.to_string())?;
         let stored = meta.get(GENERATION_KEY).map_err(|e| e.to_string())?.map_or(1, |v| v.value());
@@ -580,9 +575,7 @@ pub(super) fn recover(db: &Database, wal: &mut Wal) -> Result<usize, String> {
             }
         }
     }
-    set_generation(&txn, generation + 1)?;
-    txn.commit().map_err(|e| e.to_string())?;
-    wal.restart(generation + 1);
+    commit_checkpoint(txn, wal, generation + 1)?;
     tracing::info!(records = records.len(), "replayed the write-ahead log");
     Ok(records.len())
 }
