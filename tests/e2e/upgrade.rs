@@ -373,7 +373,7 @@ async fn scrape(server: &Server) -> String {
 }
 
 /// A step costs one durable commit, never two in sequence: the order example
-/// (3 activities and a timer) takes 7 commits from its start to its end.
+/// (3 activities and a timer) takes 6 commits from its start to its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_commits_once_per_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -389,8 +389,12 @@ async fn a_run_commits_once_per_step() {
     let after = scrape(&server).await;
     // The start; each activity's schedule and result (3); the timer's
     // schedule, then its firing (2). The last activity's result shares
-    // the end's commit: 6, not 7.
-    assert_eq!(commits(&after) - before, 6.0, "{after}");
+    // the end's commit: 6, not 7 -- unless the guest sees an epoch tick
+    // (every 10 ms; a loaded machine makes one likelier) between that
+    // result and its end, which seals the result on its own. Two commits
+    // per step would be 10 or more.
+    let commits = commits(&after) - before;
+    assert!((6.0..=7.0).contains(&commits), "{commits} commits:\n{after}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
