@@ -95,10 +95,11 @@ fn request(bench: &LoadedComponent, id: String, input: Value) -> StartRequest {
     }
 }
 
-/// Workflows/s, and the mean commit's time (µs) and writes.
-async fn w10_embedded(guests: &Guests, runs: usize) -> anyhow::Result<(f64, f64, f64)> {
+/// One embedded W10 round.
+async fn w10_embedded(guests: &Guests, runs: usize) -> anyhow::Result<Round> {
     let (rt, bench, _dir) = embedded(guests, true, Residency::default()).await?;
     let clients = Arc::new(Semaphore::new(64));
+    let cpu_before = cpu_seconds("self");
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(runs);
     for i in 0..runs {
@@ -113,9 +114,15 @@ async fn w10_embedded(guests: &Guests, runs: usize) -> anyhow::Result<(f64, f64,
     for t in tasks {
         t.await??;
     }
-    let wps = runs as f64 / started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
     let commits = rt.store().commit_metrics();
-    Ok((wps, commits.latency.mean() * 1e6, commits.batch_size.mean()))
+    Ok(Round {
+        wps: runs as f64 / secs,
+        commit_us: commits.latency.mean() * 1e6,
+        writes: commits.batch_size.mean(),
+        cores: (cpu_seconds("self") - cpu_before) / secs,
+        client_cores: 0.0,
+    })
 }
 
 /// A `cairn serve` of this binary on a scratch store.
@@ -152,6 +159,16 @@ impl Server {
         Ok(())
     }
 
+    /// Its Prometheus metrics.
+    async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(self.http.get(format!("{}/metrics", self.url)).send().await?.error_for_status()?.text().await?)
+    }
+
+    /// CPU time it has used.
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&self.child.id().to_string())
+    }
+
     /// Starts a run and long-polls its result.
     async fn run(&self, id: &str, input: Value) -> anyhow::Result<()> {
         let body = json!({ "workflow": "bench", "id": id, "input": input });
@@ -171,6 +188,20 @@ impl Server {
     }
 }
 
+/// User and system CPU time process `pid` (or `self`) has used, from /proc
+/// (0 where there is no /proc).
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // utime and stime are the 14th and 15th fields of the line, the 12th
+    // and 13th after the parenthesised command name.
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -186,10 +217,12 @@ async fn http_server(guests: &Guests) -> anyhow::Result<(Server, tempfile::TempD
     Ok((server, dir))
 }
 
-async fn w10_http(guests: &Guests, runs: usize) -> anyhow::Result<f64> {
+async fn w10_http(guests: &Guests, runs: usize) -> anyhow::Result<Round> {
     let (server, _dir) = http_server(guests).await?;
     let server = Arc::new(server);
     let clients = Arc::new(Semaphore::new(64));
+    let before = server.metrics().await?;
+    let cpu_before = (server.cpu_seconds(), cpu_seconds("self"));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(runs);
     for i in 0..runs {
@@ -202,7 +235,37 @@ async fn w10_http(guests: &Guests, runs: usize) -> anyhow::Result<f64> {
     for t in tasks {
         t.await??;
     }
-    Ok(runs as f64 / started.elapsed().as_secs_f64())
+    let secs = started.elapsed().as_secs_f64();
+    let cores = (server.cpu_seconds() - cpu_before.0) / secs;
+    let client_cores = (cpu_seconds("self") - cpu_before.1) / secs;
+    let after = server.metrics().await?;
+    // Of this round's commits only (not the deployments').
+    let delta = |name: &str| sample(&after, name) - sample(&before, name);
+    let mean = |name: &str| delta(&format!("{name}_sum")) / delta(&format!("{name}_count")).max(1.0);
+    Ok(Round {
+        wps: runs as f64 / secs,
+        commit_us: mean("cairn_journal_commit_seconds") * 1e6,
+        writes: mean("cairn_journal_commit_batch_size"),
+        cores,
+        client_cores,
+    })
+}
+
+/// One W10 round: workflows/s, the mean commit (µs) and the writes it
+/// carried, and the CPU the engine used (in cores: CPU seconds per second).
+#[derive(Clone, Copy)]
+struct Round {
+    wps: f64,
+    commit_us: f64,
+    writes: f64,
+    cores: f64,
+    /// Over HTTP, the CPU the bench's own HTTP clients used.
+    client_cores: f64,
+}
+
+/// The value of an unlabelled Prometheus sample, 0 when absent.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
 }
 
 async fn w10_latency(guests: &Guests, runs: usize) -> anyhow::Result<(f64, f64)> {
@@ -232,11 +295,6 @@ async fn step_overhead(guests: &Guests, steps: u32, durable: bool) -> anyhow::Re
 /// Rounds of the W10 throughput rows (they report the median): one round
 /// takes about a second, short enough for a noisy neighbour to skew it.
 const ROUNDS: usize = 3;
-
-fn median(mut figures: Vec<f64>) -> f64 {
-    figures.sort_by(f64::total_cmp);
-    figures[figures.len() / 2]
-}
 
 /// Replays timed by the replay row (it reports their median).
 const REPLAYS: usize = 21;
@@ -408,8 +466,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         for _ in 0..ROUNDS {
             rounds.push(w10_embedded(&guests, n).await?);
         }
-        rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (wps, commit_us, writes) = rounds[rounds.len() / 2];
+        rounds.sort_by(|a, b| a.wps.total_cmp(&b.wps));
+        let Round { wps, commit_us, writes, cores, .. } = rounds[rounds.len() / 2];
         record(
             "w10_embedded_wps",
             Row {
@@ -417,7 +475,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 figure: wps,
                 unit: "workflows/s",
                 settings: format!(
-                    "{n} runs x 10 activity steps, 64 concurrent, {fsync}; {:.0} steps/s; median of {ROUNDS} rounds; a commit took {commit_us:.0} us and carried {writes:.0} writes on average",
+                    "{n} runs x 10 activity steps, 64 concurrent, {fsync}; {:.0} steps/s; median of {ROUNDS} rounds; a commit took {commit_us:.0} us and carried {writes:.0} writes on average; {cores:.2} cores busy",
                     wps * 10.0
                 ),
             },
@@ -429,8 +487,21 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         for _ in 0..ROUNDS {
             rounds.push(w10_http(&guests, n).await?);
         }
-        let wps = median(rounds);
-        record("w10_http_wps", Row { name: "W10 throughput, HTTP", figure: wps, unit: "workflows/s", settings: format!("{n} runs via cairn serve on loopback, 64 concurrent clients, start + long-poll result, {fsync}; {:.0} steps/s; median of {ROUNDS} rounds", wps * 10.0) }, &mut keys);
+        rounds.sort_by(|a, b| a.wps.total_cmp(&b.wps));
+        let Round { wps, commit_us, writes, cores, client_cores } = rounds[rounds.len() / 2];
+        record(
+            "w10_http_wps",
+            Row {
+                name: "W10 throughput, HTTP",
+                figure: wps,
+                unit: "workflows/s",
+                settings: format!(
+                    "{n} runs via cairn serve on loopback, 64 concurrent clients, start + long-poll result, {fsync}; {:.0} steps/s; median of {ROUNDS} rounds; a commit took {commit_us:.0} us and carried {writes:.0} writes on average; the server kept {cores:.2} cores busy, the clients {client_cores:.2}",
+                    wps * 10.0
+                ),
+            },
+            &mut keys,
+        );
     }
     if want("latency") {
         let l = scale(200);
