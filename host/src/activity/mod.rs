@@ -313,7 +313,7 @@ impl ActivityRunner {
                     crate::journal::MAX_PAYLOAD_BYTES
                 ),
             )),
-            Ok(Ok(json)) => match serde_json::from_str::<serde_json::Value>(&json) {
+            Ok(Ok(json)) => match crate::journal::check_json(&json) {
                 Ok(_) => Ok(json),
                 Err(e) => Err(Failure::new("invalid-output", format!("the activity returned invalid JSON: {e}"))),
             },

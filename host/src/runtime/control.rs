@@ -24,7 +24,7 @@ impl Runtime {
         if name.is_empty() || name.len() > 128 || name.starts_with('$') {
             return Err(ControlError::InvalidName(name.to_owned()));
         }
-        serde_json::from_str::<serde_json::Value>(payload).map_err(|e| ControlError::InvalidPayload(e.to_string()))?;
+        crate::journal::check_json(payload).map_err(|e| ControlError::InvalidPayload(e.to_string()))?;
         self.buffer_signal(run_id, name, payload).await
     }
 

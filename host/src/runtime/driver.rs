@@ -305,7 +305,7 @@ impl Runtime {
                 );
                 self.fail(&mut state, RunError::Contract { run_id, failure }).await
             }
-            Ok(Ok(json)) => match serde_json::from_str::<serde_json::Value>(&json) {
+            Ok(Ok(json)) => match crate::journal::check_json(&json) {
                 Ok(_) => self.finish(&mut state, Entry::Completed { result: json }).await,
                 Err(e) => {
                     let failure =

@@ -195,7 +195,7 @@ impl Runtime {
                 crate::journal::MAX_PAYLOAD_BYTES
             )));
         }
-        serde_json::from_str::<serde_json::Value>(&req.input).map_err(|e| StartError::InvalidInput(e.to_string()))?;
+        crate::journal::check_json(&req.input).map_err(|e| StartError::InvalidInput(e.to_string()))?;
         self.prepare(&req.component)?;
         let run_id = match req.run_id {
             Some(id) => {

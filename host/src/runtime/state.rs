@@ -671,7 +671,7 @@ impl WorkflowState {
                 crate::journal::MAX_PAYLOAD_BYTES
             )));
         }
-        match serde_json::from_str::<serde_json::Value>(json) {
+        match crate::journal::check_json(json) {
             Ok(_) => Ok(()),
             Err(e) => Err(self.contract(format!("{what} is not valid JSON: {e}"))),
         }
