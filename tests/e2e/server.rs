@@ -195,6 +195,37 @@ async fn a_hundred_approvals_deployed_started_and_signalled_by_clients() {
     assert_eq!(json(&expect_success(&output))["runs"].as_array().unwrap().len(), 100);
 }
 
+/// `POST /v1/runs?wait=S` starts a run and answers when it ends or after S
+/// seconds, with the run as the result long poll returns it: one request
+/// from start to result. `cairn start --wait` uses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_can_wait_for_the_runs_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    deploy_examples(&api).await;
+    let start = json!({ "workflow": "approval", "id": "w", "input": approval_input(7) });
+    // Waiting for a signal, the run is still running when the wait is over.
+    let asked = Instant::now();
+    let (status, run) = api.post_json("/runs?wait=0.5", &start).await;
+    assert_eq!((status, run["status"].as_str()), (201, Some("running")), "{run}");
+    assert!(asked.elapsed() >= Duration::from_millis(500), "the start did not wait");
+    api.post_json("/runs/w/signals/approve", &json!({ "approved": true, "by": "alice" })).await;
+    // The same start again (idempotent) waits for the end and has the result.
+    let (status, run) = api.post_json("/runs?wait=30", &start).await;
+    assert_eq!((status, run["status"].as_str()), (200, Some("completed")), "{run}");
+    let expected =
+        json!({ "order_id": "A-7", "status": "charged", "approved_by": "alice", "charge_id": "ch_A-7_4200" });
+    assert_eq!(run["result"], expected);
+    // The CLI prints the result from that one answer.
+    let output = cairn()
+        .args(["start", "approval", "--id", "w", "--wait", "--server", &server.url, "--input"])
+        .arg(approval_input(7).to_string())
+        .output()
+        .unwrap();
+    assert_eq!(json(&expect_success(&output)), expected);
+}
+
 async fn futures_join<F: std::future::Future<Output = ()>>(futures: impl IntoIterator<Item = F>) {
     let mut set = Vec::new();
     for f in futures {
@@ -380,6 +411,7 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
         ("GET", "/runs/missing/journal", vec![], 404, "run-not-found"),
         ("GET", "/runs/keep/result?wait=abc", vec![], 400, "invalid-query"),
         ("GET", "/runs/keep/result?wait=1000", vec![], 400, "invalid-wait"),
+        ("POST", "/runs?wait=-1", br#"{"workflow": "approval", "id": "waited"}"#.to_vec(), 400, "invalid-wait"),
         ("GET", "/runs?status=sleeping", vec![], 400, "invalid-status"),
         ("POST", "/runs/missing/signals/approve", b"{}".to_vec(), 404, "run-not-found"),
         ("POST", "/runs/keep/signals/approve", b"{oops".to_vec(), 400, "invalid-json"),
@@ -404,6 +436,9 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
         assert_eq!((got, error["code"].as_str()), (status, Some(code)), "{method} {path}: {error}");
         assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
+
+    // A start refused for its `wait` started nothing.
+    assert_eq!(api.get("/runs/waited").await.0, 404);
 
     // Upload validation names what is wrong: an activity is not a workflow.
     let (status, error) = api.deploy("wrong", "workflow", std::fs::read(wasm("payments")).unwrap()).await;

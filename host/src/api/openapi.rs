@@ -49,7 +49,8 @@ pub(crate) async fn document() -> Json<Value> {
             } },
             "/runs": {
                 "post": {
-                    "summary": "Start a run; an existing id returns that run (idempotent)",
+                    "summary": "Start a run; an existing id returns that run (idempotent). With `wait`, the response waits up to that many seconds for the run to end and returns it as `/runs/{id}/result` would",
+                    "parameters": [{ "name": "wait", "in": "query", "schema": { "type": "number", "minimum": 0, "maximum": 60, "default": 0 } }],
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/StartRequest" } } } },
                     "responses": merge(merge(ok("201", "Run"), ok("200", "Run")), error_responses(&["400", "401", "404", "409", "413"]))
                 },

@@ -159,8 +159,11 @@ pub(crate) struct StartBody {
 
 pub(crate) async fn start(
     State(app): State<AppState>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<impl IntoResponse> {
+    // Checked before anything starts: a bad `wait` starts no run.
+    let wait = wait_param(query)?;
     let body: StartBody = parse(body)?;
     let Some((version, component)) = app.registry.workflow(&body.workflow).await? else {
         return Err(ApiError::not_found(
@@ -187,6 +190,11 @@ pub(crate) async fn start(
         .await?;
     app.rt.wake(&meta.id);
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    // Start and long-poll in one request: the run as `result` returns it.
+    let meta = match wait.is_zero() {
+        true => meta,
+        false => app.rt.wait_for_end(&meta.id, wait).await?.unwrap_or(meta),
+    };
     Ok((status, Json(RunView::from(meta))))
 }
 
@@ -206,17 +214,23 @@ pub(crate) struct WaitQuery {
 /// Longest a client may wait in one request.
 const MAX_WAIT_S: f64 = 60.0;
 
-pub(crate) async fn result(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    query: Result<Query<WaitQuery>, QueryRejection>,
-) -> ApiResult<Json<RunView>> {
+/// The `wait` of a long poll, 0 when absent.
+fn wait_param(query: Result<Query<WaitQuery>, QueryRejection>) -> ApiResult<Duration> {
     let Query(query) = query?;
     let wait = query.wait.unwrap_or(0.0);
     if !(0.0..=MAX_WAIT_S).contains(&wait) {
         return Err(ApiError::bad_request("invalid-wait", format!("wait must be between 0 and {MAX_WAIT_S} seconds")));
     }
-    let meta = app.rt.wait_for_end(&id, Duration::from_secs_f64(wait)).await?;
+    Ok(Duration::from_secs_f64(wait))
+}
+
+pub(crate) async fn result(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<Json<RunView>> {
+    let wait = wait_param(query)?;
+    let meta = app.rt.wait_for_end(&id, wait).await?;
     let meta = meta.ok_or_else(|| ApiError::not_found("run-not-found", format!("run {id} does not exist")))?;
     Ok(Json(meta.into()))
 }

@@ -243,10 +243,15 @@ pub async fn start(
     if let Some(id) = id {
         body["id"] = Value::String(id);
     }
-    let run = client.post_json("/runs", &body).await?;
+    // With --wait, the start request itself waits for the end (one round
+    // trip for a short run); a longer one is long-polled after it.
+    let run = client.post_json(if wait { "/runs?wait=30" } else { "/runs" }, &body).await?;
     if wait {
         let id = field_of(&run, "id");
-        return result(args, &id, true).await;
+        if run["status"] == "running" {
+            return result(args, &id, true).await;
+        }
+        return Ok(print_result(args, &id, &run));
     }
     if args.json {
         print_json(&run);
@@ -275,8 +280,13 @@ pub async fn result(args: &ClientArgs, run_id: &str, wait: bool) -> anyhow::Resu
             break run;
         }
     };
+    Ok(print_result(args, run_id, &run))
+}
+
+/// Prints a run as `result` does: its result, or what became of it.
+fn print_result(args: &ClientArgs, run_id: &str, run: &Value) -> ExitCode {
     if args.json {
-        print_json(&run);
+        print_json(run);
     } else if run["status"] == "completed" {
         println!("{}", run["result"]);
     } else if run["status"] == "running" {
@@ -284,7 +294,11 @@ pub async fn result(args: &ClientArgs, run_id: &str, wait: bool) -> anyhow::Resu
     } else {
         eprintln!("{}", serde_json::json!({ "run_id": run_id, "status": run["status"], "failure": run["failure"] }));
     }
-    Ok(if run["status"] == "completed" || run["status"] == "running" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    if run["status"] == "completed" || run["status"] == "running" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 pub async fn list(
