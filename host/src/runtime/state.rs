@@ -24,7 +24,7 @@ use crate::journal::{
 use crate::sandbox::{GuestLimits, WorkflowClock};
 use crate::store::{CommitError, RunMeta, StoreError, StoredCompletion, Write};
 use rand_chacha::ChaCha20Rng;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +110,58 @@ pub(crate) struct Handle {
     pub state: HandleState,
 }
 
+/// A run's handles by number, in creation order.
+///
+/// A handle's number is the seq of the entry that created it, so handles
+/// arrive in increasing order and a sorted `Vec` holds them: creating one
+/// is a push, and a lookup is a binary search over contiguous memory. A
+/// replay of a long journal creates thousands, one per journaled call that
+/// starts something; a `BTreeMap` cost several percent of it.
+#[derive(Debug, Default)]
+pub(crate) struct Handles(Vec<(u32, Handle)>);
+
+impl Handles {
+    fn position(&self, handle: u32) -> Result<usize, usize> {
+        // The newest handle is the one most often looked up (an await
+        // right after the call that created it).
+        match self.0.last() {
+            Some((last, _)) if *last == handle => Ok(self.0.len() - 1),
+            Some((last, _)) if *last < handle => Err(self.0.len()),
+            _ => self.0.binary_search_by_key(&handle, |(h, _)| *h),
+        }
+    }
+
+    pub fn get(&self, handle: &u32) -> Option<&Handle> {
+        self.position(*handle).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn get_mut(&mut self, handle: &u32) -> Option<&mut Handle> {
+        self.position(*handle).ok().map(|i| &mut self.0[i].1)
+    }
+
+    pub fn contains_key(&self, handle: &u32) -> bool {
+        self.position(*handle).is_ok()
+    }
+
+    /// Adds `handle`, or replaces the handle of that number.
+    pub fn insert(&mut self, handle: u32, value: Handle) {
+        match self.position(handle) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (handle, value)),
+        }
+    }
+
+    /// In increasing order of number.
+    pub fn iter(&self) -> impl Iterator<Item = (&u32, &Handle)> {
+        self.0.iter().map(|(h, v)| (h, v))
+    }
+
+    /// In increasing order of number.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&u32, &mut Handle)> {
+        self.0.iter_mut().map(|(h, v)| (&*h, v))
+    }
+}
+
 /// The activity a run started last, not yet handed to a task of its own:
 /// the run polls it itself while it awaits it, which spares the two thread
 /// hand-offs a spawned task costs (one to start it, one to deliver its
@@ -154,7 +206,7 @@ pub struct WorkflowState {
     pub(crate) replaying: Arc<AtomicBool>,
     pub(super) live: bool,
     pub(crate) rng: ChaCha20Rng,
-    pub(crate) handles: BTreeMap<u32, Handle>,
+    pub(crate) handles: Handles,
     pub(crate) pending: Vec<Write>,
     pub(crate) unsealed: Unsealed,
     pub(super) events_rx: Option<mpsc::UnboundedReceiver<Event>>,
@@ -226,7 +278,7 @@ impl WorkflowState {
             replaying,
             live: false,
             rng: crate::sandbox::seeded_rng(seed, 0),
-            handles: BTreeMap::new(),
+            handles: Handles::default(),
             pending: Vec::new(),
             unsealed: Unsealed::No,
             events_rx: events,
@@ -716,5 +768,46 @@ impl WorkflowState {
             handle.state =
                 HandleState::Ready { completion: Completion::Err(Failure::cancelled()), arrival: 0, cleanup: None };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timer(due_ms: u64) -> Handle {
+        Handle { operation: Operation::Timer { due_ms }, state: HandleState::Pending }
+    }
+
+    fn due(handle: Option<&Handle>) -> Option<u64> {
+        match handle?.operation {
+            Operation::Timer { due_ms } => Some(due_ms),
+            _ => None,
+        }
+    }
+
+    /// Handles come in increasing order, but a map must not depend on it:
+    /// any order gives the same lookups and an ordered walk.
+    #[test]
+    fn handles_are_found_by_number_and_walked_in_order_whatever_the_insertion_order() {
+        let mut handles = Handles::default();
+        for h in [3, 5, 9, 1, 7] {
+            handles.insert(h, timer(u64::from(h) * 10));
+        }
+        handles.insert(5, timer(55));
+        let order: Vec<u32> = handles.iter().map(|(h, _)| *h).collect();
+        assert_eq!(order, [1, 3, 5, 7, 9]);
+        assert_eq!(due(handles.get(&5)), Some(55), "inserting an existing number replaces it");
+        assert_eq!(due(handles.get(&9)), Some(90));
+        assert_eq!(due(handles.get(&1)), Some(10));
+        for missing in [0, 2, 4, 10] {
+            assert!(!handles.contains_key(&missing) && handles.get(&missing).is_none(), "#{missing}");
+        }
+        if let Some(h) = handles.get_mut(&7) {
+            h.state = HandleState::Consumed(Completion::Ok("1".into()));
+        }
+        let consumed: Vec<u32> =
+            handles.iter_mut().filter(|(_, h)| matches!(h.state, HandleState::Consumed(_))).map(|(h, _)| *h).collect();
+        assert_eq!(consumed, [7]);
     }
 }
