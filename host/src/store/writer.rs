@@ -785,6 +785,37 @@ mod tests {
         assert_eq!(journal(&db, "r").len(), 4);
     }
 
+    /// A redb commit can fail after its group reached the log. The writer
+    /// then reopens the store, which takes redb back to its checkpoint, and
+    /// replays the log, which brings the group in; then it retries the same
+    /// group. The retry must be accepted (the entries are the same bytes),
+    /// not refused as a duplicate, and nothing may be stored twice.
+    #[test]
+    fn a_group_retried_after_its_log_append_is_accepted_and_stored_once() {
+        let live = tempfile::tempdir().unwrap();
+        let db = checkpointed(live.path());
+        let mut wal = Wal::open(live.path(), true).unwrap().unwrap();
+        recover(&db, &mut wal).unwrap();
+        let group = [vec![append("r", 0, false), append("r", 1, false)], vec![append("q", 0, false)]];
+        let batches: Vec<&Batch> = group.iter().collect();
+        commit_group(&db, Some(&mut wal), &batches, true).unwrap();
+        drop(wal);
+
+        // The failed commit: redb at its checkpoint, the group in the log.
+        let failed = tempfile::tempdir().unwrap();
+        std::fs::copy(live.path().join(wal::FILE_NAME), failed.path().join(wal::FILE_NAME)).unwrap();
+        let db = checkpointed(failed.path());
+        let mut wal = Wal::open(failed.path(), false).unwrap().unwrap();
+        assert_eq!(recover(&db, &mut wal).unwrap(), 1, "the reopen replays the logged group");
+        let results = commit_group(&db, Some(&mut wal), &batches, true).unwrap();
+        assert!(results.iter().all(Result::is_ok), "the retry was refused: {results:?}");
+        assert_eq!(journal(&db, "r").len(), 2);
+        assert_eq!(journal(&db, "q").len(), 1);
+        // A different record under a seq the retry stored is still refused.
+        let results = commit_group(&db, Some(&mut wal), &[&vec![append("r", 1, true)]], true).unwrap();
+        assert!(matches!(results[0], Err(CommitError::DuplicateSeq { seq: 1, .. })), "{results:?}");
+    }
+
     /// Components skip the log: their group is a durable redb commit and
     /// a checkpoint.
     #[test]
