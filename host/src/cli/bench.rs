@@ -260,7 +260,8 @@ impl Commits {
         Commits {
             count,
             mean_us: delta("cairn_journal_commit_seconds_sum") / count.max(1.0) * 1e6,
-            writes: delta("cairn_journal_commit_batch_size_sum") / delta("cairn_journal_commit_batch_size_count").max(1.0),
+            writes: delta("cairn_journal_commit_batch_size_sum")
+                / delta("cairn_journal_commit_batch_size_count").max(1.0),
         }
     }
 }
