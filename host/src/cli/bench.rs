@@ -284,8 +284,8 @@ fn sample(text: &str, name: &str) -> f64 {
 }
 
 /// p50 and p99 ms of sequential runs, and the server's commits meanwhile:
-/// how many each run made and what one took, which bound the latency from
-/// below (a run waits for each of its commits in turn).
+/// how many each run made and what one took, which bound the mean latency
+/// from below (a run waits for each of its commits in turn).
 async fn w10_latency(guests: &Guests, runs: usize) -> anyhow::Result<(f64, f64, Commits)> {
     let (server, _dir) = http_server(guests).await?;
     let before = server.metrics().await?;
