@@ -125,6 +125,14 @@ async fn deploy_examples(api: &Api) {
     }
 }
 
+/// A server on `dir` started with `args`, the examples deployed.
+async fn examples_server(dir: &std::path::Path, args: &[&str]) -> (Server, Api) {
+    let server = Server::start(dir, args);
+    let api = Api::new(&server);
+    deploy_examples(&api).await;
+    (server, api)
+}
+
 fn approval_input(i: usize) -> Value {
     json!({ "order_id": format!("A-{i}"), "sku": "cairn-lamp", "quantity": 1, "amount_cents": 4200, "card": "4242-4242-4242-4242" })
 }
@@ -201,9 +209,7 @@ async fn a_hundred_approvals_deployed_started_and_signalled_by_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_can_wait_for_the_runs_end() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
-    let api = Api::new(&server);
-    deploy_examples(&api).await;
+    let (server, api) = examples_server(dir.path(), &[]).await;
     let start = json!({ "workflow": "approval", "id": "w", "input": approval_input(7) });
     // Waiting for a signal, the run is still running when the wait is over.
     let asked = Instant::now();
@@ -247,9 +253,7 @@ async fn futures_join<F: std::future::Future<Output = ()>>(futures: impl IntoIte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_while_waiting_for_approval_releases_the_stock() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
-    let api = Api::new(&server);
-    deploy_examples(&api).await;
+    let (_server, api) = examples_server(dir.path(), &[]).await;
     api.post_json("/runs", &json!({ "workflow": "approval", "id": "c1", "input": approval_input(1) })).await;
     // Wait until it is parked on the signal.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -283,9 +287,7 @@ async fn cancel_while_waiting_for_approval_releases_the_stock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_stops_a_run_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
-    let api = Api::new(&server);
-    deploy_examples(&api).await;
+    let (_server, api) = examples_server(dir.path(), &[]).await;
     api.post_json("/runs", &json!({ "workflow": "approval", "id": "t1", "input": approval_input(1) })).await;
     let (status, _) = api.post_json("/runs/t1/terminate", &json!({ "reason": "fraud suspected" })).await;
     assert_eq!(status, 202);
@@ -301,9 +303,7 @@ async fn terminate_stops_a_run_at_once() {
 async fn runs_survive_the_server_being_killed_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let runs = 300;
-    let mut server = Server::start(dir.path(), &[]);
-    let api = Api::new(&server);
-    deploy_examples(&api).await;
+    let (mut server, api) = examples_server(dir.path(), &[]).await;
     for i in 0..runs {
         let (status, body) = api
             .post_json("/runs", &json!({ "workflow": "order", "id": format!("o-{i}"), "input": order_input(i) }))
@@ -343,9 +343,7 @@ async fn runs_survive_the_server_being_killed_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_waiting_runs_fit_in_ten_resident_slots() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--resident-cap", "10", "--idle-ms", "200"]);
-    let api = Api::new(&server);
-    deploy_examples(&api).await;
+    let (_server, api) = examples_server(dir.path(), &["--resident-cap", "10", "--idle-ms", "200"]).await;
     let runs = 1000;
     for i in 0..runs {
         let (status, body) = api
@@ -373,9 +371,7 @@ async fn a_thousand_waiting_runs_fit_in_ten_resident_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_with_one_id_make_one_run() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
-    let api = Api::new(&server);
-    deploy_examples(&api).await;
+    let (_server, api) = examples_server(dir.path(), &[]).await;
     let body = json!({ "workflow": "approval", "id": "same", "input": approval_input(7) });
     let starts = (0..16).map(|_| {
         let (api, body) = (&api, body.clone());
@@ -395,9 +391,7 @@ async fn concurrent_starts_with_one_id_make_one_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_the_documented_error_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
-    let api = Api::new(&server);
-    deploy_examples(&api).await;
+    let (_server, api) = examples_server(dir.path(), &[]).await;
     api.post_json("/runs", &json!({ "workflow": "approval", "id": "keep", "input": approval_input(1) })).await;
 
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
@@ -626,9 +620,7 @@ async fn a_workflow_importing_an_interface_the_host_lacks_is_refused_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutated_uploads_and_garbled_json_never_break_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
-    let api = Api::new(&server);
-    deploy_examples(&api).await;
+    let (server, api) = examples_server(dir.path(), &[]).await;
     // Seeded, so a failure replays.
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {

@@ -741,6 +741,24 @@ mod tests {
         db
     }
 
+    /// A new store in `dir` and its log, recovered (empty).
+    fn fresh(dir: &std::path::Path) -> (Database, Wal) {
+        let db = checkpointed(dir);
+        let mut wal = Wal::open(dir, true).unwrap().unwrap();
+        assert_eq!(recover(&db, &mut wal).unwrap(), 0, "a new log is empty");
+        (db, wal)
+    }
+
+    /// What a crash (or a failed commit's reopen) leaves of the store in
+    /// `live`: redb back at its checkpoint, the log as it was.
+    fn crashed(live: &std::path::Path) -> (tempfile::TempDir, Database, Wal) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(live.join(wal::FILE_NAME), dir.path().join(wal::FILE_NAME)).unwrap();
+        let db = checkpointed(dir.path());
+        let wal = Wal::open(dir.path(), false).unwrap().unwrap();
+        (dir, db, wal)
+    }
+
     fn journal(db: &Database, run_id: &str) -> Vec<Vec<u8>> {
         let txn = db.begin_read().unwrap();
         let table = txn.open_table(JOURNAL).unwrap();
@@ -752,9 +770,7 @@ mod tests {
     #[test]
     fn the_log_brings_back_what_redb_lost_and_nothing_it_refused() {
         let live = tempfile::tempdir().unwrap();
-        let db = checkpointed(live.path());
-        let mut wal = Wal::open(live.path(), true).unwrap().unwrap();
-        assert_eq!(recover(&db, &mut wal).unwrap(), 0, "a new log is empty");
+        let (db, mut wal) = fresh(live.path());
         let group = [
             vec![append("r", 0, false), append("r", 1, false)],
             vec![append("q", 0, false)],
@@ -770,10 +786,7 @@ mod tests {
         drop(wal);
 
         // The crash: redb comes back at its checkpoint, the log as it was.
-        let crashed = tempfile::tempdir().unwrap();
-        std::fs::copy(live.path().join(wal::FILE_NAME), crashed.path().join(wal::FILE_NAME)).unwrap();
-        let db = checkpointed(crashed.path());
-        let mut wal = Wal::open(crashed.path(), false).unwrap().unwrap();
+        let (_crashed, db, mut wal) = crashed(live.path());
         assert_eq!(recover(&db, &mut wal).unwrap(), 2, "both logged groups are replayed");
         assert_eq!(journal(&db, "r"), expected);
         assert_eq!(journal(&db, "q").len(), 1);
@@ -793,9 +806,7 @@ mod tests {
     #[test]
     fn a_group_retried_after_its_log_append_is_accepted_and_stored_once() {
         let live = tempfile::tempdir().unwrap();
-        let db = checkpointed(live.path());
-        let mut wal = Wal::open(live.path(), true).unwrap().unwrap();
-        recover(&db, &mut wal).unwrap();
+        let (db, mut wal) = fresh(live.path());
         let group = [vec![append("r", 0, false), append("r", 1, false)], vec![append("q", 0, false)]];
         let batches: Vec<&Batch> = group.iter().collect();
         commit_group(&db, Some(&mut wal), &batches, true).unwrap();
@@ -803,10 +814,7 @@ mod tests {
         drop(wal);
 
         // The failed commit: redb at its checkpoint, the group in the log.
-        let failed = tempfile::tempdir().unwrap();
-        std::fs::copy(live.path().join(wal::FILE_NAME), failed.path().join(wal::FILE_NAME)).unwrap();
-        let db = checkpointed(failed.path());
-        let mut wal = Wal::open(failed.path(), false).unwrap().unwrap();
+        let (_failed, db, mut wal) = crashed(live.path());
         assert_eq!(recover(&db, &mut wal).unwrap(), 1, "the reopen replays the logged group");
         let results = commit_group(&db, Some(&mut wal), &batches, true).unwrap();
         assert!(results.iter().all(Result::is_ok), "the retry was refused: {results:?}");
@@ -821,9 +829,7 @@ mod tests {
     #[test]
     fn a_component_is_committed_to_redb_and_restarts_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let db = checkpointed(dir.path());
-        let mut wal = Wal::open(dir.path(), true).unwrap().unwrap();
-        recover(&db, &mut wal).unwrap();
+        let (db, mut wal) = fresh(dir.path());
         commit_group(&db, Some(&mut wal), &[&vec![append("r", 0, false)]], true).unwrap();
         let before = wal.generation();
         let component = Write::PutComponent { sha256: "ab".into(), bytes: vec![7u8; 1 << 16].into() };
