@@ -476,6 +476,12 @@ fn shutting_down(rx: &mpsc::Receiver<Request>, stash: &mut VecDeque<Request>) ->
 /// by a durable redb commit where there is no log, or where the group
 /// stores components or compiled artifacts (megabytes the log need not
 /// copy; such a group is a checkpoint).
+///
+/// With the log, the group's record is written and its writeback started
+/// before the group is applied to redb, and synced after: the disk takes
+/// the bytes while the B-trees are updated. So the log holds every batch of
+/// the group, also one that `apply` refuses (a journal seq taken twice);
+/// replaying the log refuses it again, since it meets the same store.
 fn commit_group(
     db: &Database,
     wal: Option<&mut Wal>,
@@ -490,27 +496,26 @@ fn commit_group(
     let logged = wal.is_some() && !bulky;
     let durability = if durable && !logged { Durability::Immediate } else { Durability::None };
     txn.set_durability(durability).map_err(|e| e.to_string())?;
-    let results = apply(&txn, batches.iter().copied())?;
     let Some(wal) = wal else {
+        let results = apply(&txn, batches.iter().copied())?;
         txn.commit().map_err(|e| e.to_string())?;
         return Ok(results);
     };
-    if logged {
-        let accepted: Vec<&Batch> = batches
-            .iter()
-            .zip(&results)
-            .filter(|(batch, result)| result.is_ok() && !batch.is_empty())
-            .map(|(batch, _)| *batch)
-            .collect();
-        if !accepted.is_empty() {
-            let payload = wal::encode_group(accepted.into_iter());
-            wal.append(&payload).map_err(|e| format!("{}: {e}", wal.path().display()))?;
-        }
-        txn.commit().map_err(|e| e.to_string())?;
-    } else {
+    if !logged {
+        let results = apply(&txn, batches.iter().copied())?;
         let next = wal.generation() + 1;
         commit_checkpoint(txn, wal, next)?;
+        return Ok(results);
     }
+    let log_error = |wal: &Wal, e: std::io::Error| format!("{}: {e}", wal.path().display());
+    let written: Vec<&Batch> = batches.iter().copied().filter(|batch| !batch.is_empty()).collect();
+    if !written.is_empty() {
+        let payload = wal::encode_group(written.into_iter());
+        wal.write(&payload).map_err(|e| log_error(wal, e))?;
+    }
+    let results = apply(&txn, batches.iter().copied())?;
+    wal.sync().map_err(|e| log_error(wal, e))?;
+    txn.commit().map_err(|e| e.to_string())?;
     Ok(results)
 }
 
@@ -571,7 +576,7 @@ pub(super) fn recover(db: &Database, wal: &mut Wal) -> Result<usize, String> {
         let batches = wal::decode_group(payload).map_err(|e| format!("record {i} of {}: {e}", wal.path().display()))?;
         for result in apply(&txn, batches.iter())? {
             if let Err(refused) = result {
-                tracing::warn!(%refused, "a logged batch was refused on replay; the store already held it");
+                tracing::warn!(%refused, "a logged batch was refused on replay, as it was when it was committed; nothing of it is applied");
             }
         }
     }
@@ -766,7 +771,8 @@ mod tests {
     }
 
     /// What redb lost (its commits since the last checkpoint are not
-    /// durable) comes back from the log, once; a refused batch is not in it.
+    /// durable) comes back from the log, once; a batch refused live is in
+    /// the log but is refused again on replay.
     #[test]
     fn the_log_brings_back_what_redb_lost_and_nothing_it_refused() {
         let live = tempfile::tempdir().unwrap();
@@ -774,7 +780,8 @@ mod tests {
         let group = [
             vec![append("r", 0, false), append("r", 1, false)],
             vec![append("q", 0, false)],
-            // Same seq, other bytes: refused, and so never logged.
+            // Same seq, other bytes: refused (logged with its group, and
+            // refused again when the log is replayed).
             vec![append("r", 1, true)],
         ];
         let results = commit_group(&db, Some(&mut wal), &group.iter().collect::<Vec<_>>(), true).unwrap();
