@@ -11,6 +11,7 @@ fn the_quick_benchmark_reports_every_row() {
     for key in [
         "w10_embedded_wps",
         "w10_http_wps",
+        "w10_http_full_store_wps",
         "w10_p50_ms",
         "w10_p99_ms",
         "step_overhead_us",

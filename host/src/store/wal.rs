@@ -6,7 +6,9 @@
 //! group of batches is made durable by appending it to `cairn.wal`, a file
 //! whose space is already written (zeros), with one `fdatasync`; the same
 //! group is then committed to redb without an fsync (`Durability::None`),
-//! which is where readers see it. redb keeps only its last durable commit
+//! which is where readers see it. The record is written, and its writeback
+//! started, before the group is applied to redb, and synced after: the disk
+//! takes the bytes while the B-trees change. redb keeps only its last durable commit
 //! across a crash, so every so often the writer makes a durable redb commit
 //! (a checkpoint) and starts the log again from the top.
 //!
