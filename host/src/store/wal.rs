@@ -56,8 +56,21 @@ pub(super) struct Wal {
     end: u64,
     /// Bytes of the file already written (zeros past `end`).
     allocated: u64,
-    /// Where the record written and not yet synced ends.
-    unsynced: Option<u64>,
+}
+
+/// A record [`Wal::write`] wrote, for [`Wal::sync`] to make count.
+#[must_use = "a written record counts only once it is synced"]
+pub(super) struct Written {
+    generation: u64,
+    start: u64,
+    end: u64,
+}
+
+impl Written {
+    /// Where the record starts in the file.
+    pub(super) fn start(&self) -> u64 {
+        self.start
+    }
 }
 
 impl Wal {
@@ -74,7 +87,7 @@ impl Wal {
             File::open(dir)?.sync_all()?;
         }
         let allocated = file.metadata()?.len();
-        Ok(Some(Wal { file, path, generation: 0, end: 0, allocated, unsynced: None }))
+        Ok(Some(Wal { file, path, generation: 0, end: 0, allocated }))
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -92,16 +105,23 @@ impl Wal {
 
     /// The payloads of generation `generation`'s records, in order.
     pub(super) fn records(&self, generation: u64) -> io::Result<Vec<Vec<u8>>> {
+        self.records_until(generation, self.allocated)
+    }
+
+    /// The payloads of generation `generation`'s records that end by byte
+    /// `until`.
+    fn records_until(&self, generation: u64, until: u64) -> io::Result<Vec<Vec<u8>>> {
+        let until = until.min(self.allocated);
         let mut records = Vec::new();
         let mut header = [0u8; HEADER];
         let mut at = 0u64;
-        while at + HEADER as u64 <= self.allocated {
+        while at + HEADER as u64 <= until {
             self.file.read_exact_at(&mut header, at)?;
             let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
             let record_generation = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
             let crc = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
             let end = at + HEADER as u64 + u64::from(len);
-            if len == 0 || record_generation != generation || end > self.allocated {
+            if len == 0 || record_generation != generation || end > until {
                 break;
             }
             let mut payload = vec![0u8; len as usize];
@@ -115,27 +135,43 @@ impl Wal {
         Ok(records)
     }
 
+    /// Stops counting the records from byte `start` on (one synced whose
+    /// group then failed to commit to redb): the writer retries that group,
+    /// which writes its record there again, so a reopen meanwhile must not
+    /// replay it as well.
+    pub(super) fn forget_from(&mut self, start: u64) {
+        self.end = self.end.min(start);
+    }
+
+    /// The payloads of the records this log synced since it last
+    /// restarted: what a reopen of the store in this process must replay.
+    /// A record written after them was never acknowledged (its commit
+    /// failed) and, though it may sit whole in the file, does not count.
+    pub(super) fn synced_records(&self) -> io::Result<Vec<Vec<u8>>> {
+        self.records_until(self.generation, self.end)
+    }
+
     /// Starts writing generation `generation` from the top of the file.
     pub(super) fn restart(&mut self, generation: u64) {
         self.generation = generation;
         self.end = 0;
-        self.unsynced = None;
     }
 
     /// Appends one record and waits until it is on disk. On an error the
     /// record does not count: the next append writes over it.
     #[cfg(test)]
     pub(super) fn append(&mut self, payload: &[u8]) -> io::Result<()> {
-        self.write(payload)?;
-        self.sync()
+        let written = self.write(payload)?;
+        self.sync(written)
     }
 
     /// Writes one record after the last and starts its writeback without
     /// waiting for it: the caller does other work (applying the group to
-    /// redb) while the disk takes the bytes, then calls [`Wal::sync`]. The
-    /// record does not count until `sync` returns; on an error the next
-    /// write goes over it.
-    pub(super) fn write(&mut self, payload: &[u8]) -> io::Result<()> {
+    /// redb) while the disk takes the bytes, then passes the returned
+    /// [`Written`] to [`Wal::sync`]. The record does not count until `sync`
+    /// returns; after an error, or without a `sync`, the next write goes
+    /// over it.
+    pub(super) fn write(&mut self, payload: &[u8]) -> io::Result<Written> {
         let len = u32::try_from(payload.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a commit larger than 4 GiB"))?;
         let mut record = Vec::with_capacity(HEADER + payload.len());
@@ -143,25 +179,24 @@ impl Wal {
         record.extend_from_slice(&self.generation.to_le_bytes());
         record.extend_from_slice(&checksum(self.generation, payload).to_le_bytes());
         record.extend_from_slice(payload);
-        let needed = self.end + record.len() as u64;
-        if needed > self.allocated {
-            self.grow(needed)?;
+        let end = self.end + record.len() as u64;
+        if end > self.allocated {
+            self.grow(end)?;
         }
         self.file.write_all_at(&record, self.end)?;
         start_writeback(&self.file, self.end, record.len());
-        self.unsynced = Some(needed);
-        Ok(())
+        Ok(Written { generation: self.generation, start: self.end, end })
     }
 
     /// Waits until the record [`Wal::write`] wrote is on disk (one
-    /// `fdatasync`: the space was written ahead, so no metadata changes).
-    pub(super) fn sync(&mut self) -> io::Result<()> {
-        let Some(needed) = self.unsynced else {
-            return Ok(());
-        };
+    /// `fdatasync`: the space was written ahead, so no metadata changes),
+    /// and from then on counts it.
+    pub(super) fn sync(&mut self, written: Written) -> io::Result<()> {
+        if written.generation != self.generation || written.start != self.end {
+            return Err(io::Error::other("a log record was synced after the log moved on; it was not counted"));
+        }
         self.file.sync_data()?;
-        self.unsynced = None;
-        self.end = needed;
+        self.end = written.end;
         Ok(())
     }
 

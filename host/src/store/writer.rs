@@ -333,8 +333,9 @@ impl GroupCommitWriter {
         if core.cell.is_failing() {
             return None;
         }
-        // A failed attempt wrote nothing: the writer thread takes the batch
-        // and retries it.
+        // A failed attempt left nothing that counts (a log record it wrote
+        // was not synced, and the writer's reopen replays only synced
+        // ones): the writer thread takes the batch and retries it.
         let result = core.attempt(&[batch]).ok()?.pop()?;
         if core.log_len() >= wal::CHECKPOINT_BYTES {
             // The writer thread checkpoints after the (empty) group.
@@ -438,7 +439,9 @@ fn writer_loop(core: &Mutex<Core>, rx: &mpsc::Receiver<Request>, queued: &Atomic
                     // file is reopened (its recovery runs then, back to the
                     // last checkpoint; the log is replayed on top).
                     let Core { cell, wal, .. } = &mut *core;
-                    while let Err(e) = cell.reopen(|db| wal.as_mut().map_or(Ok(()), |log| recover(db, log).map(drop))) {
+                    while let Err(e) =
+                        cell.reopen(|db| wal.as_mut().map_or(Ok(()), |log| recover_synced(db, log).map(drop)))
+                    {
                         tracing::error!(error = %e, "cannot reopen the store; retrying");
                         std::thread::sleep(backoff);
                     }
@@ -508,14 +511,28 @@ fn commit_group(
         return Ok(results);
     }
     let log_error = |wal: &Wal, e: std::io::Error| format!("{}: {e}", wal.path().display());
-    let written: Vec<&Batch> = batches.iter().copied().filter(|batch| !batch.is_empty()).collect();
-    if !written.is_empty() {
-        let payload = wal::encode_group(written.into_iter());
-        wal.write(&payload).map_err(|e| log_error(wal, e))?;
-    }
+    let logged: Vec<&Batch> = batches.iter().copied().filter(|batch| !batch.is_empty()).collect();
+    let written = match logged.is_empty() {
+        true => None,
+        false => Some(wal.write(&wal::encode_group(logged.into_iter())).map_err(|e| log_error(wal, e))?),
+    };
     let results = apply(&txn, batches.iter().copied())?;
-    wal.sync().map_err(|e| log_error(wal, e))?;
-    txn.commit().map_err(|e| e.to_string())?;
+    let synced = match written {
+        None => None,
+        Some(written) => {
+            let start = written.start();
+            wal.sync(written).map_err(|e| log_error(wal, e))?;
+            Some(start)
+        }
+    };
+    if let Err(e) = txn.commit() {
+        // The writer reopens the store and retries this group: the reopen
+        // must not also replay it from the log.
+        if let Some(start) = synced {
+            wal.forget_from(start);
+        }
+        return Err(e.to_string());
+    }
     Ok(results)
 }
 
@@ -559,15 +576,38 @@ fn checkpoint_or_warn(db: &Database, wal: Option<&mut Wal>) {
 
 /// Replays the log's records since the last checkpoint onto `db` (which
 /// redb's own recovery brought back to that checkpoint), then checkpoints.
-/// Returns how many records were replayed.
+/// Returns how many records were replayed. For opening a store: every
+/// whole record counts, also one whose commit had not been acknowledged
+/// when the process died.
 pub(super) fn recover(db: &Database, wal: &mut Wal) -> Result<usize, String> {
+    replay_log(db, wal, false)
+}
+
+/// [`recover`] for a reopen after a failed commit, in the process that
+/// wrote the log: only the records it synced count. The failed group's
+/// record may be whole in the file (written before the group was applied),
+/// but the writer retries that group itself, so replaying it too would
+/// apply it twice.
+fn recover_synced(db: &Database, wal: &mut Wal) -> Result<usize, String> {
+    replay_log(db, wal, true)
+}
+
+fn replay_log(db: &Database, wal: &mut Wal, synced_only: bool) -> Result<usize, String> {
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     let generation = {
         let meta = txn.open_table(META).map_err(|e| e.to_string())?;
         let stored = meta.get(GENERATION_KEY).map_err(|e| e.to_string())?.map_or(1, |v| v.value());
         stored
     };
-    let records = wal.records(generation).map_err(|e| format!("{}: {e}", wal.path().display()))?;
+    let records = match synced_only {
+        true if generation == wal.generation() => wal.synced_records(),
+        true => Err(std::io::Error::other(format!(
+            "the store's checkpoint is at log generation {generation} but the log writes generation {}",
+            wal.generation()
+        ))),
+        false => wal.records(generation),
+    }
+    .map_err(|e| format!("{}: {e}", wal.path().display()))?;
     if records.is_empty() {
         wal.restart(generation);
         return Ok(0);
@@ -829,6 +869,49 @@ mod tests {
         // A different record under a seq the retry stored is still refused.
         let results = commit_group(&db, Some(&mut wal), &[&vec![append("r", 1, true)]], true).unwrap();
         assert!(matches!(results[0], Err(CommitError::DuplicateSeq { seq: 1, .. })), "{results:?}");
+    }
+
+    /// A failed commit leaves the writer to reopen the store and retry the
+    /// group. The group's record may be whole in the log (it is written
+    /// before the group is applied), so the reopen replays only synced
+    /// records, or the retry would apply the group a second time. A new
+    /// process, which retries nothing, replays every whole record.
+    #[test]
+    fn a_reopen_after_a_failed_commit_replays_only_what_was_synced() {
+        let live = tempfile::tempdir().unwrap();
+        let (db, mut wal) = fresh(live.path());
+        commit_group(&db, Some(&mut wal), &[&vec![append("r", 0, false)]], true).unwrap();
+        // The next group's record is written; then its commit fails.
+        let _unsynced = wal.write(&wal::encode_group([vec![append("r", 1, false)]].iter())).unwrap();
+
+        let (_crashed, restarted, mut log) = crashed(live.path());
+        assert_eq!(recover(&restarted, &mut log).unwrap(), 2, "a new process replays every whole record");
+
+        let reopened_dir = tempfile::tempdir().unwrap();
+        let reopened = checkpointed(reopened_dir.path());
+        assert_eq!(recover_synced(&reopened, &mut wal).unwrap(), 1, "the reopen replayed the failed group");
+        assert_eq!(journal(&reopened, "r").len(), 1);
+    }
+
+    /// The same when the record was synced and redb's commit then failed:
+    /// the writer retries the group, so the log stops counting its record.
+    #[test]
+    fn a_group_whose_redb_commit_failed_after_its_sync_is_not_replayed_by_the_reopen() {
+        let live = tempfile::tempdir().unwrap();
+        let (db, mut wal) = fresh(live.path());
+        commit_group(&db, Some(&mut wal), &[&vec![append("r", 0, false)]], true).unwrap();
+        let written = wal.write(&wal::encode_group([vec![append("r", 1, false)]].iter())).unwrap();
+        let start = written.start();
+        wal.sync(written).unwrap();
+        wal.forget_from(start);
+
+        let reopened_dir = tempfile::tempdir().unwrap();
+        let reopened = checkpointed(reopened_dir.path());
+        assert_eq!(recover_synced(&reopened, &mut wal).unwrap(), 1);
+        // The retry then stores the group once.
+        let results = commit_group(&reopened, Some(&mut wal), &[&vec![append("r", 1, false)]], true).unwrap();
+        assert!(results[0].is_ok(), "{results:?}");
+        assert_eq!(journal(&reopened, "r").len(), 2);
     }
 
     /// Components skip the log: their group is a durable redb commit and
