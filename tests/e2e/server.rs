@@ -368,6 +368,33 @@ async fn a_thousand_waiting_runs_fit_in_ten_resident_slots() {
     assert!(metrics["resident"].as_u64().unwrap() <= 10, "{metrics}");
 }
 
+/// The ids the host makes sort in start order, so `order=desc` (what
+/// `cairn list` and the web UI ask for) shows the newest runs first, and
+/// paging with `after` walks on down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_without_an_id_are_listed_newest_first_with_order_desc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, api) = examples_server(dir.path(), &[]).await;
+    let mut started = Vec::new();
+    for i in 0..3 {
+        let (status, run) =
+            api.post_json("/runs", &json!({ "workflow": "approval", "input": approval_input(i) })).await;
+        assert_eq!(status, 201, "{run}");
+        started.push(run["id"].as_str().unwrap().to_owned());
+    }
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let (_, oldest_first) = api.get("/runs?workflow=approval").await;
+    assert_eq!(ids(&oldest_first), started);
+    let (_, first) = api.get("/runs?workflow=approval&order=desc&limit=2").await;
+    assert_eq!(ids(&first), [started[2].clone(), started[1].clone()]);
+    let after = first["next"].as_str().unwrap();
+    let (_, rest) = api.get(&format!("/runs?workflow=approval&order=desc&after={after}")).await;
+    assert_eq!(ids(&rest), [started[0].clone()]);
+    assert!(rest["next"].is_null(), "{rest}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_with_one_id_make_one_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -407,6 +434,7 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
         ("GET", "/runs/keep/result?wait=1000", vec![], 400, "invalid-wait"),
         ("POST", "/runs?wait=-1", br#"{"workflow": "approval", "id": "waited"}"#.to_vec(), 400, "invalid-wait"),
         ("GET", "/runs?status=sleeping", vec![], 400, "invalid-status"),
+        ("GET", "/runs?order=sideways", vec![], 400, "invalid-order"),
         ("POST", "/runs/missing/signals/approve", b"{}".to_vec(), 404, "run-not-found"),
         ("POST", "/runs/keep/signals/approve", b"{oops".to_vec(), 400, "invalid-json"),
         ("POST", "/runs/keep/signals/$cancel", b"{}".to_vec(), 400, "invalid-signal-name"),

@@ -60,7 +60,8 @@ pub(crate) async fn document() -> Json<Value> {
                         { "name": "workflow", "in": "query", "schema": { "type": "string" } },
                         { "name": "status", "in": "query", "schema": { "$ref": "#/components/schemas/Status" } },
                         { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
-                        { "name": "after", "in": "query", "description": "the `next` of the previous page", "schema": { "type": "string" } }
+                        { "name": "after", "in": "query", "description": "the `next` of the previous page", "schema": { "type": "string" } },
+                        { "name": "order", "in": "query", "description": "id order; the ids the host makes are time-ordered, so `desc` lists the newest first", "schema": { "type": "string", "enum": ["asc", "desc"], "default": "asc" } }
                     ],
                     "responses": merge(ok("200", "RunList"), error_responses(&["400", "401"]))
                 }

@@ -241,6 +241,7 @@ pub(crate) struct ListQuery {
     status: Option<String>,
     limit: Option<usize>,
     after: Option<String>,
+    order: Option<String>,
 }
 
 pub(crate) async fn list(
@@ -257,6 +258,14 @@ pub(crate) async fn list(
             )
         })?),
     };
+    // `desc`: the ids the host makes are time-ordered, so newest first.
+    let descending = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request("invalid-order", format!("unknown order {other:?}: use asc or desc")))
+        }
+    };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let mut runs: Vec<RunMeta> = app
         .rt
@@ -265,8 +274,11 @@ pub(crate) async fn list(
         .into_iter()
         .filter(|m| q.workflow.as_ref().is_none_or(|w| &m.workflow == w))
         .filter(|m| status.is_none_or(|s| m.status == s))
-        .filter(|m| q.after.as_ref().is_none_or(|a| &m.id > a))
+        .filter(|m| q.after.as_ref().is_none_or(|a| if descending { &m.id < a } else { &m.id > a }))
         .collect();
+    if descending {
+        runs.reverse();
+    }
     let more = runs.len() > limit;
     runs.truncate(limit);
     let next = if more { runs.last().map(|m| m.id.clone()) } else { None };

@@ -172,10 +172,9 @@ impl Server {
         cpu_seconds(&self.child.id().to_string())
     }
 
-    /// Starts a run and waits for its result in the same request
-    /// (`POST /v1/runs?wait=30`), long-polling on while it still runs.
     /// Starts a run (its id made by the server, as for most callers) and
-    /// waits for its result.
+    /// waits for its result in the same request (`POST /v1/runs?wait=30`),
+    /// long-polling on while it still runs.
     async fn run(&self, input: Value) -> anyhow::Result<()> {
         let body = json!({ "workflow": "bench", "input": input });
         let r = self.http.post(format!("{}/v1/runs?wait=30", self.url)).json(&body).send().await?;

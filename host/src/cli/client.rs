@@ -308,7 +308,7 @@ pub async fn list(
     limit: usize,
 ) -> anyhow::Result<ExitCode> {
     let client = Client::new(args);
-    let mut query = vec![format!("limit={}", limit.clamp(1, 1000))];
+    let mut query = vec![format!("limit={}", limit.clamp(1, 1000)), "order=desc".to_owned()];
     if let Some(w) = workflow {
         query.push(format!("workflow={}", escape(&w)));
     }
