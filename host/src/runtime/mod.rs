@@ -327,9 +327,8 @@ fn derive_seed(run_id: &str) -> u128 {
 /// keyed by its id, and time-ordered ids put the rows of the runs in flight
 /// together at the right-hand end of each B-tree, where a commit finds a few
 /// hot pages in redb's cache. Random ids sent every commit to leaves spread
-/// over the whole file: over HTTP, 64 clients in three 8 s rounds against
-/// one server made 3,470, 2,250 and 2,040 runs/s with random ids (slower as
-/// the store grew), and 5,570, 5,950 and 5,880 with these.
+/// over the whole file, and a server slowed down as its store grew (the
+/// full-store row of `cairn bench` watches this).
 fn new_run_id() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::OnceLock;

@@ -511,12 +511,13 @@ fn commit_group(
         return Ok(results);
     }
     let log_error = |wal: &Wal, e: std::io::Error| format!("{}: {e}", wal.path().display());
-    let logged: Vec<&Batch> = batches.iter().copied().filter(|batch| !batch.is_empty()).collect();
-    let written = match logged.is_empty() {
+    let nonempty: Vec<&Batch> = batches.iter().copied().filter(|batch| !batch.is_empty()).collect();
+    let written = match nonempty.is_empty() {
         true => None,
-        false => Some(wal.write(&wal::encode_group(logged.into_iter())).map_err(|e| log_error(wal, e))?),
+        false => Some(wal.write(&wal::encode_group(nonempty.into_iter())).map_err(|e| log_error(wal, e))?),
     };
     let results = apply(&txn, batches.iter().copied())?;
+    // Where the synced record starts, if there is one.
     let synced = match written {
         None => None,
         Some(written) => {
@@ -871,6 +872,16 @@ mod tests {
         assert!(matches!(results[0], Err(CommitError::DuplicateSeq { seq: 1, .. })), "{results:?}");
     }
 
+    /// A store whose first group (`r` seq 0) is committed and whose second
+    /// group's record (`r` seq 1) is written to the log but not synced, as
+    /// a commit that then fails leaves it.
+    fn one_committed_one_written(dir: &std::path::Path) -> (Database, Wal, wal::Written) {
+        let (db, mut wal) = fresh(dir);
+        commit_group(&db, Some(&mut wal), &[&vec![append("r", 0, false)]], true).unwrap();
+        let written = wal.write(&wal::encode_group([vec![append("r", 1, false)]].iter())).unwrap();
+        (db, wal, written)
+    }
+
     /// A failed commit leaves the writer to reopen the store and retry the
     /// group. The group's record may be whole in the log (it is written
     /// before the group is applied), so the reopen replays only synced
@@ -879,10 +890,7 @@ mod tests {
     #[test]
     fn a_reopen_after_a_failed_commit_replays_only_what_was_synced() {
         let live = tempfile::tempdir().unwrap();
-        let (db, mut wal) = fresh(live.path());
-        commit_group(&db, Some(&mut wal), &[&vec![append("r", 0, false)]], true).unwrap();
-        // The next group's record is written; then its commit fails.
-        let _unsynced = wal.write(&wal::encode_group([vec![append("r", 1, false)]].iter())).unwrap();
+        let (_db, mut wal, _unsynced) = one_committed_one_written(live.path());
 
         let (_crashed, restarted, mut log) = crashed(live.path());
         assert_eq!(recover(&restarted, &mut log).unwrap(), 2, "a new process replays every whole record");
@@ -898,9 +906,7 @@ mod tests {
     #[test]
     fn a_group_whose_redb_commit_failed_after_its_sync_is_not_replayed_by_the_reopen() {
         let live = tempfile::tempdir().unwrap();
-        let (db, mut wal) = fresh(live.path());
-        commit_group(&db, Some(&mut wal), &[&vec![append("r", 0, false)]], true).unwrap();
-        let written = wal.write(&wal::encode_group([vec![append("r", 1, false)]].iter())).unwrap();
+        let (_db, mut wal, written) = one_committed_one_written(live.path());
         let start = written.start();
         wal.sync(written).unwrap();
         wal.forget_from(start);
