@@ -105,7 +105,10 @@ struct Warm {
 pub struct ActivityTask {
     /// The run that scheduled it.
     pub run_id: String,
-    /// Its handle in that run.
+    /// The generation of the run that scheduled it (0 until the run first
+    /// continues as new).
+    pub generation: u32,
+    /// Its handle in that generation.
     pub handle: u32,
     /// `<component>.<function>`.
     pub name: String,
@@ -119,9 +122,20 @@ pub struct ActivityTask {
 }
 
 impl ActivityTask {
-    /// The key shared by every attempt: `<run-id>/<handle>`.
+    /// The key shared by every attempt and every replay of this call, and
+    /// by no other call: `<run-id>/<handle>` in a run's first generation,
+    /// `<run-id>/<generation>/<handle>` after it continued as new (handle
+    /// numbers restart with each generation; run ids have no `/`).
     pub fn idempotency_key(&self) -> String {
-        format!("{}/{}", self.run_id, self.handle)
+        idempotency_key(&self.run_id, self.generation, self.handle)
+    }
+}
+
+/// See [`ActivityTask::idempotency_key`].
+pub fn idempotency_key(run_id: &str, generation: u32, handle: u32) -> String {
+    match generation {
+        0 => format!("{run_id}/{handle}"),
+        g => format!("{run_id}/{g}/{handle}"),
     }
 }
 

@@ -48,6 +48,9 @@ impl From<StartError> for ApiError {
     fn from(e: StartError) -> Self {
         match e {
             StartError::InvalidInput(_) => ApiError::bad_request("invalid-input", e.to_string()),
+            StartError::InputTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string())
+            }
             StartError::InvalidRunId(_) => ApiError::bad_request("invalid-run-id", e.to_string()),
             StartError::NotAWorkflow { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-component", e.to_string())
@@ -65,6 +68,9 @@ impl From<ControlError> for ApiError {
             ControlError::Ended { .. } => ApiError::new(StatusCode::CONFLICT, "run-ended", e.to_string()),
             ControlError::InvalidName(_) => ApiError::bad_request("invalid-signal-name", e.to_string()),
             ControlError::InvalidPayload(_) => ApiError::bad_request("invalid-json", e.to_string()),
+            ControlError::PayloadTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string())
+            }
             ControlError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "run-busy", e.to_string()),
             ControlError::Store(_) | ControlError::Commit(_) => ApiError::internal(e),
         }
@@ -105,7 +111,15 @@ impl From<crate::store::StoreError> for ApiError {
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(e: axum::extract::rejection::BytesRejection) -> Self {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "the request body is over the size limit")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!(
+                    "the request body is over the limit of {} bytes for a JSON request ({} bytes for one journaled payload, plus room for the rest of the request); store big data elsewhere and pass a reference",
+                    super::MAX_JSON_BODY,
+                    crate::journal::MAX_PAYLOAD_BYTES
+                ),
+            )
         } else {
             ApiError::bad_request("bad-body", e.body_text())
         }

@@ -21,8 +21,11 @@ use axum::Router;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// Largest JSON request body.
-const MAX_JSON_BODY: usize = 1 << 20;
+/// Largest JSON request body: one journaled payload (a run's input, a
+/// signal, an activity result) and room for the fields around it, so
+/// whatever the runtime takes fits in a request, and a payload over its
+/// limit gets the runtime's own message.
+pub(crate) const MAX_JSON_BODY: usize = crate::journal::MAX_PAYLOAD_BYTES + (64 << 10);
 
 /// What every handler can reach.
 #[derive(Clone)]

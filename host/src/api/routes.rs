@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -27,8 +28,15 @@ fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) ->
         .map_err(|e| ApiError::bad_request("invalid-json", format!("the request body is not valid: {e}")))
 }
 
-fn json_text(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::String(text.to_owned()))
+/// A stored JSON payload, shown as the JSON it is, byte for byte: parsing
+/// it into a [`Value`] would round its numbers (floats past 17 digits,
+/// integers past 64 bits) and the API would show other numbers than the
+/// journal holds. Text that is not JSON is shown as a string.
+fn json_text(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_owned()).unwrap_or_else(|_| {
+        let quoted = serde_json::to_string(text).unwrap_or_else(|_| "null".to_owned());
+        RawValue::from_string(quoted).expect("a JSON string is JSON")
+    })
 }
 
 /// A run as the API shows it.
@@ -40,9 +48,9 @@ pub(crate) struct RunView {
     generation: u32,
     parent: Option<String>,
     status: &'static str,
-    input: Value,
-    custom_status: Option<Value>,
-    result: Option<Value>,
+    input: Box<RawValue>,
+    custom_status: Option<Box<RawValue>>,
+    result: Option<Box<RawValue>>,
     failure: Option<Failure>,
     created_ms: u64,
     updated_ms: u64,
@@ -151,8 +159,9 @@ pub(crate) async fn components(State(app): State<AppState>) -> ApiResult<Json<Va
 #[serde(deny_unknown_fields)]
 pub(crate) struct StartBody {
     workflow: String,
+    /// Kept as sent: the run gets the client's own text, numbers exact.
     #[serde(default)]
-    input: Value,
+    input: Option<Box<RawValue>>,
     #[serde(default)]
     id: Option<String>,
 }
@@ -183,7 +192,7 @@ pub(crate) async fn start(
         .start(StartRequest {
             workflow: body.workflow,
             component,
-            input: body.input.to_string(),
+            input: body.input.map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned()),
             run_id: body.id,
             version: Some(version),
         })
@@ -247,7 +256,7 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(app): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RunPage>> {
     let Query(q) = query?;
     let status = match q.status.as_deref() {
         None => None,
@@ -283,7 +292,15 @@ pub(crate) async fn list(
     runs.truncate(limit);
     let next = if more { runs.last().map(|m| m.id.clone()) } else { None };
     let runs: Vec<RunView> = runs.into_iter().map(RunView::from).collect();
-    Ok(Json(serde_json::json!({ "runs": runs, "next": next })))
+    Ok(Json(RunPage { runs, next }))
+}
+
+/// A page of runs. A struct, not `json!`: that would turn the runs'
+/// payloads into [`Value`]s and round their numbers.
+#[derive(Serialize)]
+pub(crate) struct RunPage {
+    runs: Vec<RunView>,
+    next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -316,7 +333,10 @@ pub(crate) async fn journal(
     let page: Vec<_> = records.iter().filter(|r| r.seq >= from).take(limit + 1).collect();
     let next = page.get(limit).map(|r| r.seq);
     let entries: Vec<_> = page.into_iter().take(limit).collect();
-    Ok(Json(serde_json::json!({ "entries": entries, "next": next })))
+    // The run and generation travel with the entries, so an export
+    // (`cairn journal ID --json`) replays offline under the run's own id.
+    let generation = q.generation.unwrap_or(meta.generation);
+    Ok(Json(serde_json::json!({ "run_id": id, "generation": generation, "entries": entries, "next": next })))
 }
 
 pub(crate) async fn signal(
@@ -325,12 +345,12 @@ pub(crate) async fn signal(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let body = body?;
-    let payload = if body.iter().all(u8::is_ascii_whitespace) {
-        "null".to_owned()
-    } else {
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("invalid-json", format!("the signal payload is not valid JSON: {e}")))?;
-        value.to_string()
+    // Kept as sent (the runtime checks it is JSON): numbers stay exact.
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad_request("invalid-json", format!("the signal payload is not UTF-8 text: {e}")))?;
+    let payload = match text.trim() {
+        "" => "null".to_owned(),
+        text => text.to_owned(),
     };
     app.rt.signal(&id, &name, &payload).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "signal": name, "accepted": true }))))
@@ -481,7 +501,15 @@ pub(crate) async fn complete_task(
     let body: CompleteBody = parse(body)?;
     let text = body.result.get().to_owned();
     if text.len() > crate::journal::MAX_PAYLOAD_BYTES {
-        return Err(ApiError::bad_request("too-large", "the result is over the 4 MiB limit for one journaled payload"));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!(
+                "the result is {} bytes, over the limit of {} bytes (4 MiB) for one journaled payload",
+                text.len(),
+                crate::journal::MAX_PAYLOAD_BYTES
+            ),
+        ));
     }
     app.rt.activities().external().finish(&token, Ok(text))?;
     Ok(Json(serde_json::json!({ "task_token": token, "accepted": true })))
@@ -493,7 +521,7 @@ pub(crate) struct FailBody {
     kind: String,
     message: String,
     #[serde(default)]
-    details: Option<Value>,
+    details: Option<Box<RawValue>>,
 }
 
 pub(crate) async fn fail_task(
@@ -502,7 +530,7 @@ pub(crate) async fn fail_task(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let body: FailBody = parse(body)?;
-    let failure = Failure { kind: body.kind, message: body.message, details: body.details.map(|d| d.to_string()) };
+    let failure = Failure { kind: body.kind, message: body.message, details: body.details.map(|d| d.get().to_owned()) };
     app.rt.activities().external().finish(&token, Err(failure))?;
     Ok(Json(serde_json::json!({ "task_token": token, "accepted": true })))
 }

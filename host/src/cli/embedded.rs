@@ -71,7 +71,11 @@ pub async fn run(
             eprintln!("{report}");
             Ok(ExitCode::FAILURE)
         }
-        Err(RunError::Trapped { run_id, failure } | RunError::Contract { run_id, failure }) => {
+        Err(
+            RunError::Trapped { run_id, failure }
+            | RunError::Contract { run_id, failure }
+            | RunError::Refused { run_id, failure },
+        ) => {
             let report = serde_json::json!({ "run_id": run_id, "status": "failed", "failure": failure });
             eprintln!("{report}");
             Ok(ExitCode::FAILURE)

@@ -102,8 +102,9 @@ impl runtime::Host for WorkflowState {
         let reply = self.step(&call).await?;
         let live = reply.is_none();
         let handle = self.new_handle(reply, call, |_| Operation::Child { run_id: String::new() })?;
+        let child_id = self.child_id(handle);
         if let Some(h) = self.handles.get_mut(&handle) {
-            h.operation = Operation::Child { run_id: format!("{}:{handle}", self.meta.id) };
+            h.operation = Operation::Child { run_id: child_id };
         }
         if live {
             self.start_child_run(handle, &workflow, &input).await?;

@@ -24,6 +24,9 @@ impl Runtime {
         if name.is_empty() || name.len() > 128 || name.starts_with('$') {
             return Err(ControlError::InvalidName(name.to_owned()));
         }
+        if payload.len() > crate::journal::MAX_PAYLOAD_BYTES {
+            return Err(ControlError::PayloadTooLarge { bytes: payload.len() });
+        }
         crate::journal::check_json(payload).map_err(|e| ControlError::InvalidPayload(e.to_string()))?;
         self.buffer_signal(run_id, name, payload).await
     }
@@ -126,8 +129,11 @@ impl Runtime {
         let runs: Vec<RunMeta> = self.store().runs()?.into_iter().filter(|m| m.status == RunStatus::Running).collect();
         let mut timers = 0;
         for (due_ms, run_id, handle) in self.store().timers()? {
-            if runs.iter().any(|m| m.id == run_id) {
-                self.inner.work.start_timer(self, &run_id, handle, due_ms);
+            // Continue-as-new deletes a generation's timers with it: the
+            // rows left are the current generation's.
+            if let Some(meta) = runs.iter().find(|m| m.id == run_id) {
+                let target = super::work::Target { run_id, generation: meta.generation, handle };
+                self.inner.work.start_timer(self, target, due_ms);
                 timers += 1;
             }
         }

@@ -7,7 +7,7 @@ use super::state::{Event, Mode, StateParts, WorkflowState};
 use super::{now_ms, Runtime};
 use crate::journal::{Divergence, Entry, Failure, Record};
 use crate::sandbox::LoadedComponent;
-use crate::store::{RunMeta, RunStatus, Write};
+use crate::store::{CommitError, RunMeta, RunStatus, Write};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
@@ -215,11 +215,33 @@ impl Runtime {
     ) -> Result<Executed, RunError> {
         let span = tracing::info_span!("run", run_id = %meta.id, workflow = %meta.workflow, ?mode);
         let run_id = meta.id.clone();
-        let (result, state) = self.execute_inner(meta, component, mode, mailbox).instrument(span).await;
+        let (mut result, mut state) = self.execute_inner(meta, component, mode, mailbox).instrument(span.clone()).await;
         if mode == Mode::Live {
+            let refused = result.as_ref().err().and_then(RunError::refused_commit).cloned();
+            if let (Some(refused), Some(state)) = (refused, state.as_mut()) {
+                result = self.refused(state, refused).instrument(span).await;
+            }
             self.leave_memory(&run_id, state, &result).await;
         }
         result
+    }
+
+    /// The store refused one of the run's commits: the step would have
+    /// overwritten a journal entry, the run's or a child's. Rebuilding the
+    /// run would take the same step again and be refused again, so the run
+    /// fails, with the refusal as its failure, instead of stalling silently.
+    async fn refused(&self, state: &mut WorkflowState, refused: CommitError) -> Result<Executed, RunError> {
+        // Nothing of the refused batch was written; what the guest did
+        // after it never left the run.
+        state.take_pending();
+        state.unsealed = Default::default();
+        let run_id = state.run_id().to_owned();
+        tracing::error!(run_id = %run_id, seq = state.next_seq(), error = %refused, "the store refused a step of this run; the run fails");
+        let failure = Failure::new(
+            "commit-refused",
+            format!("the store refused a step of this run, so the run was stopped: {refused}. Journal entries are never overwritten; this is a bug in Cairn (or a second host writing the same store): please report it with the output of `cairn journal {run_id} --json`"),
+        );
+        self.fail(state, RunError::Refused { run_id, failure }).await
     }
 
     async fn execute_inner(
@@ -457,7 +479,9 @@ impl Runtime {
     /// attempt, never events replay must reproduce).
     async fn fail(&self, state: &mut WorkflowState, error: RunError) -> Result<Executed, RunError> {
         let failure = match &error {
-            RunError::Trapped { failure, .. } | RunError::Contract { failure, .. } => failure.clone(),
+            RunError::Trapped { failure, .. }
+            | RunError::Contract { failure, .. }
+            | RunError::Refused { failure, .. } => failure.clone(),
             other => Failure::new("error", other.to_string()),
         };
         tracing::warn!(run_id = %state.run_id(), kind = %failure.kind, "run failed: {}", failure.message);
@@ -488,12 +512,15 @@ impl Runtime {
         meta.input = input;
         meta.updated_ms = fresh.updated_ms;
         state.settle().await?;
+        // The next generation numbers its handles afresh: this one's work
+        // stops now, whether or not the commit lands (if it does not, the
+        // run is rebuilt by replay, which restarts what is still pending).
+        // Work that finishes anyway reports under this generation, and is
+        // dropped.
+        state.abandon_work();
         let mut batch = state.take_pending();
         batch.push(Write::ContinueAsNew { meta: Box::new(meta.clone()), start: Box::new(start) });
         self.inner.store.commit(batch).await?;
-        // The next generation numbers its handles afresh: nothing of this
-        // one may report to it.
-        state.abandon_work();
         tracing::info!(run_id = %meta.id, generation = meta.generation, "continued as new");
         state.meta = meta;
         Ok(Executed::Continued)
@@ -566,8 +593,9 @@ impl Runtime {
         let mut wake = false;
         while let Ok(event) = mailbox.try_recv() {
             match event {
-                Event::Completion { handle, completion } => {
-                    self.persist_completion(run_id, handle, completion, None).await
+                Event::Completion { generation, handle, completion } => {
+                    let target = super::work::Target { run_id: run_id.to_owned(), generation, handle };
+                    self.persist_completion(&target, completion, None).await
                 }
                 Event::Nudge => wake = true,
                 Event::Evict => {}

@@ -11,8 +11,14 @@ pub enum StartError {
     /// The input is not JSON.
     #[error("the input is not valid JSON: {0}")]
     InvalidInput(String),
+    /// The input is over the limit for one journaled payload.
+    #[error("the input is {bytes} bytes, over the limit of {} bytes (4 MiB) for one journaled payload; store big data elsewhere and pass a reference", crate::journal::MAX_PAYLOAD_BYTES)]
+    InputTooLarge {
+        /// Its size.
+        bytes: usize,
+    },
     /// The run id has characters we do not allow.
-    #[error("invalid run id {0:?}: use 1-128 letters, digits, '-', '_', '.' or ':'")]
+    #[error("invalid run id {0:?}: use 1-128 letters, digits, '-', '_', '.' or ':' (not `.` or `..` alone, which URLs cannot address)")]
     InvalidRunId(String),
     /// The component does not fit the workflow world.
     #[error("component {sha256} is not a workflow component: {reason}")]
@@ -124,6 +130,28 @@ pub enum RunError {
     /// The run's journal is damaged (no start entry).
     #[error("run {0} has no start entry in its journal; the store is damaged")]
     NoStartEntry(String),
+    /// The store refused a step of the run (it would have overwritten a
+    /// journal entry): the run failed, visibly, rather than retry the same
+    /// step forever.
+    #[error("run {run_id} failed: {failure}")]
+    Refused {
+        /// The run.
+        run_id: String,
+        /// What was refused (kind `commit-refused`).
+        failure: Failure,
+    },
+}
+
+impl RunError {
+    /// The refusal, when the store refused a commit of the run's (a journal
+    /// entry already there with other bytes), rather than failing to write.
+    pub fn refused_commit(&self) -> Option<&CommitError> {
+        match self {
+            RunError::Commit(e @ CommitError::DuplicateSeq { .. })
+            | RunError::Store(StoreError::Commit(e @ CommitError::DuplicateSeq { .. })) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// A signal, cancel or terminate request was refused.
@@ -146,6 +174,12 @@ pub enum ControlError {
     /// The payload is not JSON.
     #[error("the signal payload is not valid JSON: {0}")]
     InvalidPayload(String),
+    /// The payload is over the limit for one journaled payload.
+    #[error("the signal payload is {bytes} bytes, over the limit of {} bytes (4 MiB) for one journaled payload; store big data elsewhere and pass a reference", crate::journal::MAX_PAYLOAD_BYTES)]
+    PayloadTooLarge {
+        /// Its size.
+        bytes: usize,
+    },
     /// The run stayed busy (computing, never waiting) for too long.
     #[error("run {0} is busy and could not be paused; try again")]
     Busy(String),

@@ -189,11 +189,7 @@ impl Runtime {
     /// same workflow, and an error otherwise.
     pub async fn start(&self, req: StartRequest) -> Result<RunMeta, StartError> {
         if req.input.len() > crate::journal::MAX_PAYLOAD_BYTES {
-            return Err(StartError::InvalidInput(format!(
-                "it is {} bytes, over the limit of {} bytes for one journaled payload",
-                req.input.len(),
-                crate::journal::MAX_PAYLOAD_BYTES
-            )));
+            return Err(StartError::InputTooLarge { bytes: req.input.len() });
         }
         crate::journal::check_json(&req.input).map_err(|e| StartError::InvalidInput(e.to_string()))?;
         self.prepare(&req.component)?;
@@ -301,7 +297,11 @@ impl Runtime {
         vec![Write::PutCompletion {
             run_id: parent.run_id.clone(),
             handle: parent.handle,
-            completion: crate::store::StoredCompletion { completion, arrival: self.next_arrival() },
+            completion: crate::store::StoredCompletion {
+                completion,
+                arrival: self.next_arrival(),
+                generation: parent.generation,
+            },
         }]
     }
 }
@@ -345,7 +345,11 @@ fn new_run_id() -> String {
 }
 
 fn validate_run_id(id: &str) -> Result<(), StartError> {
+    // `.` and `..` are path segments every HTTP client normalises away:
+    // such a run could be started but never addressed again.
     let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
         && id.len() <= 128
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
     if ok {

@@ -213,35 +213,47 @@ impl Runtime {
     /// a resident run, else durably to the store, then wakes the run.
     pub(crate) async fn deliver(
         &self,
-        run_id: &str,
-        handle: u32,
+        target: &super::work::Target,
         completion: crate::journal::Completion,
         also: Option<crate::store::Write>,
     ) {
-        let event = Event::Completion { handle, completion };
-        let Err(Event::Completion { completion, .. }) = self.inner.scheduler.send(run_id, event) else {
+        let event = Event::Completion { generation: target.generation, handle: target.handle, completion };
+        let Err(Event::Completion { completion, .. }) = self.inner.scheduler.send(&target.run_id, event) else {
             return;
         };
-        self.persist_completion(run_id, handle, completion, also).await;
+        self.persist_completion(target, completion, also).await;
     }
 
+    /// Stores a completion for a run that is not resident, and wakes it.
+    /// Nothing is stored for a run that ended, or that continued as new
+    /// since the work began: its handle numbers mean other things now.
     pub(crate) async fn persist_completion(
         &self,
-        run_id: &str,
-        handle: u32,
+        target: &super::work::Target,
         completion: crate::journal::Completion,
         also: Option<crate::store::Write>,
     ) {
         use crate::store::{StoredCompletion, Write};
-        let run_is_live = matches!(self.store().run(run_id), Ok(Some(meta)) if !meta.status.is_final());
-        if !run_is_live {
+        let super::work::Target { run_id, generation, handle } = target;
+        let (run_id, generation, handle) = (run_id.as_str(), *generation, *handle);
+        let current = match self.store().run(run_id) {
+            Ok(Some(meta)) if !meta.status.is_final() => meta.generation == generation,
+            _ => false,
+        };
+        if !current {
+            tracing::debug!(
+                run_id,
+                generation,
+                handle,
+                "the run ended or continued as new; its late completion is dropped"
+            );
             return;
         }
         let arrival = self.next_arrival();
         let mut batch = vec![Write::PutCompletion {
             run_id: run_id.to_owned(),
             handle,
-            completion: StoredCompletion { completion, arrival },
+            completion: StoredCompletion { completion, arrival, generation: Some(generation) },
         }];
         batch.extend(also);
         match self.store().commit(batch).await {
@@ -272,9 +284,11 @@ impl Runtime {
             drop(permit);
             match outcome {
                 Ok(_) => {}
-                Err(
-                    super::RunError::UnknownActivity { .. } | super::RunError::Store(_) | super::RunError::Commit(_),
-                ) => {}
+                // Logged where they happened.
+                Err(super::RunError::UnknownActivity { .. } | super::RunError::Refused { .. }) => {}
+                Err(e @ (super::RunError::Store(_) | super::RunError::Commit(_))) => {
+                    tracing::error!(run_id, error = %e, "the run stopped advancing: its step could not be stored");
+                }
                 Err(e) => tracing::debug!(run_id, error = %e, "run stopped"),
             }
         });

@@ -16,7 +16,7 @@
 //! buffered and ride in the next commit, so a step costs one commit.
 
 use super::errors::RunError;
-use super::work::{Produce, Work};
+use super::work::{Produce, Target, Work};
 use super::Runtime;
 use crate::journal::{
     ActivityOptions, Completion, Divergence, Entry, Failure, HostCall, JournalCursor, Record, Reply, Step,
@@ -58,8 +58,9 @@ pub(crate) enum Mode {
 /// Something for a resident run's mailbox.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// An in-process activity or timer completed.
-    Completion { handle: u32, completion: Completion },
+    /// An in-process activity or timer of generation `generation`
+    /// completed.
+    Completion { generation: u32, handle: u32, completion: Completion },
     /// The store has new input for the run (a signal, a stored completion,
     /// a cancel request): look.
     Nudge,
@@ -518,10 +519,13 @@ impl WorkflowState {
             Ok(rows) => rows,
             Err(e) => return Err(self.stop_with(e.into())),
         };
-        for (handle, StoredCompletion { completion, arrival }) in completions {
+        let generation = self.meta.generation;
+        for (handle, stored) in completions {
             let cleanup = Cleanup::Completion(handle);
+            let fresh = stored.is_for(generation);
+            let StoredCompletion { completion, arrival, .. } = stored;
             match self.handles.get_mut(&handle) {
-                Some(h) if matches!(h.state, HandleState::Pending) => {
+                Some(h) if fresh && matches!(h.state, HandleState::Pending) => {
                     h.state = HandleState::Ready { completion, arrival, cleanup: Some(cleanup) };
                 }
                 _ if at_go_live => self.pending.push(cleanup.write(&self.meta.id)),
@@ -559,12 +563,26 @@ impl WorkflowState {
         Ok(())
     }
 
+    /// The id of the child run started by `handle`: `<parent>:<handle>` in
+    /// the parent's first generation, `<parent>:<generation>.<handle>` after
+    /// it continued as new (handle numbers restart with each generation, so
+    /// the generation keeps the ids of different generations' children
+    /// apart; a first-generation id has no `.` after the parent's id).
+    pub(crate) fn child_id(&self, handle: u32) -> String {
+        match self.meta.generation {
+            0 => format!("{}:{handle}", self.meta.id),
+            g => format!("{}:{g}.{handle}", self.meta.id),
+        }
+    }
+
     /// Creates the child run of a live `start-child`: its metadata and
     /// start entry commit together with the parent's entry, and only then
     /// does the child start. A workflow that is not deployed completes the
-    /// handle with a `workflow-not-found` failure.
+    /// handle with a `workflow-not-found` failure, and an id another run
+    /// already took (started by a client under that id) with
+    /// `child-id-in-use`.
     pub(crate) async fn start_child_run(&mut self, handle: u32, workflow: &str, input: &str) -> wasmtime::Result<()> {
-        let child_id = format!("{}:{handle}", self.meta.id);
+        let child_id = self.child_id(handle);
         let deployment = match self.rt.store().deployment(workflow) {
             Ok(d) => d,
             Err(e) => return Err(self.stop_with(e.into())),
@@ -577,24 +595,29 @@ impl WorkflowState {
                 "workflow-not-found",
                 format!("no workflow named {workflow:?} is deployed (child workflows need `cairn serve` and `cairn deploy`)"),
             );
-            let arrival = self.rt.next_arrival();
-            let completion = StoredCompletion { completion: Completion::Err(failure), arrival };
-            self.pending.push(Write::PutCompletion {
-                run_id: self.meta.id.clone(),
-                handle,
-                completion: completion.clone(),
-            });
-            if let Some(h) = self.handles.get_mut(&handle) {
-                h.state = HandleState::Ready {
-                    completion: completion.completion,
-                    arrival,
-                    cleanup: Some(Cleanup::Completion(handle)),
-                };
-            }
+            self.fail_child(handle, failure);
             return Ok(());
         };
+        // The start-child entry is new, so no earlier attempt of this call
+        // committed: a run under this id is someone else's.
+        match self.rt.store().run(&child_id) {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                let failure = Failure::new(
+                    "child-id-in-use",
+                    format!("cannot start the child workflow {workflow:?}: its id {child_id} is taken by a run started under that id; child ids are the parent's id, ':' and the handle, so do not start runs with such ids yourself"),
+                );
+                self.fail_child(handle, failure);
+                return Ok(());
+            }
+            Err(e) => return Err(self.stop_with(e.into())),
+        }
         let (mut meta, start) = self.rt.new_run(workflow, &version.sha256, input, &child_id, Some(version.version));
-        meta.parent = Some(crate::store::ParentLink { run_id: self.meta.id.clone(), handle });
+        meta.parent = Some(crate::store::ParentLink {
+            run_id: self.meta.id.clone(),
+            handle,
+            generation: Some(self.meta.generation),
+        });
         let mut batch = self.take_pending();
         batch.push(Write::PutRun(meta));
         batch.push(Write::Append { run_id: child_id.clone(), record: start });
@@ -603,6 +626,26 @@ impl WorkflowState {
         }
         self.rt.wake(&child_id);
         Ok(())
+    }
+
+    /// Completes a `start-child` handle with `failure` (the child was never
+    /// created); the completion rides in the next commit.
+    fn fail_child(&mut self, handle: u32, failure: Failure) {
+        let arrival = self.rt.next_arrival();
+        let completion =
+            StoredCompletion { completion: Completion::Err(failure), arrival, generation: Some(self.meta.generation) };
+        self.pending.push(Write::PutCompletion {
+            run_id: self.meta.id.clone(),
+            handle,
+            completion: completion.clone(),
+        });
+        if let Some(h) = self.handles.get_mut(&handle) {
+            h.state = HandleState::Ready {
+                completion: completion.completion,
+                arrival,
+                cleanup: Some(Cleanup::Completion(handle)),
+            };
+        }
     }
 
     /// A new wait-signal handle takes the oldest buffered signal of its name.
@@ -643,6 +686,7 @@ impl WorkflowState {
                 };
                 let task = crate::activity::ActivityTask {
                     run_id: self.meta.id.clone(),
+                    generation: self.meta.generation,
                     handle,
                     name,
                     input,
@@ -656,7 +700,7 @@ impl WorkflowState {
                     self.rt.work().start_activity(&self.rt, task);
                 }
             }
-            Operation::Timer { due_ms } => self.rt.work().start_timer(&self.rt, &self.meta.id, handle, due_ms),
+            Operation::Timer { due_ms } => self.rt.work().start_timer(&self.rt, self.target(handle), due_ms),
             // A child exists from the commit of its start-child entry on,
             // and reports its end to the parent's completions.
             Operation::Signal { .. } | Operation::Child { .. } => {}
@@ -669,8 +713,13 @@ impl WorkflowState {
     /// call, computation, leaving memory), and the activity must not wait.
     pub(crate) fn release_inline(&mut self) {
         if let Some(Inline { handle, produce }) = self.inline.take() {
-            self.rt.work().spawn(&self.rt, &self.meta.id, handle, None, produce);
+            self.rt.work().spawn(&self.rt, self.target(handle), None, produce);
         }
+    }
+
+    /// What work for `handle` of this generation reports to.
+    pub(crate) fn target(&self, handle: u32) -> Target {
+        Target { run_id: self.meta.id.clone(), generation: self.meta.generation, handle }
     }
 
     /// Abandons the run's work in flight, spawned or held (its end or
@@ -732,6 +781,7 @@ impl WorkflowState {
     /// `cancel(h)` of one handle: abandon its work; it completes cancelled.
     pub(crate) fn cancel_handle(&mut self, h: u32, live: bool) {
         let run_id = self.meta.id.clone();
+        let target = self.target(h);
         let Some(handle) = self.handles.get_mut(&h) else {
             return;
         };
@@ -747,7 +797,7 @@ impl WorkflowState {
                     });
                 }
                 if live {
-                    self.rt.work().abort(&run_id, h);
+                    self.rt.work().abort(&target);
                     if let Operation::Timer { due_ms } = handle.operation {
                         self.pending.push(Write::DeleteTimer { due_ms, run_id, handle: h });
                     }

@@ -40,7 +40,7 @@ impl WorkflowState {
             matches!(h.operation, Operation::Activity { .. })
                 && matches!(h.state, HandleState::Pending)
                 && (self.inline.as_ref().is_some_and(|i| i.handle == handle)
-                    || self.rt.work().is_running(&self.meta.id, handle))
+                    || self.rt.work().is_running(&self.target(handle)))
         })
     }
 
@@ -70,7 +70,10 @@ impl WorkflowState {
                 self.release_inline();
             }
             match self.next_event(wanted).await {
-                Some(Event::Completion { handle, completion }) => {
+                // Late work of an earlier generation: its handle number
+                // means another operation now.
+                Some(Event::Completion { generation, .. }) if generation != self.meta.generation => {}
+                Some(Event::Completion { handle, completion, .. }) => {
                     if let Some(fresh) = self.take_completion(wanted, handle, completion).await? {
                         return Ok((handle, fresh, Source::Fresh));
                     }
@@ -115,7 +118,11 @@ impl WorkflowState {
         batch.push(Write::PutCompletion {
             run_id: self.meta.id.clone(),
             handle,
-            completion: StoredCompletion { completion: completion.clone(), arrival },
+            completion: StoredCompletion {
+                completion: completion.clone(),
+                arrival,
+                generation: Some(self.meta.generation),
+            },
         });
         if let Err(e) = self.rt.store().commit(batch).await {
             return Err(self.stop_with(e.into()));
@@ -144,6 +151,7 @@ impl WorkflowState {
     /// mailbox, or the outcome of the activity it polls itself.
     async fn next_event(&mut self, wanted: &[u32]) -> Option<Event> {
         let hold = wanted.iter().any(|h| self.is_inflight_activity(*h));
+        let generation = self.meta.generation;
         let rx = self.events_rx.as_mut()?;
         let inline = &mut self.inline;
         if !self.pending.is_empty() {
@@ -153,7 +161,7 @@ impl WorkflowState {
                 let first = async {
                     tokio::select! {
                         event = rx.recv() => event,
-                        event = finish(inline) => Some(event),
+                        event = finish(inline, generation) => Some(event),
                     }
                 };
                 if let Ok(event) = tokio::time::timeout(COMMIT_WINDOW, first).await {
@@ -166,13 +174,13 @@ impl WorkflowState {
         match self.idle {
             None => tokio::select! {
                 event = rx.recv() => event,
-                event = finish(inline) => Some(event),
+                event = finish(inline, generation) => Some(event),
             },
             Some(idle) => {
                 let pressure = self.rt.pressure();
                 tokio::select! {
                     event = rx.recv() => event,
-                    event = finish(inline) => Some(event),
+                    event = finish(inline, generation) => Some(event),
                     _ = tokio::time::sleep(idle) => Some(Event::Evict),
                     _ = pressure.notified() => Some(Event::Evict),
                 }
@@ -209,12 +217,12 @@ impl WorkflowState {
 
 /// Polls the activity a run holds to its outcome; never ready without
 /// one. Cancel-safe: dropped unfinished, the activity stays where it was.
-async fn finish(inline: &mut Option<Inline>) -> Event {
+async fn finish(inline: &mut Option<Inline>, generation: u32) -> Event {
     let Some(Inline { handle, produce }) = inline.as_mut() else {
         return std::future::pending().await;
     };
     let completion = produce.await;
     let handle = *handle;
     *inline = None;
-    Event::Completion { handle, completion }
+    Event::Completion { generation, handle, completion }
 }

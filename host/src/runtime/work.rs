@@ -1,5 +1,7 @@
 //! In-flight work of this process: activity executions and armed timers,
-//! keyed by (run, handle). Work belongs to the process, not to a resident
+//! keyed by (run, generation, handle): handle numbers restart with each
+//! generation of a run (continue-as-new), so the generation tells an
+//! earlier generation's late work from the current one's. Work belongs to the process, not to a resident
 //! run: an evicted run's activity keeps running and its completion is
 //! delivered to the store; a run rebuilt by replay finds its work already
 //! in flight and does not start it twice.
@@ -15,7 +17,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::AbortHandle;
 
-type Key = (String, u32);
+type Key = (String, u32, u32);
+
+/// The handle of one generation of a run: what work reports to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub run_id: String,
+    pub generation: u32,
+    pub handle: u32,
+}
+
+impl Target {
+    fn key(&self) -> Key {
+        (self.run_id.clone(), self.generation, self.handle)
+    }
+}
 
 /// The work behind one handle, until its final outcome. Boxed: an
 /// activity's future is large, and moving it (into a task, or from the
@@ -34,20 +50,21 @@ impl Work {
     }
 
     /// Whether work for this handle is in flight.
-    pub fn is_running(&self, run_id: &str, handle: u32) -> bool {
-        self.lock().contains_key(&(run_id.to_owned(), handle))
+    pub fn is_running(&self, target: &Target) -> bool {
+        self.lock().contains_key(&target.key())
     }
 
     /// Abandons the work of one handle (cancel).
-    pub fn abort(&self, run_id: &str, handle: u32) {
-        if let Some(task) = self.lock().remove(&(run_id.to_owned(), handle)) {
+    pub fn abort(&self, target: &Target) {
+        if let Some(task) = self.lock().remove(&target.key()) {
             task.abort();
         }
     }
 
-    /// Abandons all work of a run (terminate).
+    /// Abandons all work of a run, of every generation (its end, or
+    /// continue-as-new).
     pub fn abort_run(&self, run_id: &str) {
-        self.lock().retain(|(run, _), task| {
+        self.lock().retain(|(run, _, _), task| {
             if run == run_id {
                 task.abort();
                 false
@@ -59,8 +76,8 @@ impl Work {
 
     /// Runs `produce` in a task of its own and delivers its outcome to the
     /// run (resident or not), unless work for the handle is in flight.
-    pub fn spawn(&self, rt: &Runtime, run_id: &str, handle: u32, cleanup: Option<Write>, produce: Produce) {
-        let key = (run_id.to_owned(), handle);
+    pub fn spawn(&self, rt: &Runtime, target: Target, cleanup: Option<Write>, produce: Produce) {
+        let key = target.key();
         let mut running = self.lock();
         if running.contains_key(&key) {
             return;
@@ -74,7 +91,7 @@ impl Work {
         let task = tokio::spawn(async move {
             let _ = registered.await;
             let completion = produce.await;
-            rt.deliver(&task_key.0, task_key.1, completion, cleanup).await;
+            rt.deliver(&target, completion, cleanup).await;
             work.lock().remove(&task_key);
         });
         running.insert(key, task.abort_handle());
@@ -83,8 +100,8 @@ impl Work {
 
     /// Runs an activity to its final outcome and delivers it.
     pub fn start_activity(&self, rt: &Runtime, task: ActivityTask) {
-        let (run_id, handle) = (task.run_id.clone(), task.handle);
-        self.spawn(rt, &run_id, handle, None, Self::activity(rt, task));
+        let target = Target { run_id: task.run_id.clone(), generation: task.generation, handle: task.handle };
+        self.spawn(rt, target, None, Self::activity(rt, task));
     }
 
     /// An activity's attempts up to its final outcome, as a future: spawned
@@ -111,12 +128,11 @@ impl Work {
     }
 
     /// Arms a timer that delivers `ok(null)` at `due_ms`.
-    pub fn start_timer(&self, rt: &Runtime, run_id: &str, handle: u32, due_ms: u64) {
-        let disarm = Write::DeleteTimer { due_ms, run_id: run_id.to_owned(), handle };
+    pub fn start_timer(&self, rt: &Runtime, target: Target, due_ms: u64) {
+        let disarm = Write::DeleteTimer { due_ms, run_id: target.run_id.clone(), handle: target.handle };
         self.spawn(
             rt,
-            run_id,
-            handle,
+            target,
             Some(disarm),
             Box::pin(async move {
                 let delay = due_ms.saturating_sub(super::now_ms());

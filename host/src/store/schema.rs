@@ -131,6 +131,12 @@ pub struct ParentLink {
     pub run_id: String,
     /// The parent's handle for the child.
     pub handle: u32,
+    /// The parent's generation that started the child: once the parent has
+    /// continued as new, its handle numbers mean other operations, and the
+    /// child's end is not news for it. `None` in links written before
+    /// generations were recorded (taken as the parent's current one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
 }
 
 /// A signal waiting to be consumed.
@@ -150,6 +156,20 @@ pub struct StoredCompletion {
     /// Arrival order within the run: `await-any` picks the lowest, which is
     /// stable across restarts because arrivals only ever grow.
     pub arrival: u64,
+    /// The generation of the run the handle belongs to. Handle numbers
+    /// restart with each generation (continue-as-new), so a completion of an
+    /// earlier generation's handle is stale for the current one and is
+    /// never matched to it. `None` in rows written before generations were
+    /// recorded (taken as the run's current one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+}
+
+impl StoredCompletion {
+    /// Whether this completion is for generation `generation`'s handles.
+    pub fn is_for(&self, generation: u32) -> bool {
+        self.generation.is_none_or(|g| g == generation)
+    }
 }
 
 /// What a deployed component is.

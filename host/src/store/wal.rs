@@ -513,7 +513,11 @@ mod tests {
             Write::PutCompletion {
                 run_id: run_id.clone(),
                 handle: 5,
-                completion: StoredCompletion { completion: Completion::Ok("1".into()), arrival: 6 },
+                completion: StoredCompletion {
+                    completion: Completion::Ok("1".into()),
+                    arrival: 6,
+                    generation: Some(2),
+                },
             },
             Write::DeleteCompletion { run_id: run_id.clone(), handle: 7 },
             Write::PutTimer { due_ms: 8, run_id: run_id.clone(), handle: 9 },

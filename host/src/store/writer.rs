@@ -703,6 +703,15 @@ fn apply<'a>(
                             for handle in handles {
                                 completions.remove((run, handle))?;
                             }
+                            // Failed-attempt counts are keyed by handle too:
+                            // the next generation's handles start afresh.
+                            let retried: Vec<u32> = attempts
+                                .range((run, 0)..=(run, u32::MAX))?
+                                .map(|row| row.map(|(k, _)| k.value().1))
+                                .collect::<Result<_, _>>()?;
+                            for handle in retried {
+                                attempts.remove((run, handle))?;
+                            }
                             let mut armed: Vec<(u64, u32)> = Vec::new();
                             for row in timers.iter()? {
                                 let (k, _) = row?;
