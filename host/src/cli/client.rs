@@ -3,6 +3,7 @@
 use super::ClientArgs;
 use anyhow::{bail, Context};
 use cairn_host::journal::Record;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,24 +24,40 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        Ok(self.send_raw(request).await?.0)
+    }
+
+    /// The answer as a [`Value`] and as the text it came in (which keeps
+    /// payloads' numbers exactly as the server sent them).
+    async fn send_raw(&self, request: reqwest::RequestBuilder) -> anyhow::Result<(Value, String)> {
         let request = match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        let response = request.send().await.with_context(|| {
-            format!(
-                "cannot reach the Cairn server at {} (start one with `cairn serve`, or set --server / CAIRN_SERVER)",
-                self.base
-            )
-        })?;
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) if e.is_connect() => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot reach the Cairn server at {} (start one with `cairn serve`, or set --server / CAIRN_SERVER)",
+                    self.base
+                )))
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the request to the Cairn server at {} failed before it answered",
+                    self.base
+                )))
+            }
+        };
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let text = response.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
             let message = body["message"].as_str().unwrap_or("no message");
             let code = body["code"].as_str().unwrap_or("?");
             bail!("{message} (HTTP {}, {code})", status.as_u16());
         }
-        Ok(body)
+        Ok((body, text))
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -50,26 +67,49 @@ impl Client {
     async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(self.http.post(format!("{}/v1{path}", self.base)).json(body)).await
     }
+
+    /// POSTs JSON text as it is (a payload keeps its exact numbers).
+    async fn post_text(&self, path: &str, body: String) -> anyhow::Result<(Value, String)> {
+        let request = self.http.post(format!("{}/v1{path}", self.base)).header("content-type", "application/json");
+        self.send_raw(request.body(body)).await
+    }
 }
 
 fn print_json(value: &Value) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
-fn print_run(run: &Value) {
+/// A run's payloads as the server sent them: printed from this text, not
+/// from a [`Value`], their numbers stay exactly what the journal holds.
+#[derive(serde::Deserialize, Default)]
+struct RawRun {
+    #[serde(default)]
+    result: Option<Box<RawValue>>,
+    #[serde(default)]
+    custom_status: Option<Box<RawValue>>,
+}
+
+impl RawRun {
+    fn of(text: &str) -> RawRun {
+        serde_json::from_str(text).unwrap_or_default()
+    }
+}
+
+fn print_run(run: &Value, text: &str) {
     let field = |k: &str| match &run[k] {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
+    let raw = RawRun::of(text);
     println!("run       {}", field("id"));
     println!("workflow  {} (version {})", field("workflow"), field("version"));
     println!("status    {}", field("status"));
-    if !run["custom_status"].is_null() {
-        println!("custom    {}", run["custom_status"]);
+    if let Some(custom) = &raw.custom_status {
+        println!("custom    {}", custom.get());
     }
-    if !run["result"].is_null() {
-        println!("result    {}", run["result"]);
+    if let Some(result) = &raw.result {
+        println!("result    {}", result.get());
     }
     if !run["failure"].is_null() {
         println!("failure   {}: {}", field_of(&run["failure"], "kind"), field_of(&run["failure"], "message"));
@@ -80,6 +120,18 @@ fn field_of(v: &Value, k: &str) -> String {
     v[k].as_str().map(str::to_owned).unwrap_or_else(|| v[k].to_string())
 }
 
+/// A name or run id as one URL path segment, percent-encoded. `.` and `..`
+/// are refused: every HTTP client (this one too) resolves them as "this
+/// folder" and "the parent folder", encoded or not, so the server could
+/// never see them.
+fn segment(name: &str) -> anyhow::Result<String> {
+    if name == "." || name == ".." {
+        bail!("{name:?} cannot be addressed in a URL (HTTP clients resolve `.` and `..` as folders); the server refuses such run ids and names");
+    }
+    Ok(escape(name))
+}
+
+/// Percent-encodes everything but unreserved characters.
 fn escape(segment: &str) -> String {
     segment
         .bytes()
@@ -100,7 +152,7 @@ pub async fn deploy(
     let client = Client::new(args);
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let kind = if activity { "activity" } else { "workflow" };
-    let mut url = format!("{}/v1/components/{}?kind={kind}", client.base, escape(name));
+    let mut url = format!("{}/v1/components/{}?kind={kind}", client.base, segment(name)?);
     if let Some(upgrade) = upgrade {
         url.push_str(&format!("&upgrade={}", escape(upgrade)));
     }
@@ -159,7 +211,7 @@ fn upgrade_exit(report: &Value) -> ExitCode {
 }
 
 pub async fn versions(args: &ClientArgs, name: &str) -> anyhow::Result<ExitCode> {
-    let body = Client::new(args).get(&format!("/workflows/{}/versions", escape(name))).await?;
+    let body = Client::new(args).get(&format!("/workflows/{}/versions", segment(name)?)).await?;
     if args.json {
         print_json(&body);
         return Ok(ExitCode::SUCCESS);
@@ -181,7 +233,7 @@ pub async fn versions(args: &ClientArgs, name: &str) -> anyhow::Result<ExitCode>
 
 pub async fn rollback(args: &ClientArgs, name: &str, to: u32) -> anyhow::Result<ExitCode> {
     let body = Client::new(args)
-        .post_json(&format!("/workflows/{}/rollback", escape(name)), &serde_json::json!({ "to": to }))
+        .post_json(&format!("/workflows/{}/rollback", segment(name)?), &serde_json::json!({ "to": to }))
         .await?;
     if args.json {
         print_json(&body);
@@ -193,7 +245,7 @@ pub async fn rollback(args: &ClientArgs, name: &str, to: u32) -> anyhow::Result<
 
 pub async fn retire(args: &ClientArgs, name: &str, version: u32) -> anyhow::Result<ExitCode> {
     let client = Client::new(args);
-    let url = format!("{}/v1/workflows/{}/versions/{version}", client.base, escape(name));
+    let url = format!("{}/v1/workflows/{}/versions/{version}", client.base, segment(name)?);
     let body = client.send(client.http.delete(url)).await?;
     if args.json {
         print_json(&body);
@@ -216,14 +268,14 @@ pub async fn upgrade(
         (Some(id), _, _) => {
             client
                 .post_json(
-                    &format!("/runs/{}/upgrade", escape(id)),
+                    &format!("/runs/{}/upgrade", segment(id)?),
                     &serde_json::json!({ "to": to, "dry_run": dry_run }),
                 )
                 .await?
         }
         (None, Some(name), Some(from)) => {
             let body = serde_json::json!({ "from": from, "to": to, "dry_run": dry_run });
-            client.post_json(&format!("/workflows/{}/upgrade", escape(name)), &body).await?
+            client.post_json(&format!("/workflows/{}/upgrade", segment(name)?), &body).await?
         }
         _ => bail!("give a RUN_ID, or --workflow NAME --from A"),
     };
@@ -238,23 +290,29 @@ pub async fn start(
     wait: bool,
 ) -> anyhow::Result<ExitCode> {
     let client = Client::new(args);
-    let input: Value = serde_json::from_str(&super::read_json_arg("--input", input)?)?;
-    let mut body = serde_json::json!({ "workflow": workflow, "input": input });
-    if let Some(id) = id {
-        body["id"] = Value::String(id);
+    let input = super::read_json_arg("--input", input)?;
+    // The input goes as typed, not re-serialised: its numbers stay exact.
+    #[derive(serde::Serialize)]
+    struct Start<'a> {
+        workflow: &'a str,
+        input: &'a RawValue,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     }
+    let input: Box<RawValue> = serde_json::from_str(&input)?;
+    let body = serde_json::to_string(&Start { workflow, input: &input, id })?;
     // With --wait, the start request itself waits for the end (one round
     // trip for a short run); a longer one is long-polled after it.
-    let run = client.post_json(if wait { "/runs?wait=30" } else { "/runs" }, &body).await?;
+    let (run, text) = client.post_text(if wait { "/runs?wait=30" } else { "/runs" }, body).await?;
     if wait {
         let id = field_of(&run, "id");
         if run["status"] == "running" {
             return result(args, &id, true).await;
         }
-        return Ok(print_result(args, &id, &run));
+        return Ok(print_result(args, &id, &run, &text));
     }
     if args.json {
-        print_json(&run);
+        println!("{text}");
     } else {
         println!("{}", field_of(&run, "id"));
     }
@@ -262,33 +320,35 @@ pub async fn start(
 }
 
 pub async fn status(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode> {
-    let run = Client::new(args).get(&format!("/runs/{}", escape(run_id))).await?;
+    let client = Client::new(args);
+    let path = format!("{}/v1/runs/{}", client.base, segment(run_id)?);
+    let (run, text) = client.send_raw(client.http.get(path)).await?;
     if args.json {
-        print_json(&run);
+        println!("{text}");
     } else {
-        print_run(&run);
+        print_run(&run, &text);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn result(args: &ClientArgs, run_id: &str, wait: bool) -> anyhow::Result<ExitCode> {
     let client = Client::new(args);
-    let path = format!("/runs/{}/result?wait={}", escape(run_id), if wait { 30 } else { 0 });
-    let run = loop {
-        let run = client.get(&path).await?;
+    let path = format!("{}/v1/runs/{}/result?wait={}", client.base, segment(run_id)?, if wait { 30 } else { 0 });
+    let (run, text) = loop {
+        let (run, text) = client.send_raw(client.http.get(&path)).await?;
         if !wait || run["status"] != "running" {
-            break run;
+            break (run, text);
         }
     };
-    Ok(print_result(args, run_id, &run))
+    Ok(print_result(args, run_id, &run, &text))
 }
 
 /// Prints a run as `result` does: its result, or what became of it.
-fn print_result(args: &ClientArgs, run_id: &str, run: &Value) -> ExitCode {
+fn print_result(args: &ClientArgs, run_id: &str, run: &Value, text: &str) -> ExitCode {
     if args.json {
-        print_json(run);
+        println!("{text}");
     } else if run["status"] == "completed" {
-        println!("{}", run["result"]);
+        println!("{}", RawRun::of(text).result.as_deref().map_or("null", RawValue::get));
     } else if run["status"] == "running" {
         println!("run {run_id} is still running");
     } else {
@@ -338,8 +398,10 @@ pub async fn journal(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode
     let client = Client::new(args);
     let mut records: Vec<Record> = Vec::new();
     let mut from = Some(0u64);
+    let mut first_page_generation = None;
     while let Some(seq) = from {
-        let page = client.get(&format!("/runs/{}/journal?from={seq}", escape(run_id))).await?;
+        let page = client.get(&format!("/runs/{}/journal?from={seq}", segment(run_id)?)).await?;
+        first_page_generation = first_page_generation.or(page["generation"].as_u64().map(|g| g as u32));
         for entry in page["entries"].as_array().into_iter().flatten() {
             records.push(
                 serde_json::from_value(entry.clone())
@@ -349,9 +411,11 @@ pub async fn journal(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode
         from = page["next"].as_u64();
     }
     if args.json {
-        for r in &records {
-            println!("{}", serde_json::to_string(r)?);
-        }
+        let generation = match first_page_generation {
+            Some(g) => g,
+            None => client.get(&format!("/runs/{}", segment(run_id)?)).await?["generation"].as_u64().unwrap_or(0) as u32,
+        };
+        super::embedded::write_export(&mut std::io::stdout().lock(), run_id, generation, records)?;
     } else {
         let start = records.first().map_or(0, |r| r.at_ms);
         println!("{:>5}  {:>9}  {:<18}  DETAIL", "SEQ", "TIME", "ENTRY");
@@ -363,9 +427,9 @@ pub async fn journal(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode
 }
 
 pub async fn signal(args: &ClientArgs, run_id: &str, name: &str, payload: &str) -> anyhow::Result<ExitCode> {
-    let payload: Value = serde_json::from_str(&super::read_json_arg("--payload", payload)?)?;
-    let body =
-        Client::new(args).post_json(&format!("/runs/{}/signals/{}", escape(run_id), escape(name)), &payload).await?;
+    let payload = super::read_json_arg("--payload", payload)?;
+    let path = format!("/runs/{}/signals/{}", segment(run_id)?, segment(name)?);
+    let (body, _) = Client::new(args).post_text(&path, payload).await?;
     if args.json {
         print_json(&body);
     } else {
@@ -375,7 +439,7 @@ pub async fn signal(args: &ClientArgs, run_id: &str, name: &str, payload: &str) 
 }
 
 pub async fn cancel(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode> {
-    let body = Client::new(args).post_json(&format!("/runs/{}/cancel", escape(run_id)), &Value::Null).await?;
+    let body = Client::new(args).post_json(&format!("/runs/{}/cancel", segment(run_id)?), &Value::Null).await?;
     if args.json {
         print_json(&body);
     } else {
@@ -389,7 +453,7 @@ pub async fn terminate(args: &ClientArgs, run_id: &str, reason: Option<String>) 
         Some(r) => serde_json::json!({ "reason": r }),
         None => serde_json::json!({}),
     };
-    let body = Client::new(args).post_json(&format!("/runs/{}/terminate", escape(run_id)), &body).await?;
+    let body = Client::new(args).post_json(&format!("/runs/{}/terminate", segment(run_id)?), &body).await?;
     if args.json {
         print_json(&body);
     } else {

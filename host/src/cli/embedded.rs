@@ -2,7 +2,7 @@
 
 use super::LimitArgs;
 use anyhow::{bail, Context};
-use cairn_host::journal::{Entry, Record};
+use cairn_host::journal::{Entry, ExportedRecord, Record};
 use cairn_host::runtime::{RunError, RunOutcome, Runtime, StartRequest};
 use cairn_host::sandbox::{Limits, LoadedComponent};
 use cairn_host::store::Store;
@@ -90,15 +90,13 @@ pub async fn run(
 
 pub fn journal(run_id: &str, data: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(data)?;
-    let records = store.journal(run_id)?;
-    if records.is_empty() {
+    let Some(meta) = store.run(run_id)? else {
         bail!("run {run_id} does not exist in {}", data.display());
-    }
+    };
+    let records = store.journal(run_id)?;
     let mut out = std::io::stdout().lock();
     if json {
-        for record in &records {
-            writeln!(out, "{}", serde_json::to_string(record)?)?;
-        }
+        write_export(&mut out, run_id, meta.generation, records)?;
         return Ok(ExitCode::SUCCESS);
     }
     let start = records[0].at_ms;
@@ -107,6 +105,21 @@ pub fn journal(run_id: &str, data: &Path, json: bool) -> anyhow::Result<ExitCode
         writeln!(out, "{}", table_row(record, start))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `records` as `cairn journal --json` exports them: one JSON
+/// object a line, each with the run id and generation.
+pub(super) fn write_export(
+    out: &mut impl std::io::Write,
+    run_id: &str,
+    generation: u32,
+    records: Vec<Record>,
+) -> anyhow::Result<()> {
+    for record in records {
+        let line = ExportedRecord { run_id: Some(run_id.to_owned()), generation: Some(generation), record };
+        writeln!(out, "{}", serde_json::to_string(&line)?)?;
+    }
+    Ok(())
 }
 
 pub(super) fn table_row(record: &Record, start: u64) -> String {
@@ -183,21 +196,57 @@ fn report_replay(what: &str, result: Result<cairn_host::runtime::ReplayReport, R
 pub async fn replay_file(journal: &Path, with: &Path, limits: &LimitArgs) -> anyhow::Result<ExitCode> {
     use cairn_host::store::{RunMeta, RunStatus, Write};
     let text = std::fs::read_to_string(journal).with_context(|| format!("cannot read {}", journal.display()))?;
-    let mut records = Vec::new();
+    let file = journal.display();
+    let mut lines = Vec::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let record: Record = serde_json::from_str(line).with_context(|| {
-            format!("{} line {}: not a journal entry from `cairn journal ID --json`", journal.display(), n + 1)
-        })?;
-        records.push(record);
+        let line: ExportedRecord = serde_json::from_str(line)
+            .with_context(|| format!("{file} line {}: not a journal entry from `cairn journal ID --json`", n + 1))?;
+        lines.push(line);
+    }
+    let (run_id, generation) = match lines.first() {
+        Some(first) => (first.run_id.clone(), first.generation),
+        None => bail!("{file} holds no journal entries; export one with `cairn journal ID --json`"),
+    };
+    let mut records = Vec::with_capacity(lines.len());
+    for (expected, line) in (0u64..).zip(lines) {
+        if line.run_id != run_id || line.generation != generation {
+            bail!(
+                "{file}: seq {} belongs to run {} generation {}, the first entry to run {} generation {}; export one run's journal per file",
+                line.record.seq,
+                line.run_id.as_deref().unwrap_or("?"),
+                line.generation.map_or("?".to_owned(), |g| g.to_string()),
+                run_id.as_deref().unwrap_or("?"),
+                generation.map_or("?".to_owned(), |g| g.to_string()),
+            );
+        }
+        let seq = line.record.seq;
+        match seq.cmp(&expected) {
+            std::cmp::Ordering::Equal => {}
+            std::cmp::Ordering::Greater if expected + 1 == seq => bail!(
+                "{file}: seq {expected} is missing (the next entry in the file is seq {seq}); export the journal again with `cairn journal ID --json`"
+            ),
+            std::cmp::Ordering::Greater => bail!(
+                "{file}: seqs {expected} to {} are missing (the next entry in the file is seq {seq}); export the journal again with `cairn journal ID --json`",
+                seq - 1
+            ),
+            std::cmp::Ordering::Less => bail!(
+                "{file}: seq {seq} comes again after seq {}; entries must be in order, each once",
+                expected - 1
+            ),
+        }
+        records.push(line.record);
     }
     let Some(Record { entry: Entry::Started { workflow, component_sha256, input, .. }, at_ms, .. }) =
         records.first().cloned()
     else {
-        bail!("{} does not start with a `started` entry; export it with `cairn journal ID --json`", journal.display());
+        bail!("{file} does not start with a `started` entry; export it with `cairn journal ID --json`");
     };
+    let run_id = run_id.unwrap_or_else(|| {
+        eprintln!("warning: {file} has no run id (exported by an older Cairn); replaying under the id `replayed`, so a workflow that reads its run id will diverge. Export it again with `cairn journal ID --json`");
+        "replayed".to_owned()
+    });
     let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
     let store = Store::open(scratch.path())?;
-    let run_id = "replayed".to_owned();
     let ended = records.last().is_some_and(|r| r.entry.is_terminal());
     let meta = RunMeta {
         id: run_id.clone(),
@@ -210,7 +259,7 @@ pub async fn replay_file(journal: &Path, with: &Path, limits: &LimitArgs) -> any
         failure: None,
         custom_status: None,
         parent: None,
-        generation: 0,
+        generation: generation.unwrap_or(0),
         created_ms: at_ms,
         updated_ms: at_ms,
     };
@@ -220,7 +269,7 @@ pub async fn replay_file(journal: &Path, with: &Path, limits: &LimitArgs) -> any
     let runtime = Runtime::new(store, limits.limits()?)?;
     let bytes = std::fs::read(with).with_context(|| format!("cannot read {}", with.display()))?;
     let component = runtime.components().load_transient(&with.display().to_string(), bytes).await?;
-    report_replay(&journal.display().to_string(), runtime.replay(&run_id, Some(component)).await)
+    report_replay(&file.to_string(), runtime.replay(&run_id, Some(component)).await)
 }
 
 /// `cairn check`: redb's integrity check, then the consistency of the tables.

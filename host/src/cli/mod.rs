@@ -112,10 +112,11 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
-    /// Build a guest (Rust, Python, JavaScript) into a component, check it against its
-    /// world, and print the output path.
+    /// Build a guest (Rust, Python, JavaScript or C) into a component, check it against
+    /// its world, and print the output path.
     Build {
-        /// The guest's folder: Cargo.toml (Rust), app.py (Python) or package.json (JavaScript).
+        /// The guest's folder: Cargo.toml (Rust), app.py (Python), package.json (JavaScript),
+        /// or app.c or a Makefile (C).
         dir: PathBuf,
         /// Build it as an activity component (detected when not given).
         #[arg(long)]
@@ -357,6 +358,17 @@ pub(crate) fn read_json_arg(flag: &str, text: &str) -> anyhow::Result<String> {
         Some(file) => std::fs::read_to_string(file).with_context(|| format!("cannot read {flag} file {file}"))?,
         None => text.to_owned(),
     };
-    serde_json::from_str::<serde_json::Value>(&text).with_context(|| format!("{flag} is not valid JSON: {text:?}"))?;
+    let limit = cairn_host::journal::MAX_PAYLOAD_BYTES;
+    if text.trim().len() > limit {
+        anyhow::bail!(
+            "{flag} is {} bytes, over the limit of {limit} bytes (4 MiB) for one journaled payload; store big data elsewhere and pass a reference",
+            text.trim().len()
+        );
+    }
+    cairn_host::journal::check_json(&text).with_context(|| {
+        let shown: String = text.chars().take(200).collect();
+        let more = if shown.len() < text.len() { "…" } else { "" };
+        format!("{flag} is not valid JSON: {shown:?}{more}")
+    })?;
     Ok(text.trim().to_owned())
 }

@@ -313,3 +313,20 @@ pub struct Record {
     #[serde(flatten)]
     pub entry: Entry,
 }
+
+/// A record as `cairn journal ID --json` exports it, one per line: with the
+/// run and the generation it belongs to, so `cairn replay --journal`
+/// replays it under the run's own id (a workflow that reads its run id
+/// sees the same one). Exports of older hosts lack both fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportedRecord {
+    /// The run the record belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Its generation (0 until the run first continued as new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    /// The record.
+    #[serde(flatten)]
+    pub record: Record,
+}

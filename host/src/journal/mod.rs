@@ -22,7 +22,9 @@ pub fn check_json(text: &str) -> Result<(), serde_json::Error> {
     serde_json::from_str::<serde::de::IgnoredAny>(text).map(drop)
 }
 pub use cursor::{Divergence, JournalCursor, Step};
-pub use entry::{ActivityOptions, Completion, EngineSettings, Entry, Failure, HostCall, Record, Reply, RetryPolicy};
+pub use entry::{
+    ActivityOptions, Completion, EngineSettings, Entry, ExportedRecord, Failure, HostCall, Record, Reply, RetryPolicy,
+};
 
 #[cfg(test)]
 mod tests {

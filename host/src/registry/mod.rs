@@ -33,20 +33,24 @@ pub enum UploadError {
     #[error("{0}")]
     NotAComponent(String),
     /// The component does not fit its world.
-    #[error("the component is not a valid {kind}: {reason}")]
+    #[error("{name} is not a valid {kind} component: {reason}")]
     WrongWorld {
+        /// The name it was deployed under.
+        name: String,
         /// Workflow or activity.
         kind: &'static str,
         /// The offending import or export, in wasmtime's words, and a hint.
         reason: String,
     },
     /// The name is taken by the other kind.
-    #[error("{name} is already deployed as {existing}; choose another name")]
+    #[error("{name} is already deployed as {existing}; {hint}")]
     KindConflict {
         /// The name.
         name: String,
         /// Its kind.
         existing: &'static str,
+        /// What to do.
+        hint: &'static str,
     },
     /// The store failed.
     #[error(transparent)]
@@ -154,7 +158,11 @@ impl Registry {
         let existing = self.rt.store().deployment(name)?;
         if let Some(d) = &existing {
             if d.kind != kind {
-                return Err(UploadError::KindConflict { name: name.to_owned(), existing: d.kind.as_str() });
+                let hint = match d.kind {
+                    ComponentKind::Activity => "to deploy a new version of it, add `--activity` (`?kind=activity`); a workflow needs another name",
+                    ComponentKind::Workflow => "to deploy a new version of it, leave out `--activity`; an activity component needs another name",
+                };
+                return Err(UploadError::KindConflict { name: name.to_owned(), existing: d.kind.as_str(), hint });
             }
         }
         let (component, writes) = match self.rt.components().compile_for_store(name, bytes).await {
@@ -198,18 +206,35 @@ impl Registry {
             ComponentKind::Workflow => "workflows may import WASI 0.2 and cairn:workflow/runtime, and must export `run`; move other calls into an activity",
             ComponentKind::Activity => "activities may import WASI 0.2 and cairn:workflow/activity-context, and must export `execute`",
         };
+        let wrong = |reason: String| UploadError::WrongWorld { name: name.to_owned(), kind: kind.as_str(), reason };
+        // The other kind of component, said plainly rather than as the
+        // linker's complaint about a missing export.
+        let exports = crate::sandbox::exported_names(self.rt.sandbox().engine(), &component.component);
+        let exports = |n: &str| exports.iter().any(|e| e == n);
+        match kind {
+            ComponentKind::Workflow if exports("execute") && !exports("run") => {
+                return Err(wrong("this component exports `execute`: it is an activity; deploy it with `--activity` (`?kind=activity`)".into()));
+            }
+            ComponentKind::Activity if exports("run") && !exports("execute") => {
+                return Err(wrong("this component exports `run`: it is a workflow; deploy it without `--activity`".into()));
+            }
+            _ => {}
+        }
         let result = match kind {
-            ComponentKind::Workflow => self.rt.check_workflow(component).map_err(|e| e.to_string()),
+            ComponentKind::Workflow => self.rt.check_workflow(component).map_err(|e| match e {
+                crate::runtime::StartError::NotAWorkflow { reason, .. } => reason,
+                other => other.to_string(),
+            }),
             ComponentKind::Activity => self.rt.activities().check(name, component).map_err(|e| e.to_string()),
         };
-        result.map_err(|reason| UploadError::WrongWorld { kind: kind.as_str(), reason: format!("{reason} ({hint})") })
+        result.map_err(|reason| wrong(format!("{reason} ({hint})")))
     }
 
     fn register_activity(&self, name: &str, component: &LoadedComponent) -> Result<(), UploadError> {
         self.rt
             .activities()
             .register(name, component)
-            .map_err(|e| UploadError::WrongWorld { kind: "activity", reason: e.to_string() })
+            .map_err(|e| UploadError::WrongWorld { name: name.to_owned(), kind: "activity", reason: e.to_string() })
     }
 
     /// At host start: registers every activity component's current version

@@ -405,7 +405,7 @@ impl Runtime {
     /// The guest stopped with an error: a divergence, a host stop, or a trap.
     async fn stopped(&self, state: &mut WorkflowState, error: wasmtime::Error) -> Result<Executed, RunError> {
         if let Some(mut divergence) = state.divergence.take() {
-            divergence.backtrace = error.downcast_ref::<WasmBacktrace>().map(short_backtrace);
+            divergence.backtrace = error.downcast_ref::<WasmBacktrace>().and_then(short_backtrace);
             return self.diverged(state, divergence).await;
         }
         if state.reached_end {
@@ -433,7 +433,7 @@ impl Runtime {
 
     fn classify(&self, state: &WorkflowState, error: &wasmtime::Error) -> Failure {
         let limits = self.inner.sandbox.limits();
-        let backtrace = error.downcast_ref::<WasmBacktrace>().map(short_backtrace).unwrap_or_default();
+        let backtrace = error.downcast_ref::<WasmBacktrace>().and_then(short_backtrace).unwrap_or_default();
         if state.runaway {
             Failure::new(
                 "runaway",
@@ -613,12 +613,16 @@ impl Runtime {
 }
 
 /// The first frames of a guest backtrace: enough to find the spot, short
-/// enough for a status line.
-fn short_backtrace(backtrace: &WasmBacktrace) -> String {
+/// enough for a status line. None when no frame has a function name (a
+/// stripped build): `<unknown>!<wasm function 3>` tells a reader nothing.
+fn short_backtrace(backtrace: &WasmBacktrace) -> Option<String> {
+    if !backtrace.frames().iter().any(|frame| frame.func_name().is_some()) {
+        return None;
+    }
     let text = backtrace.to_string();
     let mut lines: Vec<&str> = text.lines().take(12).collect();
     if text.lines().count() > lines.len() {
         lines.push("    ...");
     }
-    format!("\n{}", lines.join("\n"))
+    Some(format!("\n{}", lines.join("\n")))
 }

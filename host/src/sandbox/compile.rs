@@ -41,6 +41,12 @@ pub struct LoadedComponent {
     pub component: Component,
 }
 
+/// The names a component exports at its top level (`run` for a workflow,
+/// `execute` for an activity).
+pub fn exported_names(engine: &wasmtime::Engine, component: &Component) -> Vec<String> {
+    component.component_type().exports(engine).map(|(name, _)| name.to_owned()).collect()
+}
+
 /// sha256 of `bytes`, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
