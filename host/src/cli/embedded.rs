@@ -131,6 +131,7 @@ pub(super) fn table_row(record: &Record, start: u64) -> String {
         Entry::Completed { result } => result.clone(),
         Entry::Failed { failure } => failure.to_string(),
         Entry::Terminated { reason } => format!("terminated: {reason}"),
+        Entry::ContinuedAsNew { input } => format!("next generation's input {input}"),
         Entry::VersionSwitch { from_version, to_version, to_sha256, .. } => format!(
             "v{} -> v{to_version} ({})",
             from_version.map_or("?".to_owned(), |v| v.to_string()),

@@ -62,6 +62,10 @@ pub(super) fn encode(record: &Record, out: &mut Vec<u8>) {
             w.tag(5);
             w.str(reason);
         }
+        Entry::ContinuedAsNew { input } => {
+            w.tag(6);
+            w.str(input);
+        }
     }
 }
 
@@ -97,6 +101,7 @@ pub(super) fn decode(body: &[u8]) -> Result<Record, Malformed> {
             Entry::VersionSwitch { from_version, to_version: r.u32()?, from_sha256: r.str()?, to_sha256: r.str()? }
         }
         5 => Entry::Terminated { reason: r.str()? },
+        6 => Entry::ContinuedAsNew { input: r.str()? },
         _ => return Err("unknown entry kind"),
     };
     if !r.0.is_empty() {

@@ -185,6 +185,7 @@ mod tests {
             },
             Record { seq: 15, at_ms: 2, entry: Entry::Failed { failure: Failure::cancelled() } },
             Record { seq: 16, at_ms: 3, entry: Entry::Terminated { reason: "operator".into() } },
+            Record { seq: 17, at_ms: 4, entry: Entry::ContinuedAsNew { input: "{\"month\":2}".into() } },
         ]
     }
 

@@ -113,12 +113,14 @@ impl JournalCursor {
                 backtrace: None,
             }),
             // The run ended here but the code goes on calling the host.
-            Entry::Completed { .. } | Entry::Failed { .. } | Entry::Terminated { .. } => Err(Divergence {
+            Entry::Completed { .. } | Entry::Failed { .. } | Entry::Terminated { .. } | Entry::ContinuedAsNew { .. } => {
+                Err(Divergence {
                 seq: record.seq,
                 expected: describe_end(&record.entry),
                 actual: format!("an extra call: {call}"),
                 backtrace: None,
-            }),
+            })
+            }
             Entry::Started { .. } | Entry::VersionSwitch { .. } => unreachable!("meta entries are not replayed"),
         }
     }
@@ -154,6 +156,22 @@ impl JournalCursor {
         }
     }
 
+    /// `continue-as-new(input)`: live where the journal ends (`Ok(false)`);
+    /// replayed, with the same input, where an earlier generation's journal
+    /// recorded it (`Ok(true)`); a divergence anywhere else.
+    pub fn continue_as_new(&self, input: &str) -> Result<bool, Divergence> {
+        match self.records.get(self.pos).map(|r| (r.seq, &r.entry)) {
+            Some((_, Entry::ContinuedAsNew { input: recorded })) if recorded == input => Ok(true),
+            Some((seq, Entry::ContinuedAsNew { input: recorded })) => Err(Divergence {
+                seq,
+                expected: format!("continue-as-new({recorded})"),
+                actual: format!("continue-as-new({input})"),
+                backtrace: None,
+            }),
+            _ => self.expect_end(&format!("continue-as-new({input})")).map(|()| false),
+        }
+    }
+
     /// The workflow returned `outcome`: check it against the journal. Calls
     /// left over, or a different result than the one recorded, diverge.
     pub fn finish(&self, outcome: &Entry) -> Result<(), Divergence> {
@@ -182,6 +200,7 @@ fn describe_end(entry: &Entry) -> String {
     match entry {
         Entry::Completed { result } => format!("return {result}"),
         Entry::Failed { failure } => format!("return failure {failure}"),
+        Entry::ContinuedAsNew { input } => format!("continue-as-new({input})"),
         other => other.label().to_string(),
     }
 }

@@ -270,6 +270,13 @@ pub enum Entry {
         /// Why, as given by whoever terminated it.
         reason: String,
     },
+    /// This generation of the run ended with `continue-as-new`: the run
+    /// goes on in a fresh journal (the next generation) with this input.
+    /// The last entry of every generation's journal but the current one's.
+    ContinuedAsNew {
+        /// JSON input of the next generation.
+        input: String,
+    },
 }
 
 impl Entry {
@@ -286,7 +293,10 @@ impl Entry {
 
     /// Whether this entry ends the run.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Entry::Completed { .. } | Entry::Failed { .. } | Entry::Terminated { .. })
+        matches!(
+            self,
+            Entry::Completed { .. } | Entry::Failed { .. } | Entry::Terminated { .. } | Entry::ContinuedAsNew { .. }
+        )
     }
 
     /// A short label for tables.
@@ -298,6 +308,7 @@ impl Entry {
             Entry::Failed { .. } => "failed",
             Entry::Terminated { .. } => "terminated",
             Entry::VersionSwitch { .. } => "version-switch",
+            Entry::ContinuedAsNew { .. } => "continued-as-new",
         }
     }
 }

@@ -162,8 +162,9 @@ impl Runtime {
         self.inner.metrics.replay_seconds.observe_duration(started.elapsed());
         let entries = state.map_or(0, |s| s.cursor().len() as u64);
         let finished = match executed? {
-            Executed::Outcome(_) => true,
-            Executed::ReachedEnd | Executed::Evicted | Executed::Continued => false,
+            // A generation that continued as new is finished too.
+            Executed::Outcome(_) | Executed::Continued => true,
+            Executed::ReachedEnd | Executed::Evicted => false,
         };
         Ok(ReplayReport { run_id: run_id.to_owned(), entries, finished })
     }
@@ -415,6 +416,9 @@ impl Runtime {
             return Ok(Executed::Evicted);
         }
         if let Some(input) = state.continue_with.take() {
+            if state.mode == Mode::Check {
+                return Ok(Executed::Continued);
+            }
             return self.continued(state, input).await;
         }
         if let Some(reason) = state.terminated.take() {

@@ -451,15 +451,20 @@ impl WorkflowState {
         }
     }
 
-    /// `continue-as-new`: ends this generation of the run. It is never
-    /// journaled (the journal it would end in is emptied), so on replay it
-    /// must come exactly where the journal ends.
+    /// `continue-as-new`: ends this generation of the run. Its entry
+    /// (`continued-as-new`) is written as the journal moves to history, so
+    /// a current journal never holds one: on replay the call must come
+    /// exactly where the journal ends, or (an earlier generation's journal,
+    /// replayed offline) where that entry is, with the same input.
     pub(crate) fn continue_as_new(&mut self, input: String) -> wasmtime::Result<()> {
         self.host_calls += 1;
-        if let Err(divergence) = self.cursor.expect_end("continue-as-new") {
-            return Err(self.diverge(divergence));
+        match self.cursor.continue_as_new(&input) {
+            Err(divergence) => return Err(self.diverge(divergence)),
+            // An earlier generation's journal (replayed offline) ends here,
+            // with this input: reproduced.
+            Ok(true) => {}
+            Ok(false) => self.go_live()?,
         }
-        self.go_live()?;
         self.continue_with = Some(input);
         Err(Stopped.into())
     }

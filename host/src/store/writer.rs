@@ -692,10 +692,18 @@ fn apply<'a>(
                                 let (k, v) = row?;
                                 old.push((k.value().1, v.value().to_vec()));
                             }
+                            let end_seq = old.last().map_or(0, |(seq, _)| seq + 1);
                             for (seq, bytes) in old {
                                 history.insert((run, ended, seq), bytes.as_slice())?;
                                 journal_t.remove((run, seq))?;
                             }
+                            // The ended generation's journal says how it ended.
+                            let end = journal::Record {
+                                seq: end_seq,
+                                at_ms: start.at_ms,
+                                entry: journal::Entry::ContinuedAsNew { input: meta.input.clone() },
+                            };
+                            history.insert((run, ended, end_seq), journal::encode(&end).as_slice())?;
                             let handles: Vec<u32> = completions
                                 .range((run, 0)..=(run, u32::MAX))?
                                 .map(|row| row.map(|(k, _)| k.value().1))
