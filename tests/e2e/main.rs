@@ -10,6 +10,7 @@ mod disk;
 mod examples;
 mod faults;
 mod fuzz;
+mod generations;
 mod hostile;
 mod languages;
 mod properties;

@@ -112,3 +112,39 @@ fn replay_all_checks_every_unfinished_run_on_this_binary() {
     assert!(text.contains("run halfway: replay reproduced"), "{text}");
     assert!(text.contains("1 unfinished runs replayed, 0 diverged"), "{text}");
 }
+
+/// The CI gate README recommends: export a journal, replay it offline
+/// against the same code. A workflow that reads its run id must pass too,
+/// so the replay runs under the exported run's own id.
+#[test]
+fn offline_replay_of_an_unmodified_export_passes_for_a_workflow_that_reads_its_run_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = cairn()
+        .arg("run")
+        .arg(wasm("mirror"))
+        .args(["--id", "order-77", "--input", r#"{"n":1}"#, "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(expect_success(&output), r#"{"run_id":"order-77","input":{"n":1}}"#);
+    let export = cairn().args(["journal", "order-77", "--json", "--data"]).arg(dir.path()).output().unwrap();
+    let export = expect_success(&export);
+    let lines: Vec<&str> = export.lines().collect();
+    assert!(lines.iter().all(|l| json(l)["run_id"] == "order-77" && json(l)["generation"] == 0), "{export}");
+    let file = dir.path().join("order-77.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    let replay = |file: &Path| {
+        cairn().args(["replay", "--journal"]).arg(file).arg("--with").arg(wasm("mirror")).output().unwrap()
+    };
+    let output = replay(&file);
+    assert_eq!(output.status.code(), Some(0), "{}{}", stdout(&output), stderr(&output));
+    assert!(stdout(&output).contains("reproduced all") && stdout(&output).contains("finished"), "{}", stdout(&output));
+
+    // A line taken out is named as missing, not reported as a divergence.
+    assert!(lines.len() >= 4, "{export}");
+    let gapped: Vec<&str> = lines.iter().enumerate().filter(|(i, _)| *i != 2).map(|(_, l)| *l).collect();
+    std::fs::write(&file, gapped.join("\n")).unwrap();
+    let output = replay(&file);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("seq 2 is missing"), "{}", stderr(&output));
+}

@@ -627,7 +627,10 @@ async fn continue_as_new_starts_a_fresh_journal_and_keeps_history_and_signals() 
         assert_eq!(status, 200);
         let old = old["entries"].as_array().unwrap();
         assert_eq!(json(old[0]["input"].as_str().unwrap())["n"], generation);
-        assert_eq!(old.last().unwrap()["reply"]["completion"]["ok"], "null", "each generation ends after its sleep");
+        let (sleep, end) = (&old[old.len() - 2], &old[old.len() - 1]);
+        assert_eq!(sleep["reply"]["completion"]["ok"], "null", "each generation ends after its sleep");
+        assert_eq!(end["entry"], "continued-as-new", "and says it continued as new: {end}");
+        assert_eq!(json(end["input"].as_str().unwrap())["n"], generation + 1);
     }
     let (status, error) = api.get("/runs/cnt/journal?generation=9").await;
     assert_eq!((status, error["code"].as_str()), (400, Some("invalid-generation")));
@@ -700,4 +703,118 @@ async fn mutated_uploads_and_garbled_json_never_break_the_server() {
     assert_eq!(api.get("/health").await.0, 200);
     server.kill();
     crate::crash::assert_store_is_consistent(dir.path());
+}
+
+/// A run's input, a signal's payload and the result reach the workflow,
+/// the journal and every API read as the client's own text: no float is
+/// rounded, no integer past 64 bits turned into a float.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_passes_numbers_through_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    assert_eq!(api.deploy("mirror", "workflow", std::fs::read(wasm("mirror")).unwrap()).await.0, 201);
+    let input = r#"{"await_signal":true,"amount":1796586362.1859999,"big":123456789012345678901234567890,"exp":1E+2,"cents":3.10}"#;
+    let payload = r#"{"price":0.30000000000000004,"n":18446744073709551616}"#;
+    let (status, body) = api.post("/runs", format!(r#"{{"workflow":"mirror","id":"nums","input":{input}}}"#)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(api.post("/runs/nums/signals/more", payload).await.0, 202);
+    assert_eq!(api.wait("nums").await["status"], "completed");
+
+    let expected = format!(r#"{{"run_id":"nums","input":{input},"signal":{payload}}}"#);
+    let journal = journal_over_api(&server, "nums");
+    assert_eq!(journal.first().unwrap()["input"], input, "the journal's input");
+    assert_eq!(journal.last().unwrap()["result"], expected.as_str(), "the journal's result");
+    let text = reqwest::get(format!("{}/v1/runs/nums", server.url)).await.unwrap().text().await.unwrap();
+    assert!(text.contains(&format!(r#""input":{input}"#)), "GET /runs/nums altered the input: {text}");
+    assert!(text.contains(&format!(r#""result":{expected}"#)), "GET /runs/nums altered the result: {text}");
+    let listed = reqwest::get(format!("{}/v1/runs?workflow=mirror", server.url)).await.unwrap().text().await.unwrap();
+    assert!(listed.contains(&format!(r#""result":{expected}"#)), "GET /runs altered the result: {listed}");
+
+    // The CLI sends and prints the same text.
+    let output = cairn().args(["result", "nums", "--server", &server.url]).output().unwrap();
+    assert_eq!(expect_success(&output), expected);
+    let output = cairn()
+        .args([
+            "start",
+            "mirror",
+            "--id",
+            "cli",
+            "--wait",
+            "--server",
+            &server.url,
+            "--input",
+            r#"{"x":1796586362.1859999}"#,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(expect_success(&output), r#"{"run_id":"cli","input":{"x":1796586362.1859999}}"#);
+}
+
+/// `cairn journal ID --json` against the server.
+fn journal_over_api(server: &Server, id: &str) -> Vec<Value> {
+    let output = cairn().args(["journal", id, "--json", "--server", &server.url]).output().unwrap();
+    expect_success(&output).lines().map(json).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_payloads_get_a_413_that_states_the_limit_from_the_server_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    assert_eq!(api.deploy("mirror", "workflow", std::fs::read(wasm("mirror")).unwrap()).await.0, 201);
+    let limit = 4 << 20;
+    // Between the old 1 MiB body limit and the 4 MiB payload limit: taken.
+    let input = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2 << 20));
+    let (status, body) = api.post("/runs", format!(r#"{{"workflow":"mirror","id":"big","input":{input}}}"#)).await;
+    assert_eq!(status, 201, "a 2 MiB input fits the payload limit: {body}");
+    // Over it: 413 with the limit, from the runtime or the body limit.
+    for size in [limit + 10, limit + (1 << 20)] {
+        let input = format!(r#"{{"pad":"{}"}}"#, "x".repeat(size));
+        let (status, body) = api.post("/runs", format!(r#"{{"workflow":"mirror","input":{input}}}"#)).await;
+        assert_eq!((status, body["code"].as_str()), (413, Some("too-large")), "{size}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(&limit.to_string()), "{body}");
+    }
+    let (status, body) = api.post("/runs/big/signals/more", format!(r#""{}""#, "x".repeat(limit))).await;
+    assert_eq!((status, body["code"].as_str()), (413, Some("too-large")), "{body}");
+
+    // The CLI says so before it sends anything, never "cannot reach".
+    let file = dir.path().join("big.json");
+    std::fs::write(&file, format!(r#"{{"pad":"{}"}}"#, "x".repeat(10 << 20))).unwrap();
+    let at_file = format!("@{}", file.display());
+    let start = cairn().args(["start", "mirror", "--server", &server.url, "--input", &at_file]).output().unwrap();
+    let run = cairn()
+        .arg("run")
+        .arg(wasm("mirror"))
+        .arg("--data")
+        .arg(dir.path().join("embedded"))
+        .args(["--input", &at_file])
+        .output()
+        .unwrap();
+    for output in [start, run] {
+        assert!(!output.status.success());
+        let err = stderr(&output);
+        assert!(err.contains("over the limit of 4194304 bytes"), "{err}");
+        assert!(!err.contains("not valid JSON") && !err.contains("cannot reach"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_ids_dot_and_dot_dot_are_refused_by_the_server_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    assert_eq!(api.deploy("mirror", "workflow", std::fs::read(wasm("mirror")).unwrap()).await.0, 201);
+    for id in [".", ".."] {
+        let (status, body) = api.post_json("/runs", &json!({ "workflow": "mirror", "id": id, "input": {} })).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("invalid-run-id")), "{id}: {body}");
+        let output = cairn().args(["status", id, "--server", &server.url]).output().unwrap();
+        assert!(!output.status.success());
+        assert!(stderr(&output).contains("cannot be addressed in a URL"), "{}", stderr(&output));
+    }
+    // Other ids with dots and colons are fine, and reachable.
+    let (status, _) = api.post_json("/runs", &json!({ "workflow": "mirror", "id": "a.b:c", "input": {} })).await;
+    assert_eq!(status, 201);
+    let output = cairn().args(["status", "a.b:c", "--server", &server.url]).output().unwrap();
+    assert!(expect_success(&output).contains("a.b:c"));
 }

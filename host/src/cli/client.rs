@@ -36,17 +36,13 @@ impl Client {
         };
         let response = match request.send().await {
             Ok(response) => response,
-            Err(e) if e.is_connect() => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "cannot reach the Cairn server at {} (start one with `cairn serve`, or set --server / CAIRN_SERVER)",
-                    self.base
-                )))
-            }
+            Err(e) if e.is_connect() => return Err(anyhow::Error::new(e).context(format!(
+                "cannot reach the Cairn server at {} (start one with `cairn serve`, or set --server / CAIRN_SERVER)",
+                self.base
+            ))),
             Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "the request to the Cairn server at {} failed before it answered",
-                    self.base
-                )))
+                return Err(anyhow::Error::new(e)
+                    .context(format!("the request to the Cairn server at {} failed before it answered", self.base)))
             }
         };
         let status = response.status();
@@ -413,7 +409,9 @@ pub async fn journal(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode
     if args.json {
         let generation = match first_page_generation {
             Some(g) => g,
-            None => client.get(&format!("/runs/{}", segment(run_id)?)).await?["generation"].as_u64().unwrap_or(0) as u32,
+            None => {
+                client.get(&format!("/runs/{}", segment(run_id)?)).await?["generation"].as_u64().unwrap_or(0) as u32
+            }
         };
         super::embedded::write_export(&mut std::io::stdout().lock(), run_id, generation, records)?;
     } else {

@@ -113,14 +113,15 @@ impl JournalCursor {
                 backtrace: None,
             }),
             // The run ended here but the code goes on calling the host.
-            Entry::Completed { .. } | Entry::Failed { .. } | Entry::Terminated { .. } | Entry::ContinuedAsNew { .. } => {
-                Err(Divergence {
+            Entry::Completed { .. }
+            | Entry::Failed { .. }
+            | Entry::Terminated { .. }
+            | Entry::ContinuedAsNew { .. } => Err(Divergence {
                 seq: record.seq,
                 expected: describe_end(&record.entry),
                 actual: format!("an extra call: {call}"),
                 backtrace: None,
-            })
-            }
+            }),
             Entry::Started { .. } | Entry::VersionSwitch { .. } => unreachable!("meta entries are not replayed"),
         }
     }

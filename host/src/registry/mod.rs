@@ -216,7 +216,9 @@ impl Registry {
                 return Err(wrong("this component exports `execute`: it is an activity; deploy it with `--activity` (`?kind=activity`)".into()));
             }
             ComponentKind::Activity if exports("run") && !exports("execute") => {
-                return Err(wrong("this component exports `run`: it is a workflow; deploy it without `--activity`".into()));
+                return Err(wrong(
+                    "this component exports `run`: it is a workflow; deploy it without `--activity`".into(),
+                ));
             }
             _ => {}
         }
@@ -231,10 +233,11 @@ impl Registry {
     }
 
     fn register_activity(&self, name: &str, component: &LoadedComponent) -> Result<(), UploadError> {
-        self.rt
-            .activities()
-            .register(name, component)
-            .map_err(|e| UploadError::WrongWorld { name: name.to_owned(), kind: "activity", reason: e.to_string() })
+        self.rt.activities().register(name, component).map_err(|e| UploadError::WrongWorld {
+            name: name.to_owned(),
+            kind: "activity",
+            reason: e.to_string(),
+        })
     }
 
     /// At host start: registers every activity component's current version

@@ -236,6 +236,7 @@ impl Runtime {
         // after it never left the run.
         state.take_pending();
         state.unsealed = Default::default();
+        state.flushed.clear();
         let run_id = state.run_id().to_owned();
         tracing::error!(run_id = %run_id, seq = state.next_seq(), error = %refused, "the store refused a step of this run; the run fails");
         let failure = Failure::new(

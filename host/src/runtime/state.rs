@@ -210,6 +210,11 @@ pub struct WorkflowState {
     pub(crate) handles: Handles,
     pub(crate) pending: Vec<Write>,
     pub(crate) unsealed: Unsealed,
+    /// Buffered entries sent to the writer without waiting while the run
+    /// blocked (journal-determined ones, which need not be durable yet):
+    /// their outcome is checked before the run's next commit, so a refused
+    /// batch stops the run instead of leaving a gap in its journal.
+    pub(super) flushed: Vec<oneshot::Receiver<Result<(), CommitError>>>,
     pub(super) events_rx: Option<mpsc::UnboundedReceiver<Event>>,
     pub(super) inline: Option<Inline>,
     /// Signal seqs already matched to a handle (their delete rides later).
@@ -282,6 +287,7 @@ impl WorkflowState {
             handles: Handles::default(),
             pending: Vec::new(),
             unsealed: Unsealed::No,
+            flushed: Vec::new(),
             events_rx: events,
             inline: None,
             assigned_signals: HashSet::new(),
@@ -388,6 +394,9 @@ impl WorkflowState {
     /// the caller must commit the buffer, with whatever it commits next (the
     /// run's end): dropping it would lose a step.
     pub(crate) async fn settle(&mut self) -> Result<bool, RunError> {
+        for ack in std::mem::take(&mut self.flushed) {
+            crate::store::durable(ack).await.map_err(StoreError::from)?;
+        }
         match std::mem::take(&mut self.unsealed) {
             Unsealed::No => Ok(false),
             Unsealed::Held => Ok(true),
@@ -623,6 +632,11 @@ impl WorkflowState {
             handle,
             generation: Some(self.meta.generation),
         });
+        // Whatever the guest has seen commits with the child (after what
+        // was sent before): the child is outside the run.
+        if let Err(e) = self.settle().await {
+            return Err(self.stop_with(e));
+        }
         let mut batch = self.take_pending();
         batch.push(Write::PutRun(meta));
         batch.push(Write::Append { run_id: child_id.clone(), record: start });

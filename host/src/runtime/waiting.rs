@@ -113,6 +113,9 @@ impl WorkflowState {
             }
             return Ok(Some(completion));
         }
+        if let Err(e) = self.settle().await {
+            return Err(self.stop_with(e));
+        }
         let arrival = self.rt.next_arrival();
         let mut batch = self.take_pending();
         batch.push(Write::PutCompletion {
@@ -137,6 +140,9 @@ impl WorkflowState {
     /// Leaves memory: commits what is buffered, then stops the guest.
     async fn leave(&mut self) -> wasmtime::Error {
         self.release_inline();
+        if let Err(e) = self.settle().await {
+            return self.stop_with(e);
+        }
         let batch = self.take_pending();
         if !batch.is_empty() {
             if let Err(e) = self.rt.store().commit(batch).await {
@@ -169,7 +175,7 @@ impl WorkflowState {
                 }
             }
             let batch = std::mem::take(&mut self.pending);
-            drop(self.rt.store().writer().submit(batch));
+            self.flushed.push(self.rt.store().writer().submit(batch));
         }
         match self.idle {
             None => tokio::select! {
