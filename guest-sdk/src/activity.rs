@@ -18,8 +18,10 @@ impl ActivityContext {
         ActivityContext { _private: () }
     }
 
-    /// The same for every attempt of one scheduled call: give it to payment
-    /// providers and other services so a retry does not repeat an effect.
+    /// The same for every attempt of one scheduled call, and different for
+    /// every other call (other generations of the run included): give it to
+    /// payment providers and other services so a retry does not repeat an
+    /// effect.
     pub fn idempotency_key(&self) -> String {
         host::idempotency_key()
     }

@@ -139,7 +139,9 @@ async fn a_refused_commit_fails_the_run_visibly_and_overwrites_nothing() {
 
     let outcome = tokio::time::timeout(std::time::Duration::from_secs(30), driver).await.expect("the run stalled");
     match outcome.unwrap() {
-        Err(RunError::Refused { failure, .. }) => assert!(failure.message.contains("journal entry 2 of run m"), "{failure}"),
+        Err(RunError::Refused { failure, .. }) => {
+            assert!(failure.message.contains("journal entry 2 of run m"), "{failure}")
+        }
         other => panic!("expected a refused commit, got {other:?}"),
     }
     let meta = store.run("m").unwrap().unwrap();

@@ -30,7 +30,9 @@ pub struct TaskView {
     pub input: String,
     /// The run that scheduled it.
     pub run_id: String,
-    /// `<run-id>/<handle>`: the same on every attempt of this call.
+    /// The same on every attempt of this call and on no other call's:
+    /// `<run-id>/<handle>`, or `<run-id>/<generation>/<handle>` after the
+    /// run continued as new.
     pub idempotency_key: String,
     /// 1 on the first attempt.
     pub attempt: u32,

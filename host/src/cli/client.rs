@@ -36,10 +36,12 @@ impl Client {
         };
         let response = match request.send().await {
             Ok(response) => response,
-            Err(e) if e.is_connect() => return Err(anyhow::Error::new(e).context(format!(
+            Err(e) if e.is_connect() => {
+                return Err(anyhow::Error::new(e).context(format!(
                 "cannot reach the Cairn server at {} (start one with `cairn serve`, or set --server / CAIRN_SERVER)",
                 self.base
-            ))),
+            )))
+            }
             Err(e) => {
                 return Err(anyhow::Error::new(e)
                     .context(format!("the request to the Cairn server at {} failed before it answered", self.base)))
