@@ -427,7 +427,7 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
         ("POST", "/runs", br#"{"workflow": "approval", "extra": 1}"#.to_vec(), 400, "invalid-json"),
         ("POST", "/runs", br#"{"workflow": "nope"}"#.to_vec(), 404, "workflow-not-found"),
         ("POST", "/runs", br#"{"workflow": "approval", "id": "bad id!"}"#.to_vec(), 400, "invalid-run-id"),
-        ("POST", "/runs", vec![b' '; 2 << 20], 413, "too-large"),
+        ("POST", "/runs", vec![b' '; 5 << 20], 413, "too-large"),
         ("GET", "/runs/missing", vec![], 404, "run-not-found"),
         ("GET", "/runs/missing/journal", vec![], 404, "run-not-found"),
         ("GET", "/runs/keep/result?wait=abc", vec![], 400, "invalid-query"),
@@ -465,14 +465,21 @@ async fn bad_input_gets_the_documented_error_and_changes_nothing() {
     // Upload validation names what is wrong: an activity is not a workflow.
     let (status, error) = api.deploy("wrong", "workflow", std::fs::read(wasm("payments")).unwrap()).await;
     assert_eq!((status, error["code"].as_str()), (422, Some("invalid-component")), "{error}");
-    assert!(error["message"].as_str().unwrap().contains("cairn:workflow/activity-context"), "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message
+            .contains("wrong is not a valid workflow component: this component exports `execute`: it is an activity"),
+        "{error}"
+    );
+    assert!(!message.contains(&cairn_host::sandbox::sha256_hex(&std::fs::read(wasm("payments")).unwrap())), "{error}");
     // A workflow imports cairn:workflow/runtime, which activities do not get.
     let (status, error) = api.deploy("wrong", "activity", std::fs::read(wasm("hello")).unwrap()).await;
     assert_eq!(status, 422, "{error}");
-    assert!(error["message"].as_str().unwrap().contains("cairn:workflow/runtime"), "{error}");
-    // A name keeps its kind.
+    assert!(error["message"].as_str().unwrap().contains("this component exports `run`: it is a workflow"), "{error}");
+    // A name keeps its kind, and the message says how to deploy under it.
     let (status, error) = api.deploy("payments", "workflow", std::fs::read(wasm("hello")).unwrap()).await;
     assert_eq!((status, error["code"].as_str()), (409, Some("kind-conflict")), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("add `--activity`"), "{error}");
     // Same bytes: same version, nothing new.
     let (status, deployed) = api.deploy("payments", "activity", std::fs::read(wasm("payments")).unwrap()).await;
     assert_eq!((status, &deployed["version"], &deployed["created"]), (200, &json!(1), &json!(false)));
@@ -764,18 +771,28 @@ async fn oversize_payloads_get_a_413_that_states_the_limit_from_the_server_and_t
     let api = Api::new(&server);
     assert_eq!(api.deploy("mirror", "workflow", std::fs::read(wasm("mirror")).unwrap()).await.0, 201);
     let limit = 4 << 20;
+    // No connection reuse: the server closes a connection whose oversized
+    // body it refused without reading.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let post = |path: &str, body: String| {
+        let request = http.post(format!("{}{path}", api.base)).header("content-type", "application/json").body(body);
+        async move {
+            let response = request.send().await.expect("POST");
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
     // Between the old 1 MiB body limit and the 4 MiB payload limit: taken.
     let input = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2 << 20));
-    let (status, body) = api.post("/runs", format!(r#"{{"workflow":"mirror","id":"big","input":{input}}}"#)).await;
+    let (status, body) = post("/runs", format!(r#"{{"workflow":"mirror","id":"big","input":{input}}}"#)).await;
     assert_eq!(status, 201, "a 2 MiB input fits the payload limit: {body}");
     // Over it: 413 with the limit, from the runtime or the body limit.
     for size in [limit + 10, limit + (1 << 20)] {
         let input = format!(r#"{{"pad":"{}"}}"#, "x".repeat(size));
-        let (status, body) = api.post("/runs", format!(r#"{{"workflow":"mirror","input":{input}}}"#)).await;
+        let (status, body) = post("/runs", format!(r#"{{"workflow":"mirror","input":{input}}}"#)).await;
         assert_eq!((status, body["code"].as_str()), (413, Some("too-large")), "{size}: {body}");
         assert!(body["message"].as_str().unwrap().contains(&limit.to_string()), "{body}");
     }
-    let (status, body) = api.post("/runs/big/signals/more", format!(r#""{}""#, "x".repeat(limit))).await;
+    let (status, body) = post("/runs/big/signals/more", format!(r#""{}""#, "x".repeat(limit))).await;
     assert_eq!((status, body["code"].as_str()), (413, Some("too-large")), "{body}");
 
     // The CLI says so before it sends anything, never "cannot reach".
@@ -817,4 +834,92 @@ async fn run_ids_dot_and_dot_dot_are_refused_by_the_server_and_the_cli() {
     assert_eq!(status, 201);
     let output = cairn().args(["status", "a.b:c", "--server", &server.url]).output().unwrap();
     assert!(expect_success(&output).contains("a.b:c"));
+}
+
+/// Sends `request` on a fresh connection and hangs up after `wait`
+/// (possibly before the answer, possibly while the server commits).
+async fn hang_up_after(addr: std::net::SocketAddr, request: String, wait: Duration) {
+    use tokio::io::AsyncWriteExt;
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { return };
+    if stream.write_all(request.as_bytes()).await.is_ok() {
+        tokio::time::sleep(wait).await;
+    }
+    drop(stream);
+}
+
+fn post_request(path: &str, body: &str) -> String {
+    format!(
+        "POST /v1{path} HTTP/1.1\r\nhost: cairn\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Whatever a request committed is acted on whether or not its client is
+/// still there: clients that hang up at random moments (before the commit,
+/// during it, after it) leave no stored start unrun and no stored signal
+/// undelivered, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_is_acted_on_when_its_client_hangs_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    assert_eq!(api.deploy("mirror", "workflow", std::fs::read(wasm("mirror")).unwrap()).await.0, 201);
+    let addr: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    // Runs waiting for a signal, started the ordinary way.
+    for i in 0..1000 {
+        let start = json!({ "workflow": "mirror", "id": format!("wait-{i}"), "input": { "await_signal": true } });
+        assert_eq!(api.post_json("/runs", &start).await.0, 201);
+    }
+    let mut rng = Rng(0x0bad_c0ff_ee15_600d);
+    let mut requests = Vec::new();
+    for i in 0..2000 {
+        let body = json!({ "workflow": "mirror", "id": format!("gone-{i}"), "input": { "i": i } }).to_string();
+        requests.push((post_request("/runs", &body), Duration::from_micros(rng.below(3000))));
+    }
+    for i in 0..1000 {
+        let path = format!("/runs/wait-{i}/signals/more");
+        requests.push((post_request(&path, &i.to_string()), Duration::from_micros(rng.below(3000))));
+    }
+    for chunk in requests.chunks(64) {
+        futures_join(chunk.iter().map(|(request, wait)| hang_up_after(addr, request.clone(), *wait))).await;
+    }
+
+    // Settled: nothing left running that has what it needs to go on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stuck = loop {
+        let mut stuck = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (_, page) = api.get(&format!("/runs?limit=1000&workflow=mirror&status=running&after={after}")).await;
+            let runs = page["runs"].as_array().unwrap();
+            stuck
+                .extend(runs.iter().map(|r| r["id"].as_str().unwrap().to_owned()).filter(|id| id.starts_with("gone-")));
+            match page["next"].as_str() {
+                Some(next) => after = next.to_owned(),
+                None => break,
+            }
+        }
+        if stuck.is_empty() || Instant::now() > deadline {
+            break stuck;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(stuck.is_empty(), "{} stored starts never ran, e.g. {:?}", stuck.len(), &stuck[..stuck.len().min(5)]);
+    // Signals: a run still waiting must have no signal stored for it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, page) = api.get("/runs?limit=1000&workflow=mirror&status=running").await;
+    let waiting: Vec<String> =
+        page["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    server.kill();
+    let store = cairn_host::store::Store::open(dir.path()).unwrap();
+    let undelivered: Vec<&String> = waiting.iter().filter(|id| !store.signals(id).unwrap().is_empty()).collect();
+    assert!(
+        undelivered.is_empty(),
+        "{} stored signals never delivered, e.g. {:?}",
+        undelivered.len(),
+        &undelivered[..undelivered.len().min(5)]
+    );
+    let ran = store.runs().unwrap().iter().filter(|m| m.id.starts_with("gone-")).count();
+    let delivered = 1000 - waiting.len();
+    eprintln!("hang-ups: {ran} of 2000 starts stored and run, {delivered} of 1000 signals stored and delivered");
 }

@@ -88,13 +88,15 @@ pub fn journal(data: &Path, id: &str) -> Vec<Value> {
     expect_success(&output).lines().map(|l| serde_json::from_str(l).expect("journal lines are JSON")).collect()
 }
 
-/// The journal without timestamps, for comparing runs.
+/// The journal without timestamps and run ids, for comparing runs.
 pub fn journal_modulo_time(data: &Path, id: &str) -> Vec<Value> {
     journal(data, id)
         .into_iter()
         .map(|mut r| {
             let obj = r.as_object_mut().expect("records are objects");
             obj.remove("at_ms");
+            // Exports name their run; the entries are what is compared.
+            obj.remove("run_id");
             r
         })
         .collect()

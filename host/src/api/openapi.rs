@@ -164,7 +164,7 @@ pub(crate) async fn document() -> Json<Value> {
                     "failure": { "allOf": [{ "$ref": "#/components/schemas/Failure" }], "nullable": true },
                     "created_ms": { "type": "integer" }, "updated_ms": { "type": "integer" } } },
                 "RunList": { "type": "object", "properties": { "runs": { "type": "array", "items": { "$ref": "#/components/schemas/Run" } }, "next": { "type": "string", "nullable": true } } },
-                "JournalPage": { "type": "object", "properties": { "entries": { "type": "array", "items": { "type": "object" } }, "next": { "type": "integer", "nullable": true } } },
+                "JournalPage": { "type": "object", "properties": { "run_id": { "type": "string" }, "generation": { "type": "integer" }, "entries": { "type": "array", "items": { "type": "object" } }, "next": { "type": "integer", "nullable": true } } },
                 "Deployed": { "type": "object", "properties": {
                     "name": { "type": "string" }, "kind": { "type": "string" }, "version": { "type": "integer" }, "sha256": { "type": "string" }, "created": { "type": "boolean" } } },
                 "UpgradeReport": { "type": "object", "properties": {

@@ -20,6 +20,19 @@ use std::time::Duration;
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Runs `work` in a task of its own and waits for it. A client that hangs
+/// up drops its request's future; run inline, a change could then commit
+/// and never be acted on (the run not woken, the signal not delivered, an
+/// activity version not registered). Detached, everything a request
+/// commits is followed through whether or not anyone waits for the answer.
+async fn detached<T: Send + 'static>(work: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    match tokio::spawn(work).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("a request's work was cancelled: {e}"),
+    }
+}
+
 /// Parses a JSON body into `T`, with the API's error for bad JSON.
 fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let body = body?;
@@ -141,11 +154,17 @@ pub(crate) async fn deploy(
             ))
         }
     };
-    let deployed = app.registry.deploy(&name, kind, bytes.to_vec()).await?;
+    let registry = app.registry.clone();
+    let deployed = detached({
+        let name = name.clone();
+        async move { registry.deploy(&name, kind, bytes.to_vec()).await }
+    })
+    .await?;
     let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut body = serde_json::to_value(&deployed).unwrap_or(Value::Null);
     if upgrade {
-        let report = Upgrader::new(app.rt.clone()).upgrade_compatible(&app.registry, &name).await?;
+        let (rt, registry, name) = (app.rt.clone(), app.registry.clone(), name.clone());
+        let report = detached(async move { Upgrader::new(rt).upgrade_compatible(&registry, &name).await }).await?;
         body["upgrades"] = serde_json::to_value(report).unwrap_or(Value::Null);
     }
     Ok((status, Json(body)))
@@ -187,17 +206,20 @@ pub(crate) async fn start(
         Some(id) => app.rt.store().run(id)?.is_some(),
         None => false,
     };
-    let meta = app
-        .rt
-        .start(StartRequest {
-            workflow: body.workflow,
-            component,
-            input: body.input.map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned()),
-            run_id: body.id,
-            version: Some(version),
-        })
-        .await?;
-    app.rt.wake(&meta.id);
+    let request = StartRequest {
+        workflow: body.workflow,
+        component,
+        input: body.input.map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned()),
+        run_id: body.id,
+        version: Some(version),
+    };
+    let rt = app.rt.clone();
+    let meta = detached(async move {
+        let meta = rt.start(request).await?;
+        rt.wake(&meta.id);
+        Ok::<_, crate::runtime::StartError>(meta)
+    })
+    .await?;
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     // Start and long-poll in one request: the run as `result` returns it.
     let meta = match wait.is_zero() {
@@ -352,12 +374,14 @@ pub(crate) async fn signal(
         "" => "null".to_owned(),
         text => text.to_owned(),
     };
-    app.rt.signal(&id, &name, &payload).await?;
+    let (rt, run_id, signal) = (app.rt.clone(), id.clone(), name.clone());
+    detached(async move { rt.signal(&run_id, &signal, &payload).await }).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "signal": name, "accepted": true }))))
 }
 
 pub(crate) async fn cancel(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
-    app.rt.cancel_run(&id).await?;
+    let (rt, run_id) = (app.rt.clone(), id.clone());
+    detached(async move { rt.cancel_run(&run_id).await }).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "cancel": "requested" }))))
 }
 
@@ -375,7 +399,8 @@ pub(crate) async fn terminate(
 ) -> ApiResult<impl IntoResponse> {
     let body: TerminateBody = parse(body)?;
     let reason = body.reason.unwrap_or_else(|| "terminated by an operator".into());
-    app.rt.terminate(&id, &reason).await?;
+    let (rt, run_id) = (app.rt.clone(), id.clone());
+    detached(async move { rt.terminate(&run_id, &reason).await }).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "terminate": "requested" }))))
 }
 
@@ -395,7 +420,8 @@ pub(crate) async fn rollback(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let body: RollbackBody = parse(body)?;
-    let d = app.registry.rollback(&name, body.to).await?;
+    let (registry, workflow) = (app.registry.clone(), name.clone());
+    let d = detached(async move { registry.rollback(&workflow, body.to).await }).await?;
     Ok(Json(serde_json::json!({ "workflow": name, "current": d.current })))
 }
 
@@ -406,7 +432,8 @@ pub(crate) async fn retire(
     let version: u32 = version
         .parse()
         .map_err(|_| ApiError::bad_request("invalid-version", format!("{version:?} is not a version number")))?;
-    let d = app.registry.retire(&name, version).await?;
+    let (registry, workflow) = (app.registry.clone(), name.clone());
+    let d = detached(async move { registry.retire(&workflow, version).await }).await?;
     let left: Vec<u32> = d.versions.iter().map(|v| v.version).collect();
     Ok(Json(serde_json::json!({ "workflow": name, "retired": version, "versions": left })))
 }
@@ -430,7 +457,8 @@ pub(crate) async fn upgrade_run(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let body: UpgradeRunBody = parse(body)?;
-    let report = Upgrader::new(app.rt.clone()).upgrade_run(&id, body.to, body.dry_run).await?;
+    let rt = app.rt.clone();
+    let report = detached(async move { Upgrader::new(rt).upgrade_run(&id, body.to, body.dry_run).await }).await?;
     Ok(upgrade_response(vec![report]))
 }
 
@@ -449,7 +477,10 @@ pub(crate) async fn upgrade_workflow(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let body: UpgradeWorkflowBody = parse(body)?;
-    let report = Upgrader::new(app.rt.clone()).upgrade_workflow(&name, body.from, body.to, body.dry_run).await?;
+    let rt = app.rt.clone();
+    let report =
+        detached(async move { Upgrader::new(rt).upgrade_workflow(&name, body.from, body.to, body.dry_run).await })
+            .await?;
     Ok(upgrade_response(report))
 }
 

@@ -237,6 +237,7 @@ impl Runtime {
         state.take_pending();
         state.unsealed = Default::default();
         state.flushed.clear();
+        state.flush_failed = None;
         let run_id = state.run_id().to_owned();
         tracing::error!(run_id = %run_id, seq = state.next_seq(), error = %refused, "the store refused a step of this run; the run fails");
         let failure = Failure::new(

@@ -215,6 +215,9 @@ pub struct WorkflowState {
     /// their outcome is checked before the run's next commit, so a refused
     /// batch stops the run instead of leaving a gap in its journal.
     pub(super) flushed: Vec<oneshot::Receiver<Result<(), CommitError>>>,
+    /// The first of those known to have failed (seen by a check that could
+    /// not wait), reported by the next [`WorkflowState::settle`].
+    pub(super) flush_failed: Option<CommitError>,
     pub(super) events_rx: Option<mpsc::UnboundedReceiver<Event>>,
     pub(super) inline: Option<Inline>,
     /// Signal seqs already matched to a handle (their delete rides later).
@@ -288,6 +291,7 @@ impl WorkflowState {
             pending: Vec::new(),
             unsealed: Unsealed::No,
             flushed: Vec::new(),
+            flush_failed: None,
             events_rx: events,
             inline: None,
             assigned_signals: HashSet::new(),
@@ -394,6 +398,10 @@ impl WorkflowState {
     /// the caller must commit the buffer, with whatever it commits next (the
     /// run's end): dropping it would lose a step.
     pub(crate) async fn settle(&mut self) -> Result<bool, RunError> {
+        if let Some(failed) = self.flush_failed.take() {
+            self.flushed.clear();
+            return Err(StoreError::from(failed).into());
+        }
         for ack in std::mem::take(&mut self.flushed) {
             crate::store::durable(ack).await.map_err(StoreError::from)?;
         }
@@ -411,10 +419,35 @@ impl WorkflowState {
     /// the writer without waiting, so a long computation does not leave
     /// them undurable.
     pub(crate) fn submit_unsealed(&mut self) {
-        if matches!(self.unsealed, Unsealed::Held) {
+        // Not past an earlier batch whose outcome is unknown: if that one
+        // was refused, this one landing would leave a gap in the journal.
+        if matches!(self.unsealed, Unsealed::Held) && self.flushes_confirmed() {
             let batch = self.take_pending();
             self.unsealed = Unsealed::Submitted(self.rt.store().writer().submit(batch));
         }
+    }
+
+    /// Whether every batch flushed without waiting is known to be durable
+    /// (forgetting those that are); a failure is kept for `settle`.
+    fn flushes_confirmed(&mut self) -> bool {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let mut failed = None;
+        self.flushed.retain_mut(|ack| match ack.try_recv() {
+            Ok(Ok(())) => false,
+            Ok(Err(e)) => {
+                failed.get_or_insert(e);
+                false
+            }
+            Err(TryRecvError::Empty) => true,
+            Err(TryRecvError::Closed) => {
+                failed.get_or_insert(CommitError::Stopped);
+                false
+            }
+        });
+        if let Some(e) = failed {
+            self.flush_failed.get_or_insert(e);
+        }
+        self.flushed.is_empty() && self.flush_failed.is_none()
     }
 
     /// Replays `call` or reports that it is live. Live in check mode stops.

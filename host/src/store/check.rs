@@ -130,9 +130,21 @@ impl Store {
             Some(_) => {}
         };
         for row in txn.open_table(COMPLETIONS).map_err(db_err)?.iter().map_err(db_err)? {
-            let (k, _) = row.map_err(db_err)?;
+            let (k, v) = row.map_err(db_err)?;
             let (run, handle) = k.value();
             live(run, format!("completion #{handle}"), &mut report);
+            match serde_json::from_slice::<StoredCompletion>(v.value()) {
+                Err(e) => report.problems.push(format!("completion #{handle} of run {run} does not parse: {e}")),
+                Ok(c) => {
+                    if let Some(meta) = runs.get(run).filter(|m| !c.is_for(m.generation)) {
+                        report.warnings.push(format!(
+                            "completion #{handle} of run {run} belongs to its generation {}, not the current {}; it is never delivered (work that finished after continue-as-new)",
+                            c.generation.unwrap_or_default(),
+                            meta.generation
+                        ));
+                    }
+                }
+            }
         }
         for row in txn.open_table(TIMERS).map_err(db_err)?.iter().map_err(db_err)? {
             let (k, _) = row.map_err(db_err)?;
