@@ -2,8 +2,8 @@
 //! by replay without side effects.
 //!
 //! A run is driven by one task that owns its wasmtime `Store`. The driver
-//! ([`driver`]) rebuilds the run by feeding the workflow its journal, then
-//! continues live; the host functions it exposes ([`host`]) journal every
+//! (`driver.rs`) rebuilds the run by feeding the workflow its journal, then
+//! continues live; the host functions it exposes (`calls.rs`) journal every
 //! call. Completions from outside (activities, timers) arrive as events on
 //! the run's mailbox and are made durable before the workflow sees them.
 

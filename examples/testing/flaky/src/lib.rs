@@ -52,7 +52,8 @@ fn panic(_ctx: &ActivityContext, _input: Value) -> Result<Value, Failure> {
 /// only for addresses on its allow-list.
 fn connect(_ctx: &ActivityContext, input: Value) -> Result<Value, Failure> {
     use std::io::{BufRead, BufReader};
-    let addr = input["addr"].as_str().ok_or_else(|| Failure::new("invalid-input", "connect needs {\"addr\": HOST:PORT}"))?;
+    let addr =
+        input["addr"].as_str().ok_or_else(|| Failure::new("invalid-input", "connect needs {\"addr\": HOST:PORT}"))?;
     let stream = std::net::TcpStream::connect(addr)
         .map_err(|e| Failure::new("connect-failed", format!("cannot connect to {addr}: {e}")))?;
     let mut line = String::new();
