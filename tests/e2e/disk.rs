@@ -92,11 +92,23 @@ async fn failing_writes_pause_runs_and_they_resume_when_writes_succeed() {
     let run: Value = http.get(format!("{url}/v1/runs/before")).send().await.unwrap().json().await.unwrap();
     assert_eq!(run["status"], "running", "reads still work, and the run is paused: {run}");
     assert!(!during.is_finished(), "a start is acknowledged only once it is durable");
+    // A start with `?wait` answers by its deadline all the same, and says
+    // the outcome is unknown (not "nothing was changed": it may land).
+    let (body, expected_waited) = order("waited");
+    let asked = Instant::now();
+    let r = http.post(format!("{url}/v1/runs?wait=1")).json(&body).send().await.unwrap();
+    let (status, answer): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
+    assert!(asked.elapsed() < Duration::from_secs(5), "answered after {:?}", asked.elapsed());
+    assert_eq!((status, answer["code"].as_str()), (503, Some("outcome-unknown")), "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("No space left on device"), "{answer}");
 
     std::fs::remove_file(&full).unwrap();
     assert_eq!(during.await.unwrap(), 201);
     assert_eq!(result(&http, &url, "before").await["result"], expected);
     assert_eq!(result(&http, &url, "during").await["result"], expected_during);
+    // The start whose answer was "unknown" landed once space returned, and
+    // ran, without a restart.
+    assert_eq!(result(&http, &url, "waited").await["result"], expected_waited);
     assert_eq!(health(&http, &url).await.0, 200);
     server.kill();
     assert_store_is_consistent(&data);

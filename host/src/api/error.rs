@@ -35,6 +35,18 @@ impl ApiError {
         tracing::error!(%message, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{message}; nothing was changed"))
     }
+
+    /// A commit whose outcome is not known: it may land (the store retries
+    /// it, or its log record may already be durable), so the answer must
+    /// not say nothing changed.
+    pub(crate) fn outcome_unknown(message: impl std::fmt::Display) -> Self {
+        tracing::error!(%message, "a commit's outcome is unknown");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome-unknown",
+            format!("{message}; the change may or may not have been stored: look before repeating it (`cairn status ID`); a start with the same id and a deploy of the same bytes are safe to repeat"),
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -56,6 +68,7 @@ impl From<StartError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-component", e.to_string())
             }
             StartError::DifferentComponent { .. } => ApiError::new(StatusCode::CONFLICT, "run-exists", e.to_string()),
+            StartError::Store(crate::store::StoreError::Commit(_)) => ApiError::outcome_unknown(e),
             StartError::Store(_) | StartError::Load(_) => ApiError::internal(e),
         }
     }
@@ -72,7 +85,10 @@ impl From<ControlError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string())
             }
             ControlError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "run-busy", e.to_string()),
-            ControlError::Store(_) | ControlError::Commit(_) => ApiError::internal(e),
+            ControlError::Commit(_) | ControlError::Store(crate::store::StoreError::Commit(_)) => {
+                ApiError::outcome_unknown(e)
+            }
+            ControlError::Store(_) => ApiError::internal(e),
         }
     }
 }
@@ -86,6 +102,7 @@ impl From<UploadError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-component", e.to_string())
             }
             UploadError::KindConflict { .. } => ApiError::new(StatusCode::CONFLICT, "kind-conflict", e.to_string()),
+            UploadError::Store(crate::store::StoreError::Commit(_)) => ApiError::outcome_unknown(e),
             UploadError::Store(_) => ApiError::internal(e),
         }
     }

@@ -20,13 +20,38 @@ use std::time::Duration;
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// How long a request waits for its commit before it answers that the
+/// outcome is unknown (the store keeps retrying it: a full disk).
+const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// `work`'s result by `deadline`, or a 503 saying the outcome is unknown
+/// (the work goes on; `what` names it).
+async fn within<T>(
+    app: &AppState,
+    deadline: tokio::time::Instant,
+    what: &str,
+    work: impl std::future::Future<Output = T>,
+) -> ApiResult<T> {
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(value) => Ok(value),
+        Err(_) => {
+            let why = match app.rt.store().write_failure() {
+                Some(reason) => format!("store writes are failing ({reason})"),
+                None => "the store is slow".to_owned(),
+            };
+            Err(ApiError::outcome_unknown(format!("{what} was not confirmed by its deadline: {why}")))
+        }
+    }
+}
+
 /// Runs `work` in a task of its own and waits for it. A client that hangs
 /// up drops its request's future; run inline, a change could then commit
 /// and never be acted on (the run not woken, the signal not delivered, an
 /// activity version not registered). Detached, everything a request
 /// commits is followed through whether or not anyone waits for the answer.
 async fn detached<T: Send + 'static>(work: impl std::future::Future<Output = T> + Send + 'static) -> T {
-    match tokio::spawn(work).await {
+    use tracing::Instrument;
+    match tokio::spawn(work.instrument(tracing::Span::current())).await {
         Ok(value) => value,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => panic!("a request's work was cancelled: {e}"),
@@ -140,7 +165,14 @@ pub(crate) async fn deploy(
             ))
         }
     };
-    let bytes = body?;
+    let bytes = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the component is over the limit of {} bytes (64 MiB)", crate::registry::MAX_COMPONENT_BYTES),
+        ),
+        _ => e.into(),
+    })?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request("empty-body", "send the component's .wasm bytes as the request body"));
     }
@@ -154,17 +186,21 @@ pub(crate) async fn deploy(
             ))
         }
     };
-    let registry = app.registry.clone();
-    let deployed = detached({
-        let name = name.clone();
-        async move { registry.deploy(&name, kind, bytes.to_vec()).await }
+    // The deploy and its upgrade are one piece of work: a client hanging
+    // up between them must not leave the upgrade undone.
+    let (rt, registry) = (app.rt.clone(), app.registry.clone());
+    let (deployed, upgrades) = detached(async move {
+        let deployed = registry.deploy(&name, kind, bytes.to_vec()).await?;
+        let upgrades = match upgrade {
+            true => Some(Upgrader::new(rt).upgrade_compatible(&registry, &name).await?),
+            false => None,
+        };
+        Ok::<_, ApiError>((deployed, upgrades))
     })
     .await?;
     let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut body = serde_json::to_value(&deployed).unwrap_or(Value::Null);
-    if upgrade {
-        let (rt, registry, name) = (app.rt.clone(), app.registry.clone(), name.clone());
-        let report = detached(async move { Upgrader::new(rt).upgrade_compatible(&registry, &name).await }).await?;
+    if let Some(report) = upgrades {
         body["upgrades"] = serde_json::to_value(report).unwrap_or(Value::Null);
     }
     Ok((status, Json(body)))
@@ -214,17 +250,29 @@ pub(crate) async fn start(
         version: Some(version),
     };
     let rt = app.rt.clone();
-    let meta = detached(async move {
+    // The answer comes by the request's deadline even while the store
+    // cannot commit (a full disk): the start goes on in the background.
+    let deadline = tokio::time::Instant::now() + if wait.is_zero() { COMMIT_DEADLINE } else { wait };
+    let started = detached(async move {
         let meta = rt.start(request).await?;
         rt.wake(&meta.id);
         Ok::<_, crate::runtime::StartError>(meta)
-    })
-    .await?;
+    });
+    let meta = within(&app, deadline, "the start", started).await??;
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     // Start and long-poll in one request: the run as `result` returns it.
+    // The start is stored: a failure to read the run back is not the
+    // start's failure.
     let meta = match wait.is_zero() {
         true => meta,
-        false => app.rt.wait_for_end(&meta.id, wait).await?.unwrap_or(meta),
+        false => match tokio::time::timeout_at(deadline, app.rt.wait_for_end(&meta.id, wait)).await {
+            Ok(Ok(Some(ended))) => ended,
+            Ok(Ok(None)) | Err(_) => meta,
+            Ok(Err(e)) => {
+                tracing::warn!(run_id = %meta.id, error = %e, "the run started; reading its end failed");
+                meta
+            }
+        },
     };
     Ok((status, Json(RunView::from(meta))))
 }
@@ -375,7 +423,9 @@ pub(crate) async fn signal(
         text => text.to_owned(),
     };
     let (rt, run_id, signal) = (app.rt.clone(), id.clone(), name.clone());
-    detached(async move { rt.signal(&run_id, &signal, &payload).await }).await?;
+    let deadline = tokio::time::Instant::now() + COMMIT_DEADLINE;
+    within(&app, deadline, "the signal", detached(async move { rt.signal(&run_id, &signal, &payload).await }))
+        .await??;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "signal": name, "accepted": true }))))
 }
 

@@ -398,7 +398,10 @@ pub async fn journal(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode
     let mut from = Some(0u64);
     let mut first_page_generation = None;
     while let Some(seq) = from {
-        let page = client.get(&format!("/runs/{}/journal?from={seq}", segment(run_id)?)).await?;
+        // Later pages from the generation of the first, even if the run
+        // continues as new meanwhile.
+        let pinned = first_page_generation.map_or(String::new(), |g| format!("&generation={g}"));
+        let page = client.get(&format!("/runs/{}/journal?from={seq}{pinned}", segment(run_id)?)).await?;
         first_page_generation = first_page_generation.or(page["generation"].as_u64().map(|g| g as u32));
         for entry in page["entries"].as_array().into_iter().flatten() {
             records.push(

@@ -239,10 +239,14 @@ impl Runtime {
         state.flushed.clear();
         state.flush_failed = None;
         let run_id = state.run_id().to_owned();
-        tracing::error!(run_id = %run_id, seq = state.next_seq(), error = %refused, "the store refused a step of this run; the run fails");
+        let seq = match &refused {
+            CommitError::DuplicateSeq { seq, .. } => Some(*seq),
+            _ => None,
+        };
+        tracing::error!(run_id = %run_id, ?seq, error = %refused, "the store refused a step of this run; the run fails");
         let failure = Failure::new(
             "commit-refused",
-            format!("the store refused a step of this run, so the run was stopped: {refused}. Journal entries are never overwritten; this is a bug in Cairn (or a second host writing the same store): please report it with the output of `cairn journal {run_id} --json`"),
+            format!("the store refused a step of this run, so the run was stopped: {refused}. Journal entries are never overwritten; this is a bug in Cairn, a second host writing the same store, or a client starting a run under the id of a child this run was starting at that moment: please report it with the output of `cairn journal {run_id} --json`"),
         );
         self.fail(state, RunError::Refused { run_id, failure }).await
     }

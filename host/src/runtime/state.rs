@@ -398,20 +398,27 @@ impl WorkflowState {
     /// the caller must commit the buffer, with whatever it commits next (the
     /// run's end): dropping it would lose a step.
     pub(crate) async fn settle(&mut self) -> Result<bool, RunError> {
-        if let Some(failed) = self.flush_failed.take() {
-            self.flushed.clear();
-            return Err(StoreError::from(failed).into());
-        }
+        // Every batch sent is waited for, also after one failed: none may
+        // still be in flight when the caller commits the next.
+        let mut failed = self.flush_failed.take();
         for ack in std::mem::take(&mut self.flushed) {
-            crate::store::durable(ack).await.map_err(StoreError::from)?;
-        }
-        match std::mem::take(&mut self.unsealed) {
-            Unsealed::No => Ok(false),
-            Unsealed::Held => Ok(true),
-            Unsealed::Submitted(ack) => {
-                crate::store::durable(ack).await.map_err(StoreError::from)?;
-                Ok(false)
+            if let Err(e) = crate::store::durable(ack).await {
+                failed.get_or_insert(e);
             }
+        }
+        let held = match std::mem::take(&mut self.unsealed) {
+            Unsealed::No => false,
+            Unsealed::Held => true,
+            Unsealed::Submitted(ack) => {
+                if let Err(e) = crate::store::durable(ack).await {
+                    failed.get_or_insert(e);
+                }
+                false
+            }
+        };
+        match failed {
+            Some(e) => Err(StoreError::from(e).into()),
+            None => Ok(held),
         }
     }
 
@@ -652,7 +659,7 @@ impl WorkflowState {
             Ok(Some(_)) => {
                 let failure = Failure::new(
                     "child-id-in-use",
-                    format!("cannot start the child workflow {workflow:?}: its id {child_id} is taken by a run started under that id; child ids are the parent's id, ':' and the handle, so do not start runs with such ids yourself"),
+                    format!("cannot start the child workflow {workflow:?}: its id {child_id} is taken by a run a client started under that id; child ids are the parent's id, ':', then the seq of the start-child call (after continue-as-new, the generation, '.' and the seq), so do not start runs under such ids yourself"),
                 );
                 self.fail_child(handle, failure);
                 return Ok(());

@@ -422,6 +422,73 @@ pub(crate) mod tests {
         Record { seq, at_ms: 1_000 + seq, entry }
     }
 
+    fn meta(generation: u32) -> RunMeta {
+        RunMeta {
+            id: "r".into(),
+            workflow: "w".into(),
+            component_sha256: "ab".into(),
+            version: None,
+            status: RunStatus::Running,
+            input: "{}".into(),
+            result: None,
+            failure: None,
+            custom_status: None,
+            parent: None,
+            generation,
+            created_ms: 1,
+            updated_ms: 1,
+        }
+    }
+
+    fn completion(generation: Option<u32>, text: &str) -> Write {
+        let completion = StoredCompletion { completion: Completion::Ok(text.into()), arrival: 1, generation };
+        Write::PutCompletion { run_id: "r".into(), handle: 3, completion }
+    }
+
+    /// Handle numbers start over with each generation: a completion for an
+    /// earlier generation's handle 3 (a child that outlived its parent's
+    /// continue-as-new) must not take the place of the current one's.
+    #[tokio::test]
+    async fn a_completion_of_a_generation_the_run_left_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), false).unwrap();
+        store
+            .commit(vec![Write::PutRun(meta(1)), Write::Append { run_id: "r".into(), record: record(0) }])
+            .await
+            .unwrap();
+        store.commit(vec![completion(Some(1), "\"current\"")]).await.unwrap();
+        store.commit(vec![completion(Some(0), "\"stale\"")]).await.unwrap();
+        let stored = store.completions("r").unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].1.completion, Completion::Ok("\"current\"".into()), "{stored:?}");
+        // Rows of old hosts carry no generation and are taken as they are.
+        store.commit(vec![completion(None, "\"legacy\"")]).await.unwrap();
+        assert_eq!(store.completions("r").unwrap()[0].1.completion, Completion::Ok("\"legacy\"".into()));
+    }
+
+    /// A continue-as-new batch retried after it landed is taken as landed
+    /// whole: the ended generation's entries riding in it do not go into
+    /// the new generation's journal.
+    #[tokio::test]
+    async fn a_retried_continue_as_new_lands_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), false).unwrap();
+        store
+            .commit(vec![Write::PutRun(meta(0)), Write::Append { run_id: "r".into(), record: record(0) }])
+            .await
+            .unwrap();
+        let batch = vec![
+            Write::Append { run_id: "r".into(), record: record(1) },
+            Write::ContinueAsNew { meta: Box::new(meta(1)), start: Box::new(record(0)) },
+        ];
+        store.commit(batch.clone()).await.unwrap();
+        store.commit(batch).await.unwrap();
+        assert_eq!(store.journal("r").unwrap(), vec![record(0)], "the new generation's journal");
+        let history = store.history("r", 0).unwrap();
+        assert_eq!(history.len(), 3, "seq 0, seq 1 and the continued-as-new entry: {history:?}");
+        assert!(matches!(history[2].entry, Entry::ContinuedAsNew { .. }), "{history:?}");
+    }
+
     /// A long journal is read in two halves at once: the halves meet
     /// exactly, and the neighbouring runs' entries stay out.
     #[tokio::test]

@@ -643,6 +643,13 @@ fn apply<'a>(
         let mut components = txn.open_table(COMPONENTS).map_err(|e| e.to_string())?;
         let mut compiled = txn.open_table(COMPILED).map_err(|e| e.to_string())?;
         for batch in batches {
+            // A batch whose continue-as-new already landed (a retried
+            // commit) landed whole: applying its other writes again would
+            // put the ended generation's entries into the new journal.
+            if continued_already(&runs, batch).map_err(|e| e.to_string())? {
+                results.push(Ok(()));
+                continue;
+            }
             // Validate first so a refused batch writes nothing.
             if let Some(dup) = duplicate_append(&journal_t, batch).map_err(|e| e.to_string())? {
                 results.push(Err(dup));
@@ -659,6 +666,19 @@ fn apply<'a>(
                             journal_t.insert((run_id.as_str(), record.seq), journal::encode(record).as_slice())?;
                         }
                         Write::PutCompletion { run_id, handle, completion } => {
+                            // Checked here, in the transaction that writes
+                            // it: a completion of a generation the run has
+                            // left would take the place of the current
+                            // generation's at the same handle number.
+                            if let Some(generation) = completion.generation {
+                                let current = runs
+                                    .get(run_id.as_str())?
+                                    .and_then(|v| serde_json::from_slice::<RunMeta>(v.value()).ok())
+                                    .map(|m| m.generation);
+                                if current.is_some_and(|g| g != generation) {
+                                    return Ok(());
+                                }
+                            }
                             let bytes = serde_json::to_vec(completion).expect("completions serialise");
                             completions.insert((run_id.as_str(), *handle), bytes.as_slice())?;
                         }
@@ -680,12 +700,6 @@ fn apply<'a>(
                         }
                         Write::ContinueAsNew { meta, start } => {
                             let run = meta.id.as_str();
-                            // Already applied by a retried commit that landed:
-                            // moving the journal again would bury the new one.
-                            let stored = runs.get(run)?.and_then(|v| serde_json::from_slice::<RunMeta>(v.value()).ok());
-                            if stored.is_some_and(|m| m.generation >= meta.generation) {
-                                return Ok(());
-                            }
                             let ended = meta.generation.saturating_sub(1);
                             let mut old = Vec::new();
                             for row in journal_t.range((run, 0)..=(run, u64::MAX))? {
@@ -760,6 +774,21 @@ fn apply<'a>(
         }
     }
     Ok(results)
+}
+
+/// Whether `batch` continues a run as new into a generation the store
+/// already holds: a retried commit that landed before its failure was
+/// reported.
+fn continued_already(runs: &redb::Table<&str, &[u8]>, batch: &Batch) -> Result<bool, redb::StorageError> {
+    for write in batch {
+        if let Write::ContinueAsNew { meta, .. } = write {
+            let stored = runs.get(meta.id.as_str())?.and_then(|v| serde_json::from_slice::<RunMeta>(v.value()).ok());
+            if stored.is_some_and(|m| m.generation >= meta.generation) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 fn duplicate_append(
