@@ -146,3 +146,91 @@ fn a_durable_timer_fires_on_time_after_a_restart() {
     assert!(fired_at < set_at + 3800, "the timer restarted instead of keeping its due time: {} ms", fired_at - set_at);
     assert!(started.elapsed() < Duration::from_millis(3900));
 }
+
+/// The write-ahead log's records (16-byte header: len, generation, crc),
+/// as (start, len) pairs of the current generation, read the way the store
+/// reads them.
+fn log_records(data: &Path) -> Vec<(usize, usize)> {
+    let bytes = std::fs::read(data.join("cairn.wal")).unwrap();
+    let Some(generation) = bytes.get(4..12) else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 16 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 || &bytes[at + 4..at + 12] != generation || at + 16 + len > bytes.len() {
+            break;
+        }
+        out.push((at, len));
+        at += 16 + len;
+    }
+    out
+}
+
+/// One flipped bit in the middle of the log after an unclean stop is
+/// damage, not a torn tail: the store refuses to open and says where and
+/// what to do, `cairn check` reports it, and `cairn check --salvage` opens
+/// the store with the intact records before it, keeping the damaged log.
+#[test]
+fn a_damaged_log_is_reported_and_refused_never_absorbed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Killed after its 10th commit (the first ones store the components):
+    // the run's steps since are in the log only.
+    assert!(killed(&run_killed_after(dir.path(), "order", 10)));
+    let records = log_records(dir.path());
+    assert!(records.len() >= 3, "the log holds the run's steps: {records:?}");
+    let (start, _) = records[1];
+    let path = dir.path().join("cairn.wal");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[start + 16 + 3] ^= 0x04;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let output = cairn().args(["check", "--data"]).arg(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let report = stdout(&output);
+    assert!(report.contains(&format!("cairn.wal is damaged at byte {start}")), "{report}");
+    assert!(report.contains("--salvage"), "{report}");
+    // Resuming the run refuses too, and changes nothing.
+    let output = order_command(dir.path(), "order").output().unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains(&format!("is damaged at byte {start}")), "{}", stderr(&output));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the damaged log was left as it was");
+
+    let output = cairn().args(["check", "--salvage", "--data"]).arg(dir.path()).output().unwrap();
+    assert!(stderr(&output).contains("the store opened with the 1 intact records before it"), "{}", stderr(&output));
+    let kept: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("cairn.wal.damaged-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the damaged log is kept: {kept:?}");
+    assert_store_is_consistent(dir.path());
+    // The run goes on from what was kept.
+    let expected = read_json(&repo().join("examples/order/expected-output.json"));
+    assert_eq!(json(&expect_success(&order_command(dir.path(), "order").output().unwrap())), expected);
+}
+
+/// A log removed after an unclean stop is caught (the store records
+/// whether it was closed cleanly); after a clean close it is not needed.
+#[test]
+fn a_missing_log_after_an_unclean_stop_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(killed(&run_killed_after(dir.path(), "order", 10)));
+    assert!(!log_records(dir.path()).is_empty(), "the log holds steps");
+    std::fs::remove_file(dir.path().join("cairn.wal")).unwrap();
+    let output = cairn().args(["check", "--data"]).arg(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("cairn.wal is missing, but the store in this directory was not closed cleanly"),
+        "{}",
+        stdout(&output)
+    );
+    let output = cairn().args(["check", "--salvage", "--data"]).arg(dir.path()).output().unwrap();
+    assert!(stderr(&output).contains("was missing"), "{}", stderr(&output));
+    assert_store_is_consistent(dir.path());
+
+    // Closed cleanly (a completed `cairn run`), a missing log loses nothing.
+    let clean = tempfile::tempdir().unwrap();
+    expect_success(&order_command(clean.path(), "order").output().unwrap());
+    std::fs::remove_file(clean.path().join("cairn.wal")).unwrap();
+    assert_store_is_consistent(clean.path());
+}

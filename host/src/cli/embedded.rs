@@ -274,12 +274,34 @@ pub async fn replay_file(journal: &Path, with: &Path, limits: &LimitArgs) -> any
 }
 
 /// `cairn check`: redb's integrity check, then the consistency of the tables.
-pub fn check(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub fn check(data: &Path, json: bool, salvage: bool) -> anyhow::Result<ExitCode> {
+    use cairn_host::store::StoreError;
     if !data.join("cairn.redb").is_file() {
         bail!("{} holds no Cairn store (no cairn.redb)", data.display());
     }
     let file_ok = Store::verify_file(data)?;
-    let report = Store::open(data)?.check()?;
+    let opened = match salvage {
+        true => Store::open_salvaging(data),
+        false => Store::open(data).map(|store| (store, None)),
+    };
+    let (store, salvaged) = match opened {
+        Ok(opened) => opened,
+        // A damaged or missing log is the finding, not a failure to check.
+        Err(e @ (StoreError::LogDamaged { .. } | StoreError::LogMissing { .. })) => {
+            match json {
+                true => {
+                    println!("{}", serde_json::json!({ "ok": false, "file_ok": file_ok, "problems": [e.to_string()] }))
+                }
+                false => println!("{}: the store cannot be opened\nproblem: {e}", data.display()),
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(salvaged) = &salvaged {
+        eprintln!("salvaged: {salvaged}");
+    }
+    let report = store.check()?;
     let ok = file_ok && report.problems.is_empty();
     if json {
         let value = serde_json::json!({ "ok": ok, "file_ok": file_ok, "report": report });

@@ -134,6 +134,12 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Open a store whose write-ahead log is damaged or missing anyway:
+        /// keep the log's intact records before the damage (the damaged log
+        /// is kept beside it), or start from the last checkpoint when the
+        /// log is gone. What is given up is printed.
+        #[arg(long)]
+        salvage: bool,
     },
     /// Run the benchmark suite and print one table (or --json). Build in
     /// release mode: `cargo run --release -- bench`.
@@ -326,7 +332,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay { .. } => anyhow::bail!("give a RUN_ID, or --journal FILE --with FILE.wasm"),
         Command::Serve(args) => serve::serve(args).await,
         Command::Bench(args) => bench::bench(args).await,
-        Command::Check { data, json } => embedded::check(&data, json),
+        Command::Check { data, json, salvage } => embedded::check(&data, json, salvage),
         Command::Build { dir, activity, out } => build::build(&dir, activity.then_some(true), out).await,
         Command::Journal { run_id, data: Some(data), client } => embedded::journal(&run_id, &data, client.json),
         Command::Journal { run_id, data: None, client } => client::journal(&client, &run_id).await,

@@ -8,6 +8,8 @@
 mod check;
 mod schema;
 mod wal;
+
+pub use wal::LogDamage;
 mod writer;
 
 pub use check::CheckReport;
@@ -47,6 +49,21 @@ pub enum StoreError {
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// The write-ahead log is damaged: a record that does not check out,
+    /// with whole records after it (not a torn last record).
+    #[error("{} is damaged at byte {}: the record there does not check out, yet whole records follow it (the first at byte {}), so it is not a write a crash cut short. Nothing was opened or changed. Keep a copy of the data directory; then `cairn check --data DIR --salvage` opens the store with the {} intact records before the damage (the steps logged after byte {} are lost) and keeps the damaged log beside it", path.display(), damage.offset, damage.resumes_at, damage.intact, damage.offset)]
+    LogDamaged {
+        /// The log.
+        path: PathBuf,
+        /// Where.
+        damage: wal::LogDamage,
+    },
+    /// The write-ahead log is gone while the store was not closed cleanly.
+    #[error("{} is missing, but the store in this directory was not closed cleanly: the steps committed since its last checkpoint are only in that log. Nothing was opened or changed. Put the log back (from where it was moved, or a backup); or `cairn check --data DIR --salvage` opens the store at its last checkpoint, without those steps", path.display())]
+    LogMissing {
+        /// Where the log should be.
+        path: PathBuf,
     },
     /// redb refused to open the file.
     #[error("cannot open store {path}: {source}. If another `cairn` process uses this --data directory, stop it or use another directory")]
@@ -165,6 +182,19 @@ impl Store {
     /// (a crash can lose acknowledged steps) and no log is kept. For
     /// benchmarks only.
     pub fn open_with(dir: &Path, durable: bool) -> Result<Store, StoreError> {
+        Self::open_inner(dir, durable, false).map(|(store, _)| store)
+    }
+
+    /// Opens a store whose log [`Store::open`] refused as damaged or
+    /// missing: with the log's intact records before the damage (the
+    /// damaged log is kept as `cairn.wal.damaged-MS`), or at the last
+    /// checkpoint when the log is missing. Says what it gave up, if
+    /// anything. For `cairn check --salvage`.
+    pub fn open_salvaging(dir: &Path) -> Result<(Store, Option<String>), StoreError> {
+        Self::open_inner(dir, true, true)
+    }
+
+    fn open_inner(dir: &Path, durable: bool, salvage: bool) -> Result<(Store, Option<String>), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
         let path = dir.join("cairn.redb");
         let db = DbCell::open_file(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
@@ -172,10 +202,41 @@ impl Store {
         create_tables(&txn).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
         let wal_path = dir.join(wal::FILE_NAME);
+        let mut salvaged = None;
+        let log_missing = !wal_path.exists();
+        if durable && log_missing && writer::left_open(&db).map_err(db_err)? {
+            if !salvage {
+                return Err(StoreError::LogMissing { path: wal_path });
+            }
+            salvaged = Some(format!("{} was missing: the store opened at its last checkpoint", wal_path.display()));
+        }
         let mut log =
             wal::Wal::open(dir, durable).map_err(|source| StoreError::Wal { path: wal_path.clone(), source })?;
         if let Some(log) = log.as_mut() {
-            writer::recover(&db, log).map_err(|reason| StoreError::Recovery { path: wal_path, reason })?;
+            let damage = writer::log_damage(&db, log)
+                .map_err(|reason| StoreError::Recovery { path: wal_path.clone(), reason: reason.clone() })?;
+            if let Some(damage) = damage {
+                if !salvage {
+                    return Err(StoreError::LogDamaged { path: wal_path, damage });
+                }
+                let ms =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                let kept = dir.join(format!("{}.damaged-{ms}", wal::FILE_NAME));
+                std::fs::copy(&wal_path, &kept).map_err(|source| StoreError::Wal { path: kept.clone(), source })?;
+                salvaged = Some(format!(
+                    "{} was damaged at byte {}: the store opened with the {} intact records before it; the damaged log is kept as {}",
+                    wal_path.display(),
+                    damage.offset,
+                    damage.intact,
+                    kept.display()
+                ));
+            }
+            writer::recover(&db, log).map_err(|reason| StoreError::Recovery { path: wal_path.clone(), reason })?;
+        }
+        if durable {
+            // Until a clean close says otherwise, the log holds steps the
+            // redb file does not: a missing log is then caught.
+            writer::mark_open(&db, true).map_err(|reason| StoreError::Recovery { path: wal_path.clone(), reason })?;
         }
         // A store opened without durability replays a log it finds, and
         // keeps none.
@@ -187,7 +248,7 @@ impl Store {
         });
         let commits = Arc::new(crate::metrics::CommitMetrics::default());
         let writer = GroupCommitWriter::start(cell.clone(), log, durable, commits.clone());
-        Ok(Store { cell, writer, commits })
+        Ok((Store { cell, writer, commits }, salvaged))
     }
 
     /// Why commits are failing (a full disk, an I/O error), while they

@@ -58,6 +58,21 @@ pub(super) struct Wal {
     allocated: u64,
 }
 
+/// Damage in the log: a record of the current generation that does not
+/// check out, followed further on by whole records of that generation. A
+/// crash can only cut short the last record written (each is synced before
+/// the next is written), so whole records after a bad one mean the file was
+/// damaged, not torn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDamage {
+    /// Where the bad record starts.
+    pub offset: u64,
+    /// Where the first whole record after it starts.
+    pub resumes_at: u64,
+    /// Whole records before the damage.
+    pub intact: usize,
+}
+
 /// A record [`Wal::write`] wrote, for [`Wal::sync`] to make count.
 #[must_use = "a written record counts only once it is synced"]
 pub(super) struct Written {
@@ -133,6 +148,30 @@ impl Wal {
             at = end;
         }
         Ok(records)
+    }
+
+    /// Whether generation `generation`'s records are damaged (see
+    /// [`LogDamage`]) rather than ending where they end (at zeros, an older
+    /// generation's records, or a torn last record).
+    pub(super) fn damage(&self, generation: u64) -> io::Result<Option<LogDamage>> {
+        let mut bytes = vec![0u8; usize::try_from(self.allocated).unwrap_or(usize::MAX)];
+        self.file.read_exact_at(&mut bytes, 0)?;
+        let (mut at, mut intact) = (0usize, 0usize);
+        while let Some(end) = whole_record_at(&bytes, at, generation) {
+            at = end;
+            intact += 1;
+        }
+        let stop = at;
+        let wanted = generation.to_le_bytes();
+        let last = bytes.len().saturating_sub(HEADER);
+        for candidate in stop + 1..=last {
+            if bytes[candidate + 4..candidate + 12] == wanted
+                && whole_record_at(&bytes, candidate, generation).is_some()
+            {
+                return Ok(Some(LogDamage { offset: stop as u64, resumes_at: candidate as u64, intact }));
+            }
+        }
+        Ok(None)
     }
 
     /// Stops counting the records from byte `start` on (one synced whose
@@ -234,6 +273,21 @@ fn start_writeback(file: &File, offset: u64, len: usize) {
 
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &File, _offset: u64, _len: usize) {}
+
+/// The end of the whole record of `generation` at `at` in `bytes`, if one
+/// is there.
+fn whole_record_at(bytes: &[u8], at: usize, generation: u64) -> Option<usize> {
+    let header = bytes.get(at..at.checked_add(HEADER)?)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
+    let record_generation = u64::from_le_bytes(header[4..12].try_into().ok()?);
+    let crc = u32::from_le_bytes(header[12..16].try_into().ok()?);
+    if len == 0 || record_generation != generation {
+        return None;
+    }
+    let end = at.checked_add(HEADER)?.checked_add(len)?;
+    let payload = bytes.get(at + HEADER..end)?;
+    (checksum(generation, payload) == crc).then_some(end)
+}
 
 fn checksum(generation: u64, payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
@@ -484,6 +538,38 @@ mod tests {
         drop(wal);
         let wal = Wal::open(dir.path(), false).unwrap().unwrap();
         assert_eq!(wal.records(2).unwrap(), second);
+        // Neither the older generation's records nor the torn tail is damage.
+        assert_eq!(wal.damage(2).unwrap(), None);
+    }
+
+    /// One bad byte in a record with whole records after it is damage, said
+    /// with where it is; the same byte in the last record is a torn tail.
+    #[test]
+    fn a_bad_record_followed_by_whole_ones_is_damage_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), true).unwrap().unwrap();
+        wal.restart(4);
+        let mut starts = Vec::new();
+        for seq in 0..5 {
+            starts.push(wal.len());
+            wal.append(&encode_group([vec![append(seq)]].iter())).unwrap();
+        }
+        assert_eq!(wal.damage(4).unwrap(), None, "a clean log");
+        // The last record torn: not damage.
+        let end = wal.len();
+        let mut byte = [0u8; 1];
+        wal.file.read_exact_at(&mut byte, end - 1).unwrap();
+        wal.file.write_all_at(&[byte[0] ^ 0xff], end - 1).unwrap();
+        assert_eq!(wal.damage(4).unwrap(), None, "a torn last record is what a crash leaves");
+        // A flipped bit in the payload of record 2, records 3 and 4 whole
+        // after it: damage at record 2, resuming at record 3.
+        wal.file.write_all_at(&byte, end - 1).unwrap();
+        let at = starts[2] + HEADER as u64 + 1;
+        wal.file.read_exact_at(&mut byte, at).unwrap();
+        wal.file.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
+        let damage = wal.damage(4).unwrap().expect("the flipped bit is found");
+        assert_eq!(damage, LogDamage { offset: starts[2], resumes_at: starts[3], intact: 2 });
+        assert_eq!(wal.records(4).unwrap().len(), 2, "the intact prefix is what salvage keeps");
     }
 
     /// Every kind of write comes back from the log as it went in.

@@ -460,6 +460,14 @@ fn writer_loop(core: &Mutex<Core>, rx: &mpsc::Receiver<Request>, queued: &Atomic
     if core.log_len() > 0 {
         core.checkpoint();
     }
+    // Closed cleanly: the log holds nothing redb lacks.
+    if core.wal.as_ref().is_some_and(|wal| wal.len() == 0) {
+        if let Some(db) = core.cell.database() {
+            if let Err(reason) = mark_open(&db, false) {
+                tracing::warn!(%reason, "cannot record the store's clean close; the next start checks for its log");
+            }
+        }
+    }
 }
 
 /// Whether every handle is gone (nothing can arrive any more). A request
@@ -539,6 +547,38 @@ fn commit_group(
 
 /// The log generation that counts, as the last checkpoint stored it.
 const GENERATION_KEY: &str = "wal-generation";
+
+/// 1 while a process has the store open with its log, 0 once it closed
+/// it cleanly (a final checkpoint: the log holds nothing redb lacks).
+const OPEN_KEY: &str = "wal-open";
+
+/// Whether the store was last opened with a log and not closed cleanly.
+pub(super) fn left_open(db: &Database) -> Result<bool, redb::Error> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    Ok(meta.get(OPEN_KEY)?.is_some_and(|v| v.value() == 1))
+}
+
+/// Durably records that the store is open (or was closed cleanly).
+pub(super) fn mark_open(db: &Database, open: bool) -> Result<(), String> {
+    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+    txn.set_durability(Durability::Immediate).map_err(|e| e.to_string())?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        meta.insert(OPEN_KEY, u64::from(open)).map_err(|e| e.to_string())?;
+    }
+    txn.commit().map_err(|e| e.to_string())
+}
+
+/// Damage in the log's records since the last checkpoint, if any.
+pub(super) fn log_damage(db: &Database, wal: &Wal) -> Result<Option<wal::LogDamage>, String> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let meta = txn.open_table(META).map_err(|e| e.to_string())?;
+    let generation = meta.get(GENERATION_KEY).map_err(|e| e.to_string())?.map_or(1, |v| v.value());
+    wal.damage(generation).map_err(|e| e.to_string())
+}
 
 /// Commits `txn` durably with the log's generation `next` stored, so the
 /// log's records so far no longer count, and restarts the log.
