@@ -204,6 +204,7 @@ fn a_damaged_log_is_reported_and_refused_never_absorbed() {
         .collect();
     assert_eq!(kept.len(), 1, "the damaged log is kept: {kept:?}");
     assert_store_is_consistent(dir.path());
+    assert_store_is_consistent(dir.path());
     // The run goes on from what was kept.
     let expected = read_json(&repo().join("examples/order/expected-output.json"));
     assert_eq!(json(&expect_success(&order_command(dir.path(), "order").output().unwrap())), expected);
@@ -233,4 +234,27 @@ fn a_missing_log_after_an_unclean_stop_is_refused() {
     expect_success(&order_command(clean.path(), "order").output().unwrap());
     std::fs::remove_file(clean.path().join("cairn.wal")).unwrap();
     assert_store_is_consistent(clean.path());
+}
+
+/// A redb file that lost a durable commit (redb repairs damage by rolling
+/// back to an earlier commit; here an older copy is put back) is behind its
+/// log: refused and reported, where before the log was silently ignored.
+#[test]
+fn a_store_file_behind_its_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(killed(&run_killed_after(dir.path(), "order", 8)));
+    let older = dir.path().join("older.redb");
+    std::fs::copy(dir.path().join("cairn.redb"), &older).unwrap();
+    // Resumed (its open checkpoints the log and moves to a new generation),
+    // killed again with steps in the log.
+    assert!(killed(&run_killed_after(dir.path(), "order", 2)));
+    assert!(!log_records(dir.path()).is_empty(), "the log holds steps");
+    std::fs::copy(&older, dir.path().join("cairn.redb")).unwrap();
+
+    let output = cairn().args(["check", "--data"]).arg(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stdout(&output).contains("cairn.redb is behind its write-ahead log"), "{}", stdout(&output));
+    let output = cairn().args(["check", "--salvage", "--data"]).arg(dir.path()).output().unwrap();
+    assert!(stderr(&output).contains("was behind its log"), "{}", stderr(&output));
+    assert_store_is_consistent(dir.path());
 }

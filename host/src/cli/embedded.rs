@@ -287,7 +287,9 @@ pub fn check(data: &Path, json: bool, salvage: bool) -> anyhow::Result<ExitCode>
     let (store, salvaged) = match opened {
         Ok(opened) => opened,
         // A damaged or missing log is the finding, not a failure to check.
-        Err(e @ (StoreError::LogDamaged { .. } | StoreError::LogMissing { .. })) => {
+        Err(
+            e @ (StoreError::LogDamaged { .. } | StoreError::LogMissing { .. } | StoreError::StoreBehindLog { .. }),
+        ) => {
             match json {
                 true => {
                     println!("{}", serde_json::json!({ "ok": false, "file_ok": file_ok, "problems": [e.to_string()] }))

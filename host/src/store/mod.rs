@@ -59,6 +59,18 @@ pub enum StoreError {
         /// Where.
         damage: wal::LogDamage,
     },
+    /// The redb file is older than its log: it lost a durable commit.
+    #[error("{} is behind its write-ahead log: its last checkpoint is log generation {stored}, but {} holds records of generation {logged}, written after a later checkpoint the file no longer has (it was damaged and rolled back, or an older copy was put in its place). Nothing was opened or changed; replaying the log onto it would be wrong, and ignoring the log would drop acknowledged steps. Restore the newer file (or a backup) if you have it; `cairn check --data DIR --salvage` opens the store as the file is now, without the log's steps", path.display(), log.display())]
+    StoreBehindLog {
+        /// The redb file.
+        path: PathBuf,
+        /// The log.
+        log: PathBuf,
+        /// The generation the file's checkpoint stored.
+        stored: u64,
+        /// The generation of the log's records.
+        logged: u64,
+    },
     /// The write-ahead log is gone while the store was not closed cleanly.
     #[error("{} is missing, but the store in this directory was not closed cleanly: the steps committed since its last checkpoint are only in that log. Nothing was opened or changed. Put the log back (from where it was moved, or a backup); or `cairn check --data DIR --salvage` opens the store at its last checkpoint, without those steps", path.display())]
     LogMissing {
@@ -213,11 +225,27 @@ impl Store {
         let mut log =
             wal::Wal::open(dir, durable).map_err(|source| StoreError::Wal { path: wal_path.clone(), source })?;
         if let Some(log) = log.as_mut() {
-            let damage = writer::log_damage(&db, log)
+            // First: a log ahead of the file also looks damaged at the file's
+            // generation (that generation's older records lie further on).
+            let ahead = writer::log_ahead(&db, log)
                 .map_err(|reason| StoreError::Recovery { path: wal_path.clone(), reason: reason.clone() })?;
-            if let Some(damage) = damage {
+            if let Some((stored, logged)) = ahead {
                 if !salvage {
-                    return Err(StoreError::LogDamaged { path: wal_path, damage });
+                    return Err(StoreError::StoreBehindLog { path, log: wal_path, stored, logged });
+                }
+                salvaged = Some(format!(
+                    "{} was behind its log (generation {stored}, the log {logged}): the store opened as the file is, without the log's records",
+                    path.display()
+                ));
+            }
+            let damage = match ahead {
+                Some(_) => None,
+                None => writer::log_damage(&db, log)
+                    .map_err(|reason| StoreError::Recovery { path: wal_path.clone(), reason: reason.clone() })?,
+            };
+            if let Some(damage) = &damage {
+                if !salvage {
+                    return Err(StoreError::LogDamaged { path: wal_path, damage: damage.clone() });
                 }
                 let ms =
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
@@ -231,7 +259,17 @@ impl Store {
                     kept.display()
                 ));
             }
-            writer::recover(&db, log).map_err(|reason| StoreError::Recovery { path: wal_path.clone(), reason })?;
+            match ahead {
+                // Salvaged: the log's records are given up for good.
+                Some((_, logged)) => writer::supersede_log(&db, log, logged + 1),
+                // Salvaged damage: the intact records are replayed, the
+                // rest given up for good (or the next open finds it again).
+                None if damage.is_some() => {
+                    writer::recover(&db, log).and_then(|_| writer::supersede_log(&db, log, log.generation() + 1))
+                }
+                None => writer::recover(&db, log).map(drop),
+            }
+            .map_err(|reason| StoreError::Recovery { path: wal_path.clone(), reason })?;
         }
         if durable {
             // Until a clean close says otherwise, the log holds steps the

@@ -174,6 +174,24 @@ impl Wal {
         Ok(None)
     }
 
+    /// The generation of the whole record at the top of the file, if one is
+    /// there (of any generation).
+    pub(super) fn first_generation(&self) -> io::Result<Option<u64>> {
+        let mut header = [0u8; HEADER];
+        if self.allocated < HEADER as u64 {
+            return Ok(None);
+        }
+        self.file.read_exact_at(&mut header, 0)?;
+        let len = u64::from(u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")));
+        let generation = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
+        if len == 0 || HEADER as u64 + len > self.allocated {
+            return Ok(None);
+        }
+        let mut bytes = vec![0u8; HEADER + len as usize];
+        self.file.read_exact_at(&mut bytes, 0)?;
+        Ok(whole_record_at(&bytes, 0, generation).map(|_| generation))
+    }
+
     /// Stops counting the records from byte `start` on (one synced whose
     /// group then failed to commit to redb): the writer retries that group,
     /// which writes its record there again, so a reopen meanwhile must not

@@ -571,13 +571,38 @@ pub(super) fn mark_open(db: &Database, open: bool) -> Result<(), String> {
     txn.commit().map_err(|e| e.to_string())
 }
 
-/// Damage in the log's records since the last checkpoint, if any.
-pub(super) fn log_damage(db: &Database, wal: &Wal) -> Result<Option<wal::LogDamage>, String> {
+/// The log generation the store's last checkpoint stored.
+fn stored_generation(db: &Database) -> Result<u64, String> {
     use redb::ReadableDatabase;
     let txn = db.begin_read().map_err(|e| e.to_string())?;
     let meta = txn.open_table(META).map_err(|e| e.to_string())?;
     let generation = meta.get(GENERATION_KEY).map_err(|e| e.to_string())?.map_or(1, |v| v.value());
-    wal.damage(generation).map_err(|e| e.to_string())
+    Ok(generation)
+}
+
+/// Damage in the log's records since the last checkpoint, if any.
+pub(super) fn log_damage(db: &Database, wal: &Wal) -> Result<Option<wal::LogDamage>, String> {
+    wal.damage(stored_generation(db)?).map_err(|e| e.to_string())
+}
+
+/// Moves the store's checkpoint to log generation `next`, so the records
+/// in the log no longer count (salvaging a store behind its log).
+pub(super) fn supersede_log(db: &Database, wal: &mut Wal, next: u64) -> Result<(), String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    commit_checkpoint(txn, wal, next)
+}
+
+/// `(stored, logged)` when the log's records are of a later generation than
+/// the store's checkpoint: a record of generation g is written only after
+/// the checkpoint that stored g is durable, so the redb file lost a durable
+/// commit (damage repaired by rolling it back, or an old copy put back).
+pub(super) fn log_ahead(db: &Database, wal: &Wal) -> Result<Option<(u64, u64)>, String> {
+    let stored = stored_generation(db)?;
+    Ok(wal
+        .first_generation()
+        .map_err(|e| e.to_string())?
+        .filter(|&logged| logged > stored)
+        .map(|logged| (stored, logged)))
 }
 
 /// Commits `txn` durably with the log's generation `next` stored, so the
