@@ -381,16 +381,58 @@ impl WorkflowState {
 
     /// Makes the entries of a completion the guest has seen durable, before
     /// its next journaled call can act on it.
+    ///
+    /// Batches flushed earlier are waited for only when something is
+    /// committed now: a step must not wait for a commit it does not depend
+    /// on (journal-determined entries need not be durable before the guest
+    /// goes on), but no batch may land after one that was refused.
     pub(crate) async fn seal(&mut self) -> wasmtime::Result<()> {
-        let sealed = match self.settle().await {
+        let sealed = match self.settle_seen().await {
             Ok(false) => Ok(()),
-            Ok(true) => {
-                let batch = self.take_pending();
-                self.rt.store().commit(batch).await.map_err(RunError::from)
-            }
+            Ok(true) => match self.settle_flushed().await {
+                Ok(()) => {
+                    let batch = self.take_pending();
+                    self.rt.store().commit(batch).await.map_err(RunError::from)
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         sealed.map_err(|e| self.stop_with(e))
+    }
+
+    /// Waits for every batch flushed without waiting; the first failure.
+    pub(super) async fn settle_flushed(&mut self) -> Result<(), RunError> {
+        let mut failed = self.flush_failed.take();
+        for ack in std::mem::take(&mut self.flushed) {
+            if let Err(e) = crate::store::durable(ack).await {
+                failed.get_or_insert(e);
+            }
+        }
+        match failed {
+            Some(e) => Err(StoreError::from(e).into()),
+            None => Ok(()),
+        }
+    }
+
+    /// [`WorkflowState::settle`] for the completion the guest has seen
+    /// only: flushed batches are not waited for, though one already known
+    /// to have failed is reported.
+    async fn settle_seen(&mut self) -> Result<bool, RunError> {
+        if !self.flushes_confirmed() {
+            if let Some(e) = self.flush_failed.take() {
+                self.flushed.clear();
+                return Err(StoreError::from(e).into());
+            }
+        }
+        match std::mem::take(&mut self.unsealed) {
+            Unsealed::No => Ok(false),
+            Unsealed::Held => Ok(true),
+            Unsealed::Submitted(ack) => {
+                crate::store::durable(ack).await.map_err(StoreError::from)?;
+                Ok(false)
+            }
+        }
     }
 
     /// Waits for entries already sent to the writer unsealed, and reports

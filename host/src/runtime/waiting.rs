@@ -175,7 +175,19 @@ impl WorkflowState {
                 }
             }
             let batch = std::mem::take(&mut self.pending);
-            self.flushed.push(self.rt.store().writer().submit(batch));
+            // Not past an earlier flush whose outcome is unknown: if it was
+            // refused, this one landing would leave a gap in the journal.
+            // (The run is about to wait anyway.)
+            for ack in std::mem::take(&mut self.flushed) {
+                if let Err(e) = crate::store::durable(ack).await {
+                    self.flush_failed.get_or_insert(e);
+                }
+            }
+            match self.flush_failed {
+                None => self.flushed.push(self.rt.store().writer().submit(batch)),
+                // Reported by the run's next settle.
+                Some(_) => self.pending = batch,
+            }
         }
         match self.idle {
             None => tokio::select! {
