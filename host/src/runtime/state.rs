@@ -401,17 +401,34 @@ impl WorkflowState {
         sealed.map_err(|e| self.stop_with(e))
     }
 
-    /// Waits for every batch flushed without waiting; the first failure.
-    pub(super) async fn settle_flushed(&mut self) -> Result<(), RunError> {
+    /// Waits for every batch flushed without waiting; the first failure
+    /// (also one seen before by a check that could not wait).
+    async fn wait_flushed(&mut self) -> Result<(), CommitError> {
         let mut failed = self.flush_failed.take();
         for ack in std::mem::take(&mut self.flushed) {
             if let Err(e) = crate::store::durable(ack).await {
                 failed.get_or_insert(e);
             }
         }
-        match failed {
-            Some(e) => Err(StoreError::from(e).into()),
-            None => Ok(()),
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// [`WorkflowState::wait_flushed`], as the run's error.
+    async fn settle_flushed(&mut self) -> Result<(), RunError> {
+        self.wait_flushed().await.map_err(|e| StoreError::from(e).into())
+    }
+
+    /// Waits for the entries of a completion the guest has seen that were
+    /// sent on an epoch tick, and reports whether the buffer still holds
+    /// such a completion (the caller must then commit the buffer).
+    async fn settle_unsealed(&mut self) -> Result<bool, RunError> {
+        match std::mem::take(&mut self.unsealed) {
+            Unsealed::No => Ok(false),
+            Unsealed::Held => Ok(true),
+            Unsealed::Submitted(ack) => {
+                crate::store::durable(ack).await.map_err(StoreError::from)?;
+                Ok(false)
+            }
         }
     }
 
@@ -425,43 +442,36 @@ impl WorkflowState {
                 return Err(StoreError::from(e).into());
             }
         }
-        match std::mem::take(&mut self.unsealed) {
-            Unsealed::No => Ok(false),
-            Unsealed::Held => Ok(true),
-            Unsealed::Submitted(ack) => {
-                crate::store::durable(ack).await.map_err(StoreError::from)?;
-                Ok(false)
+        self.settle_unsealed().await
+    }
+
+    /// Sends the buffered entries to the writer without waiting for them
+    /// (the run is about to block), once every earlier flush is known to
+    /// have landed: if one was refused, this one landing would leave a gap
+    /// in the journal. The refusal is then kept for the next settle, and
+    /// the entries stay buffered.
+    pub(super) async fn flush_pending(&mut self) {
+        match self.wait_flushed().await {
+            Ok(()) => {
+                let batch = self.take_pending();
+                self.flushed.push(self.rt.store().writer().submit(batch));
             }
+            Err(e) => self.flush_failed = Some(e),
         }
     }
 
-    /// Waits for entries already sent to the writer unsealed, and reports
-    /// whether the buffer holds a completion the guest has seen. If it does,
-    /// the caller must commit the buffer, with whatever it commits next (the
-    /// run's end): dropping it would lose a step.
+    /// Waits for entries already sent to the writer (flushed while the run
+    /// blocked, or unsealed on an epoch tick), and reports whether the
+    /// buffer holds a completion the guest has seen. If it does, the caller
+    /// must commit the buffer, with whatever it commits next (the run's
+    /// end): dropping it would lose a step.
     pub(crate) async fn settle(&mut self) -> Result<bool, RunError> {
         // Every batch sent is waited for, also after one failed: none may
         // still be in flight when the caller commits the next.
-        let mut failed = self.flush_failed.take();
-        for ack in std::mem::take(&mut self.flushed) {
-            if let Err(e) = crate::store::durable(ack).await {
-                failed.get_or_insert(e);
-            }
-        }
-        let held = match std::mem::take(&mut self.unsealed) {
-            Unsealed::No => false,
-            Unsealed::Held => true,
-            Unsealed::Submitted(ack) => {
-                if let Err(e) = crate::store::durable(ack).await {
-                    failed.get_or_insert(e);
-                }
-                false
-            }
-        };
-        match failed {
-            Some(e) => Err(StoreError::from(e).into()),
-            None => Ok(held),
-        }
+        let flushed = self.settle_flushed().await;
+        let held = self.settle_unsealed().await;
+        flushed?;
+        held
     }
 
     /// An epoch tick while the guest computes: sends entries it has seen to
@@ -615,13 +625,12 @@ impl WorkflowState {
             Ok(rows) => rows,
             Err(e) => return Err(self.stop_with(e.into())),
         };
-        let generation = self.meta.generation;
-        for (handle, stored) in completions {
+        // Every row is this generation's: the store refuses a completion
+        // of a generation the run has left, and continue-as-new clears them.
+        for (handle, StoredCompletion { completion, arrival, .. }) in completions {
             let cleanup = Cleanup::Completion(handle);
-            let fresh = stored.is_for(generation);
-            let StoredCompletion { completion, arrival, .. } = stored;
             match self.handles.get_mut(&handle) {
-                Some(h) if fresh && matches!(h.state, HandleState::Pending) => {
+                Some(h) if matches!(h.state, HandleState::Pending) => {
                     h.state = HandleState::Ready { completion, arrival, cleanup: Some(cleanup) };
                 }
                 _ if at_go_live => self.pending.push(cleanup.write(&self.meta.id)),

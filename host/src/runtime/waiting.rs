@@ -158,12 +158,11 @@ impl WorkflowState {
     async fn next_event(&mut self, wanted: &[u32]) -> Option<Event> {
         let hold = wanted.iter().any(|h| self.is_inflight_activity(*h));
         let generation = self.meta.generation;
-        let rx = self.events_rx.as_mut()?;
-        let inline = &mut self.inline;
         if !self.pending.is_empty() {
             // Hold buffered entries briefly when an in-process activity may
             // finish soon: they then share its commit.
             if hold {
+                let (rx, inline) = (self.events_rx.as_mut()?, &mut self.inline);
                 let first = async {
                     tokio::select! {
                         event = rx.recv() => event,
@@ -174,21 +173,9 @@ impl WorkflowState {
                     return event;
                 }
             }
-            let batch = std::mem::take(&mut self.pending);
-            // Not past an earlier flush whose outcome is unknown: if it was
-            // refused, this one landing would leave a gap in the journal.
-            // (The run is about to wait anyway.)
-            for ack in std::mem::take(&mut self.flushed) {
-                if let Err(e) = crate::store::durable(ack).await {
-                    self.flush_failed.get_or_insert(e);
-                }
-            }
-            match self.flush_failed {
-                None => self.flushed.push(self.rt.store().writer().submit(batch)),
-                // Reported by the run's next settle.
-                Some(_) => self.pending = batch,
-            }
+            self.flush_pending().await;
         }
+        let (rx, inline) = (self.events_rx.as_mut()?, &mut self.inline);
         match self.idle {
             None => tokio::select! {
                 event = rx.recv() => event,

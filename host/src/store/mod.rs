@@ -539,6 +539,14 @@ pub(crate) mod tests {
         }
     }
 
+    /// A store in `dir` holding run `r` in `generation`, with its start.
+    async fn store_with_run(dir: &Path, generation: u32) -> Store {
+        let store = Store::open_with(dir, false).unwrap();
+        let start = vec![Write::PutRun(meta(generation)), Write::Append { run_id: "r".into(), record: record(0) }];
+        store.commit(start).await.unwrap();
+        store
+    }
+
     fn completion(generation: Option<u32>, text: &str) -> Write {
         let completion = StoredCompletion { completion: Completion::Ok(text.into()), arrival: 1, generation };
         Write::PutCompletion { run_id: "r".into(), handle: 3, completion }
@@ -550,11 +558,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_completion_of_a_generation_the_run_left_is_not_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_with(dir.path(), false).unwrap();
-        store
-            .commit(vec![Write::PutRun(meta(1)), Write::Append { run_id: "r".into(), record: record(0) }])
-            .await
-            .unwrap();
+        let store = store_with_run(dir.path(), 1).await;
         store.commit(vec![completion(Some(1), "\"current\"")]).await.unwrap();
         store.commit(vec![completion(Some(0), "\"stale\"")]).await.unwrap();
         let stored = store.completions("r").unwrap();
@@ -571,11 +575,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_retried_continue_as_new_lands_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_with(dir.path(), false).unwrap();
-        store
-            .commit(vec![Write::PutRun(meta(0)), Write::Append { run_id: "r".into(), record: record(0) }])
-            .await
-            .unwrap();
+        let store = store_with_run(dir.path(), 0).await;
         let batch = vec![
             Write::Append { run_id: "r".into(), record: record(1) },
             Write::ContinueAsNew { meta: Box::new(meta(1)), start: Box::new(record(0)) },

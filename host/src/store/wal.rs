@@ -126,36 +126,29 @@ impl Wal {
     /// The payloads of generation `generation`'s records that end by byte
     /// `until`.
     fn records_until(&self, generation: u64, until: u64) -> io::Result<Vec<Vec<u8>>> {
-        let until = until.min(self.allocated);
+        let bytes = self.read_to(until)?;
         let mut records = Vec::new();
-        let mut header = [0u8; HEADER];
-        let mut at = 0u64;
-        while at + HEADER as u64 <= until {
-            self.file.read_exact_at(&mut header, at)?;
-            let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
-            let record_generation = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
-            let crc = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
-            let end = at + HEADER as u64 + u64::from(len);
-            if len == 0 || record_generation != generation || end > until {
-                break;
-            }
-            let mut payload = vec![0u8; len as usize];
-            self.file.read_exact_at(&mut payload, at + HEADER as u64)?;
-            if checksum(record_generation, &payload) != crc {
-                break;
-            }
-            records.push(payload);
+        let mut at = 0;
+        while let Some(end) = whole_record_at(&bytes, at, generation) {
+            records.push(bytes[at + HEADER..end].to_vec());
             at = end;
         }
         Ok(records)
+    }
+
+    /// The file's first `until` bytes (at most what is allocated).
+    fn read_to(&self, until: u64) -> io::Result<Vec<u8>> {
+        let len = until.min(self.allocated);
+        let mut bytes = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
+        self.file.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
     }
 
     /// Whether generation `generation`'s records are damaged (see
     /// [`LogDamage`]) rather than ending where they end (at zeros, an older
     /// generation's records, or a torn last record).
     pub(super) fn damage(&self, generation: u64) -> io::Result<Option<LogDamage>> {
-        let mut bytes = vec![0u8; usize::try_from(self.allocated).unwrap_or(usize::MAX)];
-        self.file.read_exact_at(&mut bytes, 0)?;
+        let bytes = self.read_to(self.allocated)?;
         let (mut at, mut intact) = (0usize, 0usize);
         while let Some(end) = whole_record_at(&bytes, at, generation) {
             at = end;

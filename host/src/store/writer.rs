@@ -783,22 +783,11 @@ fn apply<'a>(
                                 entry: journal::Entry::ContinuedAsNew { input: meta.input.clone() },
                             };
                             history.insert((run, ended, end_seq), journal::encode(&end).as_slice())?;
-                            let handles: Vec<u32> = completions
-                                .range((run, 0)..=(run, u32::MAX))?
-                                .map(|row| row.map(|(k, _)| k.value().1))
-                                .collect::<Result<_, _>>()?;
-                            for handle in handles {
-                                completions.remove((run, handle))?;
-                            }
-                            // Failed-attempt counts are keyed by handle too:
-                            // the next generation's handles start afresh.
-                            let retried: Vec<u32> = attempts
-                                .range((run, 0)..=(run, u32::MAX))?
-                                .map(|row| row.map(|(k, _)| k.value().1))
-                                .collect::<Result<_, _>>()?;
-                            for handle in retried {
-                                attempts.remove((run, handle))?;
-                            }
+                            // Completions and failed-attempt counts are keyed
+                            // by handle: the next generation's handles start
+                            // afresh.
+                            completions.retain_in((run, 0)..=(run, u32::MAX), |_, _| false)?;
+                            attempts.retain_in((run, 0)..=(run, u32::MAX), |_, _| false)?;
                             let mut armed: Vec<(u64, u32)> = Vec::new();
                             for row in timers.iter()? {
                                 let (k, _) = row?;
