@@ -13,6 +13,7 @@ mod fuzz;
 mod generations;
 mod hostile;
 mod languages;
+mod power;
 mod properties;
 mod replay;
 mod server;

@@ -6,6 +6,11 @@
 //! transactions and never block the writer.
 
 mod check;
+#[cfg(feature = "fault-injection")]
+pub mod power;
+#[cfg(not(feature = "fault-injection"))]
+#[path = "power_off.rs"]
+mod power;
 mod schema;
 mod wal;
 
@@ -120,6 +125,15 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Redb(e.into())
 }
 
+/// A test-only setting, read only by a build with the `fault-injection`
+/// feature (the test suite's): a release binary ignores it.
+fn test_hook(name: &str) -> Option<std::ffi::OsString> {
+    match cfg!(feature = "fault-injection") {
+        true => std::env::var_os(name),
+        false => None,
+    }
+}
+
 /// The open database file. After an I/O error redb refuses every further
 /// write until the file is closed and reopened, so the writer can swap it.
 pub(crate) struct DbCell {
@@ -132,7 +146,12 @@ pub(crate) struct DbCell {
 impl DbCell {
     fn open_file(path: &Path) -> Result<Database, redb::DatabaseError> {
         // redb's default cache is 1 GiB and counts toward RSS.
-        Database::builder().set_cache_size(64 << 20).create(path)
+        let mut builder = Database::builder();
+        builder.set_cache_size(64 << 20);
+        match power::TracedBackend::open(path)? {
+            Some(traced) => builder.create_with_backend(traced),
+            None => builder.create(path),
+        }
     }
 
     fn get(&self) -> Result<Arc<Database>, StoreError> {

@@ -56,6 +56,8 @@ pub(super) struct Wal {
     end: u64,
     /// Bytes of the file already written (zeros past `end`).
     allocated: u64,
+    /// Its writes and syncs are recorded, in a power-loss test.
+    traced: Option<super::power::Traced>,
 }
 
 /// Damage in the log: a record of the current generation that does not
@@ -98,11 +100,13 @@ impl Wal {
             return Ok(None);
         }
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        let traced = super::power::Traced::opened(&path, !existed);
         if !existed {
             File::open(dir)?.sync_all()?;
+            super::power::dir_synced();
         }
         let allocated = file.metadata()?.len();
-        Ok(Some(Wal { file, path, generation: 0, end: 0, allocated }))
+        Ok(Some(Wal { file, path, generation: 0, end: 0, allocated, traced }))
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -233,7 +237,7 @@ impl Wal {
         if end > self.allocated {
             self.grow(end)?;
         }
-        self.file.write_all_at(&record, self.end)?;
+        self.write_at(&record, self.end)?;
         start_writeback(&self.file, self.end, record.len());
         Ok(Written { generation: self.generation, start: self.end, end })
     }
@@ -245,9 +249,24 @@ impl Wal {
         if written.generation != self.generation || written.start != self.end {
             return Err(io::Error::other("a log record was synced after the log moved on; it was not counted"));
         }
-        self.file.sync_data()?;
+        self.sync_data()?;
         self.end = written.end;
         Ok(())
+    }
+
+    fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(bytes, offset)?;
+        if let Some(traced) = self.traced {
+            traced.wrote(offset, bytes);
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        match self.traced {
+            Some(traced) => traced.sync(|| self.file.sync_data()),
+            None => self.file.sync_data(),
+        }
     }
 
     /// Writes zeros up to at least `needed` bytes, a whole [`GROWTH`] at a
@@ -258,10 +277,10 @@ impl Wal {
         let mut at = self.allocated;
         while at < target {
             let n = (target - at).min(zeros.len() as u64) as usize;
-            self.file.write_all_at(&zeros[..n], at)?;
+            self.write_at(&zeros[..n], at)?;
             at += n as u64;
         }
-        self.file.sync_data()?;
+        self.sync_data()?;
         self.allocated = target;
         Ok(())
     }

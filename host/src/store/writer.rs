@@ -225,6 +225,7 @@ impl Core {
             // SAFETY: kill(2) on our own pid; the point is to die abruptly.
             unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         }
+        super::power::acknowledged(batches.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(b, _)| *b));
         Ok(results)
     }
 
@@ -259,8 +260,8 @@ impl GroupCommitWriter {
             metrics,
             commits: 0,
             last_commit: Instant::now(),
-            crash_after: std::env::var("CAIRN_CRASH_AFTER_COMMITS").ok().and_then(|v| v.parse().ok()),
-            fail_while: std::env::var_os("CAIRN_FAIL_WRITES_WHILE").map(Into::into),
+            crash_after: super::test_hook("CAIRN_CRASH_AFTER_COMMITS").and_then(|v| v.to_str()?.parse().ok()),
+            fail_while: super::test_hook("CAIRN_FAIL_WRITES_WHILE").map(Into::into),
         }));
         let queued = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel();
