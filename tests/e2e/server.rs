@@ -57,6 +57,7 @@ impl Drop for Server {
     }
 }
 
+#[derive(Clone)]
 pub struct Api {
     pub base: String,
     http: reqwest::Client,
