@@ -147,14 +147,16 @@ fn a_durable_timer_fires_on_time_after_a_restart() {
     assert!(started.elapsed() < Duration::from_millis(3900));
 }
 
-/// The write-ahead log's records (16-byte header: len, generation, crc),
-/// as (start, len) pairs of the current generation, read the way the store
-/// reads them.
+/// The write-ahead log's records (after the 64-byte file header; each with
+/// a 16-byte header: len, generation, crc), as (start, len) pairs of the
+/// current generation, read the way the store reads them.
 fn log_records(data: &Path) -> Vec<(usize, usize)> {
+    const FILE_HEADER: usize = 64;
     let bytes = std::fs::read(data.join("cairn.wal")).unwrap();
-    let Some(generation) = bytes.get(4..12) else { return Vec::new() };
+    assert_eq!(bytes.get(..8), Some(&b"CAIRNWAL"[..]), "the log starts with its header");
+    let Some(generation) = bytes.get(FILE_HEADER + 4..FILE_HEADER + 12) else { return Vec::new() };
     let mut out = Vec::new();
-    let mut at = 0;
+    let mut at = FILE_HEADER;
     while at + 16 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         if len == 0 || &bytes[at + 4..at + 12] != generation || at + 16 + len > bytes.len() {
@@ -234,6 +236,48 @@ fn a_missing_log_after_an_unclean_stop_is_refused() {
     expect_success(&order_command(clean.path(), "order").output().unwrap());
     std::fs::remove_file(clean.path().join("cairn.wal")).unwrap();
     assert_store_is_consistent(clean.path());
+}
+
+/// A log cut short exactly at a record boundary looks like a log that
+/// ends there; its header says how long it was made, so the cut is caught.
+#[test]
+fn a_log_cut_short_at_a_record_boundary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(killed(&run_killed_after(dir.path(), "order", 10)));
+    let records = log_records(dir.path());
+    assert!(records.len() >= 2, "the log holds steps: {records:?}");
+    let path = dir.path().join("cairn.wal");
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(records[1].0 as u64).unwrap();
+
+    let output = cairn().args(["check", "--data"]).arg(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let report = stdout(&output);
+    assert!(report.contains(&format!("cairn.wal is {} bytes, but it was made", records[1].0)), "{report}");
+    assert!(report.contains("it was cut short"), "{report}");
+    let output = cairn().args(["check", "--salvage", "--data"]).arg(dir.path()).output().unwrap();
+    assert!(stderr(&output).contains("was cut short"), "{}", stderr(&output));
+    assert_store_is_consistent(dir.path());
+    let expected = read_json(&repo().join("examples/order/expected-output.json"));
+    assert_eq!(json(&expect_success(&order_command(dir.path(), "order").output().unwrap())), expected);
+}
+
+/// Another store's log put in place of this one's is refused: replaying it
+/// would write that store's steps into this one.
+#[test]
+fn another_stores_log_is_refused() {
+    let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [&ours, &theirs] {
+        assert!(killed(&run_killed_after(dir.path(), "order", 10)));
+    }
+    std::fs::copy(theirs.path().join("cairn.wal"), ours.path().join("cairn.wal")).unwrap();
+    let output = cairn().args(["check", "--data"]).arg(ours.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stdout(&output).contains("cairn.wal is not this store's write-ahead log: its header names store"));
+    let output = cairn().args(["check", "--salvage", "--data"]).arg(ours.path()).output().unwrap();
+    assert!(stderr(&output).contains("was not this store's log"), "{}", stderr(&output));
+    assert_store_is_consistent(ours.path());
+    let kept = std::fs::read_dir(ours.path()).unwrap().flatten();
+    assert!(kept.into_iter().any(|e| e.file_name().to_string_lossy().starts_with("cairn.wal.foreign-")));
 }
 
 /// A redb file that lost a durable commit (redb repairs damage by rolling

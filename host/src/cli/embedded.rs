@@ -288,7 +288,11 @@ pub fn check(data: &Path, json: bool, salvage: bool) -> anyhow::Result<ExitCode>
         Ok(opened) => opened,
         // A damaged or missing log is the finding, not a failure to check.
         Err(
-            e @ (StoreError::LogDamaged { .. } | StoreError::LogMissing { .. } | StoreError::StoreBehindLog { .. }),
+            e @ (StoreError::LogDamaged { .. }
+            | StoreError::LogMissing { .. }
+            | StoreError::LogTruncated { .. }
+            | StoreError::LogForeign { .. }
+            | StoreError::StoreBehindLog { .. }),
         ) => {
             match json {
                 true => {

@@ -76,6 +76,24 @@ pub enum StoreError {
         /// The generation of the log's records.
         logged: u64,
     },
+    /// The write-ahead log is shorter than it was made: it was cut.
+    #[error("{} is {len} bytes, but it was made {made} bytes long and a log never shrinks: it was cut short (copied in part, or truncated), and the steps logged past its end are lost. Nothing was opened or changed. Put the whole file back if you have it; or `cairn check --data DIR --salvage` opens the store with the records that remain", path.display())]
+    LogTruncated {
+        /// The log.
+        path: PathBuf,
+        /// Its length now.
+        len: u64,
+        /// The length its header says it was made.
+        made: u64,
+    },
+    /// The write-ahead log is not this store's.
+    #[error("{} is not this store's write-ahead log: {reason}. Nothing was opened or changed; replaying it would write another store's steps into this one. Put this store's own log back; or `cairn check --data DIR --salvage` opens the store at its last checkpoint without that log's records (the file is kept beside it)", path.display())]
+    LogForeign {
+        /// The log.
+        path: PathBuf,
+        /// Why it is not.
+        reason: String,
+    },
     /// The write-ahead log is gone while the store was not closed cleanly.
     #[error("{} is missing, but the store in this directory was not closed cleanly: the steps committed since its last checkpoint are only in that log. Nothing was opened or changed. Put the log back (from where it was moved, or a backup); or `cairn check --data DIR --salvage` opens the store at its last checkpoint, without those steps", path.display())]
     LogMissing {
@@ -132,6 +150,25 @@ fn test_hook(name: &str) -> Option<std::ffi::OsString> {
         true => std::env::var_os(name),
         false => None,
     }
+}
+
+/// A copy of `file` kept beside it as `NAME.WHY-MS` before salvage gives up
+/// on its records.
+fn keep_copy(dir: &Path, file: &Path, why: &str) -> Result<PathBuf, StoreError> {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let kept = dir.join(format!("{name}.{why}-{ms}"));
+    std::fs::copy(file, &kept).map_err(|source| StoreError::Wal { path: kept.clone(), source })?;
+    Ok(kept)
+}
+
+/// A fresh store id: random (the standard library's hasher keys come from
+/// the operating system), mixed with the time.
+fn new_store_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.finish()
 }
 
 /// The open database file. After an I/O error redb refuses every further
@@ -243,11 +280,61 @@ impl Store {
         }
         let mut log =
             wal::Wal::open(dir, durable).map_err(|source| StoreError::Wal { path: wal_path.clone(), source })?;
+        let recovery = |reason: String| StoreError::Recovery { path: wal_path.clone(), reason };
         if let Some(log) = log.as_mut() {
+            let store = writer::store_id(&db).map_err(db_err)?;
+            // A log that is not this store's, or was cut, is refused before
+            // any of it is read; salvaged, the foreign one counts for nothing.
+            let mut foreign = None;
+            match (store, log.identity()) {
+                (Some(ours), Some(theirs)) if theirs.store != ours => {
+                    foreign =
+                        Some(format!("its header names store {:016x}, and this store is {ours:016x}", theirs.store))
+                }
+                (Some(_), Some(identity)) if log.file_len() < identity.allocated => {
+                    if !salvage {
+                        return Err(StoreError::LogTruncated {
+                            path: wal_path,
+                            len: log.file_len(),
+                            made: identity.allocated,
+                        });
+                    }
+                    salvaged = Some(format!(
+                        "{} was cut short ({} of {} bytes): the store opened with the records that remain",
+                        wal_path.display(),
+                        log.file_len(),
+                        identity.allocated
+                    ));
+                }
+                (Some(_), None) if log.file_len() > 0 => foreign = Some(
+                    "it does not start with a Cairn log header (it is damaged, or a log of an older Cairn put back)"
+                        .into(),
+                ),
+                (Some(_), None) if !log_missing && writer::left_open(&db).map_err(db_err)? => {
+                    if !salvage {
+                        return Err(StoreError::LogTruncated { path: wal_path, len: 0, made: wal::FILE_HEADER });
+                    }
+                    salvaged =
+                        Some(format!("{} was empty: the store opened at its last checkpoint", wal_path.display()));
+                }
+                _ => {}
+            }
+            if let Some(reason) = foreign {
+                if !salvage {
+                    return Err(StoreError::LogForeign { path: wal_path, reason });
+                }
+                let kept = keep_copy(dir, &wal_path, "foreign")?;
+                salvaged = Some(format!(
+                    "{} was not this store's log ({reason}): the store opened at its last checkpoint; the file is kept as {}",
+                    wal_path.display(),
+                    kept.display()
+                ));
+                let ours = store.expect("a foreign log is one of a store with an id");
+                log.initialize(ours).map_err(|source| StoreError::Wal { path: wal_path.clone(), source })?;
+            }
             // First: a log ahead of the file also looks damaged at the file's
             // generation (that generation's older records lie further on).
-            let ahead = writer::log_ahead(&db, log)
-                .map_err(|reason| StoreError::Recovery { path: wal_path.clone(), reason: reason.clone() })?;
+            let ahead = writer::log_ahead(&db, log).map_err(recovery)?;
             if let Some((stored, logged)) = ahead {
                 if !salvage {
                     return Err(StoreError::StoreBehindLog { path, log: wal_path, stored, logged });
@@ -259,17 +346,13 @@ impl Store {
             }
             let damage = match ahead {
                 Some(_) => None,
-                None => writer::log_damage(&db, log)
-                    .map_err(|reason| StoreError::Recovery { path: wal_path.clone(), reason: reason.clone() })?,
+                None => writer::log_damage(&db, log).map_err(recovery)?,
             };
             if let Some(damage) = &damage {
                 if !salvage {
                     return Err(StoreError::LogDamaged { path: wal_path, damage: damage.clone() });
                 }
-                let ms =
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-                let kept = dir.join(format!("{}.damaged-{ms}", wal::FILE_NAME));
-                std::fs::copy(&wal_path, &kept).map_err(|source| StoreError::Wal { path: kept.clone(), source })?;
+                let kept = keep_copy(dir, &wal_path, "damaged")?;
                 salvaged = Some(format!(
                     "{} was damaged at byte {}: the store opened with the {} intact records before it; the damaged log is kept as {}",
                     wal_path.display(),
@@ -288,7 +371,21 @@ impl Store {
                 }
                 None => writer::recover(&db, log).map(drop),
             }
-            .map_err(|reason| StoreError::Recovery { path: wal_path.clone(), reason })?;
+            .map_err(recovery)?;
+            // A new store, or one an older Cairn made: its log gets its
+            // header now that its records are in redb (its id last, so a
+            // store with an id always has a log with its header).
+            let id = match store {
+                Some(id) => id,
+                None => new_store_id(),
+            };
+            // Also after salvaging a cut log, whose header says it was longer.
+            if log.identity().is_none_or(|i| i.store != id || log.file_len() < i.allocated) {
+                log.initialize(id).map_err(|source| StoreError::Wal { path: wal_path.clone(), source })?;
+            }
+            if store.is_none() {
+                writer::set_store_id(&db, id).map_err(recovery)?;
+            }
         }
         if durable {
             // Until a clean close says otherwise, the log holds steps the

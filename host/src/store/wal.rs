@@ -23,6 +23,14 @@
 //! A record is `len: u32, generation: u64, crc32: u32` (little-endian, the
 //! checksum over the generation and the payload) then `len` payload bytes:
 //! the group's batches in the encoding below.
+//!
+//! The file starts with a 64-byte header: `CAIRNWAL`, format 1, the id of
+//! the store it belongs to (also in redb's `meta` table) and how long the
+//! file has been made (every growth is synced, then the header). So a log
+//! of another store put in its place, or one cut short, is told from a log
+//! that merely ends (see `Store::open`). Records follow the header. A log
+//! of an older Cairn has no header; its records start at byte 0 and are
+//! replayed once, after which the log gets its header.
 
 use super::schema::{Deployment, RunMeta, StoredCompletion, StoredSignal};
 use super::writer::{Batch, Write};
@@ -37,6 +45,47 @@ pub(super) const FILE_NAME: &str = "cairn.wal";
 
 /// Bytes of the record header.
 const HEADER: usize = 16;
+
+/// Bytes of the file header in front of the records.
+pub(super) const FILE_HEADER: u64 = 64;
+
+/// The file header's first bytes.
+const MAGIC: &[u8; 8] = b"CAIRNWAL";
+
+/// What a log's file header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Identity {
+    /// The store the log belongs to.
+    pub(super) store: u64,
+    /// How long the file has been made: it is never shorter, unless cut.
+    pub(super) allocated: u64,
+}
+
+impl Identity {
+    fn encode(self) -> [u8; FILE_HEADER as usize] {
+        let mut bytes = [0u8; FILE_HEADER as usize];
+        bytes[0..8].copy_from_slice(MAGIC);
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        bytes[12..20].copy_from_slice(&self.store.to_le_bytes());
+        bytes[20..28].copy_from_slice(&self.allocated.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[0..28]);
+        bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Identity> {
+        let bytes = bytes.get(..FILE_HEADER as usize)?;
+        let crc = u32::from_le_bytes(bytes[28..32].try_into().ok()?);
+        let format = u32::from_le_bytes(bytes[8..12].try_into().ok()?);
+        if &bytes[0..8] != MAGIC || format != 1 || crc32fast::hash(&bytes[0..28]) != crc {
+            return None;
+        }
+        Some(Identity {
+            store: u64::from_le_bytes(bytes[12..20].try_into().ok()?),
+            allocated: u64::from_le_bytes(bytes[20..28].try_into().ok()?),
+        })
+    }
+}
 
 /// The log grows by this much at a time, written as zeros so that a later
 /// write into it changes no file metadata (an append that grows the file
@@ -56,6 +105,11 @@ pub(super) struct Wal {
     end: u64,
     /// Bytes of the file already written (zeros past `end`).
     allocated: u64,
+    /// Where records start: after the file header, or at 0 in a log of an
+    /// older Cairn.
+    base: u64,
+    /// The file header, if the file has one.
+    identity: Option<Identity>,
     /// Its writes and syncs are recorded, in a power-loss test.
     traced: Option<super::power::Traced>,
 }
@@ -106,7 +160,39 @@ impl Wal {
             super::power::dir_synced();
         }
         let allocated = file.metadata()?.len();
-        Ok(Some(Wal { file, path, generation: 0, end: 0, allocated, traced }))
+        let mut top = vec![0u8; allocated.min(FILE_HEADER) as usize];
+        file.read_exact_at(&mut top, 0)?;
+        let identity = Identity::decode(&top);
+        let base = if identity.is_some() { FILE_HEADER } else { 0 };
+        Ok(Some(Wal { file, path, generation: 0, end: base, allocated, base, identity, traced }))
+    }
+
+    /// The file header, if the file has one.
+    pub(super) fn identity(&self) -> Option<Identity> {
+        self.identity
+    }
+
+    /// How long the file is.
+    pub(super) fn file_len(&self) -> u64 {
+        self.allocated
+    }
+
+    /// Gives the file the header of store `store` (after its records were
+    /// replayed, or while it is empty): every record in it stops counting.
+    pub(super) fn initialize(&mut self, store: u64) -> io::Result<()> {
+        if self.allocated < GROWTH {
+            self.grow(GROWTH)?;
+        }
+        self.base = FILE_HEADER;
+        self.end = FILE_HEADER;
+        self.write_identity(Identity { store, allocated: self.allocated })
+    }
+
+    fn write_identity(&mut self, identity: Identity) -> io::Result<()> {
+        self.write_at(&identity.encode(), 0)?;
+        self.sync_data()?;
+        self.identity = Some(identity);
+        Ok(())
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -119,7 +205,7 @@ impl Wal {
 
     /// Bytes of records written since the last checkpoint.
     pub(super) fn len(&self) -> u64 {
-        self.end
+        self.end - self.base
     }
 
     /// The payloads of generation `generation`'s records, in order.
@@ -132,7 +218,7 @@ impl Wal {
     fn records_until(&self, generation: u64, until: u64) -> io::Result<Vec<Vec<u8>>> {
         let bytes = self.read_to(until)?;
         let mut records = Vec::new();
-        let mut at = 0;
+        let mut at = self.base as usize;
         while let Some(end) = whole_record_at(&bytes, at, generation) {
             records.push(bytes[at + HEADER..end].to_vec());
             at = end;
@@ -153,7 +239,7 @@ impl Wal {
     /// generation's records, or a torn last record).
     pub(super) fn damage(&self, generation: u64) -> io::Result<Option<LogDamage>> {
         let bytes = self.read_to(self.allocated)?;
-        let (mut at, mut intact) = (0usize, 0usize);
+        let (mut at, mut intact) = (self.base as usize, 0usize);
         while let Some(end) = whole_record_at(&bytes, at, generation) {
             at = end;
             intact += 1;
@@ -171,21 +257,21 @@ impl Wal {
         Ok(None)
     }
 
-    /// The generation of the whole record at the top of the file, if one is
-    /// there (of any generation).
+    /// The generation of the first whole record, if one is there (of any
+    /// generation).
     pub(super) fn first_generation(&self) -> io::Result<Option<u64>> {
-        let mut header = [0u8; HEADER];
-        if self.allocated < HEADER as u64 {
+        let (base, mut header) = (self.base, [0u8; HEADER]);
+        if self.allocated < base + HEADER as u64 {
             return Ok(None);
         }
-        self.file.read_exact_at(&mut header, 0)?;
+        self.file.read_exact_at(&mut header, base)?;
         let len = u64::from(u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")));
         let generation = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
-        if len == 0 || HEADER as u64 + len > self.allocated {
+        if len == 0 || base + HEADER as u64 + len > self.allocated {
             return Ok(None);
         }
         let mut bytes = vec![0u8; HEADER + len as usize];
-        self.file.read_exact_at(&mut bytes, 0)?;
+        self.file.read_exact_at(&mut bytes, base)?;
         Ok(whole_record_at(&bytes, 0, generation).map(|_| generation))
     }
 
@@ -208,7 +294,7 @@ impl Wal {
     /// Starts writing generation `generation` from the top of the file.
     pub(super) fn restart(&mut self, generation: u64) {
         self.generation = generation;
-        self.end = 0;
+        self.end = self.base;
     }
 
     /// Appends one record and waits until it is on disk. On an error the
@@ -282,7 +368,12 @@ impl Wal {
         }
         self.sync_data()?;
         self.allocated = target;
-        Ok(())
+        // The header says how long the file is now, once the zeros are
+        // durable: a shorter file later was cut.
+        match self.identity {
+            Some(identity) => self.write_identity(Identity { allocated: target, ..identity }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -600,6 +691,36 @@ mod tests {
         let damage = wal.damage(4).unwrap().expect("the flipped bit is found");
         assert_eq!(damage, LogDamage { offset: starts[2], resumes_at: starts[3], intact: 2 });
         assert_eq!(wal.records(4).unwrap().len(), 2, "the intact prefix is what salvage keeps");
+    }
+
+    /// A store an older Cairn made has no id and a log without a header,
+    /// its records from byte 0: they are replayed, and the log gets its
+    /// header (the next open finds a log of this store).
+    #[test]
+    fn a_log_of_an_older_cairn_is_replayed_and_given_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = redb::Database::create(dir.path().join("cairn.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            super::super::schema::create_tables(&txn).unwrap();
+            txn.commit().unwrap();
+        }
+        let payload = encode_group([vec![append(0), append(1)]].iter());
+        let mut old = Vec::new();
+        old.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        old.extend_from_slice(&1u64.to_le_bytes());
+        old.extend_from_slice(&checksum(1, &payload).to_le_bytes());
+        old.extend_from_slice(&payload);
+        old.resize(1 << 20, 0);
+        std::fs::write(dir.path().join(FILE_NAME), &old).unwrap();
+
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        assert_eq!(store.journal("r").unwrap().len(), 2, "the old log's records are replayed");
+        drop(store);
+        let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert!(Identity::decode(&bytes).is_some(), "the log has its header now");
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        assert_eq!(store.journal("r").unwrap().len(), 2);
     }
 
     /// Every kind of write comes back from the log as it went in.

@@ -553,6 +553,28 @@ const GENERATION_KEY: &str = "wal-generation";
 /// it cleanly (a final checkpoint: the log holds nothing redb lacks).
 const OPEN_KEY: &str = "wal-open";
 
+/// The store's id, which its log's header carries too.
+const STORE_ID_KEY: &str = "store-id";
+
+/// The store's id; none in a store an older Cairn made (or a new one).
+pub(super) fn store_id(db: &Database) -> Result<Option<u64>, redb::Error> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    Ok(meta.get(STORE_ID_KEY)?.map(|v| v.value()))
+}
+
+/// Durably records the store's id.
+pub(super) fn set_store_id(db: &Database, id: u64) -> Result<(), String> {
+    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+    txn.set_durability(Durability::Immediate).map_err(|e| e.to_string())?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        meta.insert(STORE_ID_KEY, id).map_err(|e| e.to_string())?;
+    }
+    txn.commit().map_err(|e| e.to_string())
+}
+
 /// Whether the store was last opened with a log and not closed cleanly.
 pub(super) fn left_open(db: &Database) -> Result<bool, redb::Error> {
     use redb::ReadableDatabase;
