@@ -13,6 +13,7 @@ mod fuzz;
 mod generations;
 mod hostile;
 mod languages;
+mod limits;
 mod power;
 mod properties;
 mod replay;

@@ -127,14 +127,14 @@ async fn deploy_examples(api: &Api) {
 }
 
 /// A server on `dir` started with `args`, the examples deployed.
-async fn examples_server(dir: &std::path::Path, args: &[&str]) -> (Server, Api) {
+pub async fn examples_server(dir: &std::path::Path, args: &[&str]) -> (Server, Api) {
     let server = Server::start(dir, args);
     let api = Api::new(&server);
     deploy_examples(&api).await;
     (server, api)
 }
 
-fn approval_input(i: usize) -> Value {
+pub fn approval_input(i: usize) -> Value {
     json!({ "order_id": format!("A-{i}"), "sku": "cairn-lamp", "quantity": 1, "amount_cents": 4200, "card": "4242-4242-4242-4242" })
 }
 

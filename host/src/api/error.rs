@@ -85,6 +85,12 @@ impl From<ControlError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string())
             }
             ControlError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "run-busy", e.to_string()),
+            ControlError::TooManySignals { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too-many-signals", e.to_string())
+            }
+            ControlError::SignalBufferFull { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "signal-buffer-full", e.to_string())
+            }
             ControlError::Commit(_) | ControlError::Store(crate::store::StoreError::Commit(_)) => {
                 ApiError::outcome_unknown(e)
             }

@@ -28,6 +28,8 @@ impl LimitArgs {
             step_budget_ms: self.step_budget_ms,
             pool_instances: self.pool_instances.unwrap_or(Limits::default().pool_instances),
             activity_network,
+            max_signals_per_run: self.max_signals_per_run,
+            max_signal_bytes: self.max_signal_mib.saturating_mul(1 << 20),
             ..Limits::default()
         })
     }

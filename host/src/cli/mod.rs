@@ -44,6 +44,14 @@ pub struct LimitArgs {
     /// names are resolved at start). Without any, activities have no network.
     #[arg(long = "activity-allow", value_name = "HOST:PORT")]
     activity_allow: Vec<String>,
+    /// Most signals one run may have buffered (sent and not yet consumed);
+    /// more get `429 too-many-signals`.
+    #[arg(long, default_value_t = 10_000)]
+    max_signals_per_run: u64,
+    /// Most MiB of buffered signals over every run; more get
+    /// `429 signal-buffer-full`.
+    #[arg(long, default_value_t = 256)]
+    max_signal_mib: u64,
 }
 
 /// How client commands reach the server.

@@ -28,6 +28,19 @@ impl Runtime {
             return Err(ControlError::PayloadTooLarge { bytes: payload.len() });
         }
         crate::journal::check_json(payload).map_err(|e| ControlError::InvalidPayload(e.to_string()))?;
+        // Checked against the last commit: signals committing at the same
+        // moment can pass a cap by as many as there are.
+        let limits = self.sandbox().limits();
+        let buffered = self.store().buffered_signals(run_id);
+        if buffered.run.0 >= limits.max_signals_per_run {
+            let (run_id, limit) = (run_id.to_owned(), limits.max_signals_per_run);
+            return Err(ControlError::TooManySignals { run_id, buffered: buffered.run.0, limit });
+        }
+        // As stored: the name, the payload and their JSON framing.
+        let more = (name.len() + payload.len() + 24) as u64;
+        if buffered.all.1 + more > limits.max_signal_bytes {
+            return Err(ControlError::SignalBufferFull { bytes: buffered.all.1, more, limit: limits.max_signal_bytes });
+        }
         self.buffer_signal(run_id, name, payload).await
     }
 

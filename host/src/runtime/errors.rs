@@ -180,6 +180,26 @@ pub enum ControlError {
         /// Its size.
         bytes: usize,
     },
+    /// The run has as many signals buffered as one run may.
+    #[error("run {run_id} already has {buffered} signals it has not consumed, the most one run may buffer (--max-signals-per-run {limit}); nothing was recorded. Retry once the workflow has read some, or make it read the signals it is sent")]
+    TooManySignals {
+        /// The run.
+        run_id: String,
+        /// Its buffered signals.
+        buffered: u64,
+        /// The cap.
+        limit: u64,
+    },
+    /// Buffered signals over every run fill what the host allows.
+    #[error("the host's buffered signals take {bytes} bytes, and this one ({more} bytes) would pass the limit of {limit} bytes (--max-signal-mib); nothing was recorded. Retry once runs have consumed their signals")]
+    SignalBufferFull {
+        /// Bytes buffered now.
+        bytes: u64,
+        /// This signal's.
+        more: u64,
+        /// The cap.
+        limit: u64,
+    },
     /// The run stayed busy (computing, never waiting) for too long.
     #[error("run {0} is busy and could not be paused; try again")]
     Busy(String),

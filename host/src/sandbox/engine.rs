@@ -27,6 +27,12 @@ pub struct Limits {
     /// Socket addresses activities may connect to (TCP and UDP); empty
     /// means no network. Workflows never have one.
     pub activity_network: Vec<std::net::SocketAddr>,
+    /// Most signals one run may have buffered (sent, not yet consumed);
+    /// past it a signal is refused (`429 too-many-signals`).
+    pub max_signals_per_run: u64,
+    /// Most bytes of buffered signals over every run; past it a signal is
+    /// refused (`429 signal-buffer-full`).
+    pub max_signal_bytes: u64,
 }
 
 impl Default for Limits {
@@ -37,6 +43,8 @@ impl Default for Limits {
             max_wasm_stack: 512 << 10,
             pool_instances: 1024,
             activity_network: Vec::new(),
+            max_signals_per_run: 10_000,
+            max_signal_bytes: 256 << 20,
         }
     }
 }

@@ -19,7 +19,7 @@ mod writer;
 
 pub use check::CheckReport;
 pub use schema::{ComponentKind, Deployment, ParentLink, RunMeta, RunStatus, StoredCompletion, StoredSignal, Version};
-pub use writer::{durable, Batch, CommitError, GroupCommitWriter, Write};
+pub use writer::{durable, Batch, Buffered, CommitError, GroupCommitWriter, Write};
 
 use crate::journal::{self, DecodeError, Record};
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -235,6 +235,7 @@ pub struct Store {
     cell: Arc<DbCell>,
     writer: GroupCommitWriter,
     commits: Arc<crate::metrics::CommitMetrics>,
+    signals: Arc<writer::SignalLoad>,
 }
 
 impl Store {
@@ -395,14 +396,15 @@ impl Store {
         // A store opened without durability replays a log it finds, and
         // keeps none.
         let log = log.filter(|_| durable);
+        let commits = Arc::new(crate::metrics::CommitMetrics::default());
+        let signals = Arc::new(writer::SignalLoad::counted(&db).map_err(db_err)?);
         let cell = Arc::new(DbCell {
             path,
             current: std::sync::RwLock::new(Some(Arc::new(db))),
             failing: std::sync::Mutex::new(None),
         });
-        let commits = Arc::new(crate::metrics::CommitMetrics::default());
-        let writer = GroupCommitWriter::start(cell.clone(), log, durable, commits.clone());
-        Ok((Store { cell, writer, commits }, salvaged))
+        let writer = GroupCommitWriter::start(cell.clone(), log, durable, commits.clone(), signals.clone());
+        Ok((Store { cell, writer, commits, signals }, salvaged))
     }
 
     /// Why commits are failing (a full disk, an I/O error), while they
@@ -414,6 +416,12 @@ impl Store {
 
     fn db(&self) -> Result<Arc<Database>, StoreError> {
         self.cell.get()
+    }
+
+    /// Signals buffered and not yet consumed: `run_id`'s and every run's,
+    /// as (count, bytes), as of the last commit.
+    pub fn buffered_signals(&self, run_id: &str) -> Buffered {
+        self.signals.of(run_id)
     }
 
     /// Commit batch sizes and latencies.

@@ -186,6 +186,8 @@ impl Drop for WriterThread {
 /// batch with it (see [`GroupCommitWriter::commit`]).
 struct Core {
     cell: Arc<DbCell>,
+    /// Signals buffered and not consumed, kept up to date by each commit.
+    signals: Arc<SignalLoad>,
     wal: Option<Wal>,
     durable: bool,
     metrics: Arc<crate::metrics::CommitMetrics>,
@@ -207,10 +209,12 @@ impl Core {
     fn attempt(&mut self, batches: &[&Batch]) -> Result<Vec<Result<(), CommitError>>, String> {
         let started = Instant::now();
         let db = self.cell.database().ok_or("the store is reopening")?;
+        let mut load = SignalDelta::default();
         let results = match &self.fail_while {
             Some(path) if path.exists() => Err("No space left on device (os error 28, injected)".to_owned()),
-            _ => commit_group(&db, self.wal.as_mut(), batches, self.durable),
+            _ => commit_group(&db, self.wal.as_mut(), batches, self.durable, &mut load),
         }?;
+        self.signals.apply(load);
         self.metrics.latency.observe_duration(started.elapsed());
         self.metrics.batch_size.observe(batches.iter().map(|b| b.len()).sum::<usize>() as f64);
         self.commits += 1;
@@ -252,9 +256,11 @@ impl GroupCommitWriter {
         wal: Option<Wal>,
         durable: bool,
         metrics: Arc<crate::metrics::CommitMetrics>,
+        signals: Arc<SignalLoad>,
     ) -> GroupCommitWriter {
         let core = Arc::new(Mutex::new(Core {
             cell,
+            signals,
             wal,
             durable,
             metrics,
@@ -439,12 +445,20 @@ fn writer_loop(core: &Mutex<Core>, rx: &mpsc::Receiver<Request>, queued: &Atomic
                     // redb accepts no write after an I/O error until the
                     // file is reopened (its recovery runs then, back to the
                     // last checkpoint; the log is replayed on top).
-                    let Core { cell, wal, .. } = &mut *core;
-                    while let Err(e) =
-                        cell.reopen(|db| wal.as_mut().map_or(Ok(()), |log| recover_synced(db, log).map(drop)))
-                    {
-                        tracing::error!(error = %e, "cannot reopen the store; retrying");
-                        std::thread::sleep(backoff);
+                    let Core { cell, wal, signals, .. } = &mut *core;
+                    let reopened = loop {
+                        match cell.reopen(|db| wal.as_mut().map_or(Ok(()), |log| recover_synced(db, log).map(drop))) {
+                            Ok(db) => break db,
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot reopen the store; retrying");
+                                std::thread::sleep(backoff);
+                            }
+                        }
+                    };
+                    // What the failed attempt counted did not land.
+                    match SignalLoad::count(&reopened) {
+                        Ok(load) => signals.reset(load),
+                        Err(e) => tracing::warn!(error = %e, "cannot recount the buffered signals"),
                     }
                 }
             }
@@ -484,6 +498,89 @@ fn shutting_down(rx: &mpsc::Receiver<Request>, stash: &mut VecDeque<Request>) ->
     }
 }
 
+/// Signals buffered and not yet consumed, per run and in all: what the caps
+/// on them are checked against. Counted once at open and kept by every
+/// commit from the rows it inserts and removes.
+#[derive(Debug, Default)]
+pub(crate) struct SignalLoad(Mutex<Load>);
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Load {
+    runs: std::collections::HashMap<String, (u64, u64)>,
+    count: u64,
+    bytes: u64,
+}
+
+/// Buffered signals: (count, bytes) of one run and of all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffered {
+    /// The run's signals.
+    pub run: (u64, u64),
+    /// Every run's.
+    pub all: (u64, u64),
+}
+
+impl SignalLoad {
+    /// Counts the signals table.
+    fn count(db: &Database) -> Result<Load, redb::Error> {
+        use redb::{ReadableDatabase, ReadableTable};
+        let txn = db.begin_read()?;
+        let mut load = Load::default();
+        for row in txn.open_table(SIGNALS)?.iter()? {
+            let (key, value) = row?;
+            let entry = load.runs.entry(key.value().0.to_owned()).or_default();
+            entry.0 += 1;
+            entry.1 += value.value().len() as u64;
+            load.count += 1;
+            load.bytes += value.value().len() as u64;
+        }
+        Ok(load)
+    }
+
+    /// The signals `db` holds, counted.
+    pub(super) fn counted(db: &Database) -> Result<SignalLoad, redb::Error> {
+        Ok(SignalLoad(Mutex::new(Self::count(db)?)))
+    }
+
+    fn reset(&self, load: Load) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = load;
+    }
+
+    fn apply(&self, delta: SignalDelta) {
+        if delta.0.is_empty() {
+            return;
+        }
+        let mut load = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (run, count, bytes) in delta.0 {
+            let entry = load.runs.entry(run.clone()).or_default();
+            entry.0 = entry.0.saturating_add_signed(count);
+            entry.1 = entry.1.saturating_add_signed(bytes);
+            if entry.0 == 0 {
+                load.runs.remove(&run);
+            }
+            load.count = load.count.saturating_add_signed(count);
+            load.bytes = load.bytes.saturating_add_signed(bytes);
+        }
+    }
+
+    /// What `run_id` and all runs have buffered.
+    pub(super) fn of(&self, run_id: &str) -> Buffered {
+        let load = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Buffered { run: load.runs.get(run_id).copied().unwrap_or_default(), all: (load.count, load.bytes) }
+    }
+}
+
+/// How a transaction changed the buffered signals, applied to the
+/// [`SignalLoad`] once it committed.
+#[derive(Debug, Default)]
+pub(super) struct SignalDelta(Vec<(String, i64, i64)>);
+
+impl SignalDelta {
+    fn changed(&mut self, run: &str, count: i64, bytes: i64) {
+        self.0.push((run.to_owned(), count, bytes));
+    }
+}
+
 /// Applies a group in one transaction and makes it durable: in the log, or
 /// by a durable redb commit where there is no log, or where the group
 /// stores components or compiled artifacts (megabytes the log need not
@@ -499,6 +596,7 @@ fn commit_group(
     wal: Option<&mut Wal>,
     batches: &[&Batch],
     durable: bool,
+    load: &mut SignalDelta,
 ) -> Result<Vec<Result<(), CommitError>>, String> {
     let mut txn = db.begin_write().map_err(|e| e.to_string())?;
     let bulky = batches
@@ -509,12 +607,12 @@ fn commit_group(
     let durability = if durable && !logged { Durability::Immediate } else { Durability::None };
     txn.set_durability(durability).map_err(|e| e.to_string())?;
     let Some(wal) = wal else {
-        let results = apply(&txn, batches.iter().copied())?;
+        let results = apply(&txn, batches.iter().copied(), load)?;
         txn.commit().map_err(|e| e.to_string())?;
         return Ok(results);
     };
     if !logged {
-        let results = apply(&txn, batches.iter().copied())?;
+        let results = apply(&txn, batches.iter().copied(), load)?;
         let next = wal.generation() + 1;
         commit_checkpoint(txn, wal, next)?;
         return Ok(results);
@@ -525,7 +623,7 @@ fn commit_group(
         true => None,
         false => Some(wal.write(&wal::encode_group(nonempty.into_iter())).map_err(|e| log_error(wal, e))?),
     };
-    let results = apply(&txn, batches.iter().copied())?;
+    let results = apply(&txn, batches.iter().copied(), load)?;
     // Where the synced record starts, if there is one.
     let synced = match written {
         None => None,
@@ -703,7 +801,7 @@ fn replay_log(db: &Database, wal: &mut Wal, synced_only: bool) -> Result<usize, 
     }
     for (i, payload) in records.iter().enumerate() {
         let batches = wal::decode_group(payload).map_err(|e| format!("record {i} of {}: {e}", wal.path().display()))?;
-        for result in apply(&txn, batches.iter())? {
+        for result in apply(&txn, batches.iter(), &mut SignalDelta::default())? {
             if let Err(refused) = result {
                 tracing::warn!(%refused, "a logged batch was refused on replay, as it was when it was committed; nothing of it is applied");
             }
@@ -717,6 +815,7 @@ fn replay_log(db: &Database, wal: &mut Wal, synced_only: bool) -> Result<usize, 
 fn apply<'a>(
     txn: &WriteTransaction,
     batches: impl Iterator<Item = &'a Batch>,
+    load: &mut SignalDelta,
 ) -> Result<Vec<Result<(), CommitError>>, String> {
     let mut results = Vec::new();
     {
@@ -749,6 +848,14 @@ fn apply<'a>(
                         Write::PutRun(meta) => {
                             let bytes = serde_json::to_vec(meta).expect("run metadata serialises");
                             runs.insert(meta.id.as_str(), bytes.as_slice())?;
+                            if meta.status.is_final() {
+                                // Nothing reads an ended run's signals.
+                                let run = meta.id.as_str();
+                                signals.retain_in((run, 0)..=(run, u64::MAX), |_, value| {
+                                    load.changed(run, -1, -(value.len() as i64));
+                                    false
+                                })?;
+                            }
                         }
                         Write::Append { run_id, record } => {
                             journal_t.insert((run_id.as_str(), record.seq), journal::encode(record).as_slice())?;
@@ -781,10 +888,14 @@ fn apply<'a>(
                         }
                         Write::PutSignal { run_id, seq, signal } => {
                             let bytes = serde_json::to_vec(signal).expect("signals serialise");
-                            signals.insert((run_id.as_str(), *seq), bytes.as_slice())?;
+                            let old = signals.insert((run_id.as_str(), *seq), bytes.as_slice())?;
+                            let (count, old_bytes) = old.map_or((1, 0), |old| (0, old.value().len() as i64));
+                            load.changed(run_id, count, bytes.len() as i64 - old_bytes);
                         }
                         Write::DeleteSignal { run_id, seq } => {
-                            signals.remove((run_id.as_str(), *seq))?;
+                            if let Some(old) = signals.remove((run_id.as_str(), *seq))? {
+                                load.changed(run_id, -1, -(old.value().len() as i64));
+                            }
                         }
                         Write::ContinueAsNew { meta, start } => {
                             let run = meta.id.as_str();
@@ -948,10 +1059,10 @@ mod tests {
             // refused again when the log is replayed).
             vec![append("r", 1, true)],
         ];
-        let results = commit_group(&db, Some(&mut wal), &group.iter().collect::<Vec<_>>(), true).unwrap();
+        let results = commit_group(&db, Some(&mut wal), &group.iter().collect::<Vec<_>>(), true, &mut SignalDelta::default()).unwrap();
         assert!(results[0].is_ok() && results[1].is_ok());
         assert!(matches!(results[2], Err(CommitError::DuplicateSeq { seq: 1, .. })), "{results:?}");
-        commit_group(&db, Some(&mut wal), &[&vec![append("r", 2, false)]], true).unwrap();
+        commit_group(&db, Some(&mut wal), &[&vec![append("r", 2, false)]], true, &mut SignalDelta::default()).unwrap();
         let expected = journal(&db, "r");
         assert_eq!(expected.len(), 3);
         drop(wal);
@@ -964,7 +1075,7 @@ mod tests {
 
         // Replayed records count no more: the checkpoint moved the generation.
         assert_eq!(recover(&db, &mut wal).unwrap(), 0);
-        commit_group(&db, Some(&mut wal), &[&vec![append("r", 3, false)]], true).unwrap();
+        commit_group(&db, Some(&mut wal), &[&vec![append("r", 3, false)]], true, &mut SignalDelta::default()).unwrap();
         assert_eq!(wal.records(wal.generation()).unwrap().len(), 1, "the log restarted from the top");
         assert_eq!(journal(&db, "r").len(), 4);
     }
@@ -980,18 +1091,18 @@ mod tests {
         let (db, mut wal) = fresh(live.path());
         let group = [vec![append("r", 0, false), append("r", 1, false)], vec![append("q", 0, false)]];
         let batches: Vec<&Batch> = group.iter().collect();
-        commit_group(&db, Some(&mut wal), &batches, true).unwrap();
+        commit_group(&db, Some(&mut wal), &batches, true, &mut SignalDelta::default()).unwrap();
         let expected = (journal(&db, "r"), journal(&db, "q"));
         drop(wal);
 
         // The failed commit: redb at its checkpoint, the group in the log.
         let (_failed, db, mut wal) = crashed(live.path());
         assert_eq!(recover(&db, &mut wal).unwrap(), 1, "the reopen replays the logged group");
-        let results = commit_group(&db, Some(&mut wal), &batches, true).unwrap();
+        let results = commit_group(&db, Some(&mut wal), &batches, true, &mut SignalDelta::default()).unwrap();
         assert!(results.iter().all(Result::is_ok), "the retry was refused: {results:?}");
         assert_eq!((journal(&db, "r"), journal(&db, "q")), expected, "the journals differ from the live store's");
         // A different record under a seq the retry stored is still refused.
-        let results = commit_group(&db, Some(&mut wal), &[&vec![append("r", 1, true)]], true).unwrap();
+        let results = commit_group(&db, Some(&mut wal), &[&vec![append("r", 1, true, &mut SignalDelta::default())]], true).unwrap();
         assert!(matches!(results[0], Err(CommitError::DuplicateSeq { seq: 1, .. })), "{results:?}");
     }
 
@@ -1000,7 +1111,7 @@ mod tests {
     /// a commit that then fails leaves it.
     fn one_committed_one_written(dir: &std::path::Path) -> (Database, Wal, wal::Written) {
         let (db, mut wal) = fresh(dir);
-        commit_group(&db, Some(&mut wal), &[&vec![append("r", 0, false)]], true).unwrap();
+        commit_group(&db, Some(&mut wal), &[&vec![append("r", 0, false)]], true, &mut SignalDelta::default()).unwrap();
         let written = wal.write(&wal::encode_group([vec![append("r", 1, false)]].iter())).unwrap();
         (db, wal, written)
     }
@@ -1038,7 +1149,7 @@ mod tests {
         let reopened = checkpointed(reopened_dir.path());
         assert_eq!(recover_synced(&reopened, &mut wal).unwrap(), 1);
         // The retry then stores the group once.
-        let results = commit_group(&reopened, Some(&mut wal), &[&vec![append("r", 1, false)]], true).unwrap();
+        let results = commit_group(&reopened, Some(&mut wal), &[&vec![append("r", 1, false)]], true, &mut SignalDelta::default()).unwrap();
         assert!(results[0].is_ok(), "{results:?}");
         assert_eq!(journal(&reopened, "r").len(), 2);
     }
@@ -1049,10 +1160,10 @@ mod tests {
     fn a_component_is_committed_to_redb_and_restarts_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let (db, mut wal) = fresh(dir.path());
-        commit_group(&db, Some(&mut wal), &[&vec![append("r", 0, false)]], true).unwrap();
+        commit_group(&db, Some(&mut wal), &[&vec![append("r", 0, false)]], true, &mut SignalDelta::default()).unwrap();
         let before = wal.generation();
         let component = Write::PutComponent { sha256: "ab".into(), bytes: vec![7u8; 1 << 16].into() };
-        commit_group(&db, Some(&mut wal), &[&vec![component]], true).unwrap();
+        commit_group(&db, Some(&mut wal), &[&vec![component]], true, &mut SignalDelta::default()).unwrap();
         assert_eq!(wal.generation(), before + 1);
         assert_eq!(wal.len(), 0, "nothing of the component was logged");
     }
