@@ -5,7 +5,8 @@ use crate::server::{approval_input, examples_server, Api};
 use serde_json::{json, Value};
 
 async fn park(api: &Api, id: &str) {
-    let (status, body) = api.post_json("/runs", &json!({ "workflow": "approval", "id": id, "input": approval_input(1) })).await;
+    let (status, body) =
+        api.post_json("/runs", &json!({ "workflow": "approval", "id": id, "input": approval_input(1) })).await;
     assert_eq!(status, 201, "{body}");
 }
 
@@ -51,5 +52,60 @@ async fn buffered_signals_are_capped_per_run_and_in_total() {
     assert_eq!(api.wait("b").await["status"], "terminated");
     park(&api, "c").await;
     assert_eq!(signal(&api, "c", &big).await.0, 202);
+    drop(server);
+}
+
+/// Connections that send nothing, or their headers a byte at a time,
+/// cannot lock an authenticated client out: at the connection cap the one
+/// idle the longest is closed to make room, and idle ones are closed after
+/// the idle timeout anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_cannot_lock_clients_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let args = ["--token-file", token.to_str().unwrap(), "--max-connections", "32", "--idle-timeout-s", "600"];
+    let server = crate::server::Server::start(&dir.path().join("data"), &args);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    // Four times the cap of connections that never finish a request.
+    let mut idle = Vec::new();
+    for i in 0..128 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        if i % 2 == 0 {
+            stream.write_all(b"GET /v1/runs HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        }
+        idle.push(stream);
+    }
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(20)).build().unwrap();
+    for _ in 0..3 {
+        let response = client.get(format!("{}/v1/runs", server.url)).bearer_auth("s3cret").send().await;
+        assert_eq!(response.expect("an authenticated client gets in").status(), 200);
+    }
+    // The oldest idle ones were closed to make room.
+    let mut first = [0u8; 1];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), idle[0].read(&mut first)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the oldest idle connection is closed: {read:?}");
+    drop(server);
+
+    // With a short idle timeout, an idle connection and a slow one close by
+    // themselves.
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::server::Server::start(dir.path(), &["--idle-timeout-s", "1"]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut quiet = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let dripping = tokio::spawn(async move {
+        for byte in b"GET /v1/health HTTP/1.1\r\nHost: a-very-slow-client\r\n".iter().cycle().take(200) {
+            if slow.write_all(&[*byte]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        false
+    });
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), quiet.read(&mut first)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "an idle connection is closed: {read:?}");
+    assert!(dripping.await.unwrap(), "a connection sending its headers a byte at a time is closed");
     drop(server);
 }

@@ -3,11 +3,13 @@
 //! nothing below this module knows HTTP exists.
 
 mod error;
+mod listen;
 mod openapi;
 mod routes;
 mod ui;
 
 pub use error::ApiError;
+pub use listen::{serve, Connections};
 
 use crate::registry::{Registry, MAX_COMPONENT_BYTES};
 use crate::runtime::Runtime;

@@ -2,7 +2,7 @@
 
 use super::LimitArgs;
 use anyhow::{bail, Context};
-use cairn_host::api::{router, AppState};
+use cairn_host::api::{router, AppState, Connections};
 use cairn_host::registry::Registry;
 use cairn_host::runtime::{Residency, Runtime};
 use cairn_host::store::Store;
@@ -42,6 +42,14 @@ pub struct ServeArgs {
     /// long loses its task, which goes to another worker.
     #[arg(long, default_value_t = 10_000)]
     heartbeat_timeout_ms: u64,
+    /// Most connections open at once; at the cap the one idle the longest
+    /// is closed to make room.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// A connection that sends no complete request head for this long (s),
+    /// idle or sending slowly, is closed.
+    #[arg(long, default_value_t = 30)]
+    idle_timeout_s: u64,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -105,8 +113,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // The first line on stdout says where to connect (scripts read it).
     println!("cairn listening on http://{addr}");
     tracing::info!(%addr, "serving the HTTP API");
-    axum::serve(listener, router(AppState::new(runtime.clone(), token)))
-        .with_graceful_shutdown(shutdown_signal(term))
+    let connections =
+        Connections { max: args.max_connections.max(1), idle_timeout: Duration::from_secs(args.idle_timeout_s.max(1)) };
+    cairn_host::api::serve(listener, router(AppState::new(runtime.clone(), token)), connections, shutdown_signal(term))
         .await
         .context("the HTTP server failed")?;
     // Let journal commits already queued reach the disk before exiting.

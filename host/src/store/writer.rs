@@ -1059,7 +1059,9 @@ mod tests {
             // refused again when the log is replayed).
             vec![append("r", 1, true)],
         ];
-        let results = commit_group(&db, Some(&mut wal), &group.iter().collect::<Vec<_>>(), true, &mut SignalDelta::default()).unwrap();
+        let results =
+            commit_group(&db, Some(&mut wal), &group.iter().collect::<Vec<_>>(), true, &mut SignalDelta::default())
+                .unwrap();
         assert!(results[0].is_ok() && results[1].is_ok());
         assert!(matches!(results[2], Err(CommitError::DuplicateSeq { seq: 1, .. })), "{results:?}");
         commit_group(&db, Some(&mut wal), &[&vec![append("r", 2, false)]], true, &mut SignalDelta::default()).unwrap();
@@ -1102,7 +1104,9 @@ mod tests {
         assert!(results.iter().all(Result::is_ok), "the retry was refused: {results:?}");
         assert_eq!((journal(&db, "r"), journal(&db, "q")), expected, "the journals differ from the live store's");
         // A different record under a seq the retry stored is still refused.
-        let results = commit_group(&db, Some(&mut wal), &[&vec![append("r", 1, true, &mut SignalDelta::default())]], true).unwrap();
+        let results =
+            commit_group(&db, Some(&mut wal), &[&vec![append("r", 1, true, &mut SignalDelta::default())]], true)
+                .unwrap();
         assert!(matches!(results[0], Err(CommitError::DuplicateSeq { seq: 1, .. })), "{results:?}");
     }
 
@@ -1149,7 +1153,9 @@ mod tests {
         let reopened = checkpointed(reopened_dir.path());
         assert_eq!(recover_synced(&reopened, &mut wal).unwrap(), 1);
         // The retry then stores the group once.
-        let results = commit_group(&reopened, Some(&mut wal), &[&vec![append("r", 1, false)]], true, &mut SignalDelta::default()).unwrap();
+        let results =
+            commit_group(&reopened, Some(&mut wal), &[&vec![append("r", 1, false)]], true, &mut SignalDelta::default())
+                .unwrap();
         assert!(results[0].is_ok(), "{results:?}");
         assert_eq!(journal(&reopened, "r").len(), 2);
     }
