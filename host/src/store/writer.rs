@@ -1105,7 +1105,7 @@ mod tests {
         assert_eq!((journal(&db, "r"), journal(&db, "q")), expected, "the journals differ from the live store's");
         // A different record under a seq the retry stored is still refused.
         let results =
-            commit_group(&db, Some(&mut wal), &[&vec![append("r", 1, true, &mut SignalDelta::default())]], true)
+            commit_group(&db, Some(&mut wal), &[&vec![append("r", 1, true)]], true, &mut SignalDelta::default())
                 .unwrap();
         assert!(matches!(results[0], Err(CommitError::DuplicateSeq { seq: 1, .. })), "{results:?}");
     }
