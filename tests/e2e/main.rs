@@ -14,6 +14,7 @@ mod generations;
 mod hostile;
 mod languages;
 mod limits;
+mod load;
 mod power;
 mod properties;
 mod replay;
