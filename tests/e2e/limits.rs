@@ -109,3 +109,43 @@ async fn idle_and_slow_connections_cannot_lock_clients_out() {
     assert!(dripping.await.unwrap(), "a connection sending its headers a byte at a time is closed");
     drop(server);
 }
+
+/// Runs share one guest memory budget: with room for two runs' memory,
+/// the third waits for one to finish instead of the host growing past it,
+/// and all three complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_wait_for_the_guest_memory_budget_rather_than_grow_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Runs stay resident while they wait (no eviction frees their memory).
+    let args = ["--memory-budget-mib", "300", "--max-memory-mib", "256", "--idle-ms", "600000"];
+    let server = crate::server::Server::start(dir.path(), &args);
+    let api = Api::new(&server);
+    let (status, body) =
+        api.deploy("hostile", "workflow", std::fs::read(crate::support::wasm("hostile")).unwrap()).await;
+    assert_eq!(status, 201, "{body}");
+    for i in 0..3 {
+        let start = json!({ "workflow": "hostile", "id": format!("h{i}"), "input": { "mode": "hold", "mib": 110, "ms": 1500 } });
+        assert_eq!(api.post_json("/runs", &start).await.0, 201);
+    }
+    let (mut most, mut saw_one_waiting) = (0, false);
+    loop {
+        let mut holding = 0;
+        let mut done = 0;
+        for i in 0..3 {
+            let (_, run) = api.get(&format!("/runs/h{i}")).await;
+            match run["status"].as_str() {
+                Some("running") => holding += usize::from(run["custom_status"] == "holding"),
+                Some("completed") => done += 1,
+                other => panic!("h{i} is {other:?}: {run}"),
+            }
+        }
+        most = most.max(holding);
+        saw_one_waiting |= holding == 2 && done == 0;
+        if done == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(most <= 2, "{most} runs held their memory at once, past the budget");
+    assert!(saw_one_waiting, "two runs held the budget while the third waited");
+}

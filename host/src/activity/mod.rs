@@ -344,13 +344,13 @@ impl ActivityRunner {
         let state = ActivityState {
             wasi: activity_wasi(component, &self.network),
             table: ResourceTable::new(),
-            limits: self.sandbox.limits().guest_limits(),
+            limits: self.sandbox.guest_limits(),
             key: String::new(),
             run_id: String::new(),
             attempt: 0,
         };
         let mut store = Store::new(self.sandbox.engine(), state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter_async(|s| &mut s.limits);
         store.epoch_deadline_async_yield_and_update(1);
         match registered.pre.instantiate_async(&mut store).await {
             Ok(instance) => Ok(Warm { store, instance, calls: 0 }),

@@ -23,8 +23,18 @@ impl LimitArgs {
             })?;
             activity_network.extend(addrs);
         }
+        let max_memory_bytes = self.max_memory_mib.saturating_mul(1 << 20);
+        let memory_budget_bytes = match self.memory_budget_mib {
+            Some(mib) if mib < self.max_memory_mib => bail!(
+                "--memory-budget-mib {mib} is below --max-memory-mib {}: one instance could never get the memory it may use. Raise the budget or lower the per-instance limit",
+                self.max_memory_mib
+            ),
+            Some(mib) => mib.saturating_mul(1 << 20),
+            None => cairn_host::sandbox::default_memory_budget().max(max_memory_bytes),
+        };
         Ok(Limits {
-            max_memory_bytes: self.max_memory_mib.saturating_mul(1 << 20),
+            max_memory_bytes,
+            memory_budget_bytes,
             step_budget_ms: self.step_budget_ms,
             pool_instances: self.pool_instances.unwrap_or(Limits::default().pool_instances),
             activity_network,

@@ -52,6 +52,11 @@ pub struct LimitArgs {
     /// `429 signal-buffer-full`.
     #[arg(long, default_value_t = 256)]
     max_signal_mib: u64,
+    /// MiB of linear memory all guest instances together may use; an
+    /// instance that would grow past it waits (up to 30 s) for memory to be
+    /// freed. Default: half the machine's memory.
+    #[arg(long)]
+    memory_budget_mib: Option<u64>,
 }
 
 /// How client commands reach the server.

@@ -191,14 +191,14 @@ impl Runtime {
                 records: Vec::new(),
                 seed: 0,
                 start_ms: 0,
-                limits: sandbox.limits().guest_limits(),
+                limits: sandbox.guest_limits(),
                 rt: self.clone(),
                 events: None,
                 idle: None,
             });
             let _slot = sandbox.instance_slot().await;
             let mut store = wasmtime::Store::new(sandbox.engine(), state);
-            store.limiter(|s| &mut s.limits);
+            store.limiter_async(|s| &mut s.limits);
             store.set_epoch_deadline(sandbox.limits().budget_ticks());
             pre.instantiate_async(&mut store)
                 .await
@@ -284,7 +284,7 @@ impl Runtime {
             records,
             seed,
             start_ms,
-            limits: sandbox.limits().guest_limits(),
+            limits: sandbox.guest_limits(),
             rt: self.clone(),
             events: mailbox,
             idle: self.inner.scheduler.residency.idle,
@@ -292,7 +292,7 @@ impl Runtime {
         // Held until the store is gone, at the end of this function.
         let slot = sandbox.instance_slot().await;
         let mut store = wasmtime::Store::new(sandbox.engine(), state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter_async(|s| &mut s.limits);
         // Called once per epoch tick of guest computation: the guest yields
         // its thread, an activity it started goes to a task of its own
         // (computing, the run is not awaiting it), and a guest that computed

@@ -4,7 +4,7 @@ use crate::journal::EngineSettings;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiterAsync};
 
 /// How often the engine's epoch advances. Budgets are counted in ticks.
 pub const EPOCH_TICK_MS: u64 = 10;
@@ -33,6 +33,21 @@ pub struct Limits {
     /// Most bytes of buffered signals over every run; past it a signal is
     /// refused (`429 signal-buffer-full`).
     pub max_signal_bytes: u64,
+    /// Most bytes of linear memory all guest instances together may have:
+    /// an instance that would grow past it waits for memory to be freed
+    /// (runs ending, idle runs leaving memory) rather than the host growing
+    /// past it. At least `max_memory_bytes`.
+    pub memory_budget_bytes: u64,
+}
+
+/// Half the machine's memory (4 GiB where it cannot be read): the default
+/// guest memory budget.
+pub fn default_memory_budget() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
+        let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+    });
+    total.map_or(4 << 30, |bytes| bytes / 2)
 }
 
 impl Default for Limits {
@@ -45,6 +60,7 @@ impl Default for Limits {
             activity_network: Vec::new(),
             max_signals_per_run: 10_000,
             max_signal_bytes: 256 << 20,
+            memory_budget_bytes: default_memory_budget(),
         }
     }
 }
@@ -88,24 +104,61 @@ impl Limits {
     pub fn budget_ticks(&self) -> u64 {
         self.step_budget_ms.div_ceil(EPOCH_TICK_MS).max(1)
     }
-
-    /// Per-store limits for one instance.
-    pub fn guest_limits(&self) -> GuestLimits {
-        GuestLimits {
-            max_memory_bytes: usize::try_from(self.max_memory_bytes).unwrap_or(usize::MAX),
-            memory_denied: false,
-        }
-    }
 }
 
 /// A store's resource limiter. A denied `memory.grow` traps (rather than
 /// returning -1, which replay could observe differently) and is remembered
-/// so the failure can be reported as what it is.
+/// so the failure can be reported as what it is. Growth is also taken from
+/// the host's memory budget, waiting while the budget is spent.
 #[derive(Debug)]
 pub struct GuestLimits {
     max_memory_bytes: usize,
     /// Set when the guest tried to grow memory past the limit.
     pub memory_denied: bool,
+    /// The host's guest memory budget, in MiB permits.
+    budget: Arc<Semaphore>,
+    /// What this instance holds of it (released when the store is dropped).
+    held: Option<OwnedSemaphorePermit>,
+}
+
+/// How long an instance waits for the memory budget before it grows past
+/// it anyway (with a warning): the runs holding the budget may themselves
+/// be waiting for more, and waiting for ever would stall them all.
+const BUDGET_WAIT: Duration = Duration::from_secs(30);
+
+impl GuestLimits {
+    /// Takes what growing to `desired` bytes needs from the budget.
+    async fn reserve(&mut self, desired: usize) {
+        let held = self.held.as_ref().map_or(0, |p| p.num_permits());
+        let needed = desired.div_ceil(1 << 20).saturating_sub(held);
+        if needed == 0 {
+            return;
+        }
+        let Ok(needed32) = u32::try_from(needed) else { return };
+        let budget = self.budget.clone();
+        let permit = match budget.clone().try_acquire_many_owned(needed32) {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                tracing::debug!(needed_mib = needed, "waiting for the guest memory budget");
+                match tokio::time::timeout(BUDGET_WAIT, budget.acquire_many_owned(needed32)).await {
+                    Ok(permit) => permit.ok(),
+                    Err(_) => {
+                        tracing::warn!(
+                            needed_mib = needed,
+                            "the guest memory budget (--memory-budget-mib) stayed spent for {} s: this instance grows past it; give the host a larger budget or fewer concurrent runs",
+                            BUDGET_WAIT.as_secs()
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        match (&mut self.held, permit) {
+            (Some(held), Some(permit)) => held.merge(permit),
+            (held @ None, Some(permit)) => *held = Some(permit),
+            (_, None) => {}
+        }
+    }
 }
 
 /// The error a denied memory growth traps with.
@@ -118,17 +171,40 @@ pub struct MemoryLimitExceeded {
     pub limit: usize,
 }
 
-impl ResourceLimiter for GuestLimits {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max_memory_bytes {
-            self.memory_denied = true;
-            return Err(MemoryLimitExceeded { desired, limit: self.max_memory_bytes }.into());
-        }
-        Ok(true)
+type Growing<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<bool>> + Send + 'a>>;
+
+impl ResourceLimiterAsync for GuestLimits {
+    fn memory_growing<'life0, 'async_trait>(
+        &'life0 mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Growing<'async_trait>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            if desired > self.max_memory_bytes {
+                self.memory_denied = true;
+                return Err(MemoryLimitExceeded { desired, limit: self.max_memory_bytes }.into());
+            }
+            self.reserve(desired).await;
+            Ok(true)
+        })
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
+    fn table_growing<'life0, 'async_trait>(
+        &'life0 mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Growing<'async_trait>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move { Ok(desired <= 1 << 20) })
     }
 }
 
@@ -144,6 +220,8 @@ pub struct Sandbox {
     /// Pool slots kept outside the semaphore for warm activity instances
     /// waiting between calls (so idle instances never starve a run).
     warm_slots: usize,
+    /// The guest memory budget, one permit per MiB.
+    budget: Arc<Semaphore>,
 }
 
 /// Most warm activity instances a host keeps between calls.
@@ -242,7 +320,26 @@ impl Sandbox {
         let pool = limits.pool_instances as usize;
         let warm_slots = if pool > 0 { (pool / 8).min(MAX_WARM_INSTANCES) } else { MAX_WARM_INSTANCES };
         let slots = (pool > 0).then(|| Arc::new(Semaphore::new(pool - warm_slots)));
-        Ok(Sandbox { engine, limits, fingerprint, slots, warm_slots })
+        let budget_mib =
+            (limits.memory_budget_bytes.max(limits.max_memory_bytes) >> 20).clamp(1, Semaphore::MAX_PERMITS as u64);
+        let budget = Arc::new(Semaphore::new(budget_mib as usize));
+        Ok(Sandbox { engine, limits, fingerprint, slots, warm_slots, budget })
+    }
+
+    /// Per-store limits for one instance, drawing on the host's memory
+    /// budget.
+    pub fn guest_limits(&self) -> GuestLimits {
+        GuestLimits {
+            max_memory_bytes: usize::try_from(self.limits.max_memory_bytes).unwrap_or(usize::MAX),
+            memory_denied: false,
+            budget: self.budget.clone(),
+            held: None,
+        }
+    }
+
+    /// MiB of the guest memory budget no instance holds now.
+    pub fn memory_budget_free_mib(&self) -> usize {
+        self.budget.available_permits()
     }
 
     /// Waits for a free instance slot (at once without a pool).

@@ -12,6 +12,8 @@ mod engine;
 mod wasi;
 
 pub use compile::{exported_names, sha256_hex, ComponentCache, LoadError, LoadedComponent};
-pub use engine::{GuestLimits, InstanceSlot, Limits, MemoryLimitExceeded, Sandbox, EPOCH_TICK_MS};
+pub use engine::{
+    default_memory_budget, GuestLimits, InstanceSlot, Limits, MemoryLimitExceeded, Sandbox, EPOCH_TICK_MS,
+};
 pub(crate) use wasi::seeded_rng;
 pub use wasi::{activity_wasi, workflow_wasi, GuestOutput, WorkflowClock};

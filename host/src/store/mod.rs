@@ -94,6 +94,14 @@ pub enum StoreError {
         /// Why it is not.
         reason: String,
     },
+    /// The redb file is gone but its log is there.
+    #[error("{} is missing, but {} is here: the store's file was deleted or moved, and starting a new store would ignore that log's steps. Nothing was opened or changed. Put cairn.redb back; or move the log away to start an empty store", path.display(), log.display())]
+    StoreFileMissing {
+        /// The missing redb file.
+        path: PathBuf,
+        /// The log found.
+        log: PathBuf,
+    },
     /// The write-ahead log is gone while the store was not closed cleanly.
     #[error("{} is missing, but the store in this directory was not closed cleanly: the steps committed since its last checkpoint are only in that log. Nothing was opened or changed. Put the log back (from where it was moved, or a backup); or `cairn check --data DIR --salvage` opens the store at its last checkpoint, without those steps", path.display())]
     LogMissing {
@@ -150,6 +158,36 @@ fn test_hook(name: &str) -> Option<std::ffi::OsString> {
         true => std::env::var_os(name),
         false => None,
     }
+}
+
+/// Makes a new, empty `cairn.redb` in one step: built and synced as
+/// `cairn.redb.new`, then renamed into place and the directory synced. A
+/// power cut on the way leaves no `cairn.redb` (and the next start begins
+/// again), never a file redb cannot open.
+fn create_store_file(dir: &Path, path: &Path) -> Result<(), StoreError> {
+    let wal_path = dir.join(wal::FILE_NAME);
+    if std::fs::metadata(&wal_path).is_ok_and(|m| m.len() > 0) {
+        return Err(StoreError::StoreFileMissing { path: path.to_owned(), log: wal_path });
+    }
+    let directory = |source| StoreError::Directory { path: dir.to_owned(), source };
+    let fresh = dir.join("cairn.redb.new");
+    if fresh.exists() {
+        // Left by a start that stopped while creating the store: nothing
+        // was ever acknowledged from it.
+        std::fs::remove_file(&fresh).map_err(directory)?;
+        power::removed(&fresh);
+    }
+    {
+        let db = DbCell::open_file(&fresh).map_err(|source| StoreError::Open { path: fresh.clone(), source })?;
+        let txn = db.begin_write().map_err(db_err)?;
+        create_tables(&txn).map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+    }
+    std::fs::rename(&fresh, path).map_err(directory)?;
+    power::renamed(&fresh, path);
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(directory)?;
+    power::dir_synced();
+    Ok(())
 }
 
 /// A copy of `file` kept beside it as `NAME.WHY-MS` before salvage gives up
@@ -266,6 +304,9 @@ impl Store {
     fn open_inner(dir: &Path, durable: bool, salvage: bool) -> Result<(Store, Option<String>), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
         let path = dir.join("cairn.redb");
+        if !path.exists() {
+            create_store_file(dir, &path)?;
+        }
         let db = DbCell::open_file(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
         let txn = db.begin_write().map_err(db_err)?;
         create_tables(&txn).map_err(db_err)?;

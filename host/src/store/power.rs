@@ -36,6 +36,8 @@ const SYNC_BEGIN: u8 = 4;
 const SYNC_END: u8 = 5;
 const DIR_SYNC: u8 = 6;
 const ACK: u8 = 7;
+const RENAME: u8 = 8;
+const REMOVE: u8 = 9;
 
 /// The record file, if this process records.
 fn recorder() -> Option<&'static Mutex<File>> {
@@ -73,7 +75,7 @@ impl Traced {
         recorder()?;
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let id = u64::from(std::process::id()) << 32 | u64::from(NEXT.fetch_add(1, Ordering::Relaxed));
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = file_name(path);
         let mut op = vec![OPEN];
         op.extend_from_slice(&id.to_le_bytes());
         op.push(u8::from(created));
@@ -113,6 +115,25 @@ impl Traced {
 /// Records that the directory's entries are durable (an fsync of it).
 pub(super) fn dir_synced() {
     emit(&[DIR_SYNC]);
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Records a rename inside the data directory.
+pub(super) fn renamed(from: &Path, to: &Path) {
+    let mut op = vec![RENAME];
+    put_str(&mut op, &file_name(from));
+    put_str(&mut op, &file_name(to));
+    emit(&op);
+}
+
+/// Records a file's removal from the data directory.
+pub(super) fn removed(path: &Path) {
+    let mut op = vec![REMOVE];
+    put_str(&mut op, &file_name(path));
+    emit(&op);
 }
 
 /// Records that `batches` are acknowledged as durable.
@@ -348,7 +369,15 @@ impl Disk {
             state ^= state << 17;
             state & 1 == 1
         };
-        for (name, &inode) in &self.durable_names {
+        // A name no directory sync covered may have reached the disk too
+        // (file systems write their journal on their own).
+        let mut names = self.durable_names.clone();
+        for (name, &inode) in &self.names {
+            if !names.contains_key(name) && coin() {
+                names.insert(name.clone(), inode);
+            }
+        }
+        for (name, &inode) in &names {
             let inode = &self.inodes[inode];
             let mut bytes = inode.durable.clone();
             for change in &inode.pending {
@@ -398,7 +427,7 @@ pub enum Lost {
     /// All of them: the disk kept exactly what was synced.
     EveryUnsyncedWrite,
     /// Each of them by the toss of a coin (seeded): the disk had written
-    /// some back on its own, in any order.
+    /// some back on its own, in any order; so may a new file's name.
     SomeUnsyncedWrites {
         /// The seed of the coin.
         seed: u64,
@@ -502,6 +531,14 @@ fn walk(record: &Path, mut at_cut: impl FnMut(&Disk, &[Acked]) -> io::Result<()>
                 }
             }
             DIR_SYNC => disk.durable_names = disk.names.clone(),
+            RENAME => {
+                let (from, to) = (op.str()?, op.str()?);
+                let inode = disk.names.remove(&from).ok_or_else(|| bad(format!("{from} renamed, never opened")))?;
+                disk.names.insert(to, inode);
+            }
+            REMOVE => {
+                disk.names.remove(&op.str()?);
+            }
             ACK => {
                 while !op.0.is_empty() {
                     acked.push(match op.u8()? {

@@ -26,6 +26,10 @@ impl Traced {
 
 pub(super) fn dir_synced() {}
 
+pub(super) fn renamed(_from: &Path, _to: &Path) {}
+
+pub(super) fn removed(_path: &Path) {}
+
 pub(super) fn acknowledged<'a>(_batches: impl Iterator<Item = &'a Batch>) {}
 
 /// Never made.

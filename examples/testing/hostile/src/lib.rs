@@ -1,8 +1,10 @@
 //! Test guest: misbehaves on request, to prove a bad guest fails only its
 //! own run. Input: `{"mode": "loop" | "memory" | "recursion" | "trap" |
 //! "huge-result" | "huge-input" | "host-loop" | "handles" | "trap-after-step"
-//! | "loop-after-step" | "ok"}`. The `-after-step` modes first call the
-//! activity `noop.ping` once.
+//! | "loop-after-step" | "hold" | "ok"}`. The `-after-step` modes first call
+//! the activity `noop.ping` once. `hold` takes `mib` MiB of memory, says
+//! `"holding"` as its status, keeps the memory through a `ms` timer and
+//! returns.
 
 use cairn_sdk::{Context, Failure};
 use serde::Deserialize;
@@ -11,6 +13,10 @@ use serde_json::{json, Value};
 #[derive(Deserialize)]
 struct Input {
     mode: String,
+    #[serde(default)]
+    mib: usize,
+    #[serde(default)]
+    ms: u64,
 }
 
 /// Recursion that keeps its state in wasm locals (not Rust's shadow stack
@@ -38,6 +44,16 @@ fn misbehave(ctx: &Context, input: Input) -> Result<Value, Failure> {
                 chunk[0] = 1;
                 hoard.push(std::hint::black_box(chunk));
             }
+        }
+        "hold" => {
+            let mut held = vec![0u8; input.mib << 20];
+            // Touch every page, so the memory is really in use.
+            for page in held.chunks_mut(4096) {
+                page[0] = 1;
+            }
+            ctx.set_status(&"holding");
+            ctx.sleep(std::time::Duration::from_millis(input.ms));
+            Ok(json!({ "held_mib": std::hint::black_box(&held).len() >> 20 }))
         }
         "recursion" => Ok(json!(recurse(0))),
         "huge-result" => Ok(json!("x".repeat(5 << 20))),
