@@ -72,7 +72,7 @@ async fn sigkills_under_load_lose_and_duplicate_nothing() {
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
     let clients: Vec<_> =
         (0..CLIENTS).map(|n| tokio::spawn(client(n, url.clone(), stop.clone(), tally.clone()))).collect();
-    let mut rng = Rng(0x5eed_0f_10ad);
+    let mut rng = Rng(0x5eed_f10a);
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(300 + rng.below(900))).await;
         server.kill();
