@@ -84,7 +84,7 @@ pub(crate) async fn document() -> Json<Value> {
                 "summary": "Send a signal; the body is its JSON payload (empty: null)",
                 "parameters": [run_id, { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
                 "requestBody": { "content": { "application/json": { "schema": {} } } },
-                "responses": merge(json!({ "202": { "description": "stored durably" } }), error_responses(&["400", "401", "404", "409", "413"]))
+                "responses": merge(json!({ "202": { "description": "stored durably" } }), error_responses(&["400", "401", "404", "409", "413", "429"]))
             } },
             "/runs/{id}/cancel": { "post": {
                 "summary": "Cancel: the run's current (or next) await fails with kind `cancelled`",
