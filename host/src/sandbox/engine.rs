@@ -119,6 +119,9 @@ pub struct GuestLimits {
     budget: Arc<Semaphore>,
     /// What this instance holds of it (released when the store is dropped).
     held: Option<OwnedSemaphorePermit>,
+    /// It grew past the budget once: later growth takes what is free and
+    /// does not wait again.
+    over_budget: bool,
 }
 
 /// How long an instance waits for the memory budget before it grows past
@@ -127,20 +130,22 @@ pub struct GuestLimits {
 const BUDGET_WAIT: Duration = Duration::from_secs(30);
 
 impl GuestLimits {
-    /// Takes what growing to `desired` bytes needs from the budget.
-    async fn reserve(&mut self, desired: usize) {
-        let held = self.held.as_ref().map_or(0, |p| p.num_permits());
-        let needed = desired.div_ceil(1 << 20).saturating_sub(held);
+    /// Takes what growing a memory from `current` to `desired` bytes adds
+    /// (in whole MiB) from the budget; each memory of the instance is
+    /// charged for its own growth.
+    async fn reserve(&mut self, current: usize, desired: usize) {
+        let needed = desired.div_ceil(1 << 20).saturating_sub(current.div_ceil(1 << 20));
+        let Ok(needed) = u32::try_from(needed) else { return };
         if needed == 0 {
             return;
         }
-        let Ok(needed32) = u32::try_from(needed) else { return };
         let budget = self.budget.clone();
-        let permit = match budget.clone().try_acquire_many_owned(needed32) {
+        let permit = match budget.clone().try_acquire_many_owned(needed) {
             Ok(permit) => Some(permit),
+            Err(_) if self.over_budget => None,
             Err(_) => {
                 tracing::debug!(needed_mib = needed, "waiting for the guest memory budget");
-                match tokio::time::timeout(BUDGET_WAIT, budget.acquire_many_owned(needed32)).await {
+                match tokio::time::timeout(BUDGET_WAIT, budget.acquire_many_owned(needed)).await {
                     Ok(permit) => permit.ok(),
                     Err(_) => {
                         tracing::warn!(
@@ -148,6 +153,7 @@ impl GuestLimits {
                             "the guest memory budget (--memory-budget-mib) stayed spent for {} s: this instance grows past it; give the host a larger budget or fewer concurrent runs",
                             BUDGET_WAIT.as_secs()
                         );
+                        self.over_budget = true;
                         None
                     }
                 }
@@ -156,6 +162,8 @@ impl GuestLimits {
         match (&mut self.held, permit) {
             (Some(held), Some(permit)) => held.merge(permit),
             (held @ None, Some(permit)) => *held = Some(permit),
+            // Grown past the budget: later growth is charged afresh (it
+            // waits again only for what it adds).
             (_, None) => {}
         }
     }
@@ -176,7 +184,7 @@ type Growing<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::
 impl ResourceLimiterAsync for GuestLimits {
     fn memory_growing<'life0, 'async_trait>(
         &'life0 mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> Growing<'async_trait>
@@ -189,7 +197,7 @@ impl ResourceLimiterAsync for GuestLimits {
                 self.memory_denied = true;
                 return Err(MemoryLimitExceeded { desired, limit: self.max_memory_bytes }.into());
             }
-            self.reserve(desired).await;
+            self.reserve(current, desired).await;
             Ok(true)
         })
     }
@@ -334,6 +342,7 @@ impl Sandbox {
             memory_denied: false,
             budget: self.budget.clone(),
             held: None,
+            over_budget: false,
         }
     }
 

@@ -329,7 +329,7 @@ impl Store {
             // any of it is read; salvaged, the foreign one counts for nothing.
             let mut foreign = None;
             match (store, log.identity()) {
-                (Some(ours), Some(theirs)) if theirs.store != ours => {
+                (Some(ours), Some(theirs)) if theirs.store != ours && theirs.store != wal::UNCLAIMED => {
                     foreign =
                         Some(format!("its header names store {:016x}, and this store is {ours:016x}", theirs.store))
                 }

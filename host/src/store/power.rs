@@ -345,6 +345,19 @@ struct Disk {
     durable_names: BTreeMap<String, usize>,
     /// Recorded file ids → inodes.
     open: HashMap<u64, usize>,
+    /// Changes to the names since the last directory sync, in order (a
+    /// journaling file system commits them in that order).
+    name_changes: Vec<(String, Option<usize>)>,
+}
+
+impl Disk {
+    fn name(&mut self, name: String, inode: Option<usize>) {
+        match inode {
+            Some(inode) => self.names.insert(name.clone(), inode),
+            None => self.names.remove(&name),
+        };
+        self.name_changes.push((name, inode));
+    }
 }
 
 impl Disk {
@@ -359,30 +372,46 @@ impl Disk {
 }
 
 impl Disk {
-    /// The durable image with a random part of the pending changes on top.
+    /// The durable image with a random part of the pending changes on top:
+    /// each 4 KiB piece of an unsynced write by the toss of a coin, and the
+    /// name changes since the last directory sync up to a random point.
     fn write_torn_image(&self, dir: &Path, seed: u64) -> io::Result<()> {
         let mut state = seed | 1;
-        let mut coin = move || {
+        let mut next = move || {
             // xorshift64: enough for tossing coins.
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            state & 1 == 1
+            state
         };
-        // A name no directory sync covered may have reached the disk too
-        // (file systems write their journal on their own).
         let mut names = self.durable_names.clone();
-        for (name, &inode) in &self.names {
-            if !names.contains_key(name) && coin() {
-                names.insert(name.clone(), inode);
-            }
+        let landed = (next() % (self.name_changes.len() as u64 + 1)) as usize;
+        for (name, inode) in &self.name_changes[..landed] {
+            match inode {
+                Some(inode) => names.insert(name.clone(), *inode),
+                None => names.remove(name),
+            };
         }
         for (name, &inode) in &names {
             let inode = &self.inodes[inode];
             let mut bytes = inode.durable.clone();
             for change in &inode.pending {
-                if coin() {
-                    change.apply(&mut bytes);
+                match change {
+                    Change::Write(offset, data) => {
+                        let mut at = 0usize;
+                        while at < data.len() {
+                            let piece = (4096 - ((*offset as usize + at) % 4096)).min(data.len() - at);
+                            if next() & 1 == 1 {
+                                Change::Write(*offset + at as u64, data[at..at + piece].to_vec()).apply(&mut bytes);
+                            }
+                            at += piece;
+                        }
+                    }
+                    Change::SetLen(_) => {
+                        if next() & 1 == 1 {
+                            change.apply(&mut bytes);
+                        }
+                    }
                 }
             }
             std::fs::write(dir.join(name), bytes)?;
@@ -435,8 +464,8 @@ pub enum Lost {
 }
 
 /// Walks the record at `record` and calls `check` once per power cut: just
-/// before each completed sync (the most acknowledged with the least made
-/// durable) and once after the last op. `take` chooses which cuts are
+/// before each completed sync and each directory sync (the most
+/// acknowledged with the least made durable) and once after the last op. `take` chooses which cuts are
 /// checked (by index; the others are only counted); each chosen cut's
 /// image, with what `lost` says of the unsynced writes, is written to a
 /// fresh directory under `scratch`. Returns how many cuts the record allows
@@ -499,7 +528,11 @@ fn walk(record: &Path, mut at_cut: impl FnMut(&Disk, &[Acked]) -> io::Result<()>
                         disk.inodes.len() - 1
                     }
                 };
-                disk.names.insert(name, inode);
+                if created {
+                    disk.name(name, Some(inode));
+                } else {
+                    disk.names.insert(name, inode);
+                }
                 disk.open.insert(id, inode);
             }
             tag @ (WRITE | SET_LEN | SYNC_BEGIN | SYNC_END) => {
@@ -530,14 +563,20 @@ fn walk(record: &Path, mut at_cut: impl FnMut(&Disk, &[Acked]) -> io::Result<()>
                     }
                 }
             }
-            DIR_SYNC => disk.durable_names = disk.names.clone(),
+            DIR_SYNC => {
+                at_cut(&disk, &acked)?;
+                disk.durable_names = disk.names.clone();
+                disk.name_changes.clear();
+            }
             RENAME => {
                 let (from, to) = (op.str()?, op.str()?);
-                let inode = disk.names.remove(&from).ok_or_else(|| bad(format!("{from} renamed, never opened")))?;
-                disk.names.insert(to, inode);
+                let inode = *disk.names.get(&from).ok_or_else(|| bad(format!("{from} renamed, never opened")))?;
+                disk.name(from, None);
+                disk.name(to, Some(inode));
             }
             REMOVE => {
-                disk.names.remove(&op.str()?);
+                let name = op.str()?;
+                disk.name(name, None);
             }
             ACK => {
                 while !op.0.is_empty() {

@@ -153,12 +153,11 @@ impl Wal {
         if !existed && !create {
             return Ok(None);
         }
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
-        let traced = super::power::Traced::opened(&path, !existed);
         if !existed {
-            File::open(dir)?.sync_all()?;
-            super::power::dir_synced();
+            create_log(dir, &path)?;
         }
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+        let traced = super::power::Traced::opened(&path, false);
         let allocated = file.metadata()?.len();
         let mut top = vec![0u8; allocated.min(FILE_HEADER) as usize];
         file.read_exact_at(&mut top, 0)?;
@@ -178,11 +177,14 @@ impl Wal {
     }
 
     /// Gives the file the header of store `store` (after its records were
-    /// replayed, or while it is empty): every record in it stops counting.
+    /// replayed, or to give up those of a log that is not this store's):
+    /// the records in it are zeroed first, so none counts again.
     pub(super) fn initialize(&mut self, store: u64) -> io::Result<()> {
-        if self.allocated < GROWTH {
-            self.grow(GROWTH)?;
-        }
+        let allocated = self.allocated;
+        self.allocated = FILE_HEADER.min(allocated);
+        // Its old header is not rewritten on the way.
+        self.identity = None;
+        self.grow(allocated.max(GROWTH))?;
         self.base = FILE_HEADER;
         self.end = FILE_HEADER;
         self.write_identity(Identity { store, allocated: self.allocated })
@@ -375,6 +377,41 @@ impl Wal {
             None => Ok(()),
         }
     }
+}
+
+/// The store id of a log that no store has claimed yet: a new log has it
+/// until the store's open gives it its own.
+pub(super) const UNCLAIMED: u64 = 0;
+
+/// Makes a new log in one step: its header (of no store yet) and first
+/// megabyte of zeros written and synced as `cairn.wal.new`, then renamed
+/// into place and the directory synced. So a log without a header, or an
+/// empty one, is never one Cairn made: it was damaged, cut or replaced.
+fn create_log(dir: &Path, path: &Path) -> io::Result<()> {
+    let fresh = dir.join(format!("{FILE_NAME}.new"));
+    if fresh.exists() {
+        std::fs::remove_file(&fresh)?;
+        super::power::removed(&fresh);
+    }
+    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&fresh)?;
+    let mut wal = Wal {
+        file,
+        path: fresh.clone(),
+        generation: 0,
+        end: FILE_HEADER,
+        allocated: 0,
+        base: FILE_HEADER,
+        identity: None,
+        traced: super::power::Traced::opened(&fresh, true),
+    };
+    wal.grow(GROWTH)?;
+    wal.write_identity(Identity { store: UNCLAIMED, allocated: wal.allocated })?;
+    drop(wal);
+    std::fs::rename(&fresh, path)?;
+    super::power::renamed(&fresh, path);
+    File::open(dir)?.sync_all()?;
+    super::power::dir_synced();
+    Ok(())
 }
 
 /// Asks the kernel to start writing `len` bytes at `offset` to the disk now,
@@ -648,9 +685,9 @@ mod tests {
         assert!(wal.records(1).unwrap().is_empty(), "the first record now has generation 2");
 
         // A torn second record: its last byte never reached the disk.
-        let end = wal.len();
+        let end = wal.end;
         wal.append(&encode_group([vec![append(11)]].iter())).unwrap();
-        let last = wal.len() - 1;
+        let last = wal.end - 1;
         wal.file.write_all_at(&[0xff], last).unwrap();
         assert_eq!(wal.records(2).unwrap().len(), 1, "a record whose checksum fails ends the log");
         assert!(end < last);
@@ -672,12 +709,12 @@ mod tests {
         wal.restart(4);
         let mut starts = Vec::new();
         for seq in 0..5 {
-            starts.push(wal.len());
+            starts.push(wal.end);
             wal.append(&encode_group([vec![append(seq)]].iter())).unwrap();
         }
         assert_eq!(wal.damage(4).unwrap(), None, "a clean log");
         // The last record torn: not damage.
-        let end = wal.len();
+        let end = wal.end;
         let mut byte = [0u8; 1];
         wal.file.read_exact_at(&mut byte, end - 1).unwrap();
         wal.file.write_all_at(&[byte[0] ^ 0xff], end - 1).unwrap();

@@ -887,6 +887,15 @@ fn apply<'a>(
                             timers.remove((*due_ms, run_id.as_str(), *handle))?;
                         }
                         Write::PutSignal { run_id, seq, signal } => {
+                            // A signal checked against a live run whose end
+                            // committed first: nothing would ever read it.
+                            let ended = runs
+                                .get(run_id.as_str())?
+                                .and_then(|v| serde_json::from_slice::<RunMeta>(v.value()).ok())
+                                .is_some_and(|m| m.status.is_final());
+                            if ended {
+                                return Ok(());
+                            }
                             let bytes = serde_json::to_vec(signal).expect("signals serialise");
                             let old = signals.insert((run_id.as_str(), *seq), bytes.as_slice())?;
                             let (count, old_bytes) = old.map_or((1, 0), |old| (0, old.value().len() as i64));
