@@ -41,6 +41,8 @@ async fn buffered_signals_are_capped_per_run_and_in_total() {
     let (status, body) = signal(&api, "b", &big).await;
     assert_eq!((status, body["code"].as_str()), (429, Some("signal-buffer-full")), "{body}");
     assert!(body["message"].as_str().unwrap().contains("limit of 1048576 bytes"), "{body}");
+    let metrics = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("\ncairn_signals_buffered 7\n"), "{metrics}");
 
     // Counted again from the store after a restart.
     drop(server);
@@ -138,6 +140,15 @@ async fn runs_wait_for_the_guest_memory_budget_rather_than_grow_past_it() {
                 Some("completed") => done += 1,
                 other => panic!("h{i} is {other:?}: {run}"),
             }
+        }
+        if holding == 2 {
+            let metrics = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
+            let free: u64 = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("cairn_guest_memory_free_mib "))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{metrics}"));
+            assert!(free < 300 - 2 * 110, "two runs hold their memory, yet {free} MiB are free");
         }
         most = most.max(holding);
         saw_one_waiting |= holding == 2 && done == 0;

@@ -140,6 +140,36 @@ impl Runtime {
             "counter",
             m.rebuilds,
         );
+        let signals = self.inner.store.buffered_signals("").all;
+        write_value(
+            &mut out,
+            "cairn_signals_buffered",
+            "Signals sent and not yet consumed, over every run.",
+            "gauge",
+            signals.0,
+        );
+        write_value(
+            &mut out,
+            "cairn_signal_bytes_buffered",
+            "Bytes of signals sent and not yet consumed (capped by --max-signal-mib).",
+            "gauge",
+            signals.1,
+        );
+        let budget = self.inner.sandbox.limits().memory_budget_bytes >> 20;
+        write_value(
+            &mut out,
+            "cairn_guest_memory_budget_mib",
+            "The memory budget all guest instances share (--memory-budget-mib).",
+            "gauge",
+            budget,
+        );
+        write_value(
+            &mut out,
+            "cairn_guest_memory_free_mib",
+            "MiB of the guest memory budget no instance holds now.",
+            "gauge",
+            self.inner.sandbox.memory_budget_free_mib() as u64,
+        );
         out
     }
 
