@@ -47,9 +47,7 @@ fn the_integrity_check_reports_a_damaged_journal() {
         store.commit(vec![Write::Append { run_id: "order".into(), record }, timer]).await.unwrap();
     });
 
-    let output = cairn().args(["check", "--data"]).arg(dir.path()).output().unwrap();
-    let text = stdout(&output);
-    assert_eq!(output.status.code(), Some(1), "{text}");
+    let text = check_reports_problems(dir.path());
     assert!(text.contains("run order: journal has seq 42 where 10 was expected (a gap)"), "{text}");
     assert!(text.contains("timer #1 belongs to run ghost, which does not exist"), "{text}");
 }
@@ -168,6 +166,30 @@ fn log_records(data: &Path) -> Vec<(usize, usize)> {
     out
 }
 
+/// `cairn check` on `dir` finds problems (exit 1); its report.
+fn check_reports_problems(dir: &Path) -> String {
+    let output = cairn().args(["check", "--data"]).arg(dir).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    stdout(&output)
+}
+
+/// `cairn check --salvage` on `dir`; what it said it gave up (stderr).
+fn salvage(dir: &Path) -> String {
+    stderr(&cairn().args(["check", "--salvage", "--data"]).arg(dir).output().unwrap())
+}
+
+/// Files in `dir` whose names start with `prefix`.
+fn kept_copies(dir: &Path, prefix: &str) -> Vec<String> {
+    let names = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()?.file_name().into_string().ok());
+    names.filter(|name| name.starts_with(prefix)).collect()
+}
+
+/// The order run in `dir` goes on to its usual result.
+fn order_resumes(dir: &Path) {
+    let expected = read_json(&repo().join("examples/order/expected-output.json"));
+    assert_eq!(json(&expect_success(&order_command(dir, "order").output().unwrap())), expected);
+}
+
 /// One flipped bit in the middle of the log after an unclean stop is
 /// damage, not a torn tail: the store refuses to open and says where and
 /// what to do, `cairn check` reports it, and `cairn check --salvage` opens
@@ -186,9 +208,7 @@ fn a_damaged_log_is_reported_and_refused_never_absorbed() {
     bytes[start + 16 + 3] ^= 0x04;
     std::fs::write(&path, &bytes).unwrap();
 
-    let output = cairn().args(["check", "--data"]).arg(dir.path()).output().unwrap();
-    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
-    let report = stdout(&output);
+    let report = check_reports_problems(dir.path());
     assert!(report.contains(&format!("cairn.wal is damaged at byte {start}")), "{report}");
     assert!(report.contains("--salvage"), "{report}");
     // Resuming the run refuses too, and changes nothing.
@@ -197,19 +217,14 @@ fn a_damaged_log_is_reported_and_refused_never_absorbed() {
     assert!(stderr(&output).contains(&format!("is damaged at byte {start}")), "{}", stderr(&output));
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "the damaged log was left as it was");
 
-    let output = cairn().args(["check", "--salvage", "--data"]).arg(dir.path()).output().unwrap();
-    assert!(stderr(&output).contains("the store opened with the 1 intact records before it"), "{}", stderr(&output));
-    let kept: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| name.starts_with("cairn.wal.damaged-"))
-        .collect();
+    let said = salvage(dir.path());
+    assert!(said.contains("the store opened with the 1 intact records before it"), "{said}");
+    let kept = kept_copies(dir.path(), "cairn.wal.damaged-");
     assert_eq!(kept.len(), 1, "the damaged log is kept: {kept:?}");
     assert_store_is_consistent(dir.path());
     assert_store_is_consistent(dir.path());
     // The run goes on from what was kept.
-    let expected = read_json(&repo().join("examples/order/expected-output.json"));
-    assert_eq!(json(&expect_success(&order_command(dir.path(), "order").output().unwrap())), expected);
+    order_resumes(dir.path());
 }
 
 /// A log removed after an unclean stop is caught (the store records
@@ -220,15 +235,13 @@ fn a_missing_log_after_an_unclean_stop_is_refused() {
     assert!(killed(&run_killed_after(dir.path(), "order", 10)));
     assert!(!log_records(dir.path()).is_empty(), "the log holds steps");
     std::fs::remove_file(dir.path().join("cairn.wal")).unwrap();
-    let output = cairn().args(["check", "--data"]).arg(dir.path()).output().unwrap();
-    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let report = check_reports_problems(dir.path());
     assert!(
-        stdout(&output).contains("cairn.wal is missing, but the store in this directory was not closed cleanly"),
-        "{}",
-        stdout(&output)
+        report.contains("cairn.wal is missing, but the store in this directory was not closed cleanly"),
+        "{report}"
     );
-    let output = cairn().args(["check", "--salvage", "--data"]).arg(dir.path()).output().unwrap();
-    assert!(stderr(&output).contains("was missing"), "{}", stderr(&output));
+    let said = salvage(dir.path());
+    assert!(said.contains("was missing"), "{said}");
     assert_store_is_consistent(dir.path());
 
     // Closed cleanly (a completed `cairn run`), a missing log loses nothing.
@@ -249,16 +262,13 @@ fn a_log_cut_short_at_a_record_boundary_is_refused() {
     let path = dir.path().join("cairn.wal");
     std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(records[1].0 as u64).unwrap();
 
-    let output = cairn().args(["check", "--data"]).arg(dir.path()).output().unwrap();
-    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
-    let report = stdout(&output);
+    let report = check_reports_problems(dir.path());
     assert!(report.contains(&format!("cairn.wal is {} bytes, but it was made", records[1].0)), "{report}");
     assert!(report.contains("it was cut short"), "{report}");
-    let output = cairn().args(["check", "--salvage", "--data"]).arg(dir.path()).output().unwrap();
-    assert!(stderr(&output).contains("was cut short"), "{}", stderr(&output));
+    let said = salvage(dir.path());
+    assert!(said.contains("was cut short"), "{said}");
     assert_store_is_consistent(dir.path());
-    let expected = read_json(&repo().join("examples/order/expected-output.json"));
-    assert_eq!(json(&expect_success(&order_command(dir.path(), "order").output().unwrap())), expected);
+    order_resumes(dir.path());
 }
 
 /// Another store's log put in place of this one's is refused: replaying it
@@ -270,14 +280,12 @@ fn another_stores_log_is_refused() {
         assert!(killed(&run_killed_after(dir.path(), "order", 10)));
     }
     std::fs::copy(theirs.path().join("cairn.wal"), ours.path().join("cairn.wal")).unwrap();
-    let output = cairn().args(["check", "--data"]).arg(ours.path()).output().unwrap();
-    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
-    assert!(stdout(&output).contains("cairn.wal is not this store's write-ahead log: its header names store"));
-    let output = cairn().args(["check", "--salvage", "--data"]).arg(ours.path()).output().unwrap();
-    assert!(stderr(&output).contains("was not this store's log"), "{}", stderr(&output));
+    let report = check_reports_problems(ours.path());
+    assert!(report.contains("cairn.wal is not this store's write-ahead log: its header names store"), "{report}");
+    let said = salvage(ours.path());
+    assert!(said.contains("was not this store's log"), "{said}");
     assert_store_is_consistent(ours.path());
-    let kept = std::fs::read_dir(ours.path()).unwrap().flatten();
-    assert!(kept.into_iter().any(|e| e.file_name().to_string_lossy().starts_with("cairn.wal.foreign-")));
+    assert_eq!(kept_copies(ours.path(), "cairn.wal.foreign-").len(), 1, "the foreign log is kept");
 }
 
 /// A redb file that lost a durable commit (redb repairs damage by rolling
@@ -295,10 +303,9 @@ fn a_store_file_behind_its_log_is_refused() {
     assert!(!log_records(dir.path()).is_empty(), "the log holds steps");
     std::fs::copy(&older, dir.path().join("cairn.redb")).unwrap();
 
-    let output = cairn().args(["check", "--data"]).arg(dir.path()).output().unwrap();
-    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
-    assert!(stdout(&output).contains("cairn.redb is behind its write-ahead log"), "{}", stdout(&output));
-    let output = cairn().args(["check", "--salvage", "--data"]).arg(dir.path()).output().unwrap();
-    assert!(stderr(&output).contains("was behind its log"), "{}", stderr(&output));
+    let report = check_reports_problems(dir.path());
+    assert!(report.contains("cairn.redb is behind its write-ahead log"), "{report}");
+    let said = salvage(dir.path());
+    assert!(said.contains("was behind its log"), "{said}");
     assert_store_is_consistent(dir.path());
 }

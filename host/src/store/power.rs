@@ -205,10 +205,7 @@ impl redb::StorageBackend for TracedBackend {
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
-        emit(&self.traced.op(SYNC_BEGIN));
-        self.inner.sync_data()?;
-        emit(&self.traced.op(SYNC_END));
-        Ok(())
+        self.traced.sync(|| self.inner.sync_data())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
