@@ -177,7 +177,7 @@ fn retry_attempts_survive_a_crash() {
     child.wait().unwrap();
     {
         let store = cairn_host::store::Store::open(dir.path()).unwrap();
-        assert_eq!(store.attempts("retrying", 1).unwrap(), 1, "the failed attempt was recorded");
+        assert_eq!(block_on(store.attempts("retrying", 1)).unwrap(), 1, "the failed attempt was recorded");
     }
     // The restarted run goes on with attempt 2 instead of starting over.
     let started = Instant::now();

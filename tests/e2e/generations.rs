@@ -125,7 +125,7 @@ async fn a_refused_commit_fails_the_run_visibly_and_overwrites_nothing() {
     });
     // The run waits for its signal once `wait-signal` (seq 1) is stored.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while store.journal("m").unwrap().len() < 2 {
+    while store.journal("m").await.unwrap().len() < 2 {
         assert!(std::time::Instant::now() < deadline, "the run never waited for its signal");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -144,10 +144,10 @@ async fn a_refused_commit_fails_the_run_visibly_and_overwrites_nothing() {
         }
         other => panic!("expected a refused commit, got {other:?}"),
     }
-    let meta = store.run("m").unwrap().unwrap();
+    let meta = store.run("m").await.unwrap().unwrap();
     assert_eq!(meta.status, RunStatus::Failed);
     assert_eq!(meta.failure.as_ref().map(|f| f.kind.as_str()), Some("commit-refused"), "{meta:?}");
-    let journal = store.journal("m").unwrap();
+    let journal = store.journal("m").await.unwrap();
     assert_eq!(journal.len(), 3, "nothing after the refused step was written: {journal:?}");
     assert_eq!(journal[2], planted, "the planted entry was overwritten");
 }

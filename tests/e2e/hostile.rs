@@ -47,10 +47,10 @@ async fn hostile_guests_fail_only_their_own_run() {
             }
             other => panic!("{mode}: expected a trapped run, got {other:?}"),
         }
-        let meta = store.run(&meta.id).unwrap().unwrap();
+        let meta = store.run(&meta.id).await.unwrap().unwrap();
         assert_eq!(meta.status, RunStatus::Failed);
         // Traps are not journaled: only the start entry is there.
-        assert_eq!(store.journal(&meta.id).unwrap().len(), 1);
+        assert_eq!(store.journal(&meta.id).await.unwrap().len(), 1);
 
         // The same process still runs a healthy workflow to completion.
         let ok = runtime
@@ -101,9 +101,9 @@ async fn thousands_of_pending_handles_are_disarmed_when_the_run_ends() {
     };
     runtime.start(request).await.unwrap();
     assert_eq!(runtime.drive("many").await.unwrap(), RunOutcome::Completed { result: r#"{"pending":5000}"#.into() });
-    assert_eq!(store.journal("many").unwrap().len(), 5002);
-    assert!(store.timers().unwrap().is_empty(), "the ended run's timers are disarmed");
-    assert!(store.check().unwrap().problems.is_empty());
+    assert_eq!(store.journal("many").await.unwrap().len(), 5002);
+    assert!(store.timers().await.unwrap().is_empty(), "the ended run's timers are disarmed");
+    assert!(store.check().await.unwrap().problems.is_empty());
 }
 
 /// A workflow sees an in-process activity's result before its entry is
@@ -132,12 +132,12 @@ async fn a_step_seen_just_before_a_failure_stays_in_the_journal() {
             Err(RunError::Trapped { failure, .. }) => assert_eq!(failure.kind, kind, "{mode}: {failure}"),
             other => panic!("{mode}: expected a failed run, got {other:?}"),
         }
-        assert_eq!(store.run(mode).unwrap().unwrap().status, RunStatus::Failed);
-        let journal = store.journal(mode).unwrap();
+        assert_eq!(store.run(mode).await.unwrap().unwrap().status, RunStatus::Failed);
+        let journal = store.journal(mode).await.unwrap();
         let kinds: Vec<String> = journal.iter().map(|r| format!("{:?}", r.entry)).collect();
         // The start, the schedule and the await with the activity's result.
         assert_eq!(journal.len(), 3, "{mode}: {kinds:?}");
         assert!(kinds[2].contains("seen"), "{mode}: {kinds:?}");
-        assert!(store.check().unwrap().problems.is_empty());
+        assert!(store.check().await.unwrap().problems.is_empty());
     }
 }

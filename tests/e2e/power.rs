@@ -10,7 +10,7 @@ use crate::server::{Api, Server};
 use crate::support::*;
 use cairn_host::journal::{self, Record};
 use cairn_host::store::power::{self, Acked, Cut, Lost};
-use cairn_host::store::Store;
+use cairn_host::store::{RunQuery, Store};
 use serde_json::json;
 use std::collections::HashMap;
 use std::io;
@@ -27,8 +27,8 @@ fn encoded(records: Vec<Record>) -> Vec<Vec<u8>> {
 }
 
 fn generations(store: &Store, run_id: &str, generation: u32) -> Vec<Vec<Vec<u8>>> {
-    let mut journals: Vec<_> = (0..generation).map(|g| encoded(store.history(run_id, g).unwrap())).collect();
-    journals.push(encoded(store.journal(run_id).unwrap()));
+    let mut journals: Vec<_> = (0..generation).map(|g| encoded(block_on(store.history(run_id, g)).unwrap())).collect();
+    journals.push(encoded(block_on(store.journal(run_id)).unwrap()));
     journals
 }
 
@@ -37,8 +37,10 @@ impl Reference {
         let dir = scratch.join("finished");
         power::finished(record, &dir).unwrap();
         let store = Store::open(&dir).unwrap();
-        let runs =
-            store.runs().unwrap().into_iter().map(|run| (run.id.clone(), generations(&store, &run.id, run.generation)));
+        let runs = block_on(store.all_runs(RunQuery::all()))
+            .unwrap()
+            .into_iter()
+            .map(|run| (run.id.clone(), generations(&store, &run.id, run.generation)));
         Reference { runs: runs.collect() }
     }
 }
@@ -62,12 +64,12 @@ fn check(cut: Cut<'_>, reference: &Reference) -> io::Result<()> {
         return Err(fail(&cut, "redb had to repair cairn.redb".into()));
     }
     let store = Store::open(cut.dir).map_err(|e| fail(&cut, format!("the store does not open: {e}")))?;
-    let report = store.check().map_err(|e| fail(&cut, e.to_string()))?;
+    let report = block_on(store.check()).map_err(|e| fail(&cut, e.to_string()))?;
     if !report.problems.is_empty() {
         return Err(fail(&cut, format!("cairn check: {:?}", report.problems)));
     }
     let mut runs = HashMap::new();
-    for run in store.runs().unwrap() {
+    for run in block_on(store.all_runs(RunQuery::all())).unwrap() {
         let journals = generations(&store, &run.id, run.generation);
         let Some(finished) = reference.runs.get(&run.id) else {
             return Err(fail(&cut, format!("run {} is not in the finished store", run.id)));
@@ -104,7 +106,7 @@ fn check(cut: Cut<'_>, reference: &Reference) -> io::Result<()> {
                     && (!status.is_final() || run.status == *status)
             }),
             Acked::Deployment { name, last_version } => {
-                store.deployment(name).unwrap().is_some_and(|d| d.last_version >= *last_version)
+                block_on(store.deployment(name)).unwrap().is_some_and(|d| d.last_version >= *last_version)
             }
         };
         if !kept {

@@ -60,7 +60,7 @@ async fn generated_scripts_replay_exactly_and_every_mutation_is_caught() {
         assert!(report.finished);
 
         // Mutate one call and replay the mutated journal from a fresh store.
-        let journal = store.journal(&id).unwrap();
+        let journal = store.journal(&id).await.unwrap();
         let candidates: Vec<usize> = journal
             .iter()
             .enumerate()
@@ -77,7 +77,7 @@ async fn generated_scripts_replay_exactly_and_every_mutation_is_caught() {
         }
         let other = tempfile::tempdir().unwrap();
         let other_store = Store::open(other.path()).unwrap();
-        let mut batch = vec![Write::PutRun(store.run(&id).unwrap().unwrap())];
+        let mut batch = vec![Write::PutRun(store.run(&id).await.unwrap().unwrap())];
         batch.extend(mutated.into_iter().map(|record| Write::Append { run_id: id.clone(), record }));
         other_store.commit(batch).await.unwrap();
         let other_rt = Runtime::new(other_store, Limits::default()).unwrap();

@@ -913,14 +913,25 @@ async fn a_commit_is_acted_on_when_its_client_hangs_up() {
         page["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
     server.kill();
     let store = cairn_host::store::Store::open(dir.path()).unwrap();
-    let undelivered: Vec<&String> = waiting.iter().filter(|id| !store.signals(id).unwrap().is_empty()).collect();
+    let mut undelivered = Vec::new();
+    for id in &waiting {
+        if !store.signals(id).await.unwrap().is_empty() {
+            undelivered.push(id);
+        }
+    }
     assert!(
         undelivered.is_empty(),
         "{} stored signals never delivered, e.g. {:?}",
         undelivered.len(),
         &undelivered[..undelivered.len().min(5)]
     );
-    let ran = store.runs().unwrap().iter().filter(|m| m.id.starts_with("gone-")).count();
+    let ran = store
+        .all_runs(cairn_host::store::RunQuery::all())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|m| m.id.starts_with("gone-"))
+        .count();
     let delivered = 1000 - waiting.len();
     eprintln!("hang-ups: {ran} of 2000 starts stored and run, {delivered} of 1000 signals stored and delivered");
 }

@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::journal::Failure;
 use crate::runtime::StartRequest;
-use crate::store::{ComponentKind, RunMeta, RunStatus};
+use crate::store::{ComponentKind, RunMeta, RunQuery, RunStatus};
 use crate::upgrade::{RunUpgrade, Upgrader};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -134,7 +134,7 @@ pub(crate) async fn health(State(app): State<AppState>) -> (StatusCode, Json<Val
 pub(crate) async fn prometheus(State(app): State<AppState>) -> impl IntoResponse {
     let rt = app.rt.clone();
     // The parked-run gauge scans the runs table: off the async workers.
-    let text = tokio::task::spawn_blocking(move || rt.prometheus()).await.unwrap_or_default();
+    let text = rt.prometheus().await;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
@@ -207,7 +207,7 @@ pub(crate) async fn deploy(
 }
 
 pub(crate) async fn components(State(app): State<AppState>) -> ApiResult<Json<Value>> {
-    Ok(Json(serde_json::json!({ "components": app.registry.list()? })))
+    Ok(Json(serde_json::json!({ "components": app.registry.list().await? })))
 }
 
 #[derive(Deserialize)]
@@ -239,7 +239,7 @@ pub(crate) async fn start(
         ));
     };
     let existed = match &body.id {
-        Some(id) => app.rt.store().run(id)?.is_some(),
+        Some(id) => app.rt.store().run(id).await?.is_some(),
         None => false,
     };
     let request = StartRequest {
@@ -277,12 +277,16 @@ pub(crate) async fn start(
     Ok((status, Json(RunView::from(meta))))
 }
 
-fn run_meta(app: &AppState, id: &str) -> ApiResult<RunMeta> {
-    app.rt.store().run(id)?.ok_or_else(|| ApiError::not_found("run-not-found", format!("run {id} does not exist")))
+async fn run_meta(app: &AppState, id: &str) -> ApiResult<RunMeta> {
+    app.rt
+        .store()
+        .run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run-not-found", format!("run {id} does not exist")))
 }
 
 pub(crate) async fn get_run(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunView>> {
-    Ok(Json(run_meta(&app, &id)?.into()))
+    Ok(Json(run_meta(&app, &id).await?.into()))
 }
 
 #[derive(Deserialize)]
@@ -346,23 +350,17 @@ pub(crate) async fn list(
         }
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let mut runs: Vec<RunMeta> = app
-        .rt
-        .store()
-        .runs()?
-        .into_iter()
-        .filter(|m| q.workflow.as_ref().is_none_or(|w| &m.workflow == w))
-        .filter(|m| status.is_none_or(|s| m.status == s))
-        .filter(|m| q.after.as_ref().is_none_or(|a| if descending { &m.id < a } else { &m.id > a }))
-        .collect();
-    if descending {
-        runs.reverse();
-    }
-    let more = runs.len() > limit;
-    runs.truncate(limit);
-    let next = if more { runs.last().map(|m| m.id.clone()) } else { None };
-    let runs: Vec<RunView> = runs.into_iter().map(RunView::from).collect();
-    Ok(Json(RunPage { runs, next }))
+    let query = RunQuery {
+        workflow: q.workflow,
+        statuses: status.into_iter().collect(),
+        after: q.after,
+        descending,
+        limit,
+        ..RunQuery::default()
+    };
+    let page = app.rt.store().runs(&query).await?;
+    let runs: Vec<RunView> = page.runs.into_iter().map(RunView::from).collect();
+    Ok(Json(RunPage { runs, next: page.next }))
 }
 
 /// A page of runs. A struct, not `json!`: that would turn the runs'
@@ -388,11 +386,11 @@ pub(crate) async fn journal(
     let Query(q) = query?;
     let from = q.from.unwrap_or(0);
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let meta = run_meta(&app, &id)?;
+    let meta = run_meta(&app, &id).await?;
     let records = match q.generation {
-        None => app.rt.store().journal(&id)?,
-        Some(g) if g == meta.generation => app.rt.store().journal(&id)?,
-        Some(g) if g < meta.generation => app.rt.store().history(&id, g)?,
+        None => app.rt.store().journal(&id).await?,
+        Some(g) if g == meta.generation => app.rt.store().journal(&id).await?,
+        Some(g) if g < meta.generation => app.rt.store().history(&id, g).await?,
         Some(g) => {
             return Err(ApiError::bad_request(
                 "invalid-generation",
@@ -455,7 +453,7 @@ pub(crate) async fn terminate(
 }
 
 pub(crate) async fn versions(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(serde_json::json!({ "workflow": name, "versions": app.registry.versions(&name)? })))
+    Ok(Json(serde_json::json!({ "workflow": name, "versions": app.registry.versions(&name).await? })))
 }
 
 #[derive(Deserialize)]

@@ -100,12 +100,12 @@ pub async fn run(
     }
 }
 
-pub fn journal(run_id: &str, data: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn journal(run_id: &str, data: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(data)?;
-    let Some(meta) = store.run(run_id)? else {
+    let Some(meta) = store.run(run_id).await? else {
         bail!("run {run_id} does not exist in {}", data.display());
     };
-    let records = store.journal(run_id)?;
+    let records = store.journal(run_id).await?;
     let mut out = std::io::stdout().lock();
     if json {
         write_export(&mut out, run_id, meta.generation, records)?;
@@ -171,7 +171,7 @@ pub async fn replay(run_id: &str, data: &Path, with: Option<&Path>, limits: &Lim
 pub async fn replay_all(data: &Path, limits: &LimitArgs) -> anyhow::Result<ExitCode> {
     use cairn_host::store::RunStatus;
     let store = Store::open(data)?;
-    let runs: Vec<_> = store.runs()?.into_iter().filter(|m| m.status == RunStatus::Running).collect();
+    let runs = store.all_runs(cairn_host::store::RunQuery::status(RunStatus::Running)).await?;
     let runtime = Runtime::new(store, limits.limits()?)?;
     let mut diverged = 0;
     for meta in &runs {
@@ -273,6 +273,7 @@ pub async fn replay_file(journal: &Path, with: &Path, limits: &LimitArgs) -> any
         custom_status: None,
         parent: None,
         generation: generation.unwrap_or(0),
+        shard: 0,
         created_ms: at_ms,
         updated_ms: at_ms,
     };
@@ -286,7 +287,7 @@ pub async fn replay_file(journal: &Path, with: &Path, limits: &LimitArgs) -> any
 }
 
 /// `cairn check`: redb's integrity check, then the consistency of the tables.
-pub fn check(data: &Path, json: bool, salvage: bool) -> anyhow::Result<ExitCode> {
+pub async fn check(data: &Path, json: bool, salvage: bool) -> anyhow::Result<ExitCode> {
     use cairn_host::store::StoreError;
     if !data.join("cairn.redb").is_file() {
         bail!("{} holds no Cairn store (no cairn.redb)", data.display());
@@ -319,7 +320,7 @@ pub fn check(data: &Path, json: bool, salvage: bool) -> anyhow::Result<ExitCode>
     if let Some(salvaged) = &salvaged {
         eprintln!("salvaged: {salvaged}");
     }
-    let report = store.check()?;
+    let report = store.check().await?;
     let ok = file_ok && report.problems.is_empty();
     if json {
         let value = serde_json::json!({ "ok": ok, "file_ok": file_ok, "report": report });

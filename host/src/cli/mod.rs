@@ -345,9 +345,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay { .. } => anyhow::bail!("give a RUN_ID, or --journal FILE --with FILE.wasm"),
         Command::Serve(args) => serve::serve(args).await,
         Command::Bench(args) => bench::bench(args).await,
-        Command::Check { data, json, salvage } => embedded::check(&data, json, salvage),
+        Command::Check { data, json, salvage } => embedded::check(&data, json, salvage).await,
         Command::Build { dir, activity, out } => build::build(&dir, activity.then_some(true), out).await,
-        Command::Journal { run_id, data: Some(data), client } => embedded::journal(&run_id, &data, client.json),
+        Command::Journal { run_id, data: Some(data), client } => embedded::journal(&run_id, &data, client.json).await,
         Command::Journal { run_id, data: None, client } => client::journal(&client, &run_id).await,
         Command::Deploy { name, file, activity, upgrade, client } => {
             client::deploy(&client, &name, &file, activity, upgrade.as_deref()).await

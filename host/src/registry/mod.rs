@@ -8,7 +8,7 @@
 
 use crate::runtime::Runtime;
 use crate::sandbox::{LoadError, LoadedComponent};
-use crate::store::{ComponentKind, Deployment, StoreError, Version, Write};
+use crate::store::{ComponentKind, Deployment, RunQuery, RunStatus, StoreError, Version, Write};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -155,7 +155,7 @@ impl Registry {
         }
         // One deploy at a time, so version numbers never race.
         let _guard = self.deploying.lock().await;
-        let existing = self.rt.store().deployment(name)?;
+        let existing = self.rt.store().deployment(name).await?;
         if let Some(d) = &existing {
             if d.kind != kind {
                 let hint = match d.kind {
@@ -243,7 +243,7 @@ impl Registry {
     /// At host start: registers every activity component's current version
     /// and compiles (or loads from cache) every workflow's. Returns how many.
     pub async fn load_all(&self) -> Result<usize, UploadError> {
-        let deployments = self.rt.store().deployments()?;
+        let deployments = self.rt.store().deployments().await?;
         for d in &deployments {
             let Some(v) = d.current_version() else {
                 continue;
@@ -263,7 +263,7 @@ impl Registry {
 
     /// The current version of a workflow.
     pub async fn workflow(&self, name: &str) -> Result<Option<(u32, LoadedComponent)>, UploadError> {
-        let Some(d) = self.rt.store().deployment(name)? else {
+        let Some(d) = self.rt.store().deployment(name).await? else {
             return Ok(None);
         };
         if d.kind != ComponentKind::Workflow {
@@ -280,42 +280,41 @@ impl Registry {
     }
 
     /// A deployment by name.
-    pub fn deployment(&self, name: &str) -> Result<Option<Deployment>, StoreError> {
-        self.rt.store().deployment(name)
+    pub async fn deployment(&self, name: &str) -> Result<Option<Deployment>, StoreError> {
+        self.rt.store().deployment(name).await
     }
 
-    fn workflow_deployment(&self, name: &str) -> Result<Deployment, VersionError> {
-        match self.rt.store().deployment(name)? {
+    async fn workflow_deployment(&self, name: &str) -> Result<Deployment, VersionError> {
+        match self.rt.store().deployment(name).await? {
             Some(d) if d.kind == ComponentKind::Workflow => Ok(d),
             _ => Err(VersionError::WorkflowNotFound(name.to_owned())),
         }
     }
 
     /// A workflow's versions with how many runs each has.
-    pub fn versions(&self, name: &str) -> Result<Vec<VersionInfo>, VersionError> {
-        let d = self.workflow_deployment(name)?;
-        let runs = self.rt.store().runs()?;
-        Ok(d.versions
-            .iter()
-            .map(|v| {
-                let on: Vec<_> = runs.iter().filter(|r| r.workflow == name && r.version == Some(v.version)).collect();
-                VersionInfo {
-                    version: v.version,
-                    sha256: v.sha256.clone(),
-                    deployed_ms: v.deployed_ms,
-                    current: v.version == d.current,
-                    live_runs: on.iter().filter(|r| !r.status.is_final()).count(),
-                    runs: on.len(),
-                }
-            })
-            .collect())
+    pub async fn versions(&self, name: &str) -> Result<Vec<VersionInfo>, VersionError> {
+        let d = self.workflow_deployment(name).await?;
+        let mut out = Vec::with_capacity(d.versions.len());
+        for v in &d.versions {
+            let on =
+                self.rt.store().all_runs(RunQuery { version: Some(v.version), ..RunQuery::workflow(name) }).await?;
+            out.push(VersionInfo {
+                version: v.version,
+                sha256: v.sha256.clone(),
+                deployed_ms: v.deployed_ms,
+                current: v.version == d.current,
+                live_runs: on.iter().filter(|r| !r.status.is_final()).count(),
+                runs: on.len(),
+            });
+        }
+        Ok(out)
     }
 
     /// Makes an existing version current: new runs start on it. Runs already
     /// started stay where they are.
     pub async fn rollback(&self, name: &str, to: u32) -> Result<Deployment, VersionError> {
         let _guard = self.deploying.lock().await;
-        let mut d = self.workflow_deployment(name)?;
+        let mut d = self.workflow_deployment(name).await?;
         if !d.versions.iter().any(|v| v.version == to) {
             return Err(VersionError::VersionNotFound { name: name.to_owned(), version: to });
         }
@@ -328,20 +327,19 @@ impl Registry {
     /// Removes a version that no live run uses and that is not current.
     pub async fn retire(&self, name: &str, version: u32) -> Result<Deployment, VersionError> {
         let _guard = self.deploying.lock().await;
-        let mut d = self.workflow_deployment(name)?;
+        let mut d = self.workflow_deployment(name).await?;
         if !d.versions.iter().any(|v| v.version == version) {
             return Err(VersionError::VersionNotFound { name: name.to_owned(), version });
         }
         if d.current == version {
             return Err(VersionError::Current { name: name.to_owned(), version });
         }
-        let live = self
-            .rt
-            .store()
-            .runs()?
-            .iter()
-            .filter(|r| r.workflow == name && r.version == Some(version) && !r.status.is_final())
-            .count();
+        let query = RunQuery {
+            version: Some(version),
+            statuses: vec![RunStatus::Running, RunStatus::Diverged],
+            ..RunQuery::workflow(name)
+        };
+        let live = self.rt.store().all_runs(query).await?.len();
         if live > 0 {
             return Err(VersionError::InUse { name: name.to_owned(), version, runs: live });
         }
@@ -352,8 +350,8 @@ impl Registry {
     }
 
     /// Every deployment.
-    pub fn list(&self) -> Result<Vec<Deployment>, UploadError> {
-        Ok(self.rt.store().deployments()?)
+    pub async fn list(&self) -> Result<Vec<Deployment>, UploadError> {
+        Ok(self.rt.store().deployments().await?)
     }
 }
 

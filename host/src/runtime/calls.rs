@@ -73,7 +73,7 @@ impl runtime::Host for WorkflowState {
         if live {
             // In-process activities may start before their entry commits:
             // the idempotency key is the same on replay (DESIGN.md).
-            self.start_work(handle, true)?;
+            self.start_work(handle, true).await?;
         }
         Ok(handle)
     }
@@ -91,7 +91,7 @@ impl runtime::Host for WorkflowState {
         }
         if live {
             self.pending.push(Write::PutTimer { due_ms, run_id: self.meta.id.clone(), handle });
-            self.start_work(handle, true)?;
+            self.start_work(handle, true).await?;
         }
         Ok(handle)
     }
@@ -119,7 +119,7 @@ impl runtime::Host for WorkflowState {
             HostCall::WaitSignal { name } => Operation::Signal { name },
             _ => unreachable!("the call is a wait-signal"),
         })?;
-        self.match_signals()?;
+        self.match_signals().await?;
         Ok(handle)
     }
 
@@ -182,7 +182,7 @@ impl runtime::Host for WorkflowState {
 
     async fn continue_as_new(&mut self, input: String) -> wasmtime::Result<()> {
         self.check_json("the input of continue-as-new", &input)?;
-        self.continue_as_new(input)
+        self.continue_as_new(input).await
     }
 
     async fn log(&mut self, level: types::LogLevel, message: String) -> wasmtime::Result<()> {

@@ -5,12 +5,12 @@ use super::errors::ControlError;
 use super::state::{Event, CANCEL_SIGNAL};
 use super::Runtime;
 use crate::journal::{Entry, Failure, Record};
-use crate::store::{RunMeta, RunStatus, StoredSignal, Write};
+use crate::store::{RunMeta, RunQuery, RunStatus, StoredSignal, Timer, Write};
 use std::time::Duration;
 
 impl Runtime {
-    fn live_run(&self, run_id: &str) -> Result<RunMeta, ControlError> {
-        let meta = self.store().run(run_id)?.ok_or_else(|| ControlError::NotFound(run_id.to_owned()))?;
+    async fn live_run(&self, run_id: &str) -> Result<RunMeta, ControlError> {
+        let meta = self.store().run(run_id).await?.ok_or_else(|| ControlError::NotFound(run_id.to_owned()))?;
         if meta.status.is_final() {
             return Err(ControlError::Ended { run_id: run_id.to_owned(), status: meta.status.as_str() });
         }
@@ -31,7 +31,7 @@ impl Runtime {
         // Checked against the last commit: signals committing at the same
         // moment can pass a cap by as many as there are.
         let limits = self.sandbox().limits();
-        let buffered = self.store().buffered_signals(run_id);
+        let buffered = self.store().buffered_signals(run_id).await?;
         if buffered.run.0 >= limits.max_signals_per_run {
             let (run_id, limit) = (run_id.to_owned(), limits.max_signals_per_run);
             return Err(ControlError::TooManySignals { run_id, buffered: buffered.run.0, limit });
@@ -45,7 +45,7 @@ impl Runtime {
     }
 
     async fn buffer_signal(&self, run_id: &str, name: &str, payload: &str) -> Result<(), ControlError> {
-        self.live_run(run_id)?;
+        self.live_run(run_id).await?;
         let signal = StoredSignal { name: name.to_owned(), payload: payload.to_owned() };
         let seq = self.next_arrival();
         self.store().commit(vec![Write::PutSignal { run_id: run_id.to_owned(), seq, signal }]).await?;
@@ -64,7 +64,7 @@ impl Runtime {
     pub async fn terminate(&self, run_id: &str, reason: &str) -> Result<(), ControlError> {
         let scheduler = &self.inner.scheduler;
         for _ in 0..1000 {
-            self.live_run(run_id)?;
+            self.live_run(run_id).await?;
             if scheduler.send(run_id, Event::Terminate { reason: reason.to_owned() }).is_ok() {
                 return Ok(());
             }
@@ -80,8 +80,8 @@ impl Runtime {
     }
 
     async fn terminate_at_rest(&self, run_id: &str, reason: &str) -> Result<(), ControlError> {
-        let mut meta = self.live_run(run_id)?;
-        let journal = self.store().journal(run_id)?;
+        let mut meta = self.live_run(run_id).await?;
+        let journal = self.store().journal(run_id).await?;
         let record = Record {
             seq: journal.last().map_or(0, |r| r.seq + 1),
             at_ms: super::now_ms(),
@@ -94,10 +94,8 @@ impl Runtime {
         let parent = meta.parent.clone();
         batch.push(Write::Append { run_id: run_id.to_owned(), record });
         batch.push(Write::PutRun(meta));
-        for (due_ms, run, handle) in self.store().timers()? {
-            if run == run_id {
-                batch.push(Write::DeleteTimer { due_ms, run_id: run, handle });
-            }
+        for timer in self.store().run_timers(run_id).await? {
+            batch.push(Write::DeleteTimer { due_ms: timer.due_ms, run_id: timer.run_id, handle: timer.handle });
         }
         self.store().commit(batch).await?;
         if let Some(parent) = parent {
@@ -118,7 +116,7 @@ impl Runtime {
             let notified = watch.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let meta = self.store().run(run_id)?;
+            let meta = self.store().run(run_id).await?;
             match &meta {
                 None => return Ok(None),
                 Some(m) if m.status != RunStatus::Running => return Ok(meta),
@@ -131,7 +129,7 @@ impl Runtime {
                 _ = wait => {}
             }
             if tokio::time::Instant::now() >= deadline {
-                return Ok(self.store().run(run_id)?);
+                return Ok(self.store().run(run_id).await?);
             }
         }
     }
@@ -139,13 +137,15 @@ impl Runtime {
     /// At host start: re-arms every armed timer and wakes every unfinished
     /// run, which is rebuilt by replay. Returns (runs, timers).
     pub async fn recover(&self) -> Result<(usize, usize), ControlError> {
-        let runs: Vec<RunMeta> = self.store().runs()?.into_iter().filter(|m| m.status == RunStatus::Running).collect();
+        let runs = self.store().all_runs(RunQuery::status(RunStatus::Running)).await?;
+        let generations: std::collections::HashMap<&str, u32> =
+            runs.iter().map(|m| (m.id.as_str(), m.generation)).collect();
         let mut timers = 0;
-        for (due_ms, run_id, handle) in self.store().timers()? {
+        for Timer { due_ms, run_id, handle } in self.store().timers().await? {
             // Continue-as-new deletes a generation's timers with it: the
             // rows left are the current generation's.
-            if let Some(meta) = runs.iter().find(|m| m.id == run_id) {
-                let target = super::work::Target { run_id, generation: meta.generation, handle };
+            if let Some(&generation) = generations.get(run_id.as_str()) {
+                let target = super::work::Target { run_id, generation, handle };
                 self.inner.work.start_timer(self, target, due_ms);
                 timers += 1;
             }

@@ -85,7 +85,7 @@ impl Runtime {
     /// Drives a run this task has claimed in the scheduler.
     pub(crate) async fn drive_claimed(&self, run_id: &str) -> Result<Driven, RunError> {
         let scheduler = &self.inner.scheduler;
-        let meta = match self.inner.store.run(run_id) {
+        let meta = match self.inner.store.run(run_id).await {
             Ok(Some(meta)) => meta,
             Ok(None) => {
                 scheduler.release(run_id, false);
@@ -98,7 +98,7 @@ impl Runtime {
         };
         if meta.status != RunStatus::Running {
             scheduler.release(run_id, false);
-            return self.recorded_outcome(meta).map(Driven::Finished);
+            return self.recorded_outcome(meta).await.map(Driven::Finished);
         }
         let component = match self.inner.components.load_stored(&meta.component_sha256).await {
             Ok(c) => c,
@@ -117,12 +117,12 @@ impl Runtime {
     }
 
     /// The outcome of a run that is not running, from its metadata.
-    fn recorded_outcome(&self, meta: RunMeta) -> Result<RunOutcome, RunError> {
+    async fn recorded_outcome(&self, meta: RunMeta) -> Result<RunOutcome, RunError> {
         let failure = || meta.failure.clone().unwrap_or_else(|| Failure::new("failed", "the run failed"));
         match meta.status {
             RunStatus::Completed => Ok(RunOutcome::Completed { result: meta.result.unwrap_or_else(|| "null".into()) }),
             RunStatus::Failed => {
-                let journal = self.inner.store.journal(&meta.id)?;
+                let journal = self.inner.store.journal(&meta.id).await?;
                 match journal.last().map(|r| &r.entry) {
                     Some(Entry::Failed { .. }) => Ok(RunOutcome::Failed { failure: failure() }),
                     _ => Err(RunError::Trapped { failure: failure(), run_id: meta.id }),
@@ -151,7 +151,7 @@ impl Runtime {
     /// component or `with`, writing nothing and starting nothing. Succeeds
     /// when every journaled call is reproduced.
     pub async fn replay(&self, run_id: &str, with: Option<LoadedComponent>) -> Result<ReplayReport, RunError> {
-        let meta = self.inner.store.run(run_id)?.ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
+        let meta = self.inner.store.run(run_id).await?.ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
         let component = match with {
             Some(c) => c,
             None => self.inner.components.load_stored(&meta.component_sha256).await?,
@@ -259,7 +259,7 @@ impl Runtime {
         mailbox: Option<mpsc::UnboundedReceiver<Event>>,
     ) -> (Result<Executed, RunError>, Option<WorkflowState>) {
         let run_id = meta.id.clone();
-        let records = match self.inner.store.journal(&run_id) {
+        let records = match self.inner.store.journal(&run_id).await {
             Ok(r) => r,
             Err(e) => return (Err(e.into()), None),
         };

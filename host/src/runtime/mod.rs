@@ -117,14 +117,14 @@ impl Runtime {
     }
 
     /// Every metric in Prometheus text format.
-    pub fn prometheus(&self) -> String {
+    pub async fn prometheus(&self) -> String {
         use crate::metrics::write_value;
         let mut out = String::new();
         self.inner.metrics.write(&mut out);
         self.inner.store.commit_metrics().write(&mut out);
         let m = self.metrics();
         write_value(&mut out, "cairn_runs_resident", "Runs in memory now.", "gauge", m.resident);
-        let running = self.inner.store.count_running().unwrap_or(0);
+        let running = self.inner.store.count_running().await.unwrap_or(0);
         write_value(
             &mut out,
             "cairn_runs_parked",
@@ -140,7 +140,7 @@ impl Runtime {
             "counter",
             m.rebuilds,
         );
-        let signals = self.inner.store.buffered_signals("").all;
+        let signals = self.inner.store.buffered_signals("").await.map(|b| b.all).unwrap_or_default();
         write_value(
             &mut out,
             "cairn_signals_buffered",
@@ -230,7 +230,7 @@ impl Runtime {
             }
             None => new_run_id(),
         };
-        if let Some(existing) = self.inner.store.run(&run_id)? {
+        if let Some(existing) = self.inner.store.run(&run_id).await? {
             if existing.component_sha256 != req.component.sha256 {
                 return Err(StartError::DifferentComponent {
                     run_id,
@@ -251,7 +251,7 @@ impl Runtime {
             // A concurrent start of the same id won: the batch was refused
             // whole, so the existing run stands and this start returns it.
             Err(crate::store::StoreError::Commit(crate::store::CommitError::DuplicateSeq { .. })) => {
-                match self.inner.store.run(&run_id)? {
+                match self.inner.store.run(&run_id).await? {
                     Some(existing) if existing.component_sha256 == meta.component_sha256 => Ok(existing),
                     Some(existing) => Err(StartError::DifferentComponent {
                         run_id,
@@ -292,6 +292,7 @@ impl Runtime {
             custom_status: None,
             parent: None,
             generation: 0,
+            shard: 0,
             created_ms: now,
             updated_ms: now,
         };

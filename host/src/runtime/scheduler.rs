@@ -236,7 +236,7 @@ impl Runtime {
         use crate::store::{StoredCompletion, Write};
         let super::work::Target { run_id, generation, handle } = target;
         let (run_id, generation, handle) = (run_id.as_str(), *generation, *handle);
-        let current = match self.store().run(run_id) {
+        let current = match self.store().run(run_id).await {
             Ok(Some(meta)) if !meta.status.is_final() => meta.generation == generation,
             _ => false,
         };

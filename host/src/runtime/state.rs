@@ -454,7 +454,7 @@ impl WorkflowState {
         match self.wait_flushed().await {
             Ok(()) => {
                 let batch = self.take_pending();
-                self.flushed.push(self.rt.store().writer().submit(batch));
+                self.flushed.push(self.rt.store().submit(batch));
             }
             Err(e) => self.flush_failed = Some(e),
         }
@@ -482,7 +482,7 @@ impl WorkflowState {
         // was refused, this one landing would leave a gap in the journal.
         if matches!(self.unsealed, Unsealed::Held) && self.flushes_confirmed() {
             let batch = self.take_pending();
-            self.unsealed = Unsealed::Submitted(self.rt.store().writer().submit(batch));
+            self.unsealed = Unsealed::Submitted(self.rt.store().submit(batch));
         }
     }
 
@@ -523,7 +523,7 @@ impl WorkflowState {
                 Ok(Some(reply))
             }
             Ok(Step::Live) => {
-                self.go_live()?;
+                self.go_live().await?;
                 self.check_journal_room()?;
                 Ok(None)
             }
@@ -544,7 +544,7 @@ impl WorkflowState {
                 Ok(present)
             }
             None => {
-                self.go_live()?;
+                self.go_live().await?;
                 self.check_journal_room()?;
                 self.append(Entry::Call { call: HostCall::Patched { change_id }, reply: Reply::Bool { value: true } });
                 Ok(true)
@@ -557,14 +557,14 @@ impl WorkflowState {
     /// a current journal never holds one: on replay the call must come
     /// exactly where the journal ends, or (an earlier generation's journal,
     /// replayed offline) where that entry is, with the same input.
-    pub(crate) fn continue_as_new(&mut self, input: String) -> wasmtime::Result<()> {
+    pub(crate) async fn continue_as_new(&mut self, input: String) -> wasmtime::Result<()> {
         self.host_calls += 1;
         match self.cursor.continue_as_new(&input) {
             Err(divergence) => return Err(self.diverge(divergence)),
             // An earlier generation's journal (replayed offline) ends here,
             // with this input: reproduced.
             Ok(true) => {}
-            Ok(false) => self.go_live()?,
+            Ok(false) => self.go_live().await?,
         }
         self.continue_with = Some(input);
         Err(Stopped.into())
@@ -596,7 +596,7 @@ impl WorkflowState {
     /// The journal is exhausted: from here on calls are new. Picks up what
     /// arrived while the run was not resident and restarts the work of
     /// handles still pending.
-    fn go_live(&mut self) -> wasmtime::Result<()> {
+    async fn go_live(&mut self) -> wasmtime::Result<()> {
         if self.live {
             return Ok(());
         }
@@ -607,11 +607,11 @@ impl WorkflowState {
         self.live = true;
         self.replaying.store(false, Ordering::Relaxed);
         tracing::debug!(run_id = %self.meta.id, seq = self.next_seq, "replay done; live");
-        self.absorb_store(true)?;
+        self.absorb_store(true).await?;
         let pending: Vec<u32> =
             self.handles.iter().filter(|(_, h)| matches!(h.state, HandleState::Pending)).map(|(id, _)| *id).collect();
         for handle in pending {
-            self.start_work(handle, false)?;
+            self.start_work(handle, false).await?;
         }
         Ok(())
     }
@@ -619,9 +619,9 @@ impl WorkflowState {
     /// Takes what the store holds for this run: completions that arrived
     /// while it was not resident, signals, cancel requests. At go-live,
     /// rows for handles no longer pending are stale and deleted.
-    pub(super) fn absorb_store(&mut self, at_go_live: bool) -> wasmtime::Result<()> {
+    pub(super) async fn absorb_store(&mut self, at_go_live: bool) -> wasmtime::Result<()> {
         let store = self.rt.store().clone();
-        let completions = match store.completions(&self.meta.id) {
+        let completions = match store.completions(&self.meta.id).await {
             Ok(rows) => rows,
             Err(e) => return Err(self.stop_with(e.into())),
         };
@@ -637,7 +637,7 @@ impl WorkflowState {
                 _ => {}
             }
         }
-        let signals = match store.signals(&self.meta.id) {
+        let signals = match store.signals(&self.meta.id).await {
             Ok(rows) => rows,
             Err(e) => return Err(self.stop_with(e.into())),
         };
@@ -688,7 +688,7 @@ impl WorkflowState {
     /// `child-id-in-use`.
     pub(crate) async fn start_child_run(&mut self, handle: u32, workflow: &str, input: &str) -> wasmtime::Result<()> {
         let child_id = self.child_id(handle);
-        let deployment = match self.rt.store().deployment(workflow) {
+        let deployment = match self.rt.store().deployment(workflow).await {
             Ok(d) => d,
             Err(e) => return Err(self.stop_with(e.into())),
         };
@@ -705,7 +705,7 @@ impl WorkflowState {
         };
         // The start-child entry is new, so no earlier attempt of this call
         // committed: a run under this id is someone else's.
-        match self.rt.store().run(&child_id) {
+        match self.rt.store().run(&child_id).await {
             Ok(None) => {}
             Ok(Some(_)) => {
                 let failure = Failure::new(
@@ -759,9 +759,9 @@ impl WorkflowState {
     }
 
     /// A new wait-signal handle takes the oldest buffered signal of its name.
-    pub(crate) fn match_signals(&mut self) -> wasmtime::Result<()> {
+    pub(crate) async fn match_signals(&mut self) -> wasmtime::Result<()> {
         if self.live {
-            self.absorb_store(false)?;
+            self.absorb_store(false).await?;
         }
         Ok(())
     }
@@ -770,7 +770,7 @@ impl WorkflowState {
     /// process: work already running for it is left alone). `new` says the
     /// handle was just created live, so no attempt of it can have failed
     /// before and the store need not be asked.
-    pub(crate) fn start_work(&mut self, handle: u32, new: bool) -> wasmtime::Result<()> {
+    pub(crate) async fn start_work(&mut self, handle: u32, new: bool) -> wasmtime::Result<()> {
         let Some(h) = self.handles.get(&handle) else {
             return Ok(());
         };
@@ -789,7 +789,7 @@ impl WorkflowState {
                 }
                 let first_attempt = match new {
                     true => 1,
-                    false => match self.rt.store().attempts(&self.meta.id, handle) {
+                    false => match self.rt.store().attempts(&self.meta.id, handle).await {
                         Ok(failed) => failed + 1,
                         Err(e) => return Err(self.stop_with(e.into())),
                     },

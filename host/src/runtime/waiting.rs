@@ -78,7 +78,7 @@ impl WorkflowState {
                         return Ok((handle, fresh, Source::Fresh));
                     }
                 }
-                Some(Event::Nudge) => self.absorb_store(false)?,
+                Some(Event::Nudge) => self.absorb_store(false).await?,
                 Some(Event::Evict) => return Err(self.leave().await),
                 Some(Event::Terminate { reason }) => {
                     self.terminated = Some(reason);

@@ -117,11 +117,11 @@ impl Work {
             let failed = |attempt: u32| {
                 recorded.store(true, std::sync::atomic::Ordering::Relaxed);
                 let write = Write::PutAttempts { run_id: key.0.clone(), handle: key.1, failed: attempt };
-                drop(store.writer().submit(vec![write]));
+                drop(store.submit(vec![write]));
             };
             let completion = runner.execute(task, failed).await;
             if recorded.load(std::sync::atomic::Ordering::Relaxed) {
-                drop(store.writer().submit(vec![Write::DeleteAttempts { run_id: key.0, handle: key.1 }]));
+                drop(store.submit(vec![Write::DeleteAttempts { run_id: key.0, handle: key.1 }]));
             }
             completion
         })

@@ -73,7 +73,7 @@ impl ComponentCache {
         if let Some(component) = self.memoised(&sha256) {
             return Ok(LoadedComponent { sha256, component });
         }
-        if self.store.component(&sha256)?.is_none() {
+        if self.store.component(&sha256).await?.is_none() {
             self.store.commit(vec![Write::PutComponent { sha256: sha256.clone(), bytes: bytes.into() }]).await?;
         }
         self.compiled(what, &sha256).await
@@ -106,7 +106,7 @@ impl ComponentCache {
         let sha256 = sha256_hex(&bytes);
         let fingerprint = self.sandbox.fingerprint().to_owned();
         let mut writes = Vec::new();
-        if self.store.component(&sha256)?.is_none() {
+        if self.store.component(&sha256).await?.is_none() {
             let engine = self.sandbox.engine().clone();
             let source = bytes.clone();
             let artifact = tokio::task::spawn_blocking(move || engine.precompile_component(&source))
@@ -138,7 +138,7 @@ impl ComponentCache {
     async fn compiled(&self, what: &str, sha256: &str) -> Result<LoadedComponent, LoadError> {
         let engine = self.sandbox.engine().clone();
         let fingerprint = self.sandbox.fingerprint().to_owned();
-        if let Some(artifact) = self.store.compiled(sha256, &fingerprint)? {
+        if let Some(artifact) = self.store.compiled(sha256, &fingerprint).await? {
             // SAFETY: the artifact was produced by `precompile_component` of
             // an engine with this exact fingerprint and stored by us.
             match unsafe { Component::deserialize(&engine, &artifact) } {
@@ -148,7 +148,7 @@ impl ComponentCache {
                 }
             }
         }
-        let bytes = self.store.component(sha256)?.ok_or_else(|| LoadError::Missing(sha256.to_owned()))?;
+        let bytes = self.store.component(sha256).await?.ok_or_else(|| LoadError::Missing(sha256.to_owned()))?;
         let started = std::time::Instant::now();
         let artifact = tokio::task::spawn_blocking(move || engine.precompile_component(&bytes))
             .await

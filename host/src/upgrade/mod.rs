@@ -13,7 +13,7 @@ use crate::journal::Divergence;
 use crate::registry::{Registry, UploadError, VersionError};
 use crate::runtime::{ControlError, RunError, Runtime};
 use crate::sandbox::LoadError;
-use crate::store::{ComponentKind, Deployment, RunStatus, StoreError};
+use crate::store::{ComponentKind, Deployment, RunQuery, RunStatus, StoreError};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -103,8 +103,8 @@ impl Upgrader {
         Upgrader { rt }
     }
 
-    fn deployment(&self, name: &str) -> Result<Deployment, UpgradeError> {
-        match self.rt.store().deployment(name)? {
+    async fn deployment(&self, name: &str) -> Result<Deployment, UpgradeError> {
+        match self.rt.store().deployment(name).await? {
             Some(d) if d.kind == ComponentKind::Workflow => Ok(d),
             _ => Err(VersionError::WorkflowNotFound(name.to_owned()).into()),
         }
@@ -113,8 +113,8 @@ impl Upgrader {
     /// Verifies run `run_id` against version `to` of its workflow and, unless
     /// `dry_run`, moves it there.
     pub async fn upgrade_run(&self, run_id: &str, to: u32, dry_run: bool) -> Result<RunUpgrade, UpgradeError> {
-        let meta = self.rt.store().run(run_id)?.ok_or_else(|| UpgradeError::RunNotFound(run_id.to_owned()))?;
-        let deployment = self.deployment(&meta.workflow)?;
+        let meta = self.rt.store().run(run_id).await?.ok_or_else(|| UpgradeError::RunNotFound(run_id.to_owned()))?;
+        let deployment = self.deployment(&meta.workflow).await?;
         let target = deployment
             .versions
             .iter()
@@ -136,14 +136,14 @@ impl Upgrader {
         // Read again under the hold: this is the journal that is verified.
         // The run may have ended between the first read and the hold; an
         // ended run is never switched (its journal must end with its end).
-        let meta = self.rt.store().run(run_id)?.ok_or_else(|| UpgradeError::RunNotFound(run_id.to_owned()))?;
+        let meta = self.rt.store().run(run_id).await?.ok_or_else(|| UpgradeError::RunNotFound(run_id.to_owned()))?;
         if !matches!(meta.status, RunStatus::Running | RunStatus::Diverged) {
             return Ok(RunUpgrade::Skipped {
                 run_id: run_id.to_owned(),
                 reason: format!("the run has {}", meta.status.as_str()),
             });
         }
-        let next_seq = self.rt.store().journal(run_id)?.last().map_or(0, |r| r.seq + 1);
+        let next_seq = self.rt.store().journal(run_id).await?.last().map_or(0, |r| r.seq + 1);
         match self.rt.replay(run_id, Some(component)).await {
             Ok(_) => {}
             Err(RunError::Diverged { divergence, .. }) => {
@@ -169,21 +169,18 @@ impl Upgrader {
         to: u32,
         dry_run: bool,
     ) -> Result<Vec<RunUpgrade>, UpgradeError> {
-        let deployment = self.deployment(name)?;
+        let deployment = self.deployment(name).await?;
         for v in [from, to] {
             if !deployment.versions.iter().any(|d| d.version == v) {
                 return Err(VersionError::VersionNotFound { name: name.to_owned(), version: v }.into());
             }
         }
-        let runs: Vec<String> = self
-            .rt
-            .store()
-            .runs()?
-            .into_iter()
-            .filter(|m| m.workflow == name && m.version == Some(from))
-            .filter(|m| matches!(m.status, RunStatus::Running | RunStatus::Diverged))
-            .map(|m| m.id)
-            .collect();
+        let query = RunQuery {
+            version: Some(from),
+            statuses: vec![RunStatus::Running, RunStatus::Diverged],
+            ..RunQuery::workflow(name)
+        };
+        let runs: Vec<String> = self.rt.store().all_runs(query).await?.into_iter().map(|m| m.id).collect();
         let mut report = Vec::with_capacity(runs.len());
         for run_id in runs {
             report.push(self.upgrade_run(&run_id, to, dry_run).await?);
@@ -194,7 +191,7 @@ impl Upgrader {
     /// After a deploy with `--upgrade compatible`: moves every live run of
     /// older versions that verifies against the new current version.
     pub async fn upgrade_compatible(&self, registry: &Registry, name: &str) -> Result<Vec<RunUpgrade>, UpgradeError> {
-        let Some(deployment) = registry.deployment(name)? else {
+        let Some(deployment) = registry.deployment(name).await? else {
             return Err(VersionError::WorkflowNotFound(name.to_owned()).into());
         };
         let mut report = Vec::new();

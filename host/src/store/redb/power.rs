@@ -17,8 +17,8 @@
 //! writes really happened in, and a sync covers exactly the writes recorded
 //! before its start.
 
-use super::schema::RunStatus;
-use super::writer::{Batch, Write};
+use crate::store::RunStatus;
+use crate::store::{Batch, Write};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read, Write as _};

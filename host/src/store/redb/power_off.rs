@@ -2,7 +2,7 @@
 //! the `fault-injection` feature: nothing is recorded, and the calls
 //! compile away.
 
-use super::writer::Batch;
+use crate::store::Batch;
 use std::io;
 use std::path::Path;
 

@@ -2,8 +2,9 @@
 //! reports what does not fit together.
 
 use super::schema::*;
-use super::{db_err, Store, StoreError};
+use super::{db_err, RedbStorage};
 use crate::journal::{self, Entry};
+use crate::store::{Deployment, RunMeta, RunStatus, StoreError, StoredCompletion};
 use redb::{ReadableDatabase, ReadableTable};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -25,12 +26,12 @@ pub struct CheckReport {
     pub warnings: Vec<String>,
 }
 
-impl Store {
+impl RedbStorage {
     /// Checks that the tables agree with each other: every run has a
     /// contiguous journal starting with its start entry, its status matches
-    /// its last entry, its component is stored, and nothing refers to a
-    /// run or component that does not exist.
-    pub fn check(&self) -> Result<CheckReport, StoreError> {
+    /// its last entry, its component is stored, its index rows are right,
+    /// and nothing refers to a run or component that does not exist.
+    pub(super) fn check_tables(&self) -> Result<CheckReport, StoreError> {
         let mut report = CheckReport::default();
         let txn = self.db()?.begin_read().map_err(db_err)?;
         let components: HashSet<String> = {
@@ -178,6 +179,27 @@ impl Store {
                 }
                 Err(e) => report.problems.push(format!("deployment {}: does not parse: {e}", k.value())),
             }
+        }
+        // The run indexes answer every run query: a row missing from one
+        // hides a run from lists and recovery.
+        let (missing, extra) = super::index::disagreements(&*self.db()?)?;
+        report.problems.extend(missing.into_iter().map(|m| format!("run index: {m}")));
+        report.problems.extend(extra.into_iter().map(|e| format!("run index: {e}")));
+        let mut timers = HashSet::new();
+        for row in txn.open_table(TIMERS).map_err(db_err)?.iter().map_err(db_err)? {
+            let (key, _) = row.map_err(db_err)?;
+            let (due, run, handle) = key.value();
+            timers.insert((run.to_owned(), due, handle));
+        }
+        for row in txn.open_table(RUN_TIMERS).map_err(db_err)?.iter().map_err(db_err)? {
+            let (key, _) = row.map_err(db_err)?;
+            let (run, due, handle) = key.value();
+            if !timers.remove(&(run.to_owned(), due, handle)) {
+                report.problems.push(format!("run {run}: its timer index lists timer #{handle}, which is not armed"));
+            }
+        }
+        for (run, _, handle) in timers {
+            report.problems.push(format!("run {run}: timer #{handle} is armed but not in its timer index"));
         }
         Ok(report)
     }

@@ -1,49 +1,8 @@
-//! Table definitions and the rows stored in them.
+//! The rows the store keeps, whatever the backend: runs, deployments,
+//! buffered signals and completions.
 
 use crate::journal::{Completion, Failure};
-use redb::{TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
-
-/// run id → [`RunMeta`] (JSON).
-pub(super) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
-/// (run id, generation, seq) → encoded journal record of a generation that
-/// ended with continue-as-new.
-pub(super) const HISTORY: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("history");
-/// (run id, seq) → encoded journal record.
-pub(super) const JOURNAL: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("journal");
-/// (run id, handle) → [`StoredCompletion`] (JSON), until the run consumes it.
-pub(super) const COMPLETIONS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("completions");
-/// (due ms, run id, handle) → (), one row per armed timer.
-pub(super) const TIMERS: TableDefinition<(u64, &str, u32), ()> = TableDefinition::new("timers");
-/// (run id, arrival seq) → [`StoredSignal`] (JSON): signals sent to a run and
-/// not yet consumed, in arrival order.
-pub(super) const SIGNALS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("signals");
-/// deployed name → [`Deployment`] (JSON): its versions and the current one.
-pub(super) const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
-/// (run id, handle) → failed attempts of an activity still being retried.
-pub(super) const ATTEMPTS: TableDefinition<(&str, u32), u32> = TableDefinition::new("attempts");
-/// component sha256 → component bytes.
-pub(super) const COMPONENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("components");
-/// (component sha256, engine fingerprint) → precompiled artifact.
-pub(super) const COMPILED: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("compiled");
-
-/// Store-wide values: the write-ahead log's current generation.
-pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-
-pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
-    txn.open_table(RUNS)?;
-    txn.open_table(JOURNAL)?;
-    txn.open_table(HISTORY)?;
-    txn.open_table(COMPLETIONS)?;
-    txn.open_table(TIMERS)?;
-    txn.open_table(SIGNALS)?;
-    txn.open_table(DEPLOYMENTS)?;
-    txn.open_table(ATTEMPTS)?;
-    txn.open_table(COMPONENTS)?;
-    txn.open_table(COMPILED)?;
-    txn.open_table(META)?;
-    Ok(())
-}
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +77,10 @@ pub struct RunMeta {
     /// How many times the run continued as new (0 for the first journal).
     #[serde(default)]
     pub generation: u32,
+    /// The shard the run belongs to, chosen when it was created and never
+    /// recomputed: which host may write it (0 on a single host).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shard: u32,
     /// Creation time, ms since the epoch.
     pub created_ms: u64,
     /// Last status change, ms since the epoch.
@@ -225,4 +188,85 @@ impl Deployment {
     pub fn current_version(&self) -> Option<&Version> {
         self.versions.iter().find(|v| v.version == self.current)
     }
+}
+
+/// Buffered signals: (count, bytes) of one run and of all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffered {
+    /// The run's signals.
+    pub run: (u64, u64),
+    /// Every run's.
+    pub all: (u64, u64),
+}
+
+/// Which runs a paged query asks for. Every field narrows it; a page holds
+/// at most `limit` runs in run id order (ids the host makes are
+/// time-ordered), starting after `after`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// Only runs of this workflow.
+    pub workflow: Option<String>,
+    /// Only runs in one of these statuses (empty: any).
+    pub statuses: Vec<RunStatus>,
+    /// Only runs on this deployed version (with `workflow`).
+    pub version: Option<u32>,
+    /// Only runs in this shard.
+    pub shard: Option<u32>,
+    /// Start after this run id (the previous page's `next`).
+    pub after: Option<String>,
+    /// Newest first.
+    pub descending: bool,
+    /// At most this many runs (at least 1).
+    pub limit: usize,
+}
+
+impl RunQuery {
+    /// Every run, a page at a time.
+    pub fn all() -> RunQuery {
+        RunQuery { limit: RunQuery::PAGE, ..RunQuery::default() }
+    }
+
+    /// Runs in `status`, a page at a time.
+    pub fn status(status: RunStatus) -> RunQuery {
+        RunQuery { statuses: vec![status], ..RunQuery::all() }
+    }
+
+    /// Runs of `workflow`, a page at a time.
+    pub fn workflow(workflow: &str) -> RunQuery {
+        RunQuery { workflow: Some(workflow.to_owned()), ..RunQuery::all() }
+    }
+
+    /// The page size of the queries above.
+    pub const PAGE: usize = 500;
+
+    /// Whether `meta` is one of the runs asked for (the bounds `after` and
+    /// `limit` aside).
+    pub fn matches(&self, meta: &RunMeta) -> bool {
+        self.workflow.as_ref().is_none_or(|w| &meta.workflow == w)
+            && (self.statuses.is_empty() || self.statuses.contains(&meta.status))
+            && self.version.is_none_or(|v| meta.version == Some(v))
+            && self.shard.is_none_or(|s| meta.shard == s)
+    }
+
+    /// Whether `id` comes after the cursor in the query's order.
+    pub fn after_cursor(&self, id: &str) -> bool {
+        match &self.after {
+            None => true,
+            Some(after) if self.descending => id < after.as_str(),
+            Some(after) => id > after.as_str(),
+        }
+    }
+}
+
+/// One page of a [`RunQuery`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunPage {
+    /// The runs, in the query's order.
+    pub runs: Vec<RunMeta>,
+    /// The cursor of the next page (`RunQuery::after`), if there are more.
+    pub next: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -10,144 +10,14 @@
 use super::schema::*;
 use super::wal::{self, Wal};
 use super::DbCell;
-use crate::journal::{self, Record};
+use crate::journal;
+use crate::store::{durable, Ack, Batch, Buffered, CommitError, RunMeta, Write};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
-use thiserror::Error;
 use tokio::sync::oneshot;
-
-/// One change to the store.
-#[derive(Debug, Clone)]
-pub enum Write {
-    /// Insert or replace a run's metadata.
-    PutRun(RunMeta),
-    /// Append a journal record; refused if the seq already exists.
-    Append {
-        /// The run.
-        run_id: String,
-        /// The record.
-        record: Record,
-    },
-    /// Store a completion that arrived from outside.
-    PutCompletion {
-        /// The run.
-        run_id: String,
-        /// The handle it completes.
-        handle: u32,
-        /// The completion.
-        completion: StoredCompletion,
-    },
-    /// Drop a completion (consumed or cancelled).
-    DeleteCompletion {
-        /// The run.
-        run_id: String,
-        /// The handle.
-        handle: u32,
-    },
-    /// Arm a timer.
-    PutTimer {
-        /// Due time, ms since the epoch.
-        due_ms: u64,
-        /// The run.
-        run_id: String,
-        /// The timer's handle.
-        handle: u32,
-    },
-    /// Disarm a timer.
-    DeleteTimer {
-        /// Due time.
-        due_ms: u64,
-        /// The run.
-        run_id: String,
-        /// The handle.
-        handle: u32,
-    },
-    /// Buffer a signal for a run.
-    PutSignal {
-        /// The run.
-        run_id: String,
-        /// Arrival order.
-        seq: u64,
-        /// Name and payload.
-        signal: StoredSignal,
-    },
-    /// Drop a consumed signal.
-    DeleteSignal {
-        /// The run.
-        run_id: String,
-        /// Its arrival seq.
-        seq: u64,
-    },
-    /// End a generation of a run (continue-as-new): its journal moves to
-    /// history, its completions and timers are dropped, its buffered
-    /// signals stay, and the new generation starts with `start`.
-    ContinueAsNew {
-        /// The run, with its new generation, input and status.
-        meta: Box<RunMeta>,
-        /// The new start entry (seq 0).
-        start: Box<Record>,
-    },
-    /// Record how many attempts of an activity failed so far.
-    PutAttempts {
-        /// The run.
-        run_id: String,
-        /// The activity's handle.
-        handle: u32,
-        /// Failed attempts.
-        failed: u32,
-    },
-    /// Forget an activity's attempts (it ended).
-    DeleteAttempts {
-        /// The run.
-        run_id: String,
-        /// The activity's handle.
-        handle: u32,
-    },
-    /// Insert or replace a deployment.
-    PutDeployment(Deployment),
-    /// Store a component's bytes.
-    PutComponent {
-        /// sha256, hex.
-        sha256: String,
-        /// The bytes.
-        bytes: Arc<[u8]>,
-    },
-    /// Store a precompiled artifact.
-    PutCompiled {
-        /// Component sha256.
-        sha256: String,
-        /// Engine fingerprint.
-        engine: String,
-        /// The artifact.
-        bytes: Vec<u8>,
-    },
-}
-
-/// Writes applied together, atomically.
-pub type Batch = Vec<Write>;
-
-/// A batch was not committed.
-#[derive(Debug, Clone, Error)]
-pub enum CommitError {
-    /// The batch would overwrite a journal entry: a bug or a second writer.
-    #[error("journal entry {seq} of run {run_id} already exists; the batch was refused and nothing was written")]
-    DuplicateSeq {
-        /// The run.
-        run_id: String,
-        /// The seq.
-        seq: u64,
-    },
-    /// redb failed (disk full, I/O error). The writer refuses further
-    /// writes: runs stop advancing rather than risk an inconsistent store.
-    #[error("the store could not commit ({0}); runs stop advancing until Cairn is restarted, and nothing committed before was lost")]
-    Failed(String),
-    /// The writer thread is gone.
-    #[error("the store writer has stopped")]
-    Stopped,
-}
 
 struct Request {
     batch: Batch,
@@ -291,7 +161,7 @@ impl GroupCommitWriter {
 
     /// Queues `batch`; the returned receiver resolves once it is durable.
     /// Dropping the receiver does not cancel the write.
-    pub fn submit(&self, batch: Batch) -> oneshot::Receiver<Result<(), CommitError>> {
+    pub fn submit(&self, batch: Batch) -> Ack {
         let (ack, rx) = oneshot::channel();
         let request = Request { batch, ack };
         let refused = match &self.inner.tx {
@@ -368,11 +238,6 @@ impl Drop for Inside<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Waits for the acknowledgement `submit` returned.
-pub async fn durable(ack: oneshot::Receiver<Result<(), CommitError>>) -> Result<(), CommitError> {
-    ack.await.unwrap_or(Err(CommitError::Stopped))
 }
 
 /// Most requests one transaction takes, so one huge backlog cannot delay
@@ -509,15 +374,6 @@ struct Load {
     runs: std::collections::HashMap<String, (u64, u64)>,
     count: u64,
     bytes: u64,
-}
-
-/// Buffered signals: (count, bytes) of one run and of all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Buffered {
-    /// The run's signals.
-    pub run: (u64, u64),
-    /// Every run's.
-    pub all: (u64, u64),
 }
 
 impl SignalLoad {
@@ -829,6 +685,8 @@ fn apply<'a>(
         let mut deployments = txn.open_table(DEPLOYMENTS).map_err(|e| e.to_string())?;
         let mut components = txn.open_table(COMPONENTS).map_err(|e| e.to_string())?;
         let mut compiled = txn.open_table(COMPILED).map_err(|e| e.to_string())?;
+        let mut index = txn.open_table(RUN_INDEX).map_err(|e| e.to_string())?;
+        let mut run_timers = txn.open_table(RUN_TIMERS).map_err(|e| e.to_string())?;
         for batch in batches {
             // A batch whose continue-as-new already landed (a retried
             // commit) landed whole: applying its other writes again would
@@ -847,7 +705,9 @@ fn apply<'a>(
                     match write {
                         Write::PutRun(meta) => {
                             let bytes = serde_json::to_vec(meta).expect("run metadata serialises");
-                            runs.insert(meta.id.as_str(), bytes.as_slice())?;
+                            let old = runs.insert(meta.id.as_str(), bytes.as_slice())?;
+                            let old = super::index::previous(old.as_ref().map(|v| v.value()));
+                            super::index::update(&mut index, old.as_ref(), meta)?;
                             if meta.status.is_final() {
                                 // Nothing reads an ended run's signals.
                                 let run = meta.id.as_str();
@@ -882,9 +742,11 @@ fn apply<'a>(
                         }
                         Write::PutTimer { due_ms, run_id, handle } => {
                             timers.insert((*due_ms, run_id.as_str(), *handle), ())?;
+                            run_timers.insert((run_id.as_str(), *due_ms, *handle), ())?;
                         }
                         Write::DeleteTimer { due_ms, run_id, handle } => {
                             timers.remove((*due_ms, run_id.as_str(), *handle))?;
+                            run_timers.remove((run_id.as_str(), *due_ms, *handle))?;
                         }
                         Write::PutSignal { run_id, seq, signal } => {
                             // A signal checked against a live run whose end
@@ -932,19 +794,19 @@ fn apply<'a>(
                             completions.retain_in((run, 0)..=(run, u32::MAX), |_, _| false)?;
                             attempts.retain_in((run, 0)..=(run, u32::MAX), |_, _| false)?;
                             let mut armed: Vec<(u64, u32)> = Vec::new();
-                            for row in timers.iter()? {
-                                let (k, _) = row?;
-                                let (due, r, h) = k.value();
-                                if r == run {
-                                    armed.push((due, h));
-                                }
+                            for row in run_timers.range((run, 0, 0)..=(run, u64::MAX, u32::MAX))? {
+                                let (_, due, handle) = row?.0.value();
+                                armed.push((due, handle));
                             }
                             for (due, handle) in armed {
                                 timers.remove((due, run, handle))?;
+                                run_timers.remove((run, due, handle))?;
                             }
                             journal_t.insert((run, 0), journal::encode(start).as_slice())?;
                             let bytes = serde_json::to_vec(meta.as_ref()).expect("run metadata serialises");
-                            runs.insert(run, bytes.as_slice())?;
+                            let old = runs.insert(run, bytes.as_slice())?;
+                            let old = super::index::previous(old.as_ref().map(|v| v.value()));
+                            super::index::update(&mut index, old.as_ref(), meta)?;
                         }
                         Write::PutAttempts { run_id, handle, failed } => {
                             attempts.insert((run_id.as_str(), *handle), *failed)?;

@@ -32,9 +32,9 @@
 //! of an older Cairn has no header; its records start at byte 0 and are
 //! replayed once, after which the log gets its header.
 
-use super::schema::{Deployment, RunMeta, StoredCompletion, StoredSignal};
-use super::writer::{Batch, Write};
 use crate::journal::{self, Record};
+use crate::store::{Batch, Write};
+use crate::store::{Deployment, RunMeta, StoredCompletion, StoredSignal};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -733,8 +733,8 @@ mod tests {
     /// A store an older Cairn made has no id and a log without a header,
     /// its records from byte 0: they are replayed, and the log gets its
     /// header (the next open finds a log of this store).
-    #[test]
-    fn a_log_of_an_older_cairn_is_replayed_and_given_its_header() {
+    #[tokio::test]
+    async fn a_log_of_an_older_cairn_is_replayed_and_given_its_header() {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = redb::Database::create(dir.path().join("cairn.redb")).unwrap();
@@ -752,12 +752,12 @@ mod tests {
         std::fs::write(dir.path().join(FILE_NAME), &old).unwrap();
 
         let store = crate::store::Store::open(dir.path()).unwrap();
-        assert_eq!(store.journal("r").unwrap().len(), 2, "the old log's records are replayed");
+        assert_eq!(store.journal("r").await.unwrap().len(), 2, "the old log's records are replayed");
         drop(store);
         let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
         assert!(Identity::decode(&bytes).is_some(), "the log has its header now");
         let store = crate::store::Store::open(dir.path()).unwrap();
-        assert_eq!(store.journal("r").unwrap().len(), 2);
+        assert_eq!(store.journal("r").await.unwrap().len(), 2);
     }
 
     /// Every kind of write comes back from the log as it went in.
@@ -777,6 +777,7 @@ mod tests {
             custom_status: Some("\"s\"".into()),
             parent: None,
             generation: 3,
+            shard: 7,
             created_ms: 1,
             updated_ms: 2,
         };

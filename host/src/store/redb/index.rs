@@ -1,0 +1,274 @@
+//! The run indexes: which runs have a status, a workflow, a workflow's
+//! status or version, a shard. One table of (index key, run id) rows, kept
+//! by the writer in the transaction that writes the run's row, so a page of
+//! runs is a range of one index and never a scan of every run.
+
+use super::schema::{META, RUNS, RUN_INDEX, RUN_TIMERS, TIMERS};
+use super::{db_err, parse_row};
+use crate::store::{RunMeta, RunPage, RunQuery, StoreError};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
+use std::ops::Bound;
+
+/// The meta key saying the indexes were built (stores made before them
+/// are indexed once, at open).
+const INDEXED_KEY: &str = "run-index";
+
+/// The key of the index of runs in `status`.
+pub(super) fn status_key(status: crate::store::RunStatus) -> String {
+    format!("s\0{}", status.as_str())
+}
+
+/// The index keys a run is listed under.
+pub(super) fn keys(meta: &RunMeta) -> [String; 6] {
+    let status = meta.status.as_str();
+    let workflow = &meta.workflow;
+    let version = meta.version.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    [
+        status_key(meta.status),
+        format!("w\0{workflow}"),
+        format!("ws\0{workflow}\0{status}"),
+        format!("wv\0{workflow}\0{version}"),
+        format!("h\0{}", meta.shard),
+        format!("hs\0{}\0{status}", meta.shard),
+    ]
+}
+
+/// The key of the index that answers `query` best, if one does.
+fn key_for(query: &RunQuery) -> Option<String> {
+    let status = match query.statuses.as_slice() {
+        [one] => Some(one.as_str()),
+        _ => None,
+    };
+    Some(match (&query.workflow, status, query.version, query.shard) {
+        (Some(w), _, Some(v), _) => format!("wv\0{w}\0{v}"),
+        (Some(w), Some(s), None, _) => format!("ws\0{w}\0{s}"),
+        (Some(w), None, None, _) => format!("w\0{w}"),
+        (None, Some(s), _, Some(h)) => format!("hs\0{h}\0{s}"),
+        (None, None, _, Some(h)) => format!("h\0{h}"),
+        (None, Some(s), _, None) => format!("s\0{s}"),
+        (None, None, _, None) => return None,
+    })
+}
+
+/// Moves a run's index rows from `old`'s keys to `new`'s.
+pub(super) fn update(
+    index: &mut Table<(&str, &str), ()>,
+    old: Option<&RunMeta>,
+    new: &RunMeta,
+) -> Result<(), redb::StorageError> {
+    let new_keys = keys(new);
+    if let Some(old) = old {
+        for key in keys(old) {
+            if !new_keys.contains(&key) {
+                index.remove((key.as_str(), old.id.as_str()))?;
+            }
+        }
+    }
+    for key in &new_keys {
+        index.insert((key.as_str(), new.id.as_str()), ())?;
+    }
+    Ok(())
+}
+
+/// The run row `bytes` held before it was replaced, if it parses (a row
+/// that does not was never indexed by this code either).
+pub(super) fn previous(bytes: Option<&[u8]>) -> Option<RunMeta> {
+    bytes.and_then(|b| serde_json::from_slice(b).ok())
+}
+
+/// Builds the indexes of a store made before them, once, durably.
+pub(super) fn build_if_missing(db: &Database) -> Result<(), StoreError> {
+    {
+        let txn = db.begin_read().map_err(db_err)?;
+        let meta = txn.open_table(META).map_err(db_err)?;
+        if meta.get(INDEXED_KEY).map_err(db_err)?.is_some() {
+            return Ok(());
+        }
+    }
+    let mut txn = db.begin_write().map_err(db_err)?;
+    txn.set_durability(Durability::Immediate).map_err(db_err)?;
+    let mut indexed = 0usize;
+    {
+        let runs = txn.open_table(RUNS).map_err(db_err)?;
+        let mut index = txn.open_table(RUN_INDEX).map_err(db_err)?;
+        index.retain(|_, _| false).map_err(db_err)?;
+        for row in runs.iter().map_err(db_err)? {
+            let (id, value) = row.map_err(db_err)?;
+            let meta: RunMeta = parse_row("runs", id.value(), value.value())?;
+            update(&mut index, None, &meta).map_err(db_err)?;
+            indexed += 1;
+        }
+        let timers = txn.open_table(TIMERS).map_err(db_err)?;
+        let mut run_timers = txn.open_table(RUN_TIMERS).map_err(db_err)?;
+        run_timers.retain(|_, _| false).map_err(db_err)?;
+        for row in timers.iter().map_err(db_err)? {
+            let (key, _) = row.map_err(db_err)?;
+            let (due, run, handle) = key.value();
+            run_timers.insert((run, due, handle), ()).map_err(db_err)?;
+        }
+        txn.open_table(META).map_err(db_err)?.insert(INDEXED_KEY, 1).map_err(db_err)?;
+    }
+    txn.commit().map_err(db_err)?;
+    if indexed > 0 {
+        tracing::info!(runs = indexed, "indexed the runs of a store made before run indexes");
+    }
+    Ok(())
+}
+
+/// One page of `query`.
+pub(super) fn page(db: &Database, query: &RunQuery) -> Result<RunPage, StoreError> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let runs = txn.open_table(RUNS).map_err(db_err)?;
+    let limit = query.limit.max(1);
+    let mut page = RunPage::default();
+    // Takes one run id in the query's order; false once the page is full.
+    let mut take = |id: &str| -> Result<bool, StoreError> {
+        if !query.after_cursor(id) {
+            return Ok(true);
+        }
+        let Some(row) = runs.get(id).map_err(db_err)? else { return Ok(true) };
+        let meta: RunMeta = parse_row("runs", id, row.value())?;
+        if !query.matches(&meta) {
+            return Ok(true);
+        }
+        if page.runs.len() == limit {
+            page.next = page.runs.last().map(|m| m.id.clone());
+            return Ok(false);
+        }
+        page.runs.push(meta);
+        Ok(true)
+    };
+    let after = query.after.as_deref();
+    match key_for(query) {
+        Some(key) => {
+            let index = txn.open_table(RUN_INDEX).map_err(db_err)?;
+            let end = format!("{key}\0");
+            let (low, high) = match (after, query.descending) {
+                (Some(a), false) => (Bound::Excluded((key.as_str(), a)), Bound::Excluded((end.as_str(), ""))),
+                (Some(a), true) => (Bound::Included((key.as_str(), "")), Bound::Excluded((key.as_str(), a))),
+                (None, _) => (Bound::Included((key.as_str(), "")), Bound::Excluded((end.as_str(), ""))),
+            };
+            let range = index.range::<(&str, &str)>((low, high)).map_err(db_err)?;
+            let rows: Box<dyn Iterator<Item = _>> =
+                if query.descending { Box::new(range.rev()) } else { Box::new(range) };
+            for row in rows {
+                let (k, _) = row.map_err(db_err)?;
+                if !take(k.value().1)? {
+                    break;
+                }
+            }
+        }
+        None => {
+            let (low, high) = match (after, query.descending) {
+                (Some(a), false) => (Bound::Excluded(a), Bound::Unbounded),
+                (Some(a), true) => (Bound::Unbounded, Bound::Excluded(a)),
+                (None, _) => (Bound::Unbounded, Bound::Unbounded),
+            };
+            let scan = txn.open_table(RUNS).map_err(db_err)?;
+            let range = scan.range::<&str>((low, high)).map_err(db_err)?;
+            let rows: Box<dyn Iterator<Item = _>> =
+                if query.descending { Box::new(range.rev()) } else { Box::new(range) };
+            for row in rows {
+                let (k, _) = row.map_err(db_err)?;
+                if !take(k.value())? {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// How many runs an index key lists.
+pub(super) fn count(db: &Database, key: &str) -> Result<u64, StoreError> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let index = txn.open_table(RUN_INDEX).map_err(db_err)?;
+    let end = format!("{key}\0");
+    let range = index.range::<(&str, &str)>((key, "")..(end.as_str(), "")).map_err(db_err)?;
+    let mut n = 0;
+    for row in range {
+        row.map_err(db_err)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Every run's index rows as they should be, and the rows there are, for
+/// `cairn check`: (missing, extra).
+pub(super) fn disagreements(db: &Database) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let runs = txn.open_table(RUNS).map_err(db_err)?;
+    let mut expected = std::collections::BTreeSet::new();
+    for row in runs.iter().map_err(db_err)? {
+        let (id, value) = row.map_err(db_err)?;
+        let Ok(meta) = serde_json::from_slice::<RunMeta>(value.value()) else { continue };
+        for key in keys(&meta) {
+            expected.insert((key, id.value().to_owned()));
+        }
+    }
+    let index = txn.open_table(RUN_INDEX).map_err(db_err)?;
+    let mut extra = Vec::new();
+    for row in index.iter().map_err(db_err)? {
+        let (k, _) = row.map_err(db_err)?;
+        let (key, id) = k.value();
+        if !expected.remove(&(key.to_owned(), id.to_owned())) {
+            extra.push(format!("{} lists run {id}", key.replace('\0', "/")));
+        }
+    }
+    let missing =
+        expected.into_iter().map(|(key, id)| format!("{} does not list run {id}", key.replace('\0', "/"))).collect();
+    Ok((missing, extra))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RunStatus, Store, Write};
+
+    /// A store made before the run indexes existed (its runs and timers
+    /// there, no index rows) is indexed once when it opens.
+    #[tokio::test]
+    async fn a_store_made_before_the_indexes_is_indexed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let meta = |id: &str, status| RunMeta {
+                id: id.into(),
+                workflow: "order".into(),
+                component_sha256: "ab".into(),
+                version: Some(1),
+                status,
+                input: "{}".into(),
+                result: None,
+                failure: None,
+                custom_status: None,
+                parent: None,
+                generation: 0,
+                shard: 0,
+                created_ms: 1,
+                updated_ms: 1,
+            };
+            let batch = vec![
+                Write::PutRun(meta("a", RunStatus::Running)),
+                Write::PutRun(meta("b", RunStatus::Completed)),
+                Write::PutTimer { due_ms: 5, run_id: "a".into(), handle: 1 },
+            ];
+            store.commit(batch).await.unwrap();
+        }
+        {
+            // What an older Cairn left: no index rows, no marker.
+            let db = Database::create(dir.path().join("cairn.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(RUN_INDEX).unwrap().retain(|_, _| false).unwrap();
+            txn.open_table(RUN_TIMERS).unwrap().retain(|_, _| false).unwrap();
+            txn.open_table(META).unwrap().remove(INDEXED_KEY).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let running = store.all_runs(RunQuery::status(RunStatus::Running)).await.unwrap();
+        assert_eq!(running.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(store.run_timers("a").await.unwrap().len(), 1);
+        let problems = store.check().await.unwrap().problems;
+        assert!(!problems.iter().any(|p| p.contains("index")), "{problems:?}");
+    }
+}
