@@ -5,10 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// Runs a future to its end from a test that is not async (a store read,
-/// say): on a runtime of its own.
+/// Runs a future to its end from code that is not async (a store read in
+/// a callback, say): on the multi-threaded runtime it is called from, or on
+/// a runtime of its own.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a test runtime").block_on(future)
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => tokio::task::block_in_place(|| handle.block_on(future)),
+        Err(_) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a test runtime").block_on(future)
+        }
+    }
 }
 
 pub fn repo() -> PathBuf {

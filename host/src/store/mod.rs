@@ -21,13 +21,16 @@
 //! paged ([`RunQuery`]) and answered from indexes, never by a scan of every
 //! run.
 
+mod check;
+pub mod postgres;
 mod redb;
 mod rows;
 mod write;
 
 #[cfg(feature = "fault-injection")]
 pub use self::redb::power;
-pub use self::redb::{CheckReport, LogDamage};
+pub use self::redb::LogDamage;
+pub use check::CheckReport;
 pub use rows::{
     Buffered, ComponentKind, Deployment, ParentLink, RunMeta, RunPage, RunQuery, RunStatus, StoredCompletion,
     StoredSignal, Version,
@@ -157,6 +160,42 @@ pub enum StoreError {
     /// A batch was not committed.
     #[error(transparent)]
     Commit(#[from] CommitError),
+    /// The database cannot be reached or refused the connection.
+    #[error("cannot connect to the store {target}: {reason}. Check that PostgreSQL runs there, that the user, password and database in the URL are right, and that this host may connect (pg_hba.conf)")]
+    Unreachable {
+        /// The URL, without its password.
+        target: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// The database's schema is newer than this binary.
+    #[error("the store {target} has schema version {found}, newer than this binary's {supported}: a newer Cairn migrated it. Nothing was changed; run that version (or newer) of Cairn on this database")]
+    SchemaNewer {
+        /// The URL, without its password.
+        target: String,
+        /// The database's version.
+        found: i32,
+        /// This binary's.
+        supported: i32,
+    },
+    /// A shard count that cannot be used.
+    #[error(
+        "{asked} shards: the shard count must be between 1 and 65536 (the default, 64, suits up to a few dozen hosts)"
+    )]
+    BadShardCount {
+        /// What was asked.
+        asked: u32,
+    },
+    /// The database already has another shard count.
+    #[error("the store {target} was initialised with {existing} shards, not {asked}: runs are placed by the shard count, so it is fixed once chosen. Leave --shards out, or use --shards {existing}")]
+    ShardCountFixed {
+        /// The URL, without its password.
+        target: String,
+        /// Its count.
+        existing: u32,
+        /// What was asked.
+        asked: u32,
+    },
 }
 
 /// The error a backend's own library returned, kept as it is (so its
@@ -243,11 +282,100 @@ pub trait Storage: Send + Sync {
     /// Why commits are failing, while they are.
     fn write_failure(&self) -> Option<String>;
 
+    /// How many shards runs are spread over.
+    fn shard_count(&self) -> u32 {
+        1
+    }
+
+    /// The coordinator of `host` among the hosts sharing this store.
+    fn coordinator(&self, _host: HostIdentity) -> Arc<dyn Coordinator> {
+        Arc::new(SingleNode::default())
+    }
+
     /// Commit batch sizes and latencies.
     fn commit_metrics(&self) -> &crate::metrics::CommitMetrics;
 
     /// Checks that the store's rows agree with each other (`cairn check`).
     async fn check(&self) -> Result<CheckReport, StoreError>;
+}
+
+/// A change in which shards this host holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// The shard is this host's now: load its timers and wake its runs.
+    Acquired(u32),
+    /// The shard is not this host's any more: stop its runs, record nothing.
+    Lost(u32),
+}
+
+/// Who this host is among the hosts sharing a store.
+#[derive(Debug, Clone)]
+pub struct HostIdentity {
+    /// Unique among the hosts (a restarted host with the same id takes its
+    /// shards back at once).
+    pub id: String,
+    /// Where its API listens, for the other hosts.
+    pub address: String,
+    /// How long a lease lasts: a host that stops renewing loses its shards
+    /// this long after its last renewal.
+    pub lease: std::time::Duration,
+}
+
+/// Who may write what: the shards this host holds, and the changes to
+/// them. On the embedded store one host holds the only shard for ever.
+#[async_trait::async_trait]
+pub trait Coordinator: Send + Sync {
+    /// Takes this host's first share of the shards.
+    async fn start(&self) -> Result<(), StoreError>;
+
+    /// Whether this host holds `shard` now.
+    fn owns(&self, shard: u32) -> bool;
+
+    /// The shards this host holds now.
+    fn owned(&self) -> Vec<u32>;
+
+    /// Ownership changes from now on.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Ownership>;
+
+    /// Hands every shard back (a graceful stop).
+    async fn stop(&self);
+
+    /// Its lines for `GET /metrics`.
+    fn metrics(&self, out: &mut String);
+}
+
+/// The coordinator of a store only one host uses: it holds shard 0.
+pub struct SingleNode {
+    events: tokio::sync::broadcast::Sender<Ownership>,
+}
+
+impl Default for SingleNode {
+    fn default() -> Self {
+        SingleNode { events: tokio::sync::broadcast::channel(1).0 }
+    }
+}
+
+#[async_trait::async_trait]
+impl Coordinator for SingleNode {
+    async fn start(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn owns(&self, _shard: u32) -> bool {
+        true
+    }
+
+    fn owned(&self) -> Vec<u32> {
+        vec![0]
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Ownership> {
+        self.events.subscribe()
+    }
+
+    async fn stop(&self) {}
+
+    fn metrics(&self, _out: &mut String) {}
 }
 
 /// The store Cairn runs on; cheap to clone. Which backend answers is its
@@ -287,6 +415,13 @@ impl Store {
     /// it before opening the store.
     pub fn verify_file(dir: &Path) -> Result<bool, StoreError> {
         redb::RedbStorage::verify_file(dir)
+    }
+
+    /// Connects to the PostgreSQL database at `url` (applying migrations;
+    /// a database with no shards yet gets 64). Component bytes and compiled
+    /// artifacts read from it are kept in `cache` on this host's disk.
+    pub async fn connect(url: &str, cache: Option<PathBuf>) -> Result<Store, StoreError> {
+        Ok(Store::from_backend(postgres::PgStorage::connect(url, cache).await?))
     }
 
     fn from_backend(backend: impl Storage + 'static) -> Store {
@@ -405,6 +540,22 @@ impl Store {
     /// Commit batch sizes and latencies.
     pub fn commit_metrics(&self) -> &crate::metrics::CommitMetrics {
         self.backend.commit_metrics()
+    }
+
+    /// The coordinator of `host` among the hosts sharing this store: on the
+    /// embedded store, one that holds everything.
+    pub fn coordinator(&self, host: HostIdentity) -> Arc<dyn Coordinator> {
+        self.backend.coordinator(host)
+    }
+
+    /// The shard a new run with this id goes in: a stable hash of the id
+    /// over the store's shards, stored in the run's row and never
+    /// recomputed.
+    pub fn shard_for(&self, run_id: &str) -> u32 {
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let hash =
+            run_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        (hash % u64::from(self.backend.shard_count().max(1))) as u32
     }
 
     /// Checks that the tables agree with each other: every run has a

@@ -33,9 +33,51 @@ fn meta(generation: u32) -> RunMeta {
     }
 }
 
-/// A store in `dir` holding run `r` in `generation`, with its start.
-async fn store_with_run(dir: &Path, generation: u32) -> Store {
-    let store = Store::open_with(dir, false).unwrap();
+/// Runs each test on every backend: `name::redb` on an embedded store in
+/// a temporary directory, `name::postgres` on a new database of the test
+/// server.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redb() {
+                let dir = tempfile::tempdir().unwrap();
+                super::$name(super::Store::open(dir.path()).unwrap()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let url = super::postgres::harness::server().database().await;
+                let cache = tempfile::tempdir().unwrap();
+                let store = super::Store::connect(&url, Some(cache.path().to_owned())).await.unwrap();
+                // One host: it takes every shard.
+                let host = super::HostIdentity {
+                    id: "test-host".into(),
+                    address: String::new(),
+                    lease: std::time::Duration::from_secs(30),
+                };
+                let coordinator = store.coordinator(host);
+                coordinator.start().await.unwrap();
+                assert_eq!(coordinator.owned().len(), super::postgres::DEFAULT_SHARDS as usize);
+                super::$name(store).await;
+            }
+        }
+    )*};
+}
+
+on_every_backend!(
+    a_completion_of_a_generation_the_run_left_is_not_stored,
+    a_retried_continue_as_new_lands_once,
+    a_long_journal_reads_back_whole_and_in_order,
+    run_queries_page_through_their_index,
+    a_runs_timers_are_its_own,
+    an_append_over_other_bytes_is_refused_and_the_same_bytes_accepted,
+    signals_to_an_ended_run_are_dropped,
+    a_group_committed_twice_is_stored_once,
+    components_and_compiled_artifacts_read_back,
+);
+
+/// `store`, holding run `r` in `generation`, with its start.
+async fn with_run(store: Store, generation: u32) -> Store {
     let start = vec![Write::PutRun(meta(generation)), Write::Append { run_id: "r".into(), record: record(0) }];
     store.commit(start).await.unwrap();
     store
@@ -49,10 +91,8 @@ fn completion(generation: Option<u32>, text: &str) -> Write {
 /// Handle numbers start over with each generation: a completion for an
 /// earlier generation's handle 3 (a child that outlived its parent's
 /// continue-as-new) must not take the place of the current one's.
-#[tokio::test]
-async fn a_completion_of_a_generation_the_run_left_is_not_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_run(dir.path(), 1).await;
+async fn a_completion_of_a_generation_the_run_left_is_not_stored(store: Store) {
+    let store = with_run(store, 1).await;
     store.commit(vec![completion(Some(1), "\"current\"")]).await.unwrap();
     store.commit(vec![completion(Some(0), "\"stale\"")]).await.unwrap();
     let stored = store.completions("r").await.unwrap();
@@ -66,10 +106,8 @@ async fn a_completion_of_a_generation_the_run_left_is_not_stored() {
 /// A continue-as-new batch retried after it landed is taken as landed
 /// whole: the ended generation's entries riding in it do not go into
 /// the new generation's journal.
-#[tokio::test]
-async fn a_retried_continue_as_new_lands_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_run(dir.path(), 0).await;
+async fn a_retried_continue_as_new_lands_once(store: Store) {
+    let store = with_run(store, 0).await;
     let batch = vec![
         Write::Append { run_id: "r".into(), record: record(1) },
         Write::ContinueAsNew { meta: Box::new(meta(1)), start: Box::new(record(0)) },
@@ -84,10 +122,7 @@ async fn a_retried_continue_as_new_lands_once() {
 
 /// A long journal is read in two halves at once: the halves meet
 /// exactly, and the neighbouring runs' entries stay out.
-#[tokio::test]
-async fn a_long_journal_reads_back_whole_and_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), false).unwrap();
+async fn a_long_journal_reads_back_whole_and_in_order(store: Store) {
     let long = 4096 + 1001;
     let mut batch: Vec<Write> =
         (0..long).map(|seq| Write::Append { run_id: "r".into(), record: record(seq) }).collect();
@@ -109,10 +144,7 @@ fn run_row(id: &str, workflow: &str, version: Option<u32>, status: RunStatus) ->
 
 /// Pages of a query meet exactly (none lost, none twice), in either order,
 /// and a run moves between indexes when its status changes.
-#[tokio::test]
-async fn run_queries_page_through_their_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), false).unwrap();
+async fn run_queries_page_through_their_index(store: Store) {
     let mut batch = Vec::new();
     for i in 0..25 {
         let (workflow, version) = if i % 2 == 0 { ("order", Some(1 + i % 3)) } else { ("refund", None) };
@@ -161,15 +193,13 @@ async fn run_queries_page_through_their_index() {
     let running = ids(&store.all_runs(RunQuery::status(RunStatus::Running)).await.unwrap());
     assert!(!running.contains(&"run-01".to_owned()), "{running:?}");
     let report = store.check().await.unwrap();
-    assert!(!report.problems.iter().any(|p| p.contains("index")), "{:?}", report.problems);
+    assert!(!report.problems.iter().any(|p| p.contains("index") || p.contains("column")), "{:?}", report.problems);
 }
 
 /// A run's timers are found without a scan of every timer, and a
 /// continue-as-new disarms exactly its own.
-#[tokio::test]
-async fn a_runs_timers_are_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_run(dir.path(), 0).await;
+async fn a_runs_timers_are_its_own(store: Store) {
+    let store = with_run(store, 0).await;
     let timer = |run: &str, due_ms, handle| Write::PutTimer { due_ms, run_id: run.into(), handle };
     store.commit(vec![timer("r", 50, 1), timer("r", 10, 2), timer("r0", 20, 1), timer("q", 30, 1)]).await.unwrap();
     let of_r = store.run_timers("r").await.unwrap();
@@ -180,4 +210,112 @@ async fn a_runs_timers_are_its_own() {
     assert!(store.run_timers("r").await.unwrap().is_empty());
     let left: Vec<String> = store.timers().await.unwrap().into_iter().map(|t| t.run_id).collect();
     assert_eq!(left, vec!["r0".to_owned(), "q".to_owned()]);
+}
+
+/// The same record at a taken seq is a retry that landed (accepted, stored
+/// once); other bytes there are refused, and the batch writes nothing.
+async fn an_append_over_other_bytes_is_refused_and_the_same_bytes_accepted(store: Store) {
+    let store = with_run(store, 0).await;
+    let append = |record: Record| Write::Append { run_id: "r".into(), record };
+    store.commit(vec![append(record(1))]).await.unwrap();
+    store.commit(vec![append(record(1)), append(record(2))]).await.unwrap();
+    let mut other = record(3);
+    other.at_ms += 1;
+    store.commit(vec![append(record(3))]).await.unwrap();
+    let refused = store
+        .commit(vec![append(other), Write::PutTimer { due_ms: 9, run_id: "r".into(), handle: 9 }])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::Commit(CommitError::DuplicateSeq { ref run_id, seq: 3 }) if run_id == "r"),
+        "{refused}"
+    );
+    // Twice in one batch is refused too.
+    let twice = store.commit(vec![append(record(4)), append(record(4))]).await.unwrap_err();
+    assert!(matches!(twice, StoreError::Commit(CommitError::DuplicateSeq { seq: 4, .. })), "{twice}");
+    assert_eq!(store.journal("r").await.unwrap(), (0..4).map(record).collect::<Vec<_>>());
+    assert!(store.run_timers("r").await.unwrap().is_empty(), "the refused batch wrote nothing");
+    // Batches of one group are judged one by one: a refused batch does
+    // not take its neighbours down.
+    let (a, b) = (store.submit(vec![append(record(2))]), store.submit(vec![append(record(4))]));
+    let mut changed = record(2);
+    changed.at_ms += 5;
+    let c = store.submit(vec![append(changed)]);
+    assert!(durable(a).await.is_ok() && durable(b).await.is_ok());
+    assert!(matches!(durable(c).await, Err(CommitError::DuplicateSeq { seq: 2, .. })));
+    assert_eq!(store.journal("r").await.unwrap().len(), 5);
+}
+
+/// A run's end drops the signals it never read, and a signal that comes
+/// after its end is not stored.
+async fn signals_to_an_ended_run_are_dropped(store: Store) {
+    let store = with_run(store, 0).await;
+    let signal = |seq| Write::PutSignal {
+        run_id: "r".into(),
+        seq,
+        signal: StoredSignal { name: "go".into(), payload: "1".into() },
+    };
+    store.commit(vec![signal(1), signal(2)]).await.unwrap();
+    assert_eq!(store.signals("r").await.unwrap().len(), 2);
+    assert_eq!(store.buffered_signals("r").await.unwrap().run.0, 2);
+    store.commit(vec![Write::DeleteSignal { run_id: "r".into(), seq: 1 }]).await.unwrap();
+    assert_eq!(store.signals("r").await.unwrap().iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![2]);
+    let ended = RunMeta { status: RunStatus::Completed, result: Some("1".into()), ..meta(0) };
+    store.commit(vec![Write::PutRun(ended)]).await.unwrap();
+    assert!(store.signals("r").await.unwrap().is_empty());
+    store.commit(vec![signal(3)]).await.unwrap();
+    assert!(store.signals("r").await.unwrap().is_empty());
+    assert_eq!(store.buffered_signals("r").await.unwrap().all.0, 0);
+}
+
+/// Every kind of write, committed twice (a retry after an unknown outcome:
+/// the first commit landed, its answer was lost): the second changes
+/// nothing.
+async fn a_group_committed_twice_is_stored_once(store: Store) {
+    let store = with_run(store, 0).await;
+    let batch = vec![
+        Write::Append { run_id: "r".into(), record: record(1) },
+        Write::PutRun(RunMeta { custom_status: Some("\"busy\"".into()), ..meta(0) }),
+        Write::PutTimer { due_ms: 7, run_id: "r".into(), handle: 1 },
+        Write::PutSignal { run_id: "r".into(), seq: 4, signal: StoredSignal { name: "s".into(), payload: "2".into() } },
+        completion(None, "\"done\""),
+        Write::PutAttempts { run_id: "r".into(), handle: 2, failed: 3 },
+        Write::DeleteTimer { due_ms: 99, run_id: "r".into(), handle: 9 },
+    ];
+    store.commit(batch.clone()).await.unwrap();
+    let before = (
+        store.journal("r").await.unwrap(),
+        store.run("r").await.unwrap(),
+        store.run_timers("r").await.unwrap(),
+        store.signals("r").await.unwrap(),
+        store.completions("r").await.unwrap(),
+        store.attempts("r", 2).await.unwrap(),
+    );
+    store.commit(batch).await.unwrap();
+    let after = (
+        store.journal("r").await.unwrap(),
+        store.run("r").await.unwrap(),
+        store.run_timers("r").await.unwrap(),
+        store.signals("r").await.unwrap(),
+        store.completions("r").await.unwrap(),
+        store.attempts("r", 2).await.unwrap(),
+    );
+    assert_eq!(before, after);
+    assert_eq!(after.0.len(), 2);
+    assert_eq!(after.5, 3);
+}
+
+/// Component bytes and compiled artifacts come back as they went in (on
+/// PostgreSQL, through each host's disk cache), keyed by hash and engine.
+async fn components_and_compiled_artifacts_read_back(store: Store) {
+    let bytes: Arc<[u8]> = (0..=255u8).cycle().take(300_000).collect::<Vec<u8>>().into();
+    store.commit(vec![Write::PutComponent { sha256: "c0ffee".into(), bytes: bytes.clone() }]).await.unwrap();
+    let compiled = Write::PutCompiled { sha256: "c0ffee".into(), engine: "e1".into(), bytes: vec![1, 2, 3] };
+    store.commit(vec![compiled]).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(store.component("c0ffee").await.unwrap().as_deref(), Some(&bytes[..]));
+        assert_eq!(store.compiled("c0ffee", "e1").await.unwrap(), Some(vec![1, 2, 3]));
+    }
+    assert_eq!(store.compiled("c0ffee", "e2").await.unwrap(), None);
+    assert_eq!(store.component("beef").await.unwrap(), None);
 }

@@ -135,6 +135,14 @@ pub enum CommitError {
     /// The writer thread is gone.
     #[error("the store writer has stopped")]
     Stopped,
+    /// This host no longer holds the shard of a run the batch writes:
+    /// another host took it over (this one was paused or cut off past its
+    /// lease). Nothing was written; the run goes on on its new owner.
+    #[error("shard {shard} is no longer held by this host (another host took it over after its lease ran out); nothing was written, and the shard's runs go on on their new owner")]
+    ShardLost {
+        /// The shard.
+        shard: u32,
+    },
 }
 
 /// The acknowledgement of a submitted batch: resolves once it is durable

@@ -18,7 +18,6 @@ mod schema;
 mod wal;
 mod writer;
 
-pub use check::CheckReport;
 pub use wal::LogDamage;
 use writer::GroupCommitWriter;
 
@@ -518,7 +517,7 @@ impl super::Storage for RedbStorage {
         &self.commits
     }
 
-    async fn check(&self) -> Result<super::CheckReport, StoreError> {
+    async fn check(&self) -> Result<crate::store::CheckReport, StoreError> {
         self.check_tables()
     }
 }

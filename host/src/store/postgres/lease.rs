@@ -1,0 +1,288 @@
+//! Shard leases: which host drives which runs.
+//!
+//! A `cairn_shards` row per shard holds its owner, its epoch (the fencing
+//! token every commit checks) and when its lease ends, by PostgreSQL's
+//! clock, never a host's. A host renews its leases every third of the
+//! lease, takes expired shards with `FOR UPDATE SKIP LOCKED` (bumping the
+//! epoch) up to its share, ceil(shards / live hosts), and hands extra
+//! shards back: it stops writing under them first, then clears its
+//! ownership, so the next owner need not wait for the lease to run out.
+
+use super::{pg_err, pool_err, Fence};
+use crate::store::{Coordinator, HostIdentity, Ownership, StoreError};
+use deadpool_postgres::Pool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// This host's leases.
+pub(crate) struct Leases {
+    pool: Pool,
+    host: String,
+    address: String,
+    shards: u32,
+    lease: Duration,
+    fence: Arc<Fence>,
+    events: broadcast::Sender<Ownership>,
+    metrics: Arc<LeaseMetrics>,
+}
+
+/// What `/metrics` shows of the leases.
+#[derive(Default)]
+pub struct LeaseMetrics {
+    /// Lease renewals that succeeded.
+    pub renewals: std::sync::atomic::AtomicU64,
+    /// Shards acquired, and lost, since start.
+    pub acquired: std::sync::atomic::AtomicU64,
+    /// Shards found taken over by another host.
+    pub lost: std::sync::atomic::AtomicU64,
+}
+
+impl Leases {
+    pub(crate) fn new(pool: Pool, host: HostIdentity, shards: u32, fence: Arc<Fence>) -> Leases {
+        let (events, _) = broadcast::channel(4096);
+        let HostIdentity { id, address, lease } = host;
+        Leases { pool, host: id, address, shards, lease, fence, events, metrics: Arc::default() }
+    }
+
+    fn seconds(&self) -> f64 {
+        self.lease.as_secs_f64()
+    }
+
+    /// Says this host is alive, renews what it holds (reporting what it
+    /// lost), and takes or hands back shards toward its share. Returns the
+    /// changes, already applied to the fence.
+    pub(crate) async fn tick(&self) -> Result<Vec<Ownership>, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let mut changes = Vec::new();
+        client
+            .execute(
+                "INSERT INTO cairn_hosts (host, address, seen) VALUES ($1, $2, now()) \
+                 ON CONFLICT (host) DO UPDATE SET address = EXCLUDED.address, seen = now()",
+                &[&self.host, &self.address],
+            )
+            .await
+            .map_err(pg_err)?;
+
+        // Renew: only rows still ours at the epoch we took them at.
+        let held = self.fence.held();
+        if !held.is_empty() {
+            let shards: Vec<i32> = held.iter().map(|(s, _)| *s as i32).collect();
+            let epochs: Vec<i64> = held.iter().map(|(_, e)| *e).collect();
+            let rows = client
+                .query(
+                    "UPDATE cairn_shards s SET lease_until = now() + make_interval(secs => $4) \
+                     FROM unnest($2::integer[], $3::bigint[]) AS h(shard, epoch) \
+                     WHERE s.shard = h.shard AND s.epoch = h.epoch AND s.owner = $1 RETURNING s.shard",
+                    &[&self.host, &shards, &epochs, &self.seconds()],
+                )
+                .await
+                .map_err(pg_err)?;
+            let renewed: std::collections::HashSet<u32> = rows.iter().map(|r| r.get::<_, i32>(0) as u32).collect();
+            self.metrics.renewals.fetch_add(1, Relaxed);
+            for (shard, _) in held {
+                if !renewed.contains(&shard) {
+                    self.fence.release(shard);
+                    self.metrics.lost.fetch_add(1, Relaxed);
+                    tracing::warn!(shard, "shard taken over by another host; its runs stop here");
+                    changes.push(Ownership::Lost(shard));
+                }
+            }
+        }
+
+        // This host's share of the shards, by the hosts seen within a lease.
+        let live: i64 = client
+            .query_one(
+                "SELECT count(*) FROM cairn_hosts WHERE seen > now() - make_interval(secs => $1)",
+                &[&self.seconds()],
+            )
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        let share = (self.shards as usize).div_ceil(live.max(1) as usize);
+        let holding = self.fence.held().len();
+        if holding < share {
+            // Expired shards, or this host's own from before a restart.
+            let rows = client
+                .query(
+                    "WITH free AS (SELECT shard FROM cairn_shards \
+                     WHERE (lease_until < now() OR owner = $1) AND NOT shard = ANY($4) \
+                     ORDER BY shard LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                     UPDATE cairn_shards s SET owner = $1, epoch = s.epoch + 1, \
+                     lease_until = now() + make_interval(secs => $3) FROM free WHERE s.shard = free.shard \
+                     RETURNING s.shard, s.epoch",
+                    &[
+                        &self.host,
+                        &((share - holding) as i64),
+                        &self.seconds(),
+                        &self.fence.held().iter().map(|(s, _)| *s as i32).collect::<Vec<i32>>(),
+                    ],
+                )
+                .await
+                .map_err(pg_err)?;
+            for row in rows {
+                let (shard, epoch) = (row.get::<_, i32>(0) as u32, row.get::<_, i64>(1));
+                self.fence.hold(shard, epoch);
+                self.metrics.acquired.fetch_add(1, Relaxed);
+                tracing::info!(shard, epoch, "acquired a shard");
+                changes.push(Ownership::Acquired(shard));
+            }
+        } else if holding > share {
+            // Hand back the extra ones: writes stop first (the fence), then
+            // the row is cleared so another host takes it at once.
+            let extra: Vec<u32> = self.fence.held().iter().rev().take(holding - share).map(|(s, _)| *s).collect();
+            for shard in &extra {
+                self.fence.release(*shard);
+                changes.push(Ownership::Lost(*shard));
+            }
+            let shards: Vec<i32> = extra.iter().map(|s| *s as i32).collect();
+            client
+                .execute(
+                    "UPDATE cairn_shards SET owner = NULL, lease_until = 'epoch' WHERE owner = $1 AND shard = ANY($2)",
+                    &[&self.host, &shards],
+                )
+                .await
+                .map_err(pg_err)?;
+            tracing::info!(shards = ?extra, share, "handed shards back for another host");
+        }
+        for change in &changes {
+            let _ = self.events.send(*change);
+        }
+        Ok(changes)
+    }
+
+    /// Renews and rebalances every third of a lease until `stop` fires.
+    pub(crate) async fn keep(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let every = self.lease / 3;
+        let mut last_ok = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            match self.tick().await {
+                Ok(_) => last_ok = Instant::now(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not renew shard leases");
+                    // Past the lease without a renewal, another host may
+                    // hold the shards: stop writing under them.
+                    if last_ok.elapsed() >= self.lease {
+                        for (shard, _) in self.fence.held() {
+                            self.fence.release(shard);
+                            let _ = self.events.send(Ownership::Lost(shard));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives every shard back (a graceful stop), so other hosts take them
+    /// at once instead of after the lease.
+    pub(crate) async fn release_all(&self) -> Result<(), StoreError> {
+        let held = self.fence.held();
+        for (shard, _) in &held {
+            self.fence.release(*shard);
+        }
+        let shards: Vec<i32> = held.iter().map(|(s, _)| *s as i32).collect();
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "UPDATE cairn_shards SET owner = NULL, lease_until = 'epoch' WHERE owner = $1 AND shard = ANY($2)",
+                &[&self.host, &shards],
+            )
+            .await
+            .map_err(pg_err)?;
+        client.execute("DELETE FROM cairn_hosts WHERE host = $1", &[&self.host]).await.map_err(pg_err)?;
+        tracing::info!(shards = held.len(), "handed every shard back");
+        Ok(())
+    }
+}
+
+/// The coordinator of a host sharing a PostgreSQL store: its leases, kept
+/// by a task of their own.
+pub(crate) struct LeaseCoordinator {
+    leases: Arc<Leases>,
+    stop: tokio::sync::watch::Sender<bool>,
+    keeper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl LeaseCoordinator {
+    pub(crate) fn new(leases: Leases) -> LeaseCoordinator {
+        LeaseCoordinator {
+            leases: Arc::new(leases),
+            stop: tokio::sync::watch::channel(false).0,
+            keeper: Default::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Coordinator for LeaseCoordinator {
+    async fn start(&self) -> Result<(), StoreError> {
+        self.leases.tick().await?;
+        let keeper = tokio::spawn(self.leases.clone().keep(self.stop.subscribe()));
+        *self.keeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(keeper);
+        Ok(())
+    }
+
+    fn owns(&self, shard: u32) -> bool {
+        self.leases.fence.epoch(shard).is_some()
+    }
+
+    fn owned(&self) -> Vec<u32> {
+        self.leases.fence.held().into_iter().map(|(s, _)| s).collect()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Ownership> {
+        self.leases.events.subscribe()
+    }
+
+    async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let keeper = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(keeper) = keeper {
+            let _ = keeper.await;
+        }
+        if let Err(e) = self.leases.release_all().await {
+            tracing::warn!(error = %e, "could not hand the shards back; other hosts take them when their leases end");
+        }
+    }
+
+    fn metrics(&self, out: &mut String) {
+        use crate::metrics::write_value;
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &self.leases.metrics;
+        write_value(
+            out,
+            "cairn_shards_owned",
+            "Shards this host holds now.",
+            "gauge",
+            self.leases.fence.held().len() as u64,
+        );
+        write_value(
+            out,
+            "cairn_lease_renewals_total",
+            "Lease renewals that reached the database.",
+            "counter",
+            m.renewals.load(Relaxed),
+        );
+        write_value(out, "cairn_shards_acquired_total", "Shards this host took.", "counter", m.acquired.load(Relaxed));
+        write_value(
+            out,
+            "cairn_shards_lost_total",
+            "Shards another host took over from this one.",
+            "counter",
+            m.lost.load(Relaxed),
+        );
+        let refused = self.leases.fence.refused.load(Relaxed);
+        write_value(
+            out,
+            "cairn_fencing_refusals_total",
+            "Batches refused because their shard was taken over.",
+            "counter",
+            refused,
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! The PostgreSQL schema, versioned: each migration runs once, in order,
+//! in one transaction under an advisory lock, so hosts starting together
+//! apply it once. A database whose schema is newer than this binary is
+//! refused before anything is read.
+
+/// The schema version this binary writes.
+pub(super) const VERSION: i32 = 1;
+
+/// The key of the advisory lock migrations take.
+pub(super) const MIGRATION_LOCK: i64 = 0x6361_6972_6e00_0001;
+
+/// Migration `n` brings the schema from version `n` to `n + 1`.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 0 → 1: everything.
+    r#"
+    CREATE TABLE cairn_shards (
+        shard integer PRIMARY KEY,
+        owner text,
+        epoch bigint NOT NULL DEFAULT 0,
+        lease_until timestamptz NOT NULL DEFAULT 'epoch'
+    );
+    CREATE TABLE cairn_hosts (
+        host text PRIMARY KEY,
+        address text,
+        seen timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE cairn_runs (
+        run_id text PRIMARY KEY,
+        shard integer NOT NULL,
+        workflow text NOT NULL,
+        version integer,
+        status text NOT NULL,
+        generation integer NOT NULL,
+        meta bytea NOT NULL
+    );
+    CREATE INDEX cairn_runs_status ON cairn_runs (status, run_id);
+    CREATE INDEX cairn_runs_workflow ON cairn_runs (workflow, status, run_id);
+    CREATE INDEX cairn_runs_version ON cairn_runs (workflow, version, run_id);
+    CREATE INDEX cairn_runs_shard ON cairn_runs (shard, status, run_id);
+    CREATE TABLE cairn_journal (
+        run_id text NOT NULL,
+        seq bigint NOT NULL,
+        record bytea NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE TABLE cairn_history (
+        run_id text NOT NULL,
+        generation integer NOT NULL,
+        seq bigint NOT NULL,
+        record bytea NOT NULL,
+        PRIMARY KEY (run_id, generation, seq)
+    );
+    CREATE TABLE cairn_completions (
+        run_id text NOT NULL,
+        handle integer NOT NULL,
+        row bytea NOT NULL,
+        PRIMARY KEY (run_id, handle)
+    );
+    CREATE TABLE cairn_timers (
+        run_id text NOT NULL,
+        due_ms bigint NOT NULL,
+        handle integer NOT NULL,
+        shard integer NOT NULL,
+        PRIMARY KEY (run_id, due_ms, handle)
+    );
+    CREATE INDEX cairn_timers_due ON cairn_timers (shard, due_ms);
+    CREATE TABLE cairn_signals (
+        run_id text NOT NULL,
+        seq bigint NOT NULL,
+        row bytea NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE TABLE cairn_attempts (
+        run_id text NOT NULL,
+        handle integer NOT NULL,
+        failed integer NOT NULL,
+        PRIMARY KEY (run_id, handle)
+    );
+    CREATE TABLE cairn_deployments (
+        name text PRIMARY KEY,
+        row bytea NOT NULL
+    );
+    CREATE TABLE cairn_components (
+        sha256 text PRIMARY KEY,
+        bytes bytea NOT NULL
+    );
+    CREATE TABLE cairn_compiled (
+        sha256 text NOT NULL,
+        engine text NOT NULL,
+        bytes bytea NOT NULL,
+        PRIMARY KEY (sha256, engine)
+    );
+    CREATE TABLE cairn_wakeups (
+        id bigserial PRIMARY KEY,
+        shard integer NOT NULL,
+        run_id text NOT NULL
+    );
+    CREATE INDEX cairn_wakeups_shard ON cairn_wakeups (shard, id);
+    CREATE SEQUENCE cairn_arrivals;
+    "#,
+];
