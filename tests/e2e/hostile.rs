@@ -102,7 +102,7 @@ async fn thousands_of_pending_handles_are_disarmed_when_the_run_ends() {
     runtime.start(request).await.unwrap();
     assert_eq!(runtime.drive("many").await.unwrap(), RunOutcome::Completed { result: r#"{"pending":5000}"#.into() });
     assert_eq!(store.journal("many").await.unwrap().len(), 5002);
-    assert!(store.timers().await.unwrap().is_empty(), "the ended run's timers are disarmed");
+    assert!(store.timers(&[0]).await.unwrap().is_empty(), "the ended run's timers are disarmed");
     assert!(store.check().await.unwrap().problems.is_empty());
 }
 

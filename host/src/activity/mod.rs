@@ -79,6 +79,8 @@ pub const MAX_CALLS_PER_INSTANCE: u32 = 10_000;
 
 /// A registered activity component.
 struct Registered {
+    /// The component's sha256.
+    sha256: String,
     pre: ActivityPre<ActivityState>,
     /// Instances between calls, ready for the next one.
     warm: Mutex<Vec<Warm>>,
@@ -196,10 +198,20 @@ impl ActivityRunner {
             return Err(ActivityError::InvalidName(name.to_owned()));
         }
         let pre = self.prepare(name, component)?;
-        let registered = Arc::new(Registered { pre, warm: Mutex::default(), total: self.warm_total.clone() });
+        let registered = Arc::new(Registered {
+            sha256: component.sha256.clone(),
+            pre,
+            warm: Mutex::default(),
+            total: self.warm_total.clone(),
+        });
         // A replaced component's warm instances go when its last call ends.
         self.components.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), registered);
         Ok(())
+    }
+
+    /// The sha256 of the component registered under `name`, if one is.
+    pub fn registered(&self, name: &str) -> Option<String> {
+        self.components.read().unwrap_or_else(|e| e.into_inner()).get(name).map(|r| r.sha256.clone())
     }
 
     /// Whether activities named `name.*` can run: a component is

@@ -286,6 +286,36 @@ pub async fn replay_file(journal: &Path, with: &Path, limits: &LimitArgs) -> any
     report_replay(&file.to_string(), runtime.replay(&run_id, Some(component)).await)
 }
 
+/// `cairn check --store URL`: the same rules on a PostgreSQL store.
+pub async fn check_shared(url: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(Some(url), Path::new("")).await?;
+    let report = store.check().await?;
+    print_report(&cairn_host::store::postgres::redacted(url), true, "", &report, json);
+    Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_report(what: &str, file_ok: bool, file: &str, report: &cairn_host::store::CheckReport, json: bool) {
+    let ok = file_ok && report.problems.is_empty();
+    if json {
+        let value = serde_json::json!({ "ok": ok, "file_ok": file_ok, "report": report });
+        println!("{value}");
+        return;
+    }
+    println!(
+        "{what}: {} runs, {} journal entries;{file} {} problems, {} warnings",
+        report.runs,
+        report.entries,
+        report.problems.len(),
+        report.warnings.len()
+    );
+    for p in &report.problems {
+        println!("problem: {p}");
+    }
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+}
+
 /// `cairn check`: redb's integrity check, then the consistency of the tables.
 pub async fn check(data: &Path, json: bool, salvage: bool) -> anyhow::Result<ExitCode> {
     use cairn_host::store::StoreError;
@@ -322,25 +352,7 @@ pub async fn check(data: &Path, json: bool, salvage: bool) -> anyhow::Result<Exi
     }
     let report = store.check().await?;
     let ok = file_ok && report.problems.is_empty();
-    if json {
-        let value = serde_json::json!({ "ok": ok, "file_ok": file_ok, "report": report });
-        println!("{value}");
-    } else {
-        println!(
-            "{}: {} runs, {} journal entries; file {}; {} problems, {} warnings",
-            data.display(),
-            report.runs,
-            report.entries,
-            if file_ok { "ok" } else { "REPAIRED by redb (was damaged)" },
-            report.problems.len(),
-            report.warnings.len()
-        );
-        for p in &report.problems {
-            println!("problem: {p}");
-        }
-        for w in &report.warnings {
-            println!("warning: {w}");
-        }
-    }
+    let file = if file_ok { " file ok;" } else { " file REPAIRED by redb (was damaged);" };
+    print_report(&data.display().to_string(), file_ok, file, &report, json);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

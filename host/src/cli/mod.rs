@@ -12,7 +12,7 @@ pub mod otlp;
 mod serve;
 
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Cairn: durable workflows in WebAssembly.
@@ -57,6 +57,39 @@ pub struct LimitArgs {
     /// freed. Default: half the machine's memory.
     #[arg(long)]
     memory_budget_mib: Option<u64>,
+}
+
+/// `cairn db` commands.
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Create Cairn's tables in a PostgreSQL database (or bring an older
+    /// schema up to date) and fix its shard count. Hosts also do this at
+    /// start, with 64 shards, when nobody ran it.
+    Init {
+        /// The database: postgres://USER[:PASSWORD]@HOST:PORT/DB.
+        #[arg(long, env = "CAIRN_STORE", value_name = "URL")]
+        store: String,
+        /// How many shards runs are spread over; fixed once chosen. Hosts
+        /// share them out, so more shards than hosts, always.
+        #[arg(long, default_value_t = cairn_host::store::postgres::DEFAULT_SHARDS)]
+        shards: u32,
+    },
+}
+
+/// Opens the store a command names: the PostgreSQL database at `store`, or
+/// else the embedded one in `data`.
+pub(crate) async fn open_store(store: Option<&str>, data: &Path) -> anyhow::Result<cairn_host::store::Store> {
+    use cairn_host::store::{postgres, Store};
+    match store {
+        Some(url) if postgres::is_url(url) => {
+            let cache = (!data.as_os_str().is_empty()).then(|| data.join("cache"));
+            Ok(Store::connect(url, cache).await?)
+        }
+        Some(other) => anyhow::bail!(
+            "--store {other:?} is not a PostgreSQL URL: use postgres://USER@HOST:PORT/DB, or leave --store out for the embedded store in --data"
+        ),
+        None => Ok(Store::open(data)?),
+    }
 }
 
 /// How client commands reach the server.
@@ -144,6 +177,10 @@ enum Command {
         /// The store directory.
         #[arg(long, default_value = "cairn-data", env = "CAIRN_DATA")]
         data: PathBuf,
+        /// Check this PostgreSQL store (postgres://USER@HOST:PORT/DB)
+        /// instead, by the same rules.
+        #[arg(long, value_name = "URL", conflicts_with = "salvage")]
+        store: Option<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -160,6 +197,11 @@ enum Command {
     /// Run the host: the HTTP API and every run, recovering unfinished
     /// runs from the store at start.
     Serve(serve::ServeArgs),
+    /// Set up a PostgreSQL database for several hosts: `cairn db init`.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Print a run's journal: from the store with --data, else from the server.
     Journal {
         /// The run id.
@@ -345,7 +387,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay { .. } => anyhow::bail!("give a RUN_ID, or --journal FILE --with FILE.wasm"),
         Command::Serve(args) => serve::serve(args).await,
         Command::Bench(args) => bench::bench(args).await,
-        Command::Check { data, json, salvage } => embedded::check(&data, json, salvage).await,
+        Command::Check { store: Some(url), json, .. } => embedded::check_shared(&url, json).await,
+        Command::Check { data, json, salvage, store: None } => embedded::check(&data, json, salvage).await,
+        Command::Db { command: DbCommand::Init { store, shards } } => {
+            if !cairn_host::store::postgres::is_url(&store) {
+                anyhow::bail!("--store {store:?} is not a PostgreSQL URL: use postgres://USER@HOST:PORT/DB");
+            }
+            let shards = cairn_host::store::postgres::init(&store, shards).await?;
+            println!("{}: ready, {shards} shards", cairn_host::store::postgres::redacted(&store));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Build { dir, activity, out } => build::build(&dir, activity.then_some(true), out).await,
         Command::Journal { run_id, data: Some(data), client } => embedded::journal(&run_id, &data, client.json).await,
         Command::Journal { run_id, data: None, client } => client::journal(&client, &run_id).await,

@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use cairn_host::api::{router, AppState, Connections};
 use cairn_host::registry::Registry;
 use cairn_host::runtime::{Residency, Runtime};
-use cairn_host::store::Store;
+use cairn_host::store::HostIdentity;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,9 +14,24 @@ use std::time::Duration;
 /// Options of `cairn serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// The store directory.
+    /// The store directory (with --store, where this host caches components
+    /// and compiled code).
     #[arg(long, default_value = "cairn-data", env = "CAIRN_DATA")]
     data: PathBuf,
+    /// A PostgreSQL database shared with other hosts,
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DB, instead of the embedded
+    /// store in --data.
+    #[arg(long, env = "CAIRN_STORE", value_name = "URL")]
+    store: Option<String>,
+    /// This host's id among the hosts sharing --store (unique; a restarted
+    /// host with the same id takes its shards back at once). Default:
+    /// HOSTNAME:PORT.
+    #[arg(long, env = "CAIRN_HOST_ID")]
+    host_id: Option<String>,
+    /// How long a shard lease lasts (ms): a host that stops renewing loses
+    /// its shards to the others this long after its last renewal.
+    #[arg(long, default_value_t = 10_000)]
+    lease_ms: u64,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7233")]
     listen: SocketAddr,
@@ -80,7 +95,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!(listen = %args.listen, "no --token-file and --allow-remote-without-token: ANY client that reaches this address can control every run");
         }
     }
-    let store = Store::open(&args.data)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let store = super::open_store(args.store.as_deref(), &args.data).await?;
+    let host = HostIdentity {
+        id: args.host_id.clone().unwrap_or_else(|| format!("{}:{}", hostname(), addr.port())),
+        address: format!("http://{addr}"),
+        lease: Duration::from_millis(args.lease_ms.max(300)),
+    };
+    let coordinator = store.coordinator(host.clone());
     let residency = Residency { idle: Some(Duration::from_millis(args.idle_ms)), cap: args.resident_cap.max(1) };
     let mut limits = args.limits.limits()?;
     if args.limits.pool_instances.is_none() {
@@ -94,18 +119,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .external()
         .configure(args.external_activities.iter().cloned(), Duration::from_millis(args.heartbeat_timeout_ms.max(1)));
     let deployed = Registry::new(runtime.clone()).load_all().await?;
+    coordinator.start().await.context("cannot take this host's shards")?;
+    runtime.coordinate(coordinator.clone());
     let (runs, timers) = runtime.recover().await?;
+    if runtime.store().shared() {
+        // Activity components deployed on other hosts.
+        let registry = Registry::new(runtime.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if let Err(e) = registry.refresh_activities().await {
+                    tracing::warn!(error = %e, "could not look for activity components deployed elsewhere");
+                }
+            }
+        });
+    }
     tracing::info!(
         data = %args.data.display(),
+        host = %host.id,
+        shards = coordinator.owned().len(),
         components = deployed,
         runs_recovered = runs,
         timers_rearmed = timers,
         "recovered {runs} unfinished runs and re-armed {timers} timers"
     );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
     // Handle SIGTERM from before the listen line, so a supervisor that
     // stops the server the moment it is up still gets a drain.
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -118,8 +155,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     cairn_host::api::serve(listener, router(AppState::new(runtime.clone(), token)), connections, shutdown_signal(term))
         .await
         .context("the HTTP server failed")?;
-    // Let journal commits already queued reach the disk before exiting.
+    // Let journal commits already queued reach the disk before exiting,
+    // then hand the shards back so other hosts take them at once.
     runtime.store().commit(Vec::new()).await?;
+    coordinator.stop().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -128,5 +167,18 @@ async fn shutdown_signal(mut term: tokio::signal::unix::Signal) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: draining"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
+    }
+}
+
+/// This machine's name, for the default host id.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer and its length are valid; the name is NUL-terminated
+    // when it fits, and the end of the buffer is never read past.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(0);
+    match ok && end > 0 {
+        true => String::from_utf8_lossy(&buf[..end]).into_owned(),
+        false => "cairn".into(),
     }
 }

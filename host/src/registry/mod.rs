@@ -261,6 +261,29 @@ impl Registry {
         Ok(deployments.len())
     }
 
+    /// Registers the activity components deployed (from any host) since
+    /// this host last looked: the new current versions of names it has,
+    /// and names it does not have yet. Returns how many it registered.
+    pub async fn refresh_activities(&self) -> Result<usize, UploadError> {
+        let mut registered = 0;
+        for d in self.rt.store().deployments().await? {
+            let Some(v) = d.current_version() else { continue };
+            if d.kind != ComponentKind::Activity || self.rt.activities().registered(&d.name).as_ref() == Some(&v.sha256)
+            {
+                continue;
+            }
+            let component = match self.rt.components().load_stored(&v.sha256).await {
+                Ok(c) => c,
+                Err(LoadError::Store(e)) => return Err(e.into()),
+                Err(e) => return Err(UploadError::NotAComponent(e.to_string())),
+            };
+            self.register_activity(&d.name, &component)?;
+            tracing::info!(name = %d.name, version = v.version, "registered an activity component deployed elsewhere");
+            registered += 1;
+        }
+        Ok(registered)
+    }
+
     /// The current version of a workflow.
     pub async fn workflow(&self, name: &str) -> Result<Option<(u32, LoadedComponent)>, UploadError> {
         let Some(d) = self.rt.store().deployment(name).await? else {

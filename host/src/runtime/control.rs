@@ -137,11 +137,37 @@ impl Runtime {
     /// At host start: re-arms every armed timer and wakes every unfinished
     /// run, which is rebuilt by replay. Returns (runs, timers).
     pub async fn recover(&self) -> Result<(usize, usize), ControlError> {
-        let runs = self.store().all_runs(RunQuery::status(RunStatus::Running)).await?;
+        let shards = self.coordinator().owned();
+        self.recover_shards(&shards).await
+    }
+
+    /// What a host does on taking a shard over (and at start, for each
+    /// shard it holds): re-arms the shard's timers and wakes its
+    /// unfinished runs. A run waits for a resident slot before it replays,
+    /// so a large shard does not flood the host.
+    pub(crate) async fn ownership_changed(&self, change: crate::store::Ownership) -> Result<(), ControlError> {
+        match change {
+            crate::store::Ownership::Acquired(shard) => {
+                let (runs, timers) = self.recover_shards(&[shard]).await?;
+                tracing::info!(shard, runs, timers, "took over a shard's runs");
+            }
+            // Its runs' next commits are refused; in-process work and timers
+            // that wake them find the shard is not this host's.
+            crate::store::Ownership::Lost(shard) => tracing::info!(shard, "stopped driving a shard's runs"),
+        }
+        Ok(())
+    }
+
+    async fn recover_shards(&self, shards: &[u32]) -> Result<(usize, usize), ControlError> {
+        let mut runs = Vec::new();
+        for shard in shards {
+            let query = RunQuery { shard: Some(*shard), ..RunQuery::status(RunStatus::Running) };
+            runs.extend(self.store().all_runs(query).await?);
+        }
         let generations: std::collections::HashMap<&str, u32> =
             runs.iter().map(|m| (m.id.as_str(), m.generation)).collect();
         let mut timers = 0;
-        for Timer { due_ms, run_id, handle } in self.store().timers().await? {
+        for Timer { due_ms, run_id, handle } in self.store().timers(shards).await? {
             // Continue-as-new deletes a generation's timers with it: the
             // rows left are the current generation's.
             if let Some(&generation) = generations.get(run_id.as_str()) {

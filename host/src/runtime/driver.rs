@@ -100,6 +100,11 @@ impl Runtime {
             scheduler.release(run_id, false);
             return self.recorded_outcome(meta).await.map(Driven::Finished);
         }
+        // Another host drives the runs of a shard it holds.
+        if !self.coordinator().owns(meta.shard) {
+            scheduler.release(run_id, false);
+            return Ok(Driven::Evicted);
+        }
         let component = match self.inner.components.load_stored(&meta.component_sha256).await {
             Ok(c) => c,
             Err(e) => {

@@ -143,6 +143,15 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// Whether the run stopped because another host took its shard over.
+    pub fn shard_lost(&self) -> bool {
+        matches!(
+            self,
+            RunError::Commit(CommitError::ShardLost { .. })
+                | RunError::Store(StoreError::Commit(CommitError::ShardLost { .. }))
+        )
+    }
+
     /// The refusal, when the store refused a commit of the run's (a journal
     /// entry already there with other bytes), rather than failing to write.
     pub fn refused_commit(&self) -> Option<&CommitError> {

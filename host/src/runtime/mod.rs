@@ -51,6 +51,8 @@ struct Inner {
     work: Work,
     arrivals: AtomicU64,
     metrics: Arc<crate::metrics::RuntimeMetrics>,
+    /// Which shards this host drives (all, on the embedded store).
+    coordinator: std::sync::RwLock<Arc<dyn crate::store::Coordinator>>,
 }
 
 /// What to start.
@@ -102,8 +104,50 @@ impl Runtime {
                 work: Work::default(),
                 arrivals: AtomicU64::new(0),
                 metrics,
+                coordinator: std::sync::RwLock::new(Arc::new(crate::store::SingleNode::default())),
             }),
         })
+    }
+
+    /// Drives only the runs of the shards `coordinator` says this host
+    /// holds (from now on), and follows its changes: runs of a shard it
+    /// takes are woken, runs of a shard it loses stop. Call before
+    /// [`Runtime::recover`].
+    pub fn coordinate(&self, coordinator: Arc<dyn crate::store::Coordinator>) {
+        let mut events = coordinator.subscribe();
+        *self.inner.coordinator.write().unwrap_or_else(|e| e.into_inner()) = coordinator.clone();
+        let rt = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                };
+                let Some(inner) = rt.upgrade() else { return };
+                let rt = Runtime { inner };
+                if let Err(e) = rt.ownership_changed(event).await {
+                    tracing::error!(?event, error = %e, "could not take over a shard's runs; they are taken when the shard is next acquired");
+                }
+            }
+        });
+        let rt = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let runs = coordinator.wakeups().await;
+                let Some(inner) = rt.upgrade() else { return };
+                let rt = Runtime { inner };
+                for run in runs {
+                    rt.wake(&run);
+                }
+            }
+        });
+    }
+
+    /// The coordinator this host follows.
+    pub fn coordinator(&self) -> Arc<dyn crate::store::Coordinator> {
+        self.inner.coordinator.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The store.
@@ -122,6 +166,7 @@ impl Runtime {
         let mut out = String::new();
         self.inner.metrics.write(&mut out);
         self.inner.store.commit_metrics().write(&mut out);
+        self.coordinator().metrics(&mut out);
         let m = self.metrics();
         write_value(&mut out, "cairn_runs_resident", "Runs in memory now.", "gauge", m.resident);
         let running = self.inner.store.count_running().await.unwrap_or(0);
@@ -292,7 +337,7 @@ impl Runtime {
             custom_status: None,
             parent: None,
             generation: 0,
-            shard: 0,
+            shard: self.inner.store.shard_for(run_id),
             created_ms: now,
             updated_ms: now,
         };

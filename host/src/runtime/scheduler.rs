@@ -196,16 +196,24 @@ impl Runtime {
 
     /// A number for ordering arrivals: larger than any handed out before,
     /// in this process or (clocks permitting) an earlier one.
+    ///
+    /// Where several hosts share the store, the low 12 bits are this host's
+    /// arrival slot, so two hosts never hand out the same number (a signal
+    /// is stored under its run and its arrival).
     pub(crate) fn next_arrival(&self) -> u64 {
         let floor = super::now_ms().saturating_mul(1000);
         let arrivals = &self.inner.arrivals;
         let mut current = arrivals.load(Ordering::Relaxed);
-        loop {
+        let next = loop {
             let next = current.max(floor) + 1;
             match arrivals.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return next,
+                Ok(_) => break next,
                 Err(seen) => current = seen,
             }
+        };
+        match self.coordinator().arrival_slot() {
+            Some(slot) => (next << 12) | u64::from(slot & 0xfff),
+            None => next,
         }
     }
 
@@ -286,6 +294,7 @@ impl Runtime {
                 Ok(_) => {}
                 // Logged where they happened.
                 Err(super::RunError::UnknownActivity { .. } | super::RunError::Refused { .. }) => {}
+                Err(e) if e.shard_lost() => tracing::info!(run_id, error = %e, "the run goes on on another host"),
                 Err(e @ (super::RunError::Store(_) | super::RunError::Commit(_))) => {
                     tracing::error!(run_id, error = %e, "the run stopped advancing: its step could not be stored");
                 }

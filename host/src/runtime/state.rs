@@ -777,6 +777,13 @@ impl WorkflowState {
         match h.operation.clone() {
             Operation::Activity { name, input, options } => {
                 if let Some((component, _)) = crate::activity::split_name(&name) {
+                    // Deployed on another host since this one looked.
+                    if !self.rt.activities().has(component) {
+                        let registry = crate::registry::Registry::new(self.rt.clone());
+                        if let Err(e) = registry.refresh_activities().await {
+                            tracing::warn!(error = %e, "could not look for newly deployed activity components");
+                        }
+                    }
                     if !self.rt.activities().has(component) {
                         let error = RunError::UnknownActivity {
                             run_id: self.meta.id.clone(),

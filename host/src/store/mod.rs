@@ -258,8 +258,8 @@ pub trait Storage: Send + Sync {
     /// Failed attempts recorded for an activity still being retried.
     async fn attempts(&self, run_id: &str, handle: u32) -> Result<u32, StoreError>;
 
-    /// Every armed timer, soonest first.
-    async fn timers(&self) -> Result<Vec<Timer>, StoreError>;
+    /// The armed timers of runs in `shards`, soonest first.
+    async fn timers(&self, shards: &[u32]) -> Result<Vec<Timer>, StoreError>;
 
     /// The armed timers of one run.
     async fn run_timers(&self, run_id: &str) -> Result<Vec<Timer>, StoreError>;
@@ -285,6 +285,11 @@ pub trait Storage: Send + Sync {
     /// How many shards runs are spread over.
     fn shard_count(&self) -> u32 {
         1
+    }
+
+    /// Whether other hosts may write this store too.
+    fn shared(&self) -> bool {
+        false
     }
 
     /// The coordinator of `host` among the hosts sharing this store.
@@ -336,6 +341,20 @@ pub trait Coordinator: Send + Sync {
 
     /// Ownership changes from now on.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Ownership>;
+
+    /// Waits for runs of this host's shards that another host wrote to (a
+    /// signal, a completion, a new run) and returns them; never returns
+    /// where no other host writes.
+    async fn wakeups(&self) -> Vec<String> {
+        std::future::pending().await
+    }
+
+    /// This host's slot among the hosts sharing the store: the low bits
+    /// of the arrival numbers it hands out, so no two hosts hand out the
+    /// same one. `None` where only one host writes.
+    fn arrival_slot(&self) -> Option<u16> {
+        None
+    }
 
     /// Hands every shard back (a graceful stop).
     async fn stop(&self);
@@ -494,9 +513,9 @@ impl Store {
         self.backend.attempts(run_id, handle).await
     }
 
-    /// Every armed timer.
-    pub async fn timers(&self) -> Result<Vec<Timer>, StoreError> {
-        self.backend.timers().await
+    /// The armed timers of runs in `shards`, soonest first.
+    pub async fn timers(&self, shards: &[u32]) -> Result<Vec<Timer>, StoreError> {
+        self.backend.timers(shards).await
     }
 
     /// The armed timers of one run.
@@ -540,6 +559,12 @@ impl Store {
     /// Commit batch sizes and latencies.
     pub fn commit_metrics(&self) -> &crate::metrics::CommitMetrics {
         self.backend.commit_metrics()
+    }
+
+    /// Whether other hosts may write this store too (deployments, runs and
+    /// signals can then come from elsewhere).
+    pub fn shared(&self) -> bool {
+        self.backend.shared()
     }
 
     /// The coordinator of `host` among the hosts sharing this store: on the

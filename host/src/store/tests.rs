@@ -204,11 +204,11 @@ async fn a_runs_timers_are_its_own(store: Store) {
     store.commit(vec![timer("r", 50, 1), timer("r", 10, 2), timer("r0", 20, 1), timer("q", 30, 1)]).await.unwrap();
     let of_r = store.run_timers("r").await.unwrap();
     assert_eq!(of_r.iter().map(|t| (t.due_ms, t.handle)).collect::<Vec<_>>(), vec![(10, 2), (50, 1)]);
-    let all = store.timers().await.unwrap();
+    let all = store.timers(&[0]).await.unwrap();
     assert_eq!(all.iter().map(|t| t.due_ms).collect::<Vec<_>>(), vec![10, 20, 30, 50], "soonest first");
     store.commit(vec![Write::ContinueAsNew { meta: Box::new(meta(1)), start: Box::new(record(0)) }]).await.unwrap();
     assert!(store.run_timers("r").await.unwrap().is_empty());
-    let left: Vec<String> = store.timers().await.unwrap().into_iter().map(|t| t.run_id).collect();
+    let left: Vec<String> = store.timers(&[0]).await.unwrap().into_iter().map(|t| t.run_id).collect();
     assert_eq!(left, vec!["r0".to_owned(), "q".to_owned()]);
 }
 

@@ -204,16 +204,75 @@ impl Leases {
 /// by a task of their own.
 pub(crate) struct LeaseCoordinator {
     leases: Arc<Leases>,
+    config: tokio_postgres::Config,
     stop: tokio::sync::watch::Sender<bool>,
-    keeper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// A notification on `cairn_wakeups` came: look at the table now.
+    hint: Arc<tokio::sync::Notify>,
+    slot: std::sync::OnceLock<u16>,
 }
 
+/// How often the wake-up table is read when no notification comes (the
+/// floor: a notification is lost while the listening connection is down).
+const WAKEUP_POLL: Duration = Duration::from_millis(500);
+
 impl LeaseCoordinator {
-    pub(crate) fn new(leases: Leases) -> LeaseCoordinator {
+    pub(crate) fn new(leases: Leases, config: tokio_postgres::Config) -> LeaseCoordinator {
         LeaseCoordinator {
             leases: Arc::new(leases),
+            config,
             stop: tokio::sync::watch::channel(false).0,
-            keeper: Default::default(),
+            tasks: Default::default(),
+            hint: Arc::default(),
+            slot: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Listens for wake-up notifications on a connection of its own, and
+    /// reconnects when it drops (a restart, `pg_terminate_backend`).
+    async fn listen(
+        config: tokio_postgres::Config,
+        hint: Arc<tokio::sync::Notify>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use futures_util::StreamExt;
+        loop {
+            match config.connect(tokio_postgres::NoTls).await {
+                Ok((client, mut connection)) => {
+                    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    let listening = client.batch_execute("LISTEN cairn_wakeups");
+                    tokio::pin!(listening);
+                    let mut subscribed = false;
+                    loop {
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            done = &mut listening, if !subscribed => {
+                                subscribed = true;
+                                if let Err(e) = done {
+                                    tracing::warn!(error = %e, "could not listen for wake-ups");
+                                    break;
+                                }
+                                // Whatever came while not listening.
+                                hint.notify_one();
+                            }
+                            message = messages.next() => match message {
+                                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => hint.notify_one(),
+                                Some(Ok(_)) => {}
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "the wake-up connection dropped; reconnecting");
+                                    break;
+                                }
+                                None => break,
+                            },
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot connect to listen for wake-ups; retrying"),
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
         }
     }
 }
@@ -221,10 +280,55 @@ impl LeaseCoordinator {
 #[async_trait::async_trait]
 impl Coordinator for LeaseCoordinator {
     async fn start(&self) -> Result<(), StoreError> {
+        let client = self.leases.pool.get().await.map_err(pool_err)?;
+        let slot: i64 = client.query_one("SELECT nextval('cairn_arrivals')", &[]).await.map_err(pg_err)?.get(0);
+        let _ = self.slot.set((slot % 4096) as u16);
+        drop(client);
         self.leases.tick().await?;
         let keeper = tokio::spawn(self.leases.clone().keep(self.stop.subscribe()));
-        *self.keeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(keeper);
+        let listener = tokio::spawn(Self::listen(self.config.clone(), self.hint.clone(), self.stop.subscribe()));
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).extend([keeper, listener]);
         Ok(())
+    }
+
+    async fn wakeups(&self) -> Vec<String> {
+        loop {
+            tokio::select! {
+                _ = self.hint.notified() => {}
+                _ = tokio::time::sleep(WAKEUP_POLL) => {}
+            }
+            let shards: Vec<i32> = self.leases.fence.held().iter().map(|(s, _)| *s as i32).collect();
+            if shards.is_empty() {
+                continue;
+            }
+            let taken = async {
+                let client = self.leases.pool.get().await.map_err(pool_err)?;
+                client
+                    .query(
+                        "DELETE FROM cairn_wakeups WHERE id IN (SELECT id FROM cairn_wakeups WHERE shard = ANY($1) \
+                         ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED) RETURNING run_id",
+                        &[&shards],
+                    )
+                    .await
+                    .map_err(pg_err)
+            };
+            match taken.await {
+                Ok(rows) if !rows.is_empty() => {
+                    let mut runs: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                    runs.sort_unstable();
+                    runs.dedup();
+                    // More may be waiting.
+                    self.hint.notify_one();
+                    return runs;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not read the wake-up table"),
+            }
+        }
+    }
+
+    fn arrival_slot(&self) -> Option<u16> {
+        self.slot.get().copied()
     }
 
     fn owns(&self, shard: u32) -> bool {
@@ -241,9 +345,9 @@ impl Coordinator for LeaseCoordinator {
 
     async fn stop(&self) {
         let _ = self.stop.send(true);
-        let keeper = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(keeper) = keeper {
-            let _ = keeper.await;
+        let tasks: Vec<_> = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for task in tasks {
+            let _ = task.await;
         }
         if let Err(e) = self.leases.release_all().await {
             tracing::warn!(error = %e, "could not hand the shards back; other hosts take them when their leases end");

@@ -58,7 +58,7 @@ fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
 }
 
 /// `url` with its password, if any, left out: what errors and logs show.
-pub(crate) fn redacted(url: &str) -> String {
+pub fn redacted(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((user, host)) => {
@@ -71,11 +71,15 @@ pub(crate) fn redacted(url: &str) -> String {
     }
 }
 
+fn config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    url.parse()
+        .map_err(|e: tokio_postgres::Error| StoreError::Unreachable { target: redacted(url), reason: e.to_string() })
+}
+
 /// Opens a pool of connections to `url` and checks that the server answers.
 async fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
     let unreachable = |reason: String| StoreError::Unreachable { target: redacted(url), reason };
-    let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| unreachable(e.to_string()))?;
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(config(url)?, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let pool = Pool::builder(manager).max_size(size).build().map_err(|e| unreachable(e.to_string()))?;
     let client = pool.get().await.map_err(|e| unreachable(e.to_string()))?;
     client.simple_query("SELECT 1").await.map_err(|e| unreachable(e.to_string()))?;
@@ -175,6 +179,8 @@ struct Request {
 /// A store in a PostgreSQL database.
 pub(crate) struct PgStorage {
     pool: Pool,
+    /// For the connection that listens for wake-ups.
+    config: tokio_postgres::Config,
     shards: u32,
     writer: mpsc::UnboundedSender<Request>,
     metrics: Arc<crate::metrics::CommitMetrics>,
@@ -201,7 +207,7 @@ impl PgStorage {
         let failing = Arc::new(Mutex::new(None));
         let fence = Arc::new(Fence::default());
         tokio::spawn(writer_loop(pool.clone(), rx, metrics.clone(), failing.clone(), fence.clone()));
-        Ok(PgStorage { pool, shards, writer: tx, metrics, failing, fence, cache })
+        Ok(PgStorage { pool, config: config(url)?, shards, writer: tx, metrics, failing, fence, cache })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -412,11 +418,15 @@ impl super::Storage for PgStorage {
         Ok(row.map_or(0, |r| r.get::<_, i32>(0) as u32))
     }
 
-    async fn timers(&self) -> Result<Vec<Timer>, StoreError> {
+    async fn timers(&self, shards: &[u32]) -> Result<Vec<Timer>, StoreError> {
+        let shards: Vec<i32> = shards.iter().map(|s| *s as i32).collect();
         let rows = self
             .client()
             .await?
-            .query("SELECT due_ms, run_id, handle FROM cairn_timers ORDER BY due_ms, run_id, handle", &[])
+            .query(
+                "SELECT due_ms, run_id, handle FROM cairn_timers WHERE shard = ANY($1) ORDER BY due_ms, run_id, handle",
+                &[&shards],
+            )
             .await
             .map_err(pg_err)?;
         Ok(rows.iter().map(timer).collect())
@@ -489,8 +499,13 @@ impl super::Storage for PgStorage {
         self.shards
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn coordinator(&self, host: super::HostIdentity) -> Arc<dyn super::Coordinator> {
-        Arc::new(LeaseCoordinator::new(Leases::new(self.pool.clone(), host, self.shards, self.fence.clone())))
+        let leases = Leases::new(self.pool.clone(), host, self.shards, self.fence.clone());
+        Arc::new(LeaseCoordinator::new(leases, self.config.clone()))
     }
 
     fn commit_metrics(&self) -> &crate::metrics::CommitMetrics {
