@@ -4,6 +4,7 @@
 
 mod activities;
 mod bench;
+mod cluster;
 mod crash;
 mod determinism;
 mod disk;

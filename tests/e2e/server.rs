@@ -45,7 +45,7 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 }

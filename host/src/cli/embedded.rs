@@ -55,12 +55,26 @@ pub async fn run(
     activities: &[String],
     input: &str,
     data: &Path,
+    store: Option<&str>,
     id: Option<String>,
     limits: &LimitArgs,
 ) -> anyhow::Result<ExitCode> {
     let input = super::read_json_arg("--input", input)?;
-    let store = Store::open(data)?;
+    let store = super::open_store(store, data).await?;
+    let shared = store.shared();
     let runtime = Runtime::new(store, limits.limits()?)?;
+    if shared {
+        // On a shared store this process writes like a host: under shards
+        // it holds (its run's among them), taken back at once after a crash.
+        let host = cairn_host::store::HostIdentity {
+            id: format!("cairn-run:{}", data.display()),
+            address: String::new(),
+            lease: std::time::Duration::from_secs(10),
+        };
+        let coordinator = runtime.store().coordinator(host);
+        coordinator.start().await?;
+        runtime.coordinate(coordinator);
+    }
     for spec in activities {
         let Some((name, file)) = spec.split_once('=') else {
             bail!("--activity {spec:?} must be NAME=FILE.wasm, e.g. --activity payments=payments.wasm");

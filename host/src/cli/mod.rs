@@ -125,6 +125,10 @@ enum Command {
         /// The store directory.
         #[arg(long, default_value = "cairn-data", env = "CAIRN_DATA")]
         data: PathBuf,
+        /// A PostgreSQL store (postgres://USER@HOST:PORT/DB) instead of the
+        /// one in --data.
+        #[arg(long, env = "CAIRN_STORE", value_name = "URL")]
+        store: Option<String>,
         /// The run id; an existing id resumes that run.
         #[arg(long)]
         id: Option<String>,
@@ -374,8 +378,8 @@ impl Cli {
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { workflow, activities, input, data, id, limits } => {
-            embedded::run(&workflow, &activities, &input, &data, id, &limits).await
+        Command::Run { workflow, activities, input, data, store, id, limits } => {
+            embedded::run(&workflow, &activities, &input, &data, store.as_deref(), id, &limits).await
         }
         Command::Replay { run_id: Some(run_id), data, with, limits, .. } => {
             embedded::replay(&run_id, &data, with.as_deref(), &limits).await

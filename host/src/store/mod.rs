@@ -198,6 +198,15 @@ pub enum StoreError {
     },
 }
 
+/// A test-only setting, read only by a build with the `fault-injection`
+/// feature (the test suite's): a release binary ignores it.
+pub(crate) fn test_hook(name: &str) -> Option<std::ffi::OsString> {
+    match cfg!(feature = "fault-injection") {
+        true => std::env::var_os(name),
+        false => None,
+    }
+}
+
 /// The error a backend's own library returned, kept as it is (so its
 /// message and source chain reach the log) without its type crossing the
 /// store's boundary.

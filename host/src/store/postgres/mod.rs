@@ -79,7 +79,14 @@ fn config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
 /// Opens a pool of connections to `url` and checks that the server answers.
 async fn pool(url: &str, size: usize) -> Result<Pool, StoreError> {
     let unreachable = |reason: String| StoreError::Unreachable { target: redacted(url), reason };
-    let manager = Manager::from_config(config(url)?, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let mut config = config(url)?;
+    if config.get_options().is_none() {
+        // A host paused in the middle of a transaction holds its shard
+        // rows; the server ends that transaction so another host can take
+        // the shards over.
+        config.options("-c idle_in_transaction_session_timeout=5000");
+    }
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let pool = Pool::builder(manager).max_size(size).build().map_err(|e| unreachable(e.to_string()))?;
     let client = pool.get().await.map_err(|e| unreachable(e.to_string()))?;
     client.simple_query("SELECT 1").await.map_err(|e| unreachable(e.to_string()))?;
@@ -608,6 +615,9 @@ async fn writer_loop(
     fence: Arc<Fence>,
 ) {
     let mut group: Vec<Request> = Vec::new();
+    // Test-only crash point: die right after the Nth group commit.
+    let crash_after: Option<u64> = super::test_hook("CAIRN_CRASH_AFTER_COMMITS").and_then(|v| v.to_str()?.parse().ok());
+    let mut commits = 0u64;
     loop {
         if group.is_empty() {
             match rx.recv().await {
@@ -622,6 +632,7 @@ async fn writer_loop(
             }
         }
         let started = Instant::now();
+        commits += 1;
         let batches: Vec<&Batch> = group.iter().map(|r| &r.batch).collect();
         let mut backoff = Duration::from_millis(50);
         let results = loop {
@@ -644,6 +655,11 @@ async fn writer_loop(
         metrics.latency.observe_duration(started.elapsed());
         metrics.batch_size.observe(batches.iter().map(|b| b.len()).sum::<usize>() as f64);
         drop(batches);
+        if crash_after == Some(commits) {
+            // SAFETY: kill(2) on our own pid; the point is to die abruptly,
+            // committed and not yet acknowledged.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
         for (request, result) in group.drain(..).zip(results) {
             let _ = request.ack.send(result);
         }

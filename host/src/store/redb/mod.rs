@@ -22,8 +22,8 @@ pub use wal::LogDamage;
 use writer::GroupCommitWriter;
 
 use super::{
-    Ack, BackendError, Batch, Buffered, CommitError, Deployment, RunMeta, RunPage, RunQuery, RunStatus, StoreError,
-    StoredCompletion, StoredSignal, Timer,
+    test_hook, Ack, BackendError, Batch, Buffered, CommitError, Deployment, RunMeta, RunPage, RunQuery, RunStatus,
+    StoreError, StoredCompletion, StoredSignal, Timer,
 };
 use crate::journal::{self, Record};
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -37,15 +37,6 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
 
 fn open_err(path: &Path) -> impl FnOnce(redb::DatabaseError) -> StoreError + '_ {
     move |e| StoreError::Open { path: path.to_owned(), reason: e.to_string() }
-}
-
-/// A test-only setting, read only by a build with the `fault-injection`
-/// feature (the test suite's): a release binary ignores it.
-fn test_hook(name: &str) -> Option<std::ffi::OsString> {
-    match cfg!(feature = "fault-injection") {
-        true => std::env::var_os(name),
-        false => None,
-    }
 }
 
 /// Makes a new, empty `cairn.redb` in one step: built and synced as
