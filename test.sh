@@ -5,8 +5,9 @@
 #
 # Needed: the wasm32-wasip2 Rust target (rustup), clang + lld + wasi-libc
 # (C guests), Chromium (the web UI's browser test), Python 3 with venv
-# (componentize-py) and Node.js with npm (componentize-js). Where one is
-# missing and cannot be installed (no root and no sudo, no network), this
+# (componentize-py), Node.js with npm (componentize-js) and PostgreSQL 15
+# (the several-hosts tests start their own server from Debian's binaries).
+# Where one is missing and cannot be installed (no root, no sudo, no network), this
 # stops before building anything and prints one line per missing tool with
 # the command that installs it.
 set -euo pipefail
@@ -16,7 +17,7 @@ cd "$(dirname "$0")"
 COMPONENTIZE_PY="componentize-py==0.25.1"
 COMPONENTIZE_JS="@bytecodealliance/componentize-js@0.23.0"
 PLAYWRIGHT="playwright-core@1"
-DEBIAN_PACKAGES=(clang lld wasi-libc libclang-rt-dev-wasm32 make chromium)
+DEBIAN_PACKAGES=(clang lld wasi-libc libclang-rt-dev-wasm32 make chromium postgresql-15)
 
 say() { printf 'test.sh: %s\n' "$*" >&2; }
 
@@ -29,6 +30,7 @@ has_c_tools() {
 has_chromium() { [ -x "${CAIRN_CHROMIUM:-/usr/bin/chromium}" ]; }
 has_python() { command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; }
 has_npm() { command -v node >/dev/null && command -v npm >/dev/null; }
+has_postgres() { [ -n "${CAIRN_PG_BIN:-}" ] || compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; }
 
 # How to run a root command here: as root, through sudo, or not at all.
 as_root=""
@@ -43,6 +45,7 @@ has_c_tools || missing_debian+=(clang lld wasi-libc libclang-rt-dev-wasm32 make)
 has_chromium || missing_debian+=(chromium)
 has_python || missing_debian+=(python3 python3-venv)
 has_npm || missing_debian+=(nodejs npm)
+has_postgres || missing_debian+=(postgresql-15)
 
 if ! has_wasip2; then
     say "adding the wasm32-wasip2 target"
@@ -62,6 +65,7 @@ has_c_tools || problems+=("clang, lld and wasi-libc (C guests): sudo apt-get ins
 has_chromium || problems+=("Chromium (the web UI test): sudo apt-get install chromium (or set CAIRN_CHROMIUM to a Chromium binary)")
 has_python || problems+=("Python 3 with venv (componentize-py): sudo apt-get install python3 python3-venv")
 has_npm || problems+=("Node.js and npm (componentize-js): sudo apt-get install nodejs npm")
+has_postgres || problems+=("PostgreSQL 15 (the several-hosts tests): sudo apt-get install postgresql-15 (or set CAIRN_PG_BIN to a directory with initdb and postgres)")
 
 # The guest toolchains the language tests use, installed where the tests
 # look for them (tests/e2e/languages.rs), once.

@@ -392,3 +392,30 @@ async fn wake_ups_still_arrive_after_the_listen_connection_is_killed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_from_two_hosts_at_once_never_share_a_version_number() {
+    let url = harness::server().database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, api_a) = host(&url, dir.path(), "d0", 2000);
+    let (_b, api_b) = host(&url, dir.path(), "d1", 2000);
+    // Two different components under one name, deployed through both hosts
+    // at the same moment, four times over.
+    let (hello, mirror) = (std::fs::read(wasm("hello")).unwrap(), std::fs::read(wasm("mirror")).unwrap());
+    let mut versions = Vec::new();
+    for round in 0..4 {
+        let name = format!("racy{round}");
+        let (a, b) = tokio::join!(
+            api_a.deploy(&name, "workflow", hello.clone()),
+            api_b.deploy(&name, "workflow", mirror.clone())
+        );
+        assert_eq!((a.0, b.0), (201, 201), "{a:?} {b:?}");
+        let mut got = vec![a.1["version"].as_u64().unwrap(), b.1["version"].as_u64().unwrap()];
+        got.sort_unstable();
+        assert_eq!(got, vec![1, 2], "round {round}: both deploys got a version of their own");
+        let (_, listed) = api_a.get(&format!("/workflows/{name}/versions")).await;
+        assert_eq!(listed["versions"].as_array().unwrap().len(), 2, "{listed}");
+        versions.push(got);
+    }
+    assert_clean(&url);
+}

@@ -8,7 +8,7 @@
 
 use crate::runtime::Runtime;
 use crate::sandbox::{LoadError, LoadedComponent};
-use crate::store::{ComponentKind, Deployment, RunQuery, RunStatus, StoreError, Version, Write};
+use crate::store::{CommitError, ComponentKind, Deployment, RunQuery, RunStatus, StoreError, Version, Write};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -153,8 +153,34 @@ impl Registry {
         if bytes.len() > MAX_COMPONENT_BYTES {
             return Err(UploadError::TooLarge { size: bytes.len(), limit: MAX_COMPONENT_BYTES });
         }
-        // One deploy at a time, so version numbers never race.
+        // One deploy at a time in this process; across hosts the store
+        // refuses a deployment changed meanwhile (its revision), and the
+        // deploy is made again on what the other host wrote.
         let _guard = self.deploying.lock().await;
+        let mut compiled = None;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.deploy_once(name, kind, &bytes, &mut compiled).await {
+                Err(UploadError::Store(StoreError::Commit(CommitError::Conflict { .. }))) if attempt < 10 => {
+                    tracing::info!(
+                        name,
+                        attempt,
+                        "the deployment changed on another host meanwhile; deploying again on it"
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn deploy_once(
+        &self,
+        name: &str,
+        kind: ComponentKind,
+        bytes: &[u8],
+        compiled: &mut Option<(LoadedComponent, Vec<Write>)>,
+    ) -> Result<Deployed, UploadError> {
         let existing = self.rt.store().deployment(name).await?;
         if let Some(d) = &existing {
             if d.kind != kind {
@@ -165,12 +191,16 @@ impl Registry {
                 return Err(UploadError::KindConflict { name: name.to_owned(), existing: d.kind.as_str(), hint });
             }
         }
-        let (component, writes) = match self.rt.components().compile_for_store(name, bytes).await {
-            Ok(loaded) => loaded,
-            Err(LoadError::Store(e)) => return Err(e.into()),
-            Err(e) => return Err(UploadError::NotAComponent(e.to_string())),
+        let (component, writes) = match compiled.take() {
+            Some(compiled) => compiled,
+            None => match self.rt.components().compile_for_store(name, bytes.to_vec()).await {
+                Ok(loaded) => loaded,
+                Err(LoadError::Store(e)) => return Err(e.into()),
+                Err(e) => return Err(UploadError::NotAComponent(e.to_string())),
+            },
         };
         self.check_world(name, kind, &component)?;
+        *compiled = Some((component.clone(), writes.clone()));
         if let Some(v) = existing.as_ref().and_then(|d| d.versions.iter().find(|v| v.sha256 == component.sha256)) {
             return Ok(Deployed {
                 name: name.to_owned(),
@@ -186,7 +216,9 @@ impl Registry {
             versions: vec![],
             current: 0,
             last_version: 0,
+            revision: 0,
         });
+        deployment.revision += 1;
         let version = deployment.versions.iter().map(|v| v.version).max().unwrap_or(0).max(deployment.last_version) + 1;
         deployment.last_version = version;
         deployment.versions.push(Version { version, sha256: component.sha256.clone(), deployed_ms: now_ms() });
@@ -342,6 +374,7 @@ impl Registry {
             return Err(VersionError::VersionNotFound { name: name.to_owned(), version: to });
         }
         d.current = to;
+        d.revision += 1;
         self.rt.store().commit(vec![Write::PutDeployment(d.clone())]).await?;
         tracing::info!(name, version = to, "current version changed");
         Ok(d)
@@ -367,6 +400,7 @@ impl Registry {
             return Err(VersionError::InUse { name: name.to_owned(), version, runs: live });
         }
         d.versions.retain(|v| v.version != version);
+        d.revision += 1;
         self.rt.store().commit(vec![Write::PutDeployment(d.clone())]).await?;
         tracing::info!(name, version, "version retired");
         Ok(d)

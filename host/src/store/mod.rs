@@ -13,7 +13,9 @@
 //! - a continue-as-new that already landed makes its whole batch a no-op;
 //! - a completion of a generation its run has left is not stored, nor a
 //!   signal to an ended run;
-//! - a run's end drops the signals it never read.
+//! - a run's end drops the signals it never read;
+//! - a deployment of revision N lands only over revision N - 1 (or itself):
+//!   [`CommitError::Conflict`] otherwise.
 //!
 //! The backends are `redb/` (the embedded default: one file and its
 //! write-ahead log in a data directory), and nothing outside this module
@@ -35,6 +37,7 @@ pub use rows::{
     Buffered, ComponentKind, Deployment, ParentLink, RunMeta, RunPage, RunQuery, RunStatus, StoredCompletion,
     StoredSignal, Version,
 };
+pub(crate) use write::deployment_conflict;
 pub use write::{durable, Ack, Batch, CommitError, Write};
 
 use crate::journal::{DecodeError, Record};

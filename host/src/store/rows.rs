@@ -181,6 +181,13 @@ pub struct Deployment {
     /// numbers are never reused.
     #[serde(default)]
     pub last_version: u32,
+    /// Bumped by every change. A write of revision N lands only over
+    /// revision N - 1 (or the very same row, a retried commit), so two
+    /// hosts changing a deployment at once cannot both win: the second is
+    /// refused and tries again on what the first wrote. 0: unconditional
+    /// (rows of older Cairns).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl Deployment {

@@ -74,6 +74,7 @@ on_every_backend!(
     signals_to_an_ended_run_are_dropped,
     a_group_committed_twice_is_stored_once,
     components_and_compiled_artifacts_read_back,
+    a_deployment_lands_only_over_the_revision_it_was_made_from,
 );
 
 /// `store`, holding run `r` in `generation`, with its start.
@@ -318,4 +319,29 @@ async fn components_and_compiled_artifacts_read_back(store: Store) {
     }
     assert_eq!(store.compiled("c0ffee", "e2").await.unwrap(), None);
     assert_eq!(store.component("beef").await.unwrap(), None);
+}
+
+/// Two changes made from the same revision of a deployment (two hosts
+/// deploying at once): the first lands, the second is refused; the same
+/// write again (a retried commit) is accepted.
+async fn a_deployment_lands_only_over_the_revision_it_was_made_from(store: Store) {
+    let deployment = |revision, current| Deployment {
+        name: "order".into(),
+        kind: ComponentKind::Workflow,
+        versions: (1..=current).map(|v| Version { version: v, sha256: format!("s{v}"), deployed_ms: 1 }).collect(),
+        current,
+        last_version: current,
+        revision,
+    };
+    store.commit(vec![Write::PutDeployment(deployment(1, 1))]).await.unwrap();
+    store.commit(vec![Write::PutDeployment(deployment(1, 1))]).await.unwrap();
+    store.commit(vec![Write::PutDeployment(deployment(2, 2))]).await.unwrap();
+    let late = store.commit(vec![Write::PutDeployment(deployment(2, 3))]).await.unwrap_err();
+    assert!(matches!(late, StoreError::Commit(CommitError::Conflict { found: 2, expected: 1, .. })), "{late}");
+    let skipped = store.commit(vec![Write::PutDeployment(deployment(5, 3))]).await.unwrap_err();
+    assert!(matches!(skipped, StoreError::Commit(CommitError::Conflict { .. })), "{skipped}");
+    assert_eq!(store.deployment("order").await.unwrap(), Some(deployment(2, 2)));
+    // Rows of older Cairns carry no revision and are written as they are.
+    store.commit(vec![Write::PutDeployment(deployment(0, 1))]).await.unwrap();
+    assert_eq!(store.deployment("order").await.unwrap(), Some(deployment(0, 1)));
 }

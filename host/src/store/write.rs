@@ -135,6 +135,18 @@ pub enum CommitError {
     /// The writer thread is gone.
     #[error("the store writer has stopped")]
     Stopped,
+    /// A deployment changed since it was read (another host deployed, rolled
+    /// back or retired at the same moment): nothing was written; read it
+    /// again and retry.
+    #[error("deployment {name} changed while this change was being made (revision {found}, expected {expected}); nothing was written, try again")]
+    Conflict {
+        /// The deployment.
+        name: String,
+        /// The revision stored.
+        found: u64,
+        /// The revision the change was made from.
+        expected: u64,
+    },
     /// This host no longer holds the shard of a run the batch writes:
     /// another host took it over (this one was paused or cut off past its
     /// lease). Nothing was written; the run goes on on its new owner.
@@ -143,6 +155,16 @@ pub enum CommitError {
         /// The shard.
         shard: u32,
     },
+}
+
+/// Whether writing `new` over `stored` breaks the revision rule (see
+/// [`Deployment::revision`]): the refusal, if it does.
+pub(crate) fn deployment_conflict(stored: Option<&Deployment>, new: &Deployment) -> Option<CommitError> {
+    let found = stored.map_or(0, |d| d.revision);
+    match new.revision == 0 || stored == Some(new) || found + 1 == new.revision {
+        true => None,
+        false => Some(CommitError::Conflict { name: new.name.clone(), found, expected: new.revision - 1 }),
+    }
 }
 
 /// The acknowledgement of a submitted batch: resolves once it is durable

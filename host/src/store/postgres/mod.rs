@@ -905,6 +905,32 @@ async fn commit_group(
         ),
         txn.query("SELECT run_id, max(seq) FROM cairn_journal WHERE run_id = ANY($1) GROUP BY run_id", &p3),
     )?;
+    // Deployments changed by the group: one host at a time per name (an
+    // advisory lock, which also covers a name not deployed yet), read after
+    // the lock so a change another host just committed is seen.
+    let mut names: Vec<&str> = group
+        .iter()
+        .flat_map(|b| b.iter())
+        .filter_map(|w| match w {
+            Write::PutDeployment(d) => Some(d.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut deployments: HashMap<String, Deployment> = HashMap::new();
+    if !names.is_empty() {
+        txn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('cairn-deployment:' || n)) FROM unnest($1::text[]) AS n ORDER BY n",
+            &[&names],
+        )
+        .await?;
+        for row in txn.query("SELECT name, row FROM cairn_deployments WHERE name = ANY($1)", &[&names]).await? {
+            if let Ok(d) = serde_json::from_slice::<Deployment>(row.get(1)) {
+                deployments.insert(row.get(0), d);
+            }
+        }
+    }
     let mut states: HashMap<String, RunState> = HashMap::new();
     for row in &runs {
         let status: &str = row.get(3);
@@ -969,6 +995,15 @@ async fn commit_group(
                 tracing::warn!(shard = state.shard, run_id = run, "refused a write under a shard this host lost");
                 results.push(Err(CommitError::ShardLost { shard: state.shard }));
                 continue 'batches;
+            }
+        }
+        // A deployment changed from a revision that is not the stored one.
+        for write in batch.iter() {
+            if let Write::PutDeployment(d) = write {
+                if let Some(conflict) = super::deployment_conflict(deployments.get(&d.name), d) {
+                    results.push(Err(conflict));
+                    continue 'batches;
+                }
             }
         }
         // An append over other bytes is refused; the same bytes are a retry.
@@ -1091,6 +1126,7 @@ async fn commit_group(
                     stmts.push(Stmt::DeleteAttempts { run: run_id.clone(), handle: *handle as i32 })
                 }
                 Write::PutDeployment(d) => {
+                    deployments.insert(d.name.clone(), d.clone());
                     let row = serde_json::to_vec(d).expect("deployments serialise");
                     stmts.push(Stmt::PutDeployment { name: d.name.clone(), row });
                 }

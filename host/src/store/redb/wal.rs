@@ -812,6 +812,7 @@ mod tests {
                 versions: vec![Version { version: 1, sha256: "ab".into(), deployed_ms: 17 }],
                 current: 1,
                 last_version: 1,
+                revision: 4,
             }),
             Write::PutComponent { sha256: "ab".into(), bytes: vec![1, 2].into() },
             Write::PutCompiled { sha256: "ab".into(), engine: "e".into(), bytes: vec![3] },

@@ -700,6 +700,10 @@ fn apply<'a>(
                 results.push(Err(dup));
                 continue;
             }
+            if let Some(conflict) = deployment_conflict(&deployments, batch).map_err(|e| e.to_string())? {
+                results.push(Err(conflict));
+                continue;
+            }
             for write in batch {
                 let r: Result<(), redb::StorageError> = (|| {
                     match write {
@@ -848,6 +852,23 @@ fn continued_already(runs: &redb::Table<&str, &[u8]>, batch: &Batch) -> Result<b
         }
     }
     Ok(false)
+}
+
+/// A deployment write made from a revision that is not the stored one.
+fn deployment_conflict(
+    table: &redb::Table<&str, &[u8]>,
+    batch: &Batch,
+) -> Result<Option<CommitError>, redb::StorageError> {
+    for write in batch {
+        if let Write::PutDeployment(d) = write {
+            let stored: Option<crate::store::Deployment> =
+                table.get(d.name.as_str())?.and_then(|v| serde_json::from_slice(v.value()).ok());
+            if let Some(conflict) = crate::store::deployment_conflict(stored.as_ref(), d) {
+                return Ok(Some(conflict));
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn duplicate_append(
