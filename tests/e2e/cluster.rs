@@ -419,3 +419,56 @@ async fn deploys_from_two_hosts_at_once_never_share_a_version_number() {
     }
     assert_clean(&url);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminates_and_upgrades_reach_the_host_that_drives_the_run() {
+    let url = harness::server().database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, api_a) = host(&url, dir.path(), "t0", 2000);
+    let (_b, api_b) = host(&url, dir.path(), "t1", 2000);
+    wait_balanced(&url, &["t0", "t1"]).await;
+    let shipping = |v: &str| std::fs::read(example_wasm(&format!("shipping_{v}"))).unwrap();
+    deploy(&api_a, &[("payments", "activity"), ("inventory", "activity"), ("mirror", "workflow")]).await;
+    assert_eq!(api_a.deploy("shipping", "workflow", shipping("v1")).await.0, 201);
+    let order = |i: usize| json!({ "order_id": format!("S-{i}"), "sku": "cairn-mug", "quantity": 1, "amount_cents": 2400, "card": "4242-4242-4242-4242", "address": "1 Main St" });
+    for i in 0..12 {
+        let (status, body) = api_a
+            .post_json("/runs", &json!({ "workflow": "shipping", "id": format!("u{i}"), "input": order(i) }))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = api_a
+            .post_json(
+                "/runs",
+                &json!({ "workflow": "mirror", "id": format!("x{i}"), "input": { "await_signal": true } }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    for i in 0..12 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while api_a.get(&format!("/runs/u{i}")).await.1["custom_status"]["stage"] != "packing" {
+            assert!(Instant::now() < deadline, "u{i} never reached packing");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Through both hosts: each request lands on the run's own host, about
+    // half of them by way of the other.
+    assert_eq!(api_b.deploy("shipping", "workflow", shipping("v2_express")).await.0, 201);
+    for i in 0..12 {
+        let api = if i % 2 == 0 { &api_a } else { &api_b };
+        let (status, body) = api.post_json(&format!("/runs/x{i}/terminate"), &json!({ "reason": "test" })).await;
+        assert_eq!(status, 202, "{body}");
+        let (status, report) = api.post_json(&format!("/runs/u{i}/upgrade"), &json!({ "to": 2 })).await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["runs"][0]["outcome"], "upgraded", "{report}");
+    }
+    for i in 0..12 {
+        assert_eq!(api_b.wait(&format!("x{i}")).await["status"], "terminated");
+        for signal in ["packed", "dispatch"] {
+            api_b.post_json(&format!("/runs/u{i}/signals/{signal}"), &json!(null)).await;
+        }
+        let run = api_a.wait(&format!("u{i}")).await;
+        assert_eq!((&run["version"], &run["result"]["code_version"]), (&json!(2), &json!(2)), "{run}");
+    }
+    assert_clean(&url);
+}

@@ -78,6 +78,9 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::NotFound(_) => ApiError::not_found("run-not-found", e.to_string()),
+            ControlError::Elsewhere { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "owner-unreachable", e.to_string())
+            }
             ControlError::Ended { .. } => ApiError::new(StatusCode::CONFLICT, "run-ended", e.to_string()),
             ControlError::InvalidName(_) => ApiError::bad_request("invalid-signal-name", e.to_string()),
             ControlError::InvalidPayload(_) => ApiError::bad_request("invalid-json", e.to_string()),

@@ -443,12 +443,14 @@ pub(crate) struct TerminateBody {
 pub(crate) async fn terminate(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let body: TerminateBody = parse(body)?;
     let reason = body.reason.unwrap_or_else(|| "terminated by an operator".into());
     let (rt, run_id) = (app.rt.clone(), id.clone());
-    detached(async move { rt.terminate(&run_id, &reason).await }).await?;
+    let forwarded = headers.contains_key("x-cairn-forwarded");
+    detached(crate::runtime::FORWARDED.scope(forwarded, async move { rt.terminate(&run_id, &reason).await })).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "terminate": "requested" }))))
 }
 
@@ -502,11 +504,14 @@ fn upgrade_response(report: Vec<RunUpgrade>) -> Json<Value> {
 pub(crate) async fn upgrade_run(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let body: UpgradeRunBody = parse(body)?;
     let rt = app.rt.clone();
-    let report = detached(async move { Upgrader::new(rt).upgrade_run(&id, body.to, body.dry_run).await }).await?;
+    let forwarded = headers.contains_key("x-cairn-forwarded");
+    let upgrade = async move { Upgrader::new(rt).upgrade_run(&id, body.to, body.dry_run).await };
+    let report = detached(crate::runtime::FORWARDED.scope(forwarded, upgrade)).await?;
     Ok(upgrade_response(vec![report]))
 }
 

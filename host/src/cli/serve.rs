@@ -121,6 +121,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let deployed = Registry::new(runtime.clone()).load_all().await?;
     coordinator.start().await.context("cannot take this host's shards")?;
     runtime.coordinate(coordinator.clone());
+    // Hosts sharing a store share the token: terminates and upgrades of
+    // another host's runs are sent to it.
+    runtime.set_peer_token(token.clone());
     let (runs, timers) = runtime.recover().await?;
     if runtime.store().shared() {
         // Activity components deployed on other hosts.

@@ -62,6 +62,12 @@ impl Runtime {
     /// Stops a run at once: no more code of it runs, its in-flight work is
     /// abandoned, and its journal ends with a `terminated` entry.
     pub async fn terminate(&self, run_id: &str, reason: &str) -> Result<(), ControlError> {
+        let meta = self.live_run(run_id).await?;
+        if let Some(owner) = self.owner_elsewhere(&meta).await {
+            let path = format!("/runs/{run_id}/terminate");
+            self.forward(run_id, &owner, &path, serde_json::json!({ "reason": reason })).await?;
+            return Ok(());
+        }
         let scheduler = &self.inner.scheduler;
         for _ in 0..1000 {
             self.live_run(run_id).await?;

@@ -169,6 +169,15 @@ pub enum ControlError {
     /// No such run.
     #[error("run {0} does not exist")]
     NotFound(String),
+    /// The run's shard is on another host, and that host could not be
+    /// asked (it is down, or the shard is moving between hosts).
+    #[error("run {run_id} is driven by another host, which could not be reached ({reason}); its shard moves to a live host within a lease: retry in a few seconds")]
+    Elsewhere {
+        /// The run.
+        run_id: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The run already ended; it takes no more input.
     #[error("run {run_id} has already ended ({status}); it takes no signals, cancels or terminates")]
     Ended {

@@ -53,6 +53,14 @@ struct Inner {
     metrics: Arc<crate::metrics::RuntimeMetrics>,
     /// Which shards this host drives (all, on the embedded store).
     coordinator: std::sync::RwLock<Arc<dyn crate::store::Coordinator>>,
+    /// The bearer token requests to the other hosts carry.
+    peer_token: std::sync::RwLock<Option<String>>,
+}
+
+tokio::task_local! {
+    /// Set while serving a request another host forwarded: it is not
+    /// forwarded again.
+    pub static FORWARDED: bool;
 }
 
 /// What to start.
@@ -105,6 +113,7 @@ impl Runtime {
                 arrivals: AtomicU64::new(0),
                 metrics,
                 coordinator: std::sync::RwLock::new(Arc::new(crate::store::SingleNode::default())),
+                peer_token: std::sync::RwLock::new(None),
             }),
         })
     }
@@ -143,6 +152,49 @@ impl Runtime {
                 }
             }
         });
+    }
+
+    /// The bearer token to send to the other hosts of a shared store (they
+    /// share one).
+    pub fn set_peer_token(&self, token: Option<String>) {
+        *self.inner.peer_token.write().unwrap_or_else(|e| e.into_inner()) = token;
+    }
+
+    /// Where a control request for `run_id` must go instead of this host:
+    /// the address of the host driving its shard, if that is another one.
+    /// A request forwarded to this host is served here.
+    pub(crate) async fn owner_elsewhere(&self, meta: &RunMeta) -> Option<String> {
+        if FORWARDED.try_with(|f| *f).unwrap_or(false) || self.coordinator().owns(meta.shard) {
+            return None;
+        }
+        self.coordinator().owner_address(meta.shard).await
+    }
+
+    /// Sends a control request about `run_id` to the host at `address`
+    /// (`path` under `/v1`), and returns its JSON answer.
+    pub(crate) async fn forward(
+        &self,
+        run_id: &str,
+        address: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, ControlError> {
+        let elsewhere = |reason: String| ControlError::Elsewhere { run_id: run_id.to_owned(), reason };
+        let mut request = reqwest::Client::new()
+            .post(format!("{address}/v1{path}"))
+            .header("x-cairn-forwarded", "1")
+            .timeout(std::time::Duration::from_secs(120))
+            .json(&body);
+        if let Some(token) = self.inner.peer_token.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| elsewhere(e.to_string()))?;
+        let status = response.status();
+        let value: serde_json::Value = response.json().await.map_err(|e| elsewhere(e.to_string()))?;
+        match status.is_success() {
+            true => Ok(value),
+            false => Err(elsewhere(format!("{address} answered {status}: {value}"))),
+        }
     }
 
     /// The coordinator this host follows.

@@ -361,6 +361,12 @@ pub trait Coordinator: Send + Sync {
         std::future::pending().await
     }
 
+    /// The API address of the host that holds `shard` now, if another host
+    /// does (where terminates and upgrades of its runs are sent).
+    async fn owner_address(&self, _shard: u32) -> Option<String> {
+        None
+    }
+
     /// This host's slot among the hosts sharing the store: the low bits
     /// of the arrival numbers it hands out, so no two hosts hand out the
     /// same one. `None` where only one host writes.

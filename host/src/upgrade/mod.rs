@@ -14,7 +14,7 @@ use crate::registry::{Registry, UploadError, VersionError};
 use crate::runtime::{ControlError, RunError, Runtime};
 use crate::sandbox::LoadError;
 use crate::store::{ComponentKind, Deployment, RunQuery, RunStatus, StoreError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// An upgrade could not be attempted.
@@ -50,7 +50,7 @@ impl From<UploadError> for UpgradeError {
 }
 
 /// What happened to one run.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum RunUpgrade {
     /// Verified and moved.
@@ -114,6 +114,16 @@ impl Upgrader {
     /// `dry_run`, moves it there.
     pub async fn upgrade_run(&self, run_id: &str, to: u32, dry_run: bool) -> Result<RunUpgrade, UpgradeError> {
         let meta = self.rt.store().run(run_id).await?.ok_or_else(|| UpgradeError::RunNotFound(run_id.to_owned()))?;
+        // Another host drives the run: it verifies and moves it.
+        if let Some(owner) = self.rt.owner_elsewhere(&meta).await {
+            let body = serde_json::json!({ "to": to, "dry_run": dry_run });
+            let answer = self.rt.forward(run_id, &owner, &format!("/runs/{run_id}/upgrade"), body).await?;
+            let report = answer["runs"].get(0).cloned().unwrap_or_default();
+            return serde_json::from_value(report).map_err(|e| {
+                ControlError::Elsewhere { run_id: run_id.to_owned(), reason: format!("{owner} answered {answer}: {e}") }
+                    .into()
+            });
+        }
         let deployment = self.deployment(&meta.workflow).await?;
         let target = deployment
             .versions

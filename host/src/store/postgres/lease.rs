@@ -327,6 +327,19 @@ impl Coordinator for LeaseCoordinator {
         }
     }
 
+    async fn owner_address(&self, shard: u32) -> Option<String> {
+        let client = self.leases.pool.get().await.ok()?;
+        let row = client
+            .query_opt(
+                "SELECT h.address FROM cairn_shards s JOIN cairn_hosts h ON h.host = s.owner \
+                 WHERE s.shard = $1 AND s.lease_until > now() AND s.owner <> $2",
+                &[&(shard as i32), &self.leases.host],
+            )
+            .await
+            .ok()??;
+        row.get::<_, Option<String>>(0).filter(|a| !a.is_empty())
+    }
+
     fn arrival_slot(&self) -> Option<u16> {
         self.slot.get().copied()
     }
