@@ -366,7 +366,7 @@ async fn wake_ups_still_arrive_after_the_listen_connection_is_killed() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let db = url.rsplit('/').next().unwrap().to_owned();
-    let listeners = format!("FROM pg_stat_activity WHERE query = 'LISTEN cairn_wakeups' AND datname = '{db}'");
+    let listeners = format!("FROM pg_stat_activity WHERE query LIKE 'LISTEN cairn_wakeups%' AND datname = '{db}'");
     let killed = harness::server().admin(&format!("SELECT pg_terminate_backend(pid) {listeners}")).await;
     let rows = killed.iter().filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))).count();
     assert_eq!(rows, 2, "one listening connection per host");

@@ -29,8 +29,13 @@ pub struct BenchArgs {
     /// Run only these rows (comma-separated): w10, http, full, latency,
     /// step, replay, instantiate, parked, cold, languages. Handy under a
     /// profiler.
-    #[arg(long, value_delimiter = ',', value_parser = ["w10", "http", "full", "latency", "step", "replay", "instantiate", "parked", "cold", "languages"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["w10", "http", "full", "latency", "step", "replay", "instantiate", "parked", "cold", "languages", "pg"])]
     only: Vec<String>,
+    /// Also measure on PostgreSQL: a server where this user may create
+    /// databases (postgres://USER@HOST:PORT/DB); each row gets a database
+    /// of its own, dropped after it.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
 }
 
 struct Row {
@@ -137,9 +142,14 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> anyhow::Result<Server> {
+        Self::start_with(data, &[])
+    }
+
+    fn start_with(data: &Path, extra: &[&str]) -> anyhow::Result<Server> {
         let mut child = Command::new(std::env::current_exe()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .args(extra)
             .env("CAIRN_LOG", "error")
             .stdout(Stdio::piped())
             .spawn()?;
@@ -443,6 +453,223 @@ async fn parked(guests: &Guests, runs: usize) -> anyhow::Result<(f64, f64)> {
     Ok((rss, runs as f64 / started.elapsed().as_secs_f64()))
 }
 
+/// A database of its own on the bench's PostgreSQL server, dropped with it.
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create(admin: &str, row: &str) -> anyhow::Result<Database> {
+        let name = format!("cairn_bench_{row}_{}", std::process::id());
+        Self::execute(admin, &format!("DROP DATABASE IF EXISTS {name}")).await?;
+        Self::execute(admin, &format!("CREATE DATABASE {name}")).await?;
+        let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
+        Ok(Database { admin: admin.to_owned(), url: format!("{base}/{name}"), name })
+    }
+
+    async fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("cannot connect to --postgres {}", cairn_host::store::postgres::redacted(url)))?;
+        let connection = tokio::spawn(connection);
+        client.batch_execute(sql).await.with_context(|| format!("{sql} failed"))?;
+        drop(client);
+        let _ = connection.await;
+        Ok(())
+    }
+
+    async fn drop_now(self) {
+        // Hosts hold connections for a moment after they are killed.
+        for _ in 0..50 {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            if Self::execute(&self.admin, &sql).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// `hosts` hosts of one PostgreSQL store, the bench components deployed.
+async fn pg_hosts(
+    guests: &Guests,
+    url: &str,
+    hosts: usize,
+    lease_ms: u64,
+) -> anyhow::Result<(Vec<Server>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let mut servers = Vec::new();
+    for i in 0..hosts {
+        let id = format!("bench{i}");
+        let lease = lease_ms.to_string();
+        let args = ["--store", url, "--host-id", id.as_str(), "--lease-ms", lease.as_str()];
+        servers.push(Server::start_with(&dir.path().join(&id), &args)?);
+    }
+    servers[0].deploy("noop", "activity", &guests.noop).await?;
+    servers[0].deploy("bench", "workflow", &guests.bench).await?;
+    // Until the shards are shared out (a few lease ticks).
+    let share = 64usize.div_ceil(hosts);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut owned = Vec::new();
+        for s in &servers {
+            owned.push(sample(&s.metrics().await?, "cairn_shards_owned") as usize);
+        }
+        if owned.iter().sum::<usize>() == 64 && owned.iter().all(|n| *n <= share) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the shards never settled over {hosts} hosts: {owned:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((servers, dir))
+}
+
+/// W10 over HTTP against `hosts` hosts of one PostgreSQL store, the 64
+/// clients spread over them.
+async fn pg_w10(guests: &Guests, admin: &str, hosts: usize, runs: usize) -> anyhow::Result<Round> {
+    let db = Database::create(admin, &format!("w10_{hosts}")).await?;
+    let (servers, _dir) = pg_hosts(guests, &db.url, hosts, 10_000).await?;
+    let servers: Vec<Arc<Server>> = servers.into_iter().map(Arc::new).collect();
+    let before = servers[0].metrics().await?;
+    let cpu: Vec<f64> = servers.iter().map(|s| s.cpu_seconds()).collect();
+    let client_cpu = cpu_seconds("self");
+    let started = Instant::now();
+    let clients = Arc::new(Semaphore::new(64));
+    let mut tasks = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let (server, clients) = (servers[i % hosts].clone(), clients.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = clients.acquire().await?;
+            server.run(json!({ "steps": 10 })).await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cores = servers.iter().zip(&cpu).map(|(s, c)| s.cpu_seconds() - c).sum::<f64>() / secs;
+    let client_cores = (cpu_seconds("self") - client_cpu) / secs;
+    let commits = Commits::between(&before, &servers[0].metrics().await?);
+    drop(servers);
+    db.drop_now().await;
+    Ok(Round { wps: runs as f64 / secs, commit_us: commits.mean_us, writes: commits.writes, cores, client_cores })
+}
+
+/// p50 and p99 ms of sequential W10 runs on one host of a PostgreSQL store.
+async fn pg_latency(guests: &Guests, admin: &str, runs: usize) -> anyhow::Result<(f64, f64, Commits)> {
+    let db = Database::create(admin, "latency").await?;
+    let (servers, _dir) = pg_hosts(guests, &db.url, 1, 10_000).await?;
+    let before = servers[0].metrics().await?;
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        servers[0].run(json!({ "steps": 10 })).await?;
+        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    let commits = Commits::between(&before, &servers[0].metrics().await?);
+    drop(servers);
+    db.drop_now().await;
+    let pct = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).saturating_sub(1).min(ms.len() - 1)];
+    Ok((pct(0.50), pct(0.99), commits))
+}
+
+/// Two hosts, `runs` runs parked on them waiting for a signal; one host
+/// killed with SIGKILL and every run signalled through the other. Returns
+/// (s from the kill to the last orphaned run finishing, how many were
+/// orphaned, the lease s).
+async fn pg_takeover(guests: &Guests, admin: &str, runs: usize) -> anyhow::Result<(f64, usize, f64)> {
+    let lease_ms = 5_000;
+    let db = Database::create(admin, "takeover").await?;
+    let (mut servers, _dir) = pg_hosts(guests, &db.url, 2, lease_ms).await?;
+    let http = reqwest::Client::new();
+    let clients = Arc::new(Semaphore::new(64));
+    let survivor = servers[1].url.clone();
+    let mut tasks = Vec::new();
+    for i in 0..runs {
+        let (http, url, clients) = (http.clone(), servers[i % 2].url.clone(), clients.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = clients.acquire().await?;
+            let body = json!({ "workflow": "bench", "id": format!("t{i}"), "input": { "park": true } });
+            let r = http.post(format!("{url}/v1/runs")).json(&body).send().await?;
+            anyhow::ensure!(r.status().is_success(), "start: {}", r.text().await?);
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    // Every run waits for its signal.
+    let store = Store::connect(&db.url, None).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut parked = 0;
+        for meta in store.all_runs(cairn_host::store::RunQuery::status(cairn_host::store::RunStatus::Running)).await? {
+            parked += usize::from(store.journal(&meta.id).await?.len() >= 2);
+        }
+        if parked == runs {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {parked} of {runs} runs reached their wait");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let victim = servers.remove(0);
+    let orphaned = victim_runs(&db.url, &store).await?;
+    let killed = Instant::now();
+    drop(victim);
+    let mut tasks = Vec::new();
+    for i in 0..runs {
+        let (http, url, clients) = (http.clone(), survivor.clone(), clients.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = clients.acquire().await?;
+            let r = http.post(format!("{url}/v1/runs/t{i}/signals/go")).json(&json!(true)).send().await?;
+            anyhow::ensure!(r.status().is_success(), "signal: {}", r.text().await?);
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    loop {
+        let left = store.count_running().await?;
+        if left == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{left} runs never finished after the takeover");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = killed.elapsed().as_secs_f64();
+    drop(servers);
+    db.drop_now().await;
+    Ok((secs, orphaned, lease_ms as f64 / 1000.0))
+}
+
+/// How many runs the host `bench0` drives: the runs of the shards it holds.
+async fn victim_runs(url: &str, store: &Store) -> anyhow::Result<usize> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let rows = client.query("SELECT shard FROM cairn_shards WHERE owner = 'bench0'", &[]).await?;
+    drop(client);
+    let _ = connection.await;
+    let mut n = 0;
+    for row in rows {
+        let query = cairn_host::store::RunQuery {
+            shard: Some(row.get::<_, i32>(0) as u32),
+            ..cairn_host::store::RunQuery::all()
+        };
+        n += store.all_runs(query).await?.len();
+    }
+    Ok(n)
+}
+
 async fn cold_start(guests: &Guests, components: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     {
@@ -574,6 +801,57 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         record(
             "w10_p99_ms",
             Row { name: "W10 latency p99", figure: p99, unit: "ms", settings: format!("same {l} runs") },
+            &mut keys,
+        );
+    }
+    if let (Some(admin), true) = (&args.postgres, want("pg")) {
+        let pg = "PostgreSQL 15 on loopback, fsync and synchronous_commit on";
+        for hosts in [1, 3] {
+            let Round { wps, commit_us, writes, cores, client_cores } = pg_w10(&guests, admin, hosts, n).await?;
+            record(
+                if hosts == 1 { "pg_w10_http_wps" } else { "pg_w10_http_3_hosts_wps" },
+                Row {
+                    name: if hosts == 1 { "W10, HTTP, PostgreSQL, 1 host" } else { "W10, HTTP, PostgreSQL, 3 hosts" },
+                    figure: wps,
+                    unit: "workflows/s",
+                    settings: format!(
+                        "{n} runs, 64 concurrent clients spread over {hosts} host(s), {pg}; a commit (of host 1) took {commit_us:.0} us and carried {writes:.0} writes on average; the hosts kept {cores:.2} cores busy, the clients {client_cores:.2}"
+                    ),
+                },
+                &mut keys,
+            );
+        }
+        let l = scale(200);
+        let (p50, p99, commits) = pg_latency(&guests, admin, l).await?;
+        let per_run = commits.count / l as f64;
+        record(
+            "pg_w10_p50_ms",
+            Row {
+                name: "W10 latency p50, PostgreSQL",
+                figure: p50,
+                unit: "ms",
+                settings: format!(
+                    "{l} sequential runs on one host, {pg}; {per_run:.1} commits per run of {:.0} us on average",
+                    commits.mean_us
+                ),
+            },
+            &mut keys,
+        );
+        record(
+            "pg_w10_p99_ms",
+            Row { name: "W10 latency p99, PostgreSQL", figure: p99, unit: "ms", settings: format!("same {l} runs") },
+            &mut keys,
+        );
+        let t = scale(1000);
+        let (secs, orphaned, lease) = pg_takeover(&guests, admin, t).await?;
+        record(
+            "pg_takeover_s",
+            Row {
+                name: "Takeover after kill -9",
+                figure: secs,
+                unit: "s",
+                settings: format!("{t} runs parked on two hosts, one killed; its {orphaned} runs signalled through the other: from the kill to the last of them finishing, lease {lease:.0} s ({:.1} s after the lease ran out)", secs - lease),
+            },
             &mut keys,
         );
     }

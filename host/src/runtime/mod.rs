@@ -141,6 +141,21 @@ impl Runtime {
                 }
             }
         });
+        if let Some(mut ends) = coordinator.ends() {
+            let rt = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    let run = match ends.recv().await {
+                        Ok(run) => run,
+                        Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => return,
+                    };
+                    let Some(inner) = rt.upgrade() else { return };
+                    inner.scheduler.ends.ended(&run);
+                }
+            });
+        }
         let rt = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             loop {

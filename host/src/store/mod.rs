@@ -210,6 +210,14 @@ pub(crate) fn test_hook(name: &str) -> Option<std::ffi::OsString> {
     }
 }
 
+/// The shard of run `run_id` among `shards`: FNV-1a of the id, stable
+/// across builds and platforms (unlike std's hasher), so a backend finds a
+/// run's shard from its id alone.
+pub(crate) fn shard_of(run_id: &str, shards: u32) -> u32 {
+    let hash = run_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    (hash % u64::from(shards.max(1))) as u32
+}
+
 /// The error a backend's own library returned, kept as it is (so its
 /// message and source chain reach the log) without its type crossing the
 /// store's boundary.
@@ -353,6 +361,12 @@ pub trait Coordinator: Send + Sync {
 
     /// Ownership changes from now on.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Ownership>;
+
+    /// Runs that ended on another host, as they end (a hint: a waiter that
+    /// misses one looks at the store now and then anyway).
+    fn ends(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 
     /// Waits for runs of this host's shards that another host wrote to (a
     /// signal, a completion, a new run) and returns them; never returns
@@ -595,10 +609,7 @@ impl Store {
     /// over the store's shards, stored in the run's row and never
     /// recomputed.
     pub fn shard_for(&self, run_id: &str) -> u32 {
-        // FNV-1a: stable across builds and platforms, unlike std's hasher.
-        let hash =
-            run_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        (hash % u64::from(self.backend.shard_count().max(1))) as u32
+        shard_of(run_id, self.backend.shard_count())
     }
 
     /// Checks that the tables agree with each other: every run has a

@@ -54,7 +54,7 @@ impl Leases {
     /// changes, already applied to the fence.
     pub(crate) async fn tick(&self) -> Result<Vec<Ownership>, StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
-        let client = self.pool.get().await.map_err(pool_err)?;
+        let mut client = self.pool.get().await.map_err(pool_err)?;
         let mut changes = Vec::new();
         client
             .execute(
@@ -103,24 +103,41 @@ impl Leases {
         let share = (self.shards as usize).div_ceil(live.max(1) as usize);
         let holding = self.fence.held().len();
         if holding < share {
-            // Expired shards, or this host's own from before a restart.
-            let rows = client
+            // Expired shards, or this host's own from before a restart. The
+            // epoch goes up under the shard's exclusive fence lock, so a
+            // commit of the old owner under way finishes first, and every
+            // later one sees the new epoch (see `fence_lock`).
+            let txn = client.transaction().await.map_err(pg_err)?;
+            let free: Vec<i32> = txn
                 .query(
-                    "WITH free AS (SELECT shard FROM cairn_shards \
-                     WHERE (lease_until < now() OR owner = $1) AND NOT shard = ANY($4) \
-                     ORDER BY shard LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                     UPDATE cairn_shards s SET owner = $1, epoch = s.epoch + 1, \
-                     lease_until = now() + make_interval(secs => $3) FROM free WHERE s.shard = free.shard \
-                     RETURNING s.shard, s.epoch",
+                    "SELECT shard FROM cairn_shards WHERE (lease_until < now() OR owner = $1) AND NOT shard = ANY($3) \
+                     ORDER BY shard LIMIT $2 FOR UPDATE SKIP LOCKED",
                     &[
                         &self.host,
                         &((share - holding) as i64),
-                        &self.seconds(),
                         &self.fence.held().iter().map(|(s, _)| *s as i32).collect::<Vec<i32>>(),
                     ],
                 )
                 .await
+                .map_err(pg_err)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            txn.execute(
+                "SELECT pg_advisory_xact_lock($1::bigint + s) FROM unnest($2::integer[]) AS s ORDER BY s",
+                &[&super::FENCE_LOCKS, &free],
+            )
+            .await
+            .map_err(pg_err)?;
+            let rows = txn
+                .query(
+                    "UPDATE cairn_shards SET owner = $1, epoch = epoch + 1, lease_until = now() + make_interval(secs => $3) \
+                     WHERE shard = ANY($2) RETURNING shard, epoch",
+                    &[&self.host, &free, &self.seconds()],
+                )
+                .await
                 .map_err(pg_err)?;
+            txn.commit().await.map_err(pg_err)?;
             for row in rows {
                 let (shard, epoch) = (row.get::<_, i32>(0) as u32, row.get::<_, i64>(1));
                 self.fence.hold(shard, epoch);
@@ -209,6 +226,8 @@ pub(crate) struct LeaseCoordinator {
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// A notification on `cairn_wakeups` came: look at the table now.
     hint: Arc<tokio::sync::Notify>,
+    /// Runs that ended (notifications on `cairn_ends`).
+    ends: broadcast::Sender<String>,
     slot: std::sync::OnceLock<u16>,
 }
 
@@ -224,6 +243,7 @@ impl LeaseCoordinator {
             stop: tokio::sync::watch::channel(false).0,
             tasks: Default::default(),
             hint: Arc::default(),
+            ends: broadcast::channel(4096).0,
             slot: std::sync::OnceLock::new(),
         }
     }
@@ -233,6 +253,7 @@ impl LeaseCoordinator {
     async fn listen(
         config: tokio_postgres::Config,
         hint: Arc<tokio::sync::Notify>,
+        ends: broadcast::Sender<String>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         use futures_util::StreamExt;
@@ -240,7 +261,7 @@ impl LeaseCoordinator {
             match config.connect(tokio_postgres::NoTls).await {
                 Ok((client, mut connection)) => {
                     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                    let listening = client.batch_execute("LISTEN cairn_wakeups");
+                    let listening = client.batch_execute("LISTEN cairn_wakeups; LISTEN cairn_ends");
                     tokio::pin!(listening);
                     let mut subscribed = false;
                     loop {
@@ -256,6 +277,9 @@ impl LeaseCoordinator {
                                 hint.notify_one();
                             }
                             message = messages.next() => match message {
+                                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) if n.channel() == "cairn_ends" => {
+                                    let _ = ends.send(n.payload().to_owned());
+                                }
                                 Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => hint.notify_one(),
                                 Some(Ok(_)) => {}
                                 Some(Err(e)) => {
@@ -286,7 +310,12 @@ impl Coordinator for LeaseCoordinator {
         drop(client);
         self.leases.tick().await?;
         let keeper = tokio::spawn(self.leases.clone().keep(self.stop.subscribe()));
-        let listener = tokio::spawn(Self::listen(self.config.clone(), self.hint.clone(), self.stop.subscribe()));
+        let listener = tokio::spawn(Self::listen(
+            self.config.clone(),
+            self.hint.clone(),
+            self.ends.clone(),
+            self.stop.subscribe(),
+        ));
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).extend([keeper, listener]);
         Ok(())
     }
@@ -338,6 +367,10 @@ impl Coordinator for LeaseCoordinator {
             .await
             .ok()??;
         row.get::<_, Option<String>>(0).filter(|a| !a.is_empty())
+    }
+
+    fn ends(&self) -> Option<broadcast::Receiver<String>> {
+        Some(self.ends.subscribe())
     }
 
     fn arrival_slot(&self) -> Option<u16> {

@@ -49,6 +49,9 @@ pub const DEFAULT_SHARDS: u32 = 64;
 /// Most batches one transaction takes.
 const MAX_GROUP: usize = 1024;
 
+/// Writers committing at once.
+const WRITERS: usize = 4;
+
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
     StoreError::Backend(BackendError::new(e))
 }
@@ -189,7 +192,10 @@ pub(crate) struct PgStorage {
     /// For the connection that listens for wake-ups.
     config: tokio_postgres::Config,
     shards: u32,
-    writer: mpsc::UnboundedSender<Request>,
+    /// The writers: a run's batches always go to the same one, so they
+    /// commit in the order they were submitted; the writers' transactions
+    /// overlap, and PostgreSQL flushes overlapping commits together.
+    writers: Vec<mpsc::UnboundedSender<Request>>,
     metrics: Arc<crate::metrics::CommitMetrics>,
     failing: Arc<Mutex<Option<String>>>,
     fence: Arc<Fence>,
@@ -201,7 +207,7 @@ impl PgStorage {
     /// Connects to `url`, applies migrations, and starts the writer. A
     /// database with no shards yet gets [`DEFAULT_SHARDS`].
     pub(crate) async fn connect(url: &str, cache: Option<PathBuf>) -> Result<PgStorage, StoreError> {
-        let pool = pool(url, 16).await?;
+        let pool = pool(url, 32).await?;
         let mut shards = migrate(&pool, url).await?;
         if shards == 0 {
             shards = init(url, DEFAULT_SHARDS).await?;
@@ -209,12 +215,26 @@ impl PgStorage {
         if let Some(dir) = &cache {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.clone(), source })?;
         }
-        let (tx, rx) = mpsc::unbounded_channel();
         let metrics = Arc::new(crate::metrics::CommitMetrics::default());
         let failing = Arc::new(Mutex::new(None));
         let fence = Arc::new(Fence::default());
-        tokio::spawn(writer_loop(pool.clone(), rx, metrics.clone(), failing.clone(), fence.clone()));
-        Ok(PgStorage { pool, config: config(url)?, shards, writer: tx, metrics, failing, fence, cache })
+        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writers = (0..WRITERS)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let writer = Writer {
+                    pool: pool.clone(),
+                    metrics: metrics.clone(),
+                    failing: failing.clone(),
+                    fence: fence.clone(),
+                    commits: commits.clone(),
+                    shards,
+                };
+                tokio::spawn(writer.run(rx));
+                tx
+            })
+            .collect();
+        Ok(PgStorage { pool, config: config(url)?, shards, writers, metrics, failing, fence, cache })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -281,7 +301,19 @@ fn records(run_id: &str, rows: Vec<tokio_postgres::Row>) -> Result<Vec<Record>, 
 impl super::Storage for PgStorage {
     fn submit(&self, batch: Batch) -> Ack {
         let (ack, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(request)) = self.writer.send(Request { batch, ack }) {
+        // By the run the batch is about (its first append's, else its first
+        // write's), so one run's batches keep their order.
+        let run = batch
+            .iter()
+            .find_map(|w| match w {
+                Write::Append { run_id, .. } => Some(run_id.as_str()),
+                _ => None,
+            })
+            .or_else(|| batch.iter().find_map(run_of))
+            .unwrap_or("");
+        let hash = run.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let writer = &self.writers[(hash % self.writers.len() as u64) as usize];
+        if let Err(mpsc::error::SendError(request)) = writer.send(Request { batch, ack }) {
             let _ = request.ack.send(Err(CommitError::Stopped));
         }
         rx
@@ -602,66 +634,75 @@ fn timer(row: &tokio_postgres::Row) -> Timer {
     Timer { due_ms: row.get::<_, i64>(0) as u64, run_id: row.get(1), handle: row.get::<_, i32>(2) as u32 }
 }
 
-/// The single writer: takes what is queued, commits it as one group,
+/// One of the writers: takes what is queued for it, commits it as one group,
 /// acknowledges each batch. A group whose transaction fails (the database
 /// is down, the connection dropped, the outcome of `COMMIT` unknown) is
 /// retried whole until it commits: runs wait, and nothing is lost or
 /// applied twice.
-async fn writer_loop(
+struct Writer {
     pool: Pool,
-    mut rx: mpsc::UnboundedReceiver<Request>,
     metrics: Arc<crate::metrics::CommitMetrics>,
     failing: Arc<Mutex<Option<String>>>,
     fence: Arc<Fence>,
-) {
-    let mut group: Vec<Request> = Vec::new();
-    // Test-only crash point: die right after the Nth group commit.
-    let crash_after: Option<u64> = super::test_hook("CAIRN_CRASH_AFTER_COMMITS").and_then(|v| v.to_str()?.parse().ok());
-    let mut commits = 0u64;
-    loop {
-        if group.is_empty() {
-            match rx.recv().await {
-                Some(request) => group.push(request),
-                None => return,
+    /// Group commits of every writer so far.
+    commits: Arc<std::sync::atomic::AtomicU64>,
+    /// Shards in the database.
+    shards: u32,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        let Writer { pool, metrics, failing, fence, commits, shards } = self;
+        let mut group: Vec<Request> = Vec::new();
+        let mut connection = None;
+        // Test-only crash point: die right after the Nth group commit.
+        let crash_after: Option<u64> =
+            super::test_hook("CAIRN_CRASH_AFTER_COMMITS").and_then(|v| v.to_str()?.parse().ok());
+        loop {
+            if group.is_empty() {
+                match rx.recv().await {
+                    Some(request) => group.push(request),
+                    None => return,
+                }
             }
-        }
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(request) => group.push(request),
-                Err(_) => break,
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
             }
-        }
-        let started = Instant::now();
-        commits += 1;
-        let batches: Vec<&Batch> = group.iter().map(|r| &r.batch).collect();
-        let mut backoff = Duration::from_millis(50);
-        let results = loop {
-            match commit_group(&pool, &batches, &fence).await {
-                Ok(results) => {
-                    if failing.lock().unwrap_or_else(|e| e.into_inner()).take().is_some() {
-                        tracing::info!("commits succeed again");
+            let started = Instant::now();
+            let batches: Vec<&Batch> = group.iter().map(|r| &r.batch).collect();
+            let mut backoff = Duration::from_millis(50);
+            let results = loop {
+                match commit_group(&pool, &mut connection, &batches, &fence, shards).await {
+                    Ok(results) => {
+                        if failing.lock().unwrap_or_else(|e| e.into_inner()).take().is_some() {
+                            tracing::info!("commits succeed again");
+                        }
+                        break results;
                     }
-                    break results;
+                    Err(e) => {
+                        let reason = format!("{e}");
+                        tracing::warn!(error = %reason, retry_in_ms = backoff.as_millis() as u64, "a commit failed; retrying it");
+                        *failing.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
                 }
-                Err(e) => {
-                    let reason = format!("{e}");
-                    tracing::warn!(error = %reason, retry_in_ms = backoff.as_millis() as u64, "a commit failed; retrying it");
-                    *failing.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
+            };
+            metrics.latency.observe_duration(started.elapsed());
+            metrics.batch_size.observe(batches.iter().map(|b| b.len()).sum::<usize>() as f64);
+            drop(batches);
+            let committed = commits.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+            if crash_after == Some(committed) {
+                // SAFETY: kill(2) on our own pid; the point is to die abruptly,
+                // committed and not yet acknowledged.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
             }
-        };
-        metrics.latency.observe_duration(started.elapsed());
-        metrics.batch_size.observe(batches.iter().map(|b| b.len()).sum::<usize>() as f64);
-        drop(batches);
-        if crash_after == Some(commits) {
-            // SAFETY: kill(2) on our own pid; the point is to die abruptly,
-            // committed and not yet acknowledged.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-        }
-        for (request, result) in group.drain(..).zip(results) {
-            let _ = request.ack.send(result);
+            for (request, result) in group.drain(..).zip(results) {
+                let _ = request.ack.send(result);
+            }
         }
     }
 }
@@ -688,10 +729,12 @@ enum Stmt {
     DropSignals {
         run: String,
     },
+    /// Journal entries appended one after another in the group, in one
+    /// statement.
     Append {
-        run: String,
-        seq: i64,
-        record: Vec<u8>,
+        runs: Vec<String>,
+        seqs: Vec<i64>,
+        records: Vec<Vec<u8>>,
     },
     PutCompletion {
         run: String,
@@ -754,6 +797,10 @@ enum Stmt {
         shard: i32,
         run: String,
     },
+    Notify {
+        channel: &'static str,
+        payload: String,
+    },
 }
 
 const PUT_RUN: &str = "INSERT INTO cairn_runs (run_id, shard, workflow, version, status, generation, meta) \
@@ -761,8 +808,8 @@ const PUT_RUN: &str = "INSERT INTO cairn_runs (run_id, shard, workflow, version,
     workflow = EXCLUDED.workflow, version = EXCLUDED.version, status = EXCLUDED.status, \
     generation = EXCLUDED.generation, meta = EXCLUDED.meta";
 const DROP_SIGNALS: &str = "DELETE FROM cairn_signals WHERE run_id = $1";
-const APPEND: &str =
-    "INSERT INTO cairn_journal (run_id, seq, record) VALUES ($1, $2, $3) ON CONFLICT (run_id, seq) DO NOTHING";
+const APPEND: &str = "INSERT INTO cairn_journal (run_id, seq, record) \
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[]) ON CONFLICT (run_id, seq) DO NOTHING";
 const PUT_COMPLETION: &str = "INSERT INTO cairn_completions (run_id, handle, row) VALUES ($1, $2, $3) \
     ON CONFLICT (run_id, handle) DO UPDATE SET row = EXCLUDED.row";
 const DELETE_COMPLETION: &str = "DELETE FROM cairn_completions WHERE run_id = $1 AND handle = $2";
@@ -791,6 +838,22 @@ const PUT_COMPONENT: &str = "INSERT INTO cairn_components (sha256, bytes) VALUES
 const PUT_COMPILED: &str = "INSERT INTO cairn_compiled (sha256, engine, bytes) VALUES ($1, $2, $3) \
     ON CONFLICT (sha256, engine) DO UPDATE SET bytes = EXCLUDED.bytes";
 const WAKEUP: &str = "INSERT INTO cairn_wakeups (shard, run_id) VALUES ($1, $2)";
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+/// The rows a group's checks need: its runs (with their shards' epochs,
+/// share-locked), the journal rows at the seqs it appends, the last seq of
+/// the runs it continues as new.
+const READ_RUNS: &str = "SELECT r.run_id, r.shard, r.generation, r.status, s.epoch FROM cairn_runs r \
+    JOIN cairn_shards s ON s.shard = r.shard WHERE r.run_id = ANY($1)";
+/// The shared fence locks of a group's shards (see `commit_group`).
+const FENCE_LOCK: &str =
+    "SELECT pg_advisory_xact_lock_shared($1::bigint + s) FROM unnest($2::integer[]) AS s ORDER BY s";
+
+/// The advisory lock keys of the shards' fences: this plus the shard.
+pub(crate) const FENCE_LOCKS: i64 = 0x6361_6972_0000_0000;
+
+const READ_APPENDED: &str = "SELECT j.run_id, j.seq, j.record FROM cairn_journal j \
+    JOIN unnest($1::text[], $2::bigint[]) AS a(run_id, seq) ON j.run_id = a.run_id AND j.seq = a.seq";
+const READ_LAST_SEQ: &str = "SELECT run_id, max(seq) FROM cairn_journal WHERE run_id = ANY($1) GROUP BY run_id";
 
 impl Stmt {
     fn sql(&self) -> &'static str {
@@ -811,6 +874,7 @@ impl Stmt {
             Stmt::PutComponent { .. } => PUT_COMPONENT,
             Stmt::PutCompiled { .. } => PUT_COMPILED,
             Stmt::Wakeup { .. } => WAKEUP,
+            Stmt::Notify { .. } => NOTIFY,
         }
     }
 
@@ -820,7 +884,7 @@ impl Stmt {
                 vec![id, shard, workflow, version, status, generation, meta]
             }
             Stmt::DropSignals { run } => vec![run],
-            Stmt::Append { run, seq, record } => vec![run, seq, record],
+            Stmt::Append { runs, seqs, records } => vec![runs, seqs, records],
             Stmt::PutCompletion { run, handle, row } => vec![run, handle, row],
             Stmt::DeleteCompletion { run, handle } => vec![run, handle],
             Stmt::PutTimer { run, due, handle, shard } => vec![run, due, handle, shard],
@@ -834,6 +898,7 @@ impl Stmt {
             Stmt::PutComponent { sha256, bytes } => vec![sha256, bytes],
             Stmt::PutCompiled { sha256, engine, bytes } => vec![sha256, engine, bytes],
             Stmt::Wakeup { shard, run } => vec![shard, run],
+            Stmt::Notify { channel, payload } => vec![channel, payload],
         }
     }
 }
@@ -866,12 +931,37 @@ fn owner_only(write: &Write) -> bool {
 /// batch, or why the transaction as a whole did not commit.
 async fn commit_group(
     pool: &Pool,
+    connection: &mut Option<deadpool_postgres::Object>,
     group: &[&Batch],
     fence: &Fence,
+    shard_count: u32,
 ) -> Result<Vec<Result<(), CommitError>>, Box<dyn std::error::Error + Send + Sync>> {
-    let mut client = pool.get().await?;
-    let txn = client.transaction().await?;
+    // The writer keeps its connection: readers never make it wait for one.
+    let client = match connection.take() {
+        Some(client) if !client.is_closed() => client,
+        _ => pool.get().await?,
+    };
+    let result = commit_on(&client, group, fence, shard_count).await;
+    if result.is_err() {
+        // The transaction failed part-way: end it (a no-op if it already
+        // ended); a connection that cannot is not used again.
+        if client.batch_execute("ROLLBACK").await.is_err() {
+            return result;
+        }
+    }
+    *connection = Some(client);
+    result
+}
 
+/// The transaction of [`commit_group`] in two flights to the server: the
+/// `BEGIN`, the fence locks and the rows the checks need, sent together;
+/// then every statement and the `COMMIT`, sent together.
+async fn commit_on(
+    txn: &deadpool_postgres::Object,
+    group: &[&Batch],
+    fence: &Fence,
+    shard_count: u32,
+) -> Result<Vec<Result<(), CommitError>>, Box<dyn std::error::Error + Send + Sync>> {
     // What the checks need, read in one go: the runs written, the journal
     // rows at the seqs appended, the last seq of runs continued as new.
     let mut run_ids: BTreeSet<&str> = BTreeSet::new();
@@ -896,14 +986,37 @@ async fn commit_group(
     let continued: Vec<&str> = continued.into_iter().collect();
     let (p1, p2, p3): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
         ([&run_ids], [&append_runs, &append_seqs], [&continued]);
-    let (runs, stored, last) = futures_util::try_join!(
-        txn.query("SELECT run_id, shard, generation, status FROM cairn_runs WHERE run_id = ANY($1)", &p1),
-        txn.query(
-            "SELECT j.run_id, j.seq, j.record FROM cairn_journal j \
-             JOIN unnest($1::text[], $2::bigint[]) AS a(run_id, seq) ON j.run_id = a.run_id AND j.seq = a.seq",
-            &p2,
-        ),
-        txn.query("SELECT run_id, max(seq) FROM cairn_journal WHERE run_id = ANY($1) GROUP BY run_id", &p3),
+    // Fencing: a shared lock on each shard the group may write under (a
+    // run's shard is the hash of its id, so it is known before any read),
+    // then the epochs, read after the locks. A takeover bumps the epoch
+    // under the exclusive lock: it waits for this transaction, or this one
+    // reads the new epoch. Advisory locks live in the lock manager only,
+    // so many commits sharing one cost no row writes.
+    let mut shards: Vec<i32> = run_ids.iter().map(|r| super::shard_of(r, shard_count) as i32).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    let begin_q = txn.prepare_cached("BEGIN").await?;
+    let lock_q = txn.prepare_cached(FENCE_LOCK).await?;
+    let p0: [&(dyn ToSql + Sync); 2] = [&FENCE_LOCKS, &shards];
+    let runs_q = txn.prepare_cached(READ_RUNS).await?;
+    let stored_q = txn.prepare_cached(READ_APPENDED).await?;
+    let last_q = txn.prepare_cached(READ_LAST_SEQ).await?;
+    let (_, _, runs, stored, last) = futures_util::try_join!(
+        txn.execute(&begin_q, &[]),
+        txn.execute(&lock_q, &p0),
+        txn.query(&runs_q, &p1),
+        async {
+            match append_runs.is_empty() {
+                true => Ok(Vec::new()),
+                false => txn.query(&stored_q, &p2).await,
+            }
+        },
+        async {
+            match continued.is_empty() {
+                true => Ok(Vec::new()),
+                false => txn.query(&last_q, &p3).await,
+            }
+        },
     )?;
     // Deployments changed by the group: one host at a time per name (an
     // advisory lock, which also covers a name not deployed yet), read after
@@ -932,7 +1045,23 @@ async fn commit_group(
         }
     }
     let mut states: HashMap<String, RunState> = HashMap::new();
+    let mut epochs: HashMap<u32, i64> = HashMap::new();
+    // A run stored under another shard than its id's hash (a journal
+    // imported by hand): its shard is locked, and its epoch read, now.
+    let mut elsewhere: Vec<i32> =
+        runs.iter().map(|r| r.get::<_, i32>(1)).filter(|s| shards.binary_search(s).is_err()).collect();
+    if !elsewhere.is_empty() {
+        elsewhere.sort_unstable();
+        elsewhere.dedup();
+        txn.execute(&lock_q, &[&FENCE_LOCKS, &elsewhere]).await?;
+        for row in txn.query("SELECT shard, epoch FROM cairn_shards WHERE shard = ANY($1)", &[&elsewhere]).await? {
+            epochs.insert(row.get::<_, i32>(0) as u32, row.get::<_, i64>(1));
+        }
+        shards.extend(elsewhere);
+        shards.sort_unstable();
+    }
     for row in &runs {
+        epochs.entry(row.get::<_, i32>(1) as u32).or_insert(row.get::<_, i64>(4));
         let status: &str = row.get(3);
         let status =
             RunStatus::parse(status).ok_or_else(|| format!("run {} has status {status:?}", row.get::<_, &str>(0)))?;
@@ -949,9 +1078,7 @@ async fn commit_group(
         last_seq.insert(row.get(0), row.get::<_, Option<i64>>(1).map(|s| s as u64));
     }
 
-    // The shards written under, checked against the epochs this host holds:
-    // `FOR SHARE` makes a takeover (which updates the row) wait for this
-    // transaction, or this one see the takeover.
+    // The shards written under, checked against the epochs this host holds.
     let mut fenced: BTreeSet<u32> = BTreeSet::new();
     for write in group.iter().flat_map(|b| b.iter()) {
         if let (true, Some(run)) = (owner_only(write), run_of(write)) {
@@ -961,15 +1088,10 @@ async fn commit_group(
         }
     }
     let mut lost: HashSet<u32> = HashSet::new();
-    if !fenced.is_empty() {
-        let shards: Vec<i32> = fenced.iter().map(|s| *s as i32).collect();
-        let rows =
-            txn.query("SELECT shard, epoch FROM cairn_shards WHERE shard = ANY($1) FOR SHARE", &[&shards]).await?;
-        let epochs: HashMap<u32, i64> = rows.iter().map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, i64>(1))).collect();
-        for shard in &fenced {
-            if fence.epoch(*shard).is_none() || fence.epoch(*shard) != epochs.get(shard).copied() {
-                lost.insert(*shard);
-            }
+    for shard in &fenced {
+        let locked = shards.binary_search(&(*shard as i32)).is_ok();
+        if !locked || fence.epoch(*shard).is_none() || fence.epoch(*shard) != epochs.get(shard).copied() {
+            lost.insert(*shard);
         }
     }
 
@@ -1043,7 +1165,7 @@ async fn commit_group(
                     let last = last_seq.entry(run_id.clone()).or_insert(None);
                     *last = Some(last.map_or(record.seq, |l| l.max(record.seq)));
                     journal.insert((run_id.clone(), record.seq), bytes.clone());
-                    stmts.push(Stmt::Append { run: run_id.clone(), seq: record.seq as i64, record: bytes });
+                    append(&mut stmts, run_id, record.seq, bytes);
                 }
                 Write::PutCompletion { run_id, handle, completion } => {
                     let state = states.get(run_id.as_str());
@@ -1112,7 +1234,7 @@ async fn commit_group(
                     journal.insert((run.clone(), 0), bytes.clone());
                     last_seq.insert(run.clone(), Some(0));
                     moved.insert(run.clone());
-                    stmts.push(Stmt::Append { run: run.clone(), seq: 0, record: bytes });
+                    append(&mut stmts, &run, 0, bytes);
                     stmts.push(put_run(meta));
                     states
                         .insert(run, RunState { shard: meta.shard, generation: meta.generation, status: meta.status });
@@ -1150,6 +1272,23 @@ async fn commit_group(
         }
     }
 
+    // Hints for the other hosts, delivered when the transaction commits:
+    // look at the wake-up table; these runs ended (for clients waiting on
+    // them there).
+    if stmts.iter().any(|s| matches!(s, Stmt::Wakeup { .. })) {
+        stmts.push(Stmt::Notify { channel: "cairn_wakeups", payload: String::new() });
+    }
+    let ended: Vec<String> = stmts
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::PutRun { id, status, .. } if RunStatus::parse(status).is_some_and(RunStatus::is_final) => {
+                Some(id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    stmts.extend(ended.into_iter().map(|payload| Stmt::Notify { channel: "cairn_ends", payload }));
+
     // Every statement sent at once, executed in order, then one commit.
     let mut prepared = HashMap::new();
     for stmt in &stmts {
@@ -1158,14 +1297,30 @@ async fn commit_group(
             prepared.insert(sql, txn.prepare_cached(sql).await?);
         }
     }
+    let commit_q = txn.prepare_cached("COMMIT").await?;
     let params: Vec<Vec<&(dyn ToSql + Sync)>> = stmts.iter().map(Stmt::params).collect();
     let pending = stmts.iter().zip(&params).map(|(stmt, params)| txn.execute(&prepared[stmt.sql()], params));
-    futures_util::future::try_join_all(pending).await?;
-    if stmts.iter().any(|s| matches!(s, Stmt::Wakeup { .. })) {
-        txn.execute("SELECT pg_notify('cairn_wakeups', '')", &[]).await?;
+    // The COMMIT goes with the statements: if one of them fails, the
+    // server answers it with a rollback, and the failure is reported.
+    let (done, committed) = futures_util::join!(futures_util::future::join_all(pending), txn.execute(&commit_q, &[]));
+    if let Some(failed) = done.into_iter().find_map(Result::err) {
+        return Err(failed.into());
     }
-    txn.commit().await?;
+    committed?;
     Ok(results)
+}
+
+/// Adds an append to the group's statements: to the one before it when
+/// that is an append too (the rows are different keys, and nothing else
+/// comes between them).
+fn append(stmts: &mut Vec<Stmt>, run: &str, seq: u64, record: Vec<u8>) {
+    if let Some(Stmt::Append { runs, seqs, records }) = stmts.last_mut() {
+        runs.push(run.to_owned());
+        seqs.push(seq as i64);
+        records.push(record);
+        return;
+    }
+    stmts.push(Stmt::Append { runs: vec![run.to_owned()], seqs: vec![seq as i64], records: vec![record] });
 }
 
 fn put_run(meta: &RunMeta) -> Stmt {
