@@ -984,8 +984,9 @@ async fn commit_on(
     }
     let run_ids: Vec<&str> = run_ids.into_iter().collect();
     let continued: Vec<&str> = continued.into_iter().collect();
-    let (p1, p2, p3): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
-        ([&run_ids], [&append_runs, &append_seqs], [&continued]);
+    let p1: [&(dyn ToSql + Sync); 1] = [&run_ids];
+    let p2: [&(dyn ToSql + Sync); 2] = [&append_runs, &append_seqs];
+    let p3: [&(dyn ToSql + Sync); 1] = [&continued];
     // Fencing: a shared lock on each shard the group may write under (a
     // run's shard is the hash of its id, so it is known before any read),
     // then the epochs, read after the locks. A takeover bumps the epoch
