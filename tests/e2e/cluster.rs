@@ -383,8 +383,7 @@ async fn wake_ups_still_arrive_after_the_listen_connection_is_killed() {
     // And the listeners came back.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let back =
-            harness::server().admin("SELECT pid FROM pg_stat_activity WHERE query = 'LISTEN cairn_wakeups'").await;
+        let back = harness::server().admin(&format!("SELECT pid {listeners}")).await;
         if back.iter().filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))).count() == 2 {
             break;
         }

@@ -66,7 +66,7 @@ enum DbCommand {
     /// schema up to date) and fix its shard count. Hosts also do this at
     /// start, with 64 shards, when nobody ran it.
     Init {
-        /// The database: postgres://USER[:PASSWORD]@HOST:PORT/DB.
+        /// The database: `postgres://USER[:PASSWORD]@HOST:PORT/DB`.
         #[arg(long, env = "CAIRN_STORE", value_name = "URL")]
         store: String,
         /// How many shards runs are spread over; fixed once chosen. Hosts

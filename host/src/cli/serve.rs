@@ -19,7 +19,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "cairn-data", env = "CAIRN_DATA")]
     data: PathBuf,
     /// A PostgreSQL database shared with other hosts,
-    /// postgres://USER[:PASSWORD]@HOST:PORT/DB, instead of the embedded
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB`, instead of the embedded
     /// store in --data.
     #[arg(long, env = "CAIRN_STORE", value_name = "URL")]
     store: Option<String>,
