@@ -123,38 +123,15 @@ impl Runtime {
     /// takes are woken, runs of a shard it loses stop. Call before
     /// [`Runtime::recover`].
     pub fn coordinate(&self, coordinator: Arc<dyn crate::store::Coordinator>) {
-        let mut events = coordinator.subscribe();
+        let events = coordinator.subscribe();
         *self.inner.coordinator.write().unwrap_or_else(|e| e.into_inner()) = coordinator.clone();
-        let rt = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
-            loop {
-                let event = match events.recv().await {
-                    Ok(event) => event,
-                    Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => return,
-                };
-                let Some(inner) = rt.upgrade() else { return };
-                let rt = Runtime { inner };
-                if let Err(e) = rt.ownership_changed(event).await {
-                    tracing::error!(?event, error = %e, "could not take over a shard's runs; they are taken when the shard is next acquired");
-                }
+        self.follow(events, |rt, event| async move {
+            if let Err(e) = rt.ownership_changed(event).await {
+                tracing::error!(?event, error = %e, "could not take over a shard's runs; they are taken when the shard is next acquired");
             }
         });
-        if let Some(mut ends) = coordinator.ends() {
-            let rt = Arc::downgrade(&self.inner);
-            tokio::spawn(async move {
-                use tokio::sync::broadcast::error::RecvError;
-                loop {
-                    let run = match ends.recv().await {
-                        Ok(run) => run,
-                        Err(RecvError::Lagged(_)) => continue,
-                        Err(RecvError::Closed) => return,
-                    };
-                    let Some(inner) = rt.upgrade() else { return };
-                    inner.scheduler.ends.ended(&run);
-                }
-            });
+        if let Some(ends) = coordinator.ends() {
+            self.follow(ends, |rt, run: String| async move { rt.inner.scheduler.ends.ended(&run) });
         }
         let rt = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
@@ -210,6 +187,30 @@ impl Runtime {
             true => Ok(value),
             false => Err(elsewhere(format!("{address} answered {status}: {value}"))),
         }
+    }
+
+    /// Hands each message of `events` to `handle` while this runtime lives
+    /// (a lagging receiver skips what it missed: the messages are hints or
+    /// are found again in the store).
+    fn follow<T, F, Fut>(&self, mut events: tokio::sync::broadcast::Receiver<T>, handle: F)
+    where
+        T: Clone + Send + 'static,
+        F: Fn(Runtime, T) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let rt = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                };
+                let Some(inner) = rt.upgrade() else { return };
+                handle(Runtime { inner }, event).await;
+            }
+        });
     }
 
     /// The coordinator this host follows.

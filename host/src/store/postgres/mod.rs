@@ -311,8 +311,7 @@ impl super::Storage for PgStorage {
             })
             .or_else(|| batch.iter().find_map(run_of))
             .unwrap_or("");
-        let hash = run.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        let writer = &self.writers[(hash % self.writers.len() as u64) as usize];
+        let writer = &self.writers[super::shard_of(run, self.writers.len() as u32) as usize];
         if let Err(mpsc::error::SendError(request)) = writer.send(Request { batch, ack }) {
             let _ = request.ack.send(Err(CommitError::Stopped));
         }
