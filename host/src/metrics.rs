@@ -126,6 +126,12 @@ pub fn write_value(out: &mut String, name: &str, help: &str, kind: &str, value: 
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// One gauge line with a fractional value.
+pub fn write_float(out: &mut String, name: &str, help: &str, value: f64) {
+    header(out, name, help, "gauge");
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// What the runtime and its activities count.
 pub struct RuntimeMetrics {
     /// Runs started, by workflow and version.

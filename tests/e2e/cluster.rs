@@ -16,8 +16,14 @@ use std::time::{Duration, Instant};
 /// A host of the cluster: `cairn serve --store URL` with its own data
 /// directory (its component cache) and host id.
 fn host(url: &str, dir: &Path, id: &str, lease_ms: u64) -> (Server, Api) {
+    host_with(url, dir, id, lease_ms, &[])
+}
+
+fn host_with(url: &str, dir: &Path, id: &str, lease_ms: u64, extra: &[&str]) -> (Server, Api) {
     let lease = lease_ms.to_string();
-    let server = Server::start(&dir.join(id), &["--store", url, "--host-id", id, "--lease-ms", &lease]);
+    let mut args = vec!["--store", url, "--host-id", id, "--lease-ms", &lease];
+    args.extend_from_slice(extra);
+    let server = Server::start(&dir.join(id), &args);
     let api = Api::new(&server);
     (server, api)
 }
@@ -238,6 +244,20 @@ async fn three_hosts_share_two_hundred_runs_and_lose_nothing_when_one_is_killed(
         killed_at.elapsed().as_secs_f64()
     );
     wait_balanced(&url, &["h0", "h2"]).await;
+    // The survivors timed their takeover of h1's shards.
+    let mut takeovers = 0.0;
+    for (server, _) in hosts.iter().flatten() {
+        let metrics = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
+        let value = |name: &str| {
+            metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap()
+        };
+        takeovers += value("cairn_takeovers_total");
+        if value("cairn_takeovers_total") > 0.0 {
+            let took = value("cairn_takeover_seconds");
+            assert!(took > 0.0 && took < 60.0, "takeover time {took} s: {metrics}");
+        }
+    }
+    assert!(takeovers >= 1.0, "h1's shards were taken over");
     assert_clean(&url);
     // Exactly one journal per run, each with its expected shape: a run
     // driven by two hosts at once would have been refused (commit-refused).
@@ -469,5 +489,59 @@ async fn terminates_and_upgrades_reach_the_host_that_drives_the_run() {
         let run = api_a.wait(&format!("u{i}")).await;
         assert_eq!((&run["version"], &run["result"]["code_version"]), (&json!(2), &json!(2)), "{run}");
     }
+    assert_clean(&url);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_polling_one_host_serves_the_runs_of_every_host() {
+    use crate::workers::{expected, order, Worker};
+    let url = harness::server().database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let external = ["--external-activity", "inventory", "--heartbeat-timeout-ms", "1500"];
+    let (a, api_a) = host_with(&url, dir.path(), "w0", 2000, &external);
+    let (b, api_b) = host_with(&url, dir.path(), "w1", 2000, &external);
+    wait_balanced(&url, &["w0", "w1"]).await;
+    deploy(&api_a, &[("order", "workflow"), ("payments", "activity")]).await;
+
+    // One worker, polling w0 only, serves the runs both hosts drive.
+    let worker = Worker::start("python", &a.url, "py-w0", None);
+    let ids: Vec<String> = (0..8).map(|i| format!("ext-{i}")).collect();
+    for id in &ids {
+        assert_eq!(api_b.post_json("/runs", &order(id)).await.0, 201);
+    }
+    for id in &ids {
+        let run = api_a.wait(id).await;
+        assert_eq!(run["result"], expected(id), "{id}: {run}");
+    }
+    let store = connect(&url).await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let mut driven_by = std::collections::HashSet::new();
+    for id in &ids {
+        let shard = store.run(id).await.unwrap().unwrap().shard as i32;
+        let row = client.query_one("SELECT owner FROM cairn_shards WHERE shard = $1", &[&shard]).await.unwrap();
+        driven_by.insert(row.get::<_, String>(0));
+    }
+    assert_eq!(driven_by.len(), 2, "the runs must be driven by both hosts for this test to mean anything");
+    drop(worker);
+
+    // A worker of w1 lost mid-task: after the heartbeat timeout the task
+    // goes to a worker of w0, whichever host drives the run.
+    let doomed = Worker::start("python", &b.url, "doomed", Some("ship"));
+    assert_eq!(api_a.post_json("/runs", &order("ext-lost")).await.0, 201);
+    let took = doomed.expect("took inventory.ship");
+    drop(doomed);
+    let rescuer = Worker::start("js", &a.url, "rescuer", None);
+    let run = api_b.wait("ext-lost").await;
+    assert_eq!(run["result"], expected("ext-lost"), "{run}");
+    assert_ne!(rescuer.expect("took inventory.ship"), took, "a new attempt has a new task token");
+    // The lost worker's late report is refused on either host.
+    let token = took.rsplit(' ').next().unwrap();
+    for api in [&api_a, &api_b] {
+        let (status, body) = api.post_json(&format!("/tasks/{token}/complete"), &json!({ "result": {} })).await;
+        assert_eq!((status, body["code"].as_str()), (404, Some("task-gone")), "{body}");
+    }
+    let left: i64 = client.query_one("SELECT count(*) FROM cairn_tasks", &[]).await.unwrap().get(0);
+    assert_eq!(left, 0, "answered tasks leave the board");
     assert_clean(&url);
 }

@@ -12,13 +12,13 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// A worker process, killed when dropped; its stdout lines arrive on `lines`.
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl Worker {
-    fn start(language: &str, server: &Server, id: &str, hang_on: Option<&str>) -> Worker {
+    pub(crate) fn start(language: &str, server: &str, id: &str, hang_on: Option<&str>) -> Worker {
         let mut command = match language {
             "python" => {
                 let mut c = Command::new("python3");
@@ -31,7 +31,7 @@ impl Worker {
                 c
             }
         };
-        command.args(["--server", &server.url, "--id", id]);
+        command.args(["--server", server, "--id", id]);
         if let Some(function) = hang_on {
             command.args(["--hang-on", function]);
         }
@@ -47,7 +47,7 @@ impl Worker {
     }
 
     /// Waits for a line starting with `prefix`.
-    fn expect(&self, prefix: &str) -> String {
+    pub(crate) fn expect(&self, prefix: &str) -> String {
         loop {
             let line =
                 self.lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no `{prefix}` line"));
@@ -73,13 +73,13 @@ async fn order_server(dir: &std::path::Path, heartbeat_ms: &str) -> (Server, Api
     (server, api)
 }
 
-fn order(id: &str) -> Value {
+pub(crate) fn order(id: &str) -> Value {
     let mut input = read_json(&repo().join("examples/order/input.json"));
     input["order_id"] = json!(id);
     json!({ "workflow": "order", "id": id, "input": input })
 }
 
-fn expected(id: &str) -> Value {
+pub(crate) fn expected(id: &str) -> Value {
     json!({ "order_id": id, "status": "shipped", "charge_id": format!("ch_{id}_2400"), "tracking": format!("TRK-{id}-cairn-mug") })
 }
 
@@ -88,7 +88,7 @@ async fn python_and_javascript_workers_serve_the_order_examples_inventory() {
     for language in ["python", "js"] {
         let dir = tempfile::tempdir().unwrap();
         let (server, api) = order_server(dir.path(), "5000").await;
-        let _worker = Worker::start(language, &server, &format!("{language}-1"), None);
+        let _worker = Worker::start(language, &server.url, &format!("{language}-1"), None);
         let ids: Vec<String> = (0..3).map(|i| format!("{language}-{i}")).collect();
         for id in &ids {
             assert_eq!(api.post_json("/runs", &order(id)).await.0, 201);
@@ -112,11 +112,11 @@ async fn python_and_javascript_workers_serve_the_order_examples_inventory() {
 async fn a_worker_lost_mid_task_has_its_task_retried_by_another_after_the_heartbeat_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (server, api) = order_server(dir.path(), "1000").await;
-    let stuck = Worker::start("python", &server, "doomed", Some("ship"));
+    let stuck = Worker::start("python", &server.url, "doomed", Some("ship"));
     assert_eq!(api.post_json("/runs", &order("lost")).await.0, 201);
     let took = stuck.expect("took inventory.ship");
     drop(stuck); // SIGKILL, mid-task
-    let rescuer = Worker::start("js", &server, "rescuer", None);
+    let rescuer = Worker::start("js", &server.url, "rescuer", None);
     let run = api.wait("lost").await;
     assert_eq!(run["result"], expected("lost"), "{run}");
     let retried = rescuer.expect("took inventory.ship");

@@ -119,7 +119,11 @@ impl From<UploadError> for ApiError {
 
 impl From<crate::activity::external::TaskError> for ApiError {
     fn from(e: crate::activity::external::TaskError) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "task-gone", e.to_string())
+        use crate::activity::external::TaskError;
+        match e {
+            TaskError::Gone(_) => ApiError::new(StatusCode::NOT_FOUND, "task-gone", e.to_string()),
+            TaskError::Board(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", e.to_string()),
+        }
     }
 }
 

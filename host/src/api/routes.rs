@@ -566,7 +566,7 @@ pub(crate) async fn poll_task(
         ));
     }
     let wait = std::time::Duration::from_millis(body.wait_ms.unwrap_or(30_000).min(MAX_POLL_WAIT_MS));
-    let task = app.rt.activities().external().poll(&body.worker_id, &body.activities, wait).await;
+    let task = app.rt.activities().external().poll(&body.worker_id, &body.activities, wait).await?;
     Ok(Json(serde_json::json!({ "task": task })))
 }
 
@@ -595,7 +595,7 @@ pub(crate) async fn complete_task(
             ),
         ));
     }
-    app.rt.activities().external().finish(&token, Ok(text))?;
+    app.rt.activities().external().finish(&token, Ok(text)).await?;
     Ok(Json(serde_json::json!({ "task_token": token, "accepted": true })))
 }
 
@@ -615,11 +615,11 @@ pub(crate) async fn fail_task(
 ) -> ApiResult<Json<Value>> {
     let body: FailBody = parse(body)?;
     let failure = Failure { kind: body.kind, message: body.message, details: body.details.map(|d| d.get().to_owned()) };
-    app.rt.activities().external().finish(&token, Err(failure))?;
+    app.rt.activities().external().finish(&token, Err(failure)).await?;
     Ok(Json(serde_json::json!({ "task_token": token, "accepted": true })))
 }
 
 pub(crate) async fn heartbeat_task(State(app): State<AppState>, Path(token): Path<String>) -> ApiResult<Json<Value>> {
-    app.rt.activities().external().heartbeat(&token)?;
+    app.rt.activities().external().heartbeat(&token).await?;
     Ok(Json(serde_json::json!({ "task_token": token, "alive": true })))
 }

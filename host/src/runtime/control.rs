@@ -155,6 +155,7 @@ impl Runtime {
         match change {
             crate::store::Ownership::Acquired(shard) => {
                 let (runs, timers) = self.recover_shards(&[shard]).await?;
+                self.coordinator().resumed(&[shard]);
                 tracing::info!(shard, runs, timers, "took over a shard's runs");
             }
             // Its runs' next commits are refused; in-process work and timers

@@ -124,6 +124,9 @@ impl Runtime {
     /// [`Runtime::recover`].
     pub fn coordinate(&self, coordinator: Arc<dyn crate::store::Coordinator>) {
         let events = coordinator.subscribe();
+        if let Some(board) = coordinator.tasks() {
+            self.activities().external().share(board);
+        }
         *self.inner.coordinator.write().unwrap_or_else(|e| e.into_inner()) = coordinator.clone();
         self.follow(events, |rt, event| async move {
             if let Err(e) = rt.ownership_changed(event).await {

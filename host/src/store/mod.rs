@@ -27,6 +27,7 @@ mod check;
 pub mod postgres;
 mod redb;
 mod rows;
+mod tasks;
 mod write;
 
 #[cfg(feature = "fault-injection")]
@@ -37,6 +38,7 @@ pub use rows::{
     Buffered, ComponentKind, Deployment, ParentLink, RunMeta, RunPage, RunQuery, RunStatus, StoredCompletion,
     StoredSignal, Version,
 };
+pub use tasks::{TaskBoard, TaskState};
 pub(crate) use write::deployment_conflict;
 pub use write::{durable, Ack, Batch, CommitError, Write};
 
@@ -387,6 +389,16 @@ pub trait Coordinator: Send + Sync {
     fn arrival_slot(&self) -> Option<u16> {
         None
     }
+
+    /// The board external tasks are posted to when workers may poll any
+    /// host; `None` where one host serves them all from memory.
+    fn tasks(&self) -> Option<Arc<dyn TaskBoard>> {
+        None
+    }
+
+    /// The runs of `shards`, just acquired, are scheduled again on this
+    /// host (what the takeover time is measured to).
+    fn resumed(&self, _shards: &[u32]) {}
 
     /// Hands every shard back (a graceful stop).
     async fn stop(&self);

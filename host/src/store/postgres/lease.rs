@@ -25,6 +25,9 @@ pub(crate) struct Leases {
     fence: Arc<Fence>,
     events: broadcast::Sender<Ownership>,
     metrics: Arc<LeaseMetrics>,
+    /// Shards taken over and not yet resumed: when, and how long their old
+    /// lease had been over by then.
+    taking_over: std::sync::Mutex<std::collections::HashMap<u32, (Instant, f64)>>,
 }
 
 /// What `/metrics` shows of the leases.
@@ -36,13 +39,28 @@ pub struct LeaseMetrics {
     pub acquired: std::sync::atomic::AtomicU64,
     /// Shards found taken over by another host.
     pub lost: std::sync::atomic::AtomicU64,
+    /// Shards taken from a host that stopped renewing, and the last such
+    /// takeover's time from the old lease's end to its runs scheduled here.
+    pub takeovers: std::sync::atomic::AtomicU64,
+    /// That time, in milliseconds.
+    pub last_takeover_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Leases {
     pub(crate) fn new(pool: Pool, host: HostIdentity, shards: u32, fence: Arc<Fence>) -> Leases {
         let (events, _) = broadcast::channel(4096);
         let HostIdentity { id, address, lease } = host;
-        Leases { pool, host: id, address, shards, lease, fence, events, metrics: Arc::default() }
+        Leases {
+            pool,
+            host: id,
+            address,
+            shards,
+            lease,
+            fence,
+            events,
+            metrics: Arc::default(),
+            taking_over: Default::default(),
+        }
     }
 
     fn seconds(&self) -> f64 {
@@ -61,6 +79,16 @@ impl Leases {
                 "INSERT INTO cairn_hosts (host, address, seen) VALUES ($1, $2, now()) \
                  ON CONFLICT (host) DO UPDATE SET address = EXCLUDED.address, seen = now()",
                 &[&self.host, &self.address],
+            )
+            .await
+            .map_err(pg_err)?;
+        // Tasks posted by hosts no longer alive: nobody waits for them (the
+        // runs' new owners post new attempts).
+        client
+            .execute(
+                "DELETE FROM cairn_tasks WHERE owner NOT IN \
+                 (SELECT host FROM cairn_hosts WHERE seen > now() - make_interval(secs => $1))",
+                &[&self.seconds()],
             )
             .await
             .map_err(pg_err)?;
@@ -108,9 +136,10 @@ impl Leases {
             // commit of the old owner under way finishes first, and every
             // later one sees the new epoch (see `fence_lock`).
             let txn = client.transaction().await.map_err(pg_err)?;
-            let free: Vec<i32> = txn
+            let found = txn
                 .query(
-                    "SELECT shard FROM cairn_shards WHERE (lease_until < now() OR owner = $1) AND NOT shard = ANY($3) \
+                    "SELECT shard, owner IS NOT NULL, extract(epoch FROM now() - lease_until)::float8 FROM cairn_shards \
+                     WHERE (lease_until < now() OR owner = $1) AND NOT shard = ANY($3) \
                      ORDER BY shard LIMIT $2 FOR UPDATE SKIP LOCKED",
                     &[
                         &self.host,
@@ -119,9 +148,14 @@ impl Leases {
                     ],
                 )
                 .await
-                .map_err(pg_err)?
+                .map_err(pg_err)?;
+            let free: Vec<i32> = found.iter().map(|r| r.get(0)).collect();
+            // A shard whose lease ran out under an owner is a takeover,
+            // timed from the lease's end.
+            let orphaned: Vec<(u32, f64)> = found
                 .iter()
-                .map(|r| r.get(0))
+                .filter(|r| r.get::<_, bool>(1))
+                .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, f64>(2).max(0.0)))
                 .collect();
             txn.execute(
                 "SELECT pg_advisory_xact_lock($1::bigint + s) FROM unnest($2::integer[]) AS s ORDER BY s",
@@ -138,6 +172,11 @@ impl Leases {
                 .await
                 .map_err(pg_err)?;
             txn.commit().await.map_err(pg_err)?;
+            let now = Instant::now();
+            self.taking_over
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(orphaned.into_iter().map(|(shard, gap)| (shard, (now, gap))));
             for row in rows {
                 let (shard, epoch) = (row.get::<_, i32>(0) as u32, row.get::<_, i64>(1));
                 self.fence.hold(shard, epoch);
@@ -195,6 +234,20 @@ impl Leases {
         }
     }
 
+    /// The runs of `shards` are scheduled here: a takeover among them ends.
+    fn resumed(&self, shards: &[u32]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut taking_over = self.taking_over.lock().unwrap_or_else(|e| e.into_inner());
+        for shard in shards {
+            if let Some((acquired, gap)) = taking_over.remove(shard) {
+                let took = gap + acquired.elapsed().as_secs_f64();
+                self.metrics.takeovers.fetch_add(1, Relaxed);
+                self.metrics.last_takeover_ms.store((took * 1000.0) as u64, Relaxed);
+                tracing::info!(shard, seconds = took, "took over a shard from a host that stopped renewing");
+            }
+        }
+    }
+
     /// Gives every shard back (a graceful stop), so other hosts take them
     /// at once instead of after the lease.
     pub(crate) async fn release_all(&self) -> Result<(), StoreError> {
@@ -229,6 +282,7 @@ pub(crate) struct LeaseCoordinator {
     /// Runs that ended (notifications on `cairn_ends`).
     ends: broadcast::Sender<String>,
     slot: std::sync::OnceLock<u16>,
+    board: Arc<super::tasks::PgTasks>,
 }
 
 /// How often the wake-up table is read when no notification comes (the
@@ -236,7 +290,11 @@ pub(crate) struct LeaseCoordinator {
 const WAKEUP_POLL: Duration = Duration::from_millis(500);
 
 impl LeaseCoordinator {
-    pub(crate) fn new(leases: Leases, config: tokio_postgres::Config) -> LeaseCoordinator {
+    pub(crate) fn new(
+        leases: Leases,
+        config: tokio_postgres::Config,
+        board: Arc<super::tasks::PgTasks>,
+    ) -> LeaseCoordinator {
         LeaseCoordinator {
             leases: Arc::new(leases),
             config,
@@ -245,15 +303,18 @@ impl LeaseCoordinator {
             hint: Arc::default(),
             ends: broadcast::channel(4096).0,
             slot: std::sync::OnceLock::new(),
+            board,
         }
     }
 
-    /// Listens for wake-up notifications on a connection of its own, and
-    /// reconnects when it drops (a restart, `pg_terminate_backend`).
+    /// Listens for wake-up, run-end and task notifications on a connection
+    /// of its own, and reconnects when it drops (a restart,
+    /// `pg_terminate_backend`).
     async fn listen(
         config: tokio_postgres::Config,
         hint: Arc<tokio::sync::Notify>,
         ends: broadcast::Sender<String>,
+        tasks: Arc<super::tasks::PgTasks>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         use futures_util::StreamExt;
@@ -261,7 +322,9 @@ impl LeaseCoordinator {
             match config.connect(tokio_postgres::NoTls).await {
                 Ok((client, mut connection)) => {
                     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                    let listening = client.batch_execute("LISTEN cairn_wakeups; LISTEN cairn_ends");
+                    let listening = client.batch_execute(
+                        "LISTEN cairn_wakeups; LISTEN cairn_ends; LISTEN cairn_tasks; LISTEN cairn_reports",
+                    );
                     tokio::pin!(listening);
                     let mut subscribed = false;
                     loop {
@@ -275,12 +338,19 @@ impl LeaseCoordinator {
                                 }
                                 // Whatever came while not listening.
                                 hint.notify_one();
+                                tasks.posted.send_modify(|n| *n += 1);
+                                tasks.reported.send_modify(|n| *n += 1);
                             }
                             message = messages.next() => match message {
                                 Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) if n.channel() == "cairn_ends" => {
                                     let _ = ends.send(n.payload().to_owned());
                                 }
-                                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => hint.notify_one(),
+                                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) if n.channel() == "cairn_wakeups" => {
+                                    hint.notify_one();
+                                }
+                                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                                    tasks.notified(n.channel(), n.payload());
+                                }
                                 Some(Ok(_)) => {}
                                 Some(Err(e)) => {
                                     tracing::warn!(error = %e, "the wake-up connection dropped; reconnecting");
@@ -308,12 +378,14 @@ impl Coordinator for LeaseCoordinator {
         let slot: i64 = client.query_one("SELECT nextval('cairn_arrivals')", &[]).await.map_err(pg_err)?.get(0);
         let _ = self.slot.set((slot % 4096) as u16);
         drop(client);
+        self.board.forget_earlier().await?;
         self.leases.tick().await?;
         let keeper = tokio::spawn(self.leases.clone().keep(self.stop.subscribe()));
         let listener = tokio::spawn(Self::listen(
             self.config.clone(),
             self.hint.clone(),
             self.ends.clone(),
+            self.board.clone(),
             self.stop.subscribe(),
         ));
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).extend([keeper, listener]);
@@ -389,6 +461,14 @@ impl Coordinator for LeaseCoordinator {
         self.leases.events.subscribe()
     }
 
+    fn tasks(&self) -> Option<Arc<dyn crate::store::TaskBoard>> {
+        Some(self.board.clone())
+    }
+
+    fn resumed(&self, shards: &[u32]) {
+        self.leases.resumed(shards);
+    }
+
     async fn stop(&self) {
         let _ = self.stop.send(true);
         let tasks: Vec<_> = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
@@ -425,6 +505,20 @@ impl Coordinator for LeaseCoordinator {
             "Shards another host took over from this one.",
             "counter",
             m.lost.load(Relaxed),
+        );
+        write_value(
+            out,
+            "cairn_takeovers_total",
+            "Shards taken from a host that stopped renewing its lease.",
+            "counter",
+            m.takeovers.load(Relaxed),
+        );
+        let last = m.last_takeover_ms.load(Relaxed) as f64 / 1000.0;
+        crate::metrics::write_float(
+            out,
+            "cairn_takeover_seconds",
+            "The last takeover: from the old lease's end to the shard's runs scheduled here.",
+            last,
         );
         let refused = self.leases.fence.refused.load(Relaxed);
         write_value(

@@ -14,8 +14,9 @@
 //!
 //! Runs are in shards (fixed when the database is initialised). A host
 //! writes a run's journal, timers and status only while it holds the run's
-//! shard: every transaction takes `FOR SHARE` on the shard rows it writes
-//! under and compares their epochs with the ones this host acquired, so a
+//! shard: every transaction takes a shared advisory lock per shard it writes
+//! under (a takeover bumps the epoch under the exclusive one) and compares
+//! the shards' epochs with the ones this host acquired, so a
 //! host that was paused past its lease is refused by the database
 //! ([`CommitError::ShardLost`]) and records nothing. Inbox writes (signals,
 //! completions) and new runs may come from any host.
@@ -24,6 +25,7 @@
 pub mod harness;
 mod lease;
 mod schema;
+mod tasks;
 
 pub use lease::LeaseMetrics;
 use lease::{LeaseCoordinator, Leases};
@@ -542,8 +544,9 @@ impl super::Storage for PgStorage {
     }
 
     fn coordinator(&self, host: super::HostIdentity) -> Arc<dyn super::Coordinator> {
+        let tasks = Arc::new(tasks::PgTasks::new(self.pool.clone(), host.id.clone()));
         let leases = Leases::new(self.pool.clone(), host, self.shards, self.fence.clone());
-        Arc::new(LeaseCoordinator::new(leases, self.config.clone()))
+        Arc::new(LeaseCoordinator::new(leases, self.config.clone(), tasks))
     }
 
     fn commit_metrics(&self) -> &crate::metrics::CommitMetrics {

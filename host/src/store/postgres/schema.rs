@@ -4,7 +4,7 @@
 //! refused before anything is read.
 
 /// The schema version this binary writes.
-pub(super) const VERSION: i32 = 1;
+pub(super) const VERSION: i32 = 2;
 
 /// The key of the advisory lock migrations take.
 pub(super) const MIGRATION_LOCK: i64 = 0x6361_6972_6e00_0001;
@@ -97,5 +97,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX cairn_wakeups_shard ON cairn_wakeups (shard, id);
     CREATE SEQUENCE cairn_arrivals;
+    "#,
+    // 1 → 2: the board of external tasks, which need not survive a crash.
+    r#"
+    CREATE UNLOGGED TABLE cairn_tasks (
+        token text PRIMARY KEY,
+        owner text NOT NULL,
+        activity text NOT NULL,
+        component text NOT NULL,
+        task text NOT NULL,
+        posted timestamptz NOT NULL DEFAULT clock_timestamp(),
+        worker text,
+        beat timestamptz,
+        outcome text
+    );
+    CREATE INDEX cairn_tasks_waiting ON cairn_tasks (posted) WHERE worker IS NULL;
+    CREATE INDEX cairn_tasks_owner ON cairn_tasks (owner);
     "#,
 ];

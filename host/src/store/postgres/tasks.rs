@@ -1,0 +1,178 @@
+//! The task board on PostgreSQL: an unlogged table (no WAL, so posting a
+//! task costs no flush; emptied if the server crashes, which the attempts
+//! notice and retry). Workers claim rows with `FOR UPDATE SKIP LOCKED`;
+//! a post notifies `cairn_tasks`, a report notifies `cairn_reports` with
+//! the posting host's id, and both are hints only.
+
+use super::{pg_err, pool_err};
+use crate::store::{StoreError, TaskBoard, TaskState};
+use deadpool_postgres::Pool;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub(crate) struct PgTasks {
+    pool: Pool,
+    host: String,
+    pub(super) posted: watch::Sender<u64>,
+    pub(super) reported: watch::Sender<u64>,
+}
+
+impl PgTasks {
+    pub(crate) fn new(pool: Pool, host: String) -> PgTasks {
+        PgTasks { pool, host, posted: watch::channel(0).0, reported: watch::channel(0).0 }
+    }
+
+    /// Drops what this host posted in an earlier life: nobody waits for it.
+    pub(crate) async fn forget_earlier(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client.execute("DELETE FROM cairn_tasks WHERE owner = $1", &[&self.host]).await.map_err(pg_err)?;
+        Ok(())
+    }
+
+    /// A hint from the listening connection.
+    pub(crate) fn notified(&self, channel: &str, payload: &str) {
+        match channel {
+            "cairn_tasks" => self.posted.send_modify(|n| *n += 1),
+            "cairn_reports" if payload == self.host => self.reported.send_modify(|n| *n += 1),
+            _ => {}
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl TaskBoard for PgTasks {
+    async fn post(&self, token: &str, activity: &str, task: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "WITH t AS (INSERT INTO cairn_tasks (token, owner, activity, component, task) \
+                 VALUES ($1, $2, $3, split_part($3, '.', 1), $4) RETURNING 1) \
+                 SELECT pg_notify('cairn_tasks', '') FROM t",
+                &[&token, &self.host, &activity, &task],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn take(&self, worker: &str, activities: &[String]) -> Result<Option<String>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(
+                "WITH next AS (SELECT token FROM cairn_tasks WHERE worker IS NULL \
+                 AND (activity = ANY($2) OR component = ANY($2)) ORDER BY posted LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 UPDATE cairn_tasks t SET worker = $1, beat = now() FROM next WHERE t.token = next.token RETURNING t.task",
+                &[&worker, &activities],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn report(&self, token: &str, outcome: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "WITH t AS (UPDATE cairn_tasks SET outcome = $2 \
+                 WHERE token = $1 AND worker IS NOT NULL AND outcome IS NULL RETURNING owner) \
+                 SELECT pg_notify('cairn_reports', owner) FROM t",
+                &[&token, &outcome],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn beat(&self, token: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n = client
+            .execute(
+                "UPDATE cairn_tasks SET beat = now() WHERE token = $1 AND worker IS NOT NULL AND outcome IS NULL",
+                &[&token],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(n == 1)
+    }
+
+    async fn look(&self, tokens: &[String]) -> Result<Vec<TaskState>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT token, worker, (extract(epoch FROM now() - beat) * 1000)::bigint, outcome \
+                 FROM cairn_tasks WHERE token = ANY($1)",
+                &[&tokens],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| TaskState {
+                token: r.get(0),
+                worker: r.get(1),
+                quiet: r.get::<_, Option<i64>>(2).map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                outcome: r.get(3),
+            })
+            .collect())
+    }
+
+    async fn withdraw(&self, tokens: &[String]) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client.execute("DELETE FROM cairn_tasks WHERE token = ANY($1)", &[&tokens]).await.map_err(pg_err)?;
+        Ok(())
+    }
+
+    fn posted(&self) -> watch::Receiver<u64> {
+        self.posted.subscribe()
+    }
+
+    fn reported(&self) -> watch::Receiver<u64> {
+        self.reported.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{HostIdentity, Store};
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_goes_to_one_worker_and_takes_one_report_from_any_host() {
+        let url = super::super::harness::server().database().await;
+        let cache = tempfile::tempdir().unwrap();
+        let store = Store::connect(&url, Some(cache.path().to_owned())).await.unwrap();
+        let host = |id: &str| HostIdentity { id: id.into(), address: String::new(), lease: Duration::from_secs(30) };
+        let (a, b) = (store.coordinator(host("a")), store.coordinator(host("b")));
+        a.start().await.unwrap();
+        b.start().await.unwrap();
+        let (on_a, on_b) = (a.tasks().unwrap(), b.tasks().unwrap());
+
+        let mut posted = on_b.posted();
+        on_a.post("t1", "inventory.reserve", r#"{"n":1}"#).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), posted.changed()).await.unwrap().unwrap();
+        assert!(!on_b.report("t1", "early").await.unwrap(), "an untaken task takes no report");
+        assert!(!on_b.beat("t1").await.unwrap(), "an untaken task takes no heartbeat");
+        assert_eq!(on_b.take("w", &["payments".into()]).await.unwrap(), None, "another component's worker");
+
+        // Workers on both hosts at once: one gets it.
+        let wanted = ["inventory".to_owned()];
+        let (x, y) = tokio::join!(on_a.take("wa", &wanted), on_b.take("wb", &wanted));
+        let taken: Vec<String> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
+        assert_eq!(taken, vec![r#"{"n":1}"#.to_owned()]);
+        assert!(on_b.beat("t1").await.unwrap());
+
+        let mut reported = on_a.reported();
+        assert!(on_b.report("t1", "done").await.unwrap());
+        assert!(!on_a.report("t1", "again").await.unwrap(), "a second report is refused");
+        tokio::time::timeout(Duration::from_secs(5), reported.changed()).await.unwrap().unwrap();
+        let states = on_a.look(&["t1".into(), "t2".into()]).await.unwrap();
+        assert_eq!(states.len(), 1, "t2 was never posted");
+        assert_eq!(states[0].outcome.as_deref(), Some("done"));
+        assert!(states[0].worker.is_some());
+
+        on_a.withdraw(&["t1".into()]).await.unwrap();
+        assert!(on_a.look(&["t1".into()]).await.unwrap().is_empty());
+        a.stop().await;
+        b.stop().await;
+    }
+}
