@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod sandbox;
+pub mod schedule;
 pub mod store;
 pub mod upgrade;

@@ -545,3 +545,64 @@ async fn a_worker_polling_one_host_serves_the_runs_of_every_host() {
     assert_eq!(left, 0, "answered tasks leave the board");
     assert_clean(&url);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_once_per_time_on_one_host_and_moves_when_that_host_dies() {
+    let url = harness::server().database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let lease = 1500;
+    let mut hosts: Vec<Option<(Server, Api)>> =
+        ["c0", "c1"].iter().map(|id| Some(host(&url, dir.path(), id, lease))).collect();
+    wait_balanced(&url, &["c0", "c1"]).await;
+    let api = hosts[0].as_ref().unwrap().1.clone();
+    deploy(&api, &[("mirror", "workflow")]).await;
+    let (status, body) = api
+        .post_json(
+            "/schedules",
+            &json!({ "name": "tock", "workflow": "mirror", "every": "1s", "overlap": "allow-all" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let store = connect(&url).await;
+    let runs = |store: Store| async move {
+        let mut times: Vec<String> = store
+            .all_runs(RunQuery::all())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| r.id.strip_prefix("tock-").map(str::to_owned))
+            .collect();
+        times.sort();
+        times
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while runs(connect(&url).await).await.len() < 3 {
+        assert!(Instant::now() < deadline, "tock never fired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Kill the host that fires it; the other takes its shard and goes on,
+    // making up the seconds in between.
+    let shard = store.shard_for("tock") as i32;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let owner: String =
+        client.query_one("SELECT owner FROM cairn_shards WHERE shard = $1", &[&shard]).await.unwrap().get(0);
+    let (killed, survivor) = if owner == "c0" { (0, 1) } else { (1, 0) };
+    hosts[killed].take().unwrap().0.kill();
+    let before = runs(connect(&url).await).await.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while runs(connect(&url).await).await.len() < before + 4 {
+        assert!(Instant::now() < deadline, "tock stopped firing after its host died");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let survivor_api = hosts[survivor].as_ref().unwrap().1.clone();
+    let (status, _) = survivor_api.post_json("/schedules/tock/pause", &json!({})).await;
+    assert_eq!(status, 200);
+    let times = runs(connect(&url).await).await;
+    let seconds: Vec<i64> =
+        times.iter().map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp()).collect();
+    assert_eq!(seconds, (seconds[0]..=*seconds.last().unwrap()).collect::<Vec<_>>(), "a second missed or doubled");
+    let (_, tock) = survivor_api.get("/schedules/tock").await;
+    assert_eq!(tock["started"], json!(seconds.len()), "{tock}");
+    assert_clean(&url);
+}

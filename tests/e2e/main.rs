@@ -19,6 +19,7 @@ mod load;
 mod power;
 mod properties;
 mod replay;
+mod schedules;
 mod server;
 mod support;
 mod ui;

@@ -69,7 +69,13 @@ async fn the_web_ui_lists_filters_shows_the_journal_and_signals_a_run() {
     assert_eq!(report["result"]["approved_by"], "the web ui");
     let run = api.wait("ui-1").await;
     assert_eq!(run["result"], report["result"]);
-    for shot in ["runs", "run", "completed", "workflows"] {
+    let (_, schedule) = api.get("/schedules/ui-nightly").await;
+    assert_eq!(
+        (schedule["paused"].as_bool(), &schedule["when"]["timezone"]),
+        (Some(true), &json!("Europe/Berlin")),
+        "{schedule}"
+    );
+    for shot in ["runs", "run", "completed", "workflows", "schedules"] {
         assert!(repo().join(format!("target/ui-screenshots/{shot}.png")).exists(), "{shot}.png");
     }
 }

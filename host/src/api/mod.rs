@@ -6,6 +6,7 @@ mod error;
 mod listen;
 mod openapi;
 mod routes;
+mod schedules;
 mod ui;
 
 pub use error::ApiError;
@@ -34,13 +35,22 @@ pub(crate) const MAX_JSON_BODY: usize = crate::journal::MAX_PAYLOAD_BYTES + (64 
 pub struct AppState {
     pub(crate) rt: Runtime,
     pub(crate) registry: Registry,
+    pub(crate) schedules: crate::schedule::Schedules,
     token: Option<Arc<str>>,
 }
 
 impl AppState {
     /// The state of an API over `rt`; with `token`, requests need it.
     pub fn new(rt: Runtime, token: Option<String>) -> Self {
-        AppState { registry: Registry::new(rt.clone()), rt, token: token.map(Into::into) }
+        let registry = Registry::new(rt.clone());
+        let schedules = crate::schedule::Schedules::new(rt.clone(), registry.clone());
+        AppState { registry, schedules, rt, token: token.map(Into::into) }
+    }
+
+    /// The schedules the API changes: run [`crate::schedule::Schedules::drive`]
+    /// on a clone to fire them.
+    pub fn schedules(&self) -> &crate::schedule::Schedules {
+        &self.schedules
     }
 }
 
@@ -68,6 +78,12 @@ pub fn router(state: AppState) -> Router {
         .route("/workflows/{name}/versions/{version}", axum::routing::delete(routes::retire))
         .route("/workflows/{name}/rollback", post(routes::rollback))
         .route("/workflows/{name}/upgrade", post(routes::upgrade_workflow))
+        .route("/schedules", post(schedules::create).get(schedules::list))
+        .route("/schedules/{name}", get(schedules::get).delete(schedules::delete))
+        .route("/schedules/{name}/pause", post(schedules::pause))
+        .route("/schedules/{name}/resume", post(schedules::resume))
+        .route("/schedules/{name}/trigger", post(schedules::trigger))
+        .route("/schedules/{name}/backfill", post(schedules::backfill))
         .route("/workers/poll", post(routes::poll_task))
         .route("/tasks/{token}/complete", post(routes::complete_task))
         .route("/tasks/{token}/fail", post(routes::fail_task))

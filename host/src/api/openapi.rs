@@ -24,7 +24,7 @@ fn ok(status: &str, schema: &str) -> Value {
 
 pub(crate) async fn document() -> Json<Value> {
     let run_id = json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } });
-    Json(json!({
+    let mut document = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Cairn",
@@ -177,5 +177,73 @@ pub(crate) async fn document() -> Json<Value> {
                     "resident": { "type": "integer" }, "evictions": { "type": "integer" }, "rebuilds": { "type": "integer" }, "finished": { "type": "integer" } } }
             }
         }
-    }))
+    });
+    if let Some(paths) = document["paths"].as_object_mut() {
+        if let Value::Object(more) = schedule_paths() {
+            paths.extend(more);
+        }
+    }
+    if let Some(schemas) = document["components"]["schemas"].as_object_mut() {
+        if let Value::Object(more) = schedule_schemas() {
+            schemas.extend(more);
+        }
+    }
+    Json(document)
+}
+
+fn schedule_paths() -> Value {
+    let name = json!([{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }]);
+    let fired = || merge(ok("200", "Firings"), error_responses(&["400", "401", "404"]));
+    json!({
+        "/schedules": {
+            "post": {
+                "summary": "Create a schedule: runs of a workflow by cron (in a time zone), interval, or once; each firing's run id is NAME-TIME",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/NewSchedule" } } } },
+                "responses": merge(ok("201", "Schedule"), error_responses(&["400", "401", "404", "409"]))
+            },
+            "get": { "summary": "List the schedules", "responses": merge(ok("200", "ScheduleList"), error_responses(&["401"])) }
+        },
+        "/schedules/{name}": {
+            "get": { "summary": "A schedule: spec, counts, latest and next firings", "parameters": name, "responses": merge(ok("200", "Schedule"), error_responses(&["401", "404"])) },
+            "delete": { "summary": "Delete a schedule; the runs it started stay", "parameters": name, "responses": merge(json!({ "200": { "description": "deleted" } }), error_responses(&["401", "404"])) }
+        },
+        "/schedules/{name}/pause": { "post": {
+            "summary": "Pause: nothing fires until resumed. Body {note?}",
+            "parameters": name, "responses": merge(ok("200", "Schedule"), error_responses(&["400", "401", "404"]))
+        } },
+        "/schedules/{name}/resume": { "post": {
+            "summary": "Resume from now (what was due while paused is not made up)",
+            "parameters": name, "responses": merge(ok("200", "Schedule"), error_responses(&["401", "404"]))
+        } },
+        "/schedules/{name}/trigger": { "post": { "summary": "Fire now; the overlap policy applies", "parameters": name, "responses": fired() } },
+        "/schedules/{name}/backfill": { "post": {
+            "summary": "Start the run of every firing in [from, to] (RFC 3339); firings whose runs exist are not started again",
+            "parameters": name,
+            "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["from", "to"], "properties": { "from": { "type": "string", "format": "date-time" }, "to": { "type": "string", "format": "date-time" } } } } } },
+            "responses": fired()
+        } }
+    })
+}
+
+fn schedule_schemas() -> Value {
+    let firing = json!({ "type": "object", "properties": { "at": { "type": "string", "format": "date-time" }, "run_id": { "type": "string" }, "outcome": { "type": "string", "enum": ["started", "triggered", "backfilled", "exists", "skipped", "buffered", "missed"] } } });
+    json!({
+        "NewSchedule": { "type": "object", "required": ["name", "workflow"], "additionalProperties": false, "description": "Exactly one of cron, every or start_at", "properties": {
+            "name": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$" }, "workflow": { "type": "string" }, "input": { "description": "any JSON, default null" },
+            "cron": { "type": "string", "description": "5 fields, or 6 with seconds first" }, "timezone": { "type": "string", "description": "IANA name, default UTC" },
+            "every": { "type": "string", "description": "a duration: 30s, 15m, 1h 30m" }, "offset": { "type": "string" },
+            "start_at": { "type": "string", "format": "date-time" },
+            "overlap": { "type": "string", "enum": ["skip", "buffer-one", "allow-all", "cancel-previous"], "default": "skip" },
+            "catchup_window": { "type": "string", "default": "1h" }, "paused": { "type": "boolean" }, "note": { "type": "string" } } },
+        "Schedule": { "type": "object", "properties": {
+            "name": { "type": "string" }, "revision": { "type": "integer" }, "workflow": { "type": "string" }, "input": {},
+            "when": { "type": "object", "description": "{cron, timezone} | {every_ms, offset_ms} | {start_at}" },
+            "overlap": { "type": "string" }, "catchup_window_ms": { "type": "integer" }, "paused": { "type": "boolean" }, "note": { "type": "string" }, "done": { "type": "boolean" },
+            "created": { "type": "string", "format": "date-time" }, "handled_until": { "type": "string", "format": "date-time" },
+            "last_run": { "type": "string", "nullable": true }, "buffered": { "type": "string", "nullable": true },
+            "started": { "type": "integer" }, "skipped": { "type": "integer" }, "missed": { "type": "integer" },
+            "recent": { "type": "array", "items": firing }, "next": { "type": "array", "items": { "type": "string", "format": "date-time" } } } },
+        "ScheduleList": { "type": "object", "properties": { "schedules": { "type": "array", "items": { "$ref": "#/components/schemas/Schedule" } } } },
+        "Firings": { "type": "object", "properties": { "firings": { "type": "array", "items": firing } } }
+    })
 }

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use std::time::Duration;
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 /// How long a request waits for its commit before it answers that the
 /// outcome is unknown (the store keeps retrying it: a full disk).
@@ -59,7 +59,7 @@ async fn detached<T: Send + 'static>(work: impl std::future::Future<Output = T> 
 }
 
 /// Parses a JSON body into `T`, with the API's error for bad JSON.
-fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let body = body?;
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &body };
     serde_json::from_slice(body)
@@ -70,7 +70,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) ->
 /// it into a [`Value`] would round its numbers (floats past 17 digits,
 /// integers past 64 bits) and the API would show other numbers than the
 /// journal holds. Text that is not JSON is shown as a string.
-fn json_text(text: &str) -> Box<RawValue> {
+pub(super) fn json_text(text: &str) -> Box<RawValue> {
     RawValue::from_string(text.to_owned()).unwrap_or_else(|_| {
         let quoted = serde_json::to_string(text).unwrap_or_else(|_| "null".to_owned());
         RawValue::from_string(quoted).expect("a JSON string is JSON")

@@ -8,14 +8,14 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::ExitCode;
 
-struct Client {
+pub(super) struct Client {
     base: String,
     token: Option<String>,
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> Self {
+    pub(super) fn new(args: &ClientArgs) -> Self {
         Client {
             base: args.server.trim_end_matches('/').to_owned(),
             token: args.token.clone(),
@@ -23,7 +23,7 @@ impl Client {
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    pub(super) async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         Ok(self.send_raw(request).await?.0)
     }
 
@@ -58,22 +58,26 @@ impl Client {
         Ok((body, text))
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(super) fn url(&self, path: &str) -> String {
+        format!("{}/v1{path}", self.base)
+    }
+
+    pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.http.get(format!("{}/v1{path}", self.base))).await
     }
 
-    async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub(super) async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(self.http.post(format!("{}/v1{path}", self.base)).json(body)).await
     }
 
     /// POSTs JSON text as it is (a payload keeps its exact numbers).
-    async fn post_text(&self, path: &str, body: String) -> anyhow::Result<(Value, String)> {
+    pub(super) async fn post_text(&self, path: &str, body: String) -> anyhow::Result<(Value, String)> {
         let request = self.http.post(format!("{}/v1{path}", self.base)).header("content-type", "application/json");
         self.send_raw(request.body(body)).await
     }
 }
 
-fn print_json(value: &Value) {
+pub(super) fn print_json(value: &Value) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
@@ -122,7 +126,7 @@ fn field_of(v: &Value, k: &str) -> String {
 /// are refused: every HTTP client (this one too) resolves them as "this
 /// folder" and "the parent folder", encoded or not, so the server could
 /// never see them.
-fn segment(name: &str) -> anyhow::Result<String> {
+pub(super) fn segment(name: &str) -> anyhow::Result<String> {
     if name == "." || name == ".." {
         bail!("{name:?} cannot be addressed in a URL (HTTP clients resolve `.` and `..` as folders); the server refuses such run ids and names");
     }

@@ -9,6 +9,7 @@ mod build;
 mod client;
 mod embedded;
 pub mod otlp;
+mod schedule;
 mod serve;
 
 use clap::{Args, Parser, Subcommand};
@@ -206,6 +207,11 @@ enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Schedules on a server: runs started by cron, interval or at a time.
+    Schedule {
+        #[command(subcommand)]
+        command: schedule::ScheduleCommand,
+    },
     /// Print a run's journal: from the store with --data, else from the server.
     Journal {
         /// The run id.
@@ -401,6 +407,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}: ready, {shards} shards", cairn_host::store::postgres::redacted(&store));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Schedule { command } => schedule::run(command).await,
         Command::Build { dir, activity, out } => build::build(&dir, activity.then_some(true), out).await,
         Command::Journal { run_id, data: Some(data), client } => embedded::journal(&run_id, &data, client.json).await,
         Command::Journal { run_id, data: None, client } => client::journal(&client, &run_id).await,

@@ -155,7 +155,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(%addr, "serving the HTTP API");
     let connections =
         Connections { max: args.max_connections.max(1), idle_timeout: Duration::from_secs(args.idle_timeout_s.max(1)) };
-    cairn_host::api::serve(listener, router(AppState::new(runtime.clone(), token)), connections, shutdown_signal(term))
+    let state = AppState::new(runtime.clone(), token);
+    tokio::spawn(state.schedules().clone().drive());
+    cairn_host::api::serve(listener, router(state), connections, shutdown_signal(term))
         .await
         .context("the HTTP server failed")?;
     // Let journal commits already queued reach the disk before exiting,

@@ -35,11 +35,11 @@ pub use self::redb::power;
 pub use self::redb::LogDamage;
 pub use check::CheckReport;
 pub use rows::{
-    Buffered, ComponentKind, Deployment, ParentLink, RunMeta, RunPage, RunQuery, RunStatus, StoredCompletion,
-    StoredSignal, Version,
+    Buffered, ComponentKind, Deployment, Firing, Overlap, ParentLink, RunMeta, RunPage, RunQuery, RunStatus, Schedule,
+    ScheduleSpec, ScheduleState, StoredCompletion, StoredSignal, Version, When, RECENT_FIRINGS,
 };
 pub use tasks::{TaskBoard, TaskState};
-pub(crate) use write::deployment_conflict;
+pub(crate) use write::{deployment_conflict, schedule_conflict};
 pub use write::{durable, Ack, Batch, CommitError, Write};
 
 use crate::journal::{DecodeError, Record};
@@ -291,6 +291,12 @@ pub trait Storage: Send + Sync {
 
     /// Every deployment, by name.
     async fn deployments(&self) -> Result<Vec<Deployment>, StoreError>;
+
+    /// A schedule by name.
+    async fn schedule(&self, name: &str) -> Result<Option<Schedule>, StoreError>;
+
+    /// Every schedule, by name.
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError>;
 
     /// A component's bytes by sha256.
     async fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -575,6 +581,16 @@ impl Store {
     /// Every deployment, by name.
     pub async fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
         self.backend.deployments().await
+    }
+
+    /// A schedule by name.
+    pub async fn schedule(&self, name: &str) -> Result<Option<Schedule>, StoreError> {
+        self.backend.schedule(name).await
+    }
+
+    /// Every schedule, by name.
+    pub async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        self.backend.schedules().await
     }
 
     /// A component's bytes by sha256.

@@ -197,6 +197,141 @@ impl Deployment {
     }
 }
 
+/// A schedule: when to start runs of a workflow, and what it has done so
+/// far. Changed by compare-and-swap on `revision`, as deployments are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Its name: the prefix of the ids of the runs it starts.
+    pub name: String,
+    /// Bumped by every change (see [`Deployment::revision`]).
+    pub revision: u64,
+    /// What it starts and when.
+    pub spec: ScheduleSpec,
+    /// What it did.
+    pub state: ScheduleState,
+}
+
+/// What a schedule starts, when, and what it does when firings overlap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleSpec {
+    /// The deployed workflow it starts (its current version at each firing).
+    pub workflow: String,
+    /// The input of every run, JSON text.
+    pub input: String,
+    /// When it fires.
+    pub when: When,
+    /// What a firing does while the previous run is still running.
+    pub overlap: Overlap,
+    /// Firings missed while no host ran the schedule are made up when one
+    /// comes back only if they are at most this old.
+    pub catchup_window_ms: u64,
+}
+
+/// When a schedule fires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum When {
+    /// A cron expression (5 fields, or 6 with seconds first) in a time zone.
+    Cron {
+        /// The expression.
+        expression: String,
+        /// An IANA time zone (`Europe/Berlin`), `UTC` by default.
+        timezone: String,
+    },
+    /// Every `every_ms`, at multiples of it since the Unix epoch shifted by
+    /// `offset_ms` (every hour at 5 past: 1 h, offset 5 min).
+    Every {
+        /// The interval.
+        every_ms: u64,
+        /// The phase.
+        offset_ms: u64,
+    },
+    /// Once (a delayed start).
+    At {
+        /// When, ms since the epoch.
+        at_ms: u64,
+    },
+}
+
+/// What a firing does while the schedule's previous run still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overlap {
+    /// The firing is skipped.
+    #[default]
+    Skip,
+    /// One firing waits and starts when the previous run ends; more are
+    /// skipped.
+    BufferOne,
+    /// Every firing starts its run.
+    AllowAll,
+    /// The previous run is cancelled; the firing starts when it has ended.
+    CancelPrevious,
+}
+
+impl Overlap {
+    /// Its name in the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::BufferOne => "buffer-one",
+            Overlap::AllowAll => "allow-all",
+            Overlap::CancelPrevious => "cancel-previous",
+        }
+    }
+}
+
+/// What a schedule did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ScheduleState {
+    /// When it was made, ms since the epoch.
+    pub created_ms: u64,
+    /// Every firing at or before this time was handled (started, skipped
+    /// or missed).
+    pub cursor_ms: u64,
+    /// Paused: it does not fire; firings due meanwhile are not made up.
+    pub paused: bool,
+    /// Why it was paused, as the operator said.
+    #[serde(default)]
+    pub note: String,
+    /// A one-time schedule that fired.
+    #[serde(default)]
+    pub done: bool,
+    /// The run it started last.
+    #[serde(default)]
+    pub last_run: Option<String>,
+    /// A firing waiting for the last run to end (`buffer-one`,
+    /// `cancel-previous`).
+    #[serde(default)]
+    pub buffered_ms: Option<u64>,
+    /// Runs started.
+    #[serde(default)]
+    pub started: u64,
+    /// Firings skipped because the previous run was still running.
+    #[serde(default)]
+    pub skipped: u64,
+    /// Firings older than the catch-up window when a host came to them.
+    #[serde(default)]
+    pub missed: u64,
+    /// The latest firings, newest last (at most [`RECENT_FIRINGS`]).
+    #[serde(default)]
+    pub recent: Vec<Firing>,
+}
+
+/// How many firings a schedule remembers.
+pub const RECENT_FIRINGS: usize = 20;
+
+/// One firing of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Firing {
+    /// Its time, ms since the epoch.
+    pub at_ms: u64,
+    /// The run it names (started or not).
+    pub run_id: String,
+    /// `started`, `skipped`, `missed`, `buffered`, `triggered`, `backfilled`.
+    pub outcome: String,
+}
+
 /// Buffered signals: (count, bytes) of one run and of all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Buffered {

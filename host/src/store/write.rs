@@ -1,7 +1,7 @@
 //! What a commit is made of, whatever the backend: [`Write`]s grouped in
 //! [`Batch`]es, each applied whole or refused whole.
 
-use super::rows::{Deployment, RunMeta, StoredCompletion, StoredSignal};
+use super::rows::{Deployment, RunMeta, Schedule, StoredCompletion, StoredSignal};
 use crate::journal::Record;
 use std::sync::Arc;
 use thiserror::Error;
@@ -96,6 +96,13 @@ pub enum Write {
     },
     /// Insert or replace a deployment.
     PutDeployment(Deployment),
+    /// Insert or replace a schedule (compare-and-swap on its revision).
+    PutSchedule(Schedule),
+    /// Remove a schedule (the runs it started stay).
+    DeleteSchedule {
+        /// Its name.
+        name: String,
+    },
     /// Store a component's bytes.
     PutComponent {
         /// sha256, hex.
@@ -135,12 +142,14 @@ pub enum CommitError {
     /// The writer thread is gone.
     #[error("the store writer has stopped")]
     Stopped,
-    /// A deployment changed since it was read (another host deployed, rolled
-    /// back or retired at the same moment): nothing was written; read it
-    /// again and retry.
-    #[error("deployment {name} changed while this change was being made (revision {found}, expected {expected}); nothing was written, try again")]
+    /// A deployment or a schedule changed since it was read (another host
+    /// deployed, rolled back, paused or fired at the same moment): nothing
+    /// was written; read it again and retry.
+    #[error("{what} {name} changed while this change was being made (revision {found}, expected {expected}); nothing was written, try again")]
     Conflict {
-        /// The deployment.
+        /// `deployment` or `schedule`.
+        what: &'static str,
+        /// Its name.
         name: String,
         /// The revision stored.
         found: u64,
@@ -160,10 +169,19 @@ pub enum CommitError {
 /// Whether writing `new` over `stored` breaks the revision rule (see
 /// [`Deployment::revision`]): the refusal, if it does.
 pub(crate) fn deployment_conflict(stored: Option<&Deployment>, new: &Deployment) -> Option<CommitError> {
-    let found = stored.map_or(0, |d| d.revision);
-    match new.revision == 0 || stored == Some(new) || found + 1 == new.revision {
+    revision_conflict("deployment", &new.name, stored.map(|d| d.revision), new.revision, stored == Some(new))
+}
+
+/// The same rule for a schedule.
+pub(crate) fn schedule_conflict(stored: Option<&Schedule>, new: &Schedule) -> Option<CommitError> {
+    revision_conflict("schedule", &new.name, stored.map(|s| s.revision), new.revision, stored == Some(new))
+}
+
+fn revision_conflict(what: &'static str, name: &str, stored: Option<u64>, new: u64, same: bool) -> Option<CommitError> {
+    let found = stored.unwrap_or(0);
+    match new == 0 || same || found + 1 == new {
         true => None,
-        false => Some(CommitError::Conflict { name: new.name.clone(), found, expected: new.revision - 1 }),
+        false => Some(CommitError::Conflict { what, name: name.to_owned(), found, expected: new - 1 }),
     }
 }
 

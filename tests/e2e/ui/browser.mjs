@@ -65,6 +65,19 @@ try {
   await page.click('#nav-workflows');
   await page.waitForSelector('#workflows td');
   await page.screenshot({ path: `${shots}/workflows.png`, fullPage: true });
+
+  step('a schedule made on the schedules page, then paused there');
+  await page.click('#nav-schedules');
+  await page.waitForSelector('#schedules td');
+  await page.fill('#create-schedule input[name=name]', 'ui-nightly');
+  await page.fill('#create-schedule input[name=workflow]', 'approval');
+  await page.fill('#create-schedule input[name=cron]', '0 3 * * *');
+  await page.fill('#create-schedule input[name=timezone]', 'Europe/Berlin');
+  await page.click('#create-schedule button');
+  await page.waitForSelector('#schedules td[data-name="ui-nightly"]');
+  await page.click('#schedules td[data-name="ui-nightly"] button[data-do="pause"]');
+  await page.waitForSelector('#schedules td[data-name="ui-nightly"] button[data-do="resume"]');
+  await page.screenshot({ path: `${shots}/schedules.png`, fullPage: true });
   console.log(JSON.stringify({ ok: true, result: JSON.parse(result) }));
 } finally {
   await browser.close();

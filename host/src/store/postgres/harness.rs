@@ -176,13 +176,29 @@ impl TestServer {
         format!("postgres://cairn@127.0.0.1:{}/{name}", self.port)
     }
 
+    /// A connection to database `postgres`. The server accepts TCP before
+    /// it accepts sessions ("the database system is starting up"), so the
+    /// first connections are retried for a while.
+    async fn connect_admin(
+        &self,
+    ) -> (tokio_postgres::Client, tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls).await {
+                Ok((client, connection)) => return (client, tokio::spawn(connection)),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "the test server is not ready yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("connecting to the test server: {e}"),
+            }
+        }
+    }
+
     /// A new, empty database; its URL.
     pub async fn database(&self) -> String {
         let name = format!("t{}_{}", std::process::id(), DATABASES.fetch_add(1, Ordering::Relaxed));
-        let (client, connection) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connecting to the test server");
-        let connection = tokio::spawn(connection);
+        let (client, connection) = self.connect_admin().await;
         client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("creating a test database");
         drop(client);
         let _ = connection.await;
@@ -191,10 +207,7 @@ impl TestServer {
 
     /// Runs `sql` as the superuser on database `postgres`.
     pub async fn admin(&self, sql: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
-        let (client, connection) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connecting to the test server");
-        let connection = tokio::spawn(connection);
+        let (client, connection) = self.connect_admin().await;
         let out = client.simple_query(sql).await.expect("an admin query");
         drop(client);
         let _ = connection.await;

@@ -495,6 +495,26 @@ impl super::Storage for PgStorage {
         row.map(|r| parse("deployments", name, r.get(0))).transpose()
     }
 
+    async fn schedule(&self, name: &str) -> Result<Option<super::Schedule>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT row FROM cairn_schedules WHERE name = $1", &[&name])
+            .await
+            .map_err(pg_err)?;
+        row.map(|r| parse("schedules", name, r.get(0))).transpose()
+    }
+
+    async fn schedules(&self) -> Result<Vec<super::Schedule>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT name, row FROM cairn_schedules ORDER BY name", &[])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(|r| parse("schedules", r.get(0), r.get(1))).collect()
+    }
+
     async fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
         let rows = self
             .client()
@@ -786,6 +806,13 @@ enum Stmt {
         name: String,
         row: Vec<u8>,
     },
+    PutSchedule {
+        name: String,
+        row: Vec<u8>,
+    },
+    DeleteSchedule {
+        name: String,
+    },
     PutComponent {
         sha256: String,
         bytes: Vec<u8>,
@@ -836,6 +863,9 @@ const PUT_ATTEMPTS: &str = "INSERT INTO cairn_attempts (run_id, handle, failed) 
 const DELETE_ATTEMPTS: &str = "DELETE FROM cairn_attempts WHERE run_id = $1 AND handle = $2";
 const PUT_DEPLOYMENT: &str = "INSERT INTO cairn_deployments (name, row) VALUES ($1, $2) \
     ON CONFLICT (name) DO UPDATE SET row = EXCLUDED.row";
+const PUT_SCHEDULE: &str = "INSERT INTO cairn_schedules (name, row) VALUES ($1, $2) \
+    ON CONFLICT (name) DO UPDATE SET row = EXCLUDED.row";
+const DELETE_SCHEDULE: &str = "DELETE FROM cairn_schedules WHERE name = $1";
 const PUT_COMPONENT: &str = "INSERT INTO cairn_components (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 const PUT_COMPILED: &str = "INSERT INTO cairn_compiled (sha256, engine, bytes) VALUES ($1, $2, $3) \
     ON CONFLICT (sha256, engine) DO UPDATE SET bytes = EXCLUDED.bytes";
@@ -873,6 +903,8 @@ impl Stmt {
             Stmt::PutAttempts { .. } => PUT_ATTEMPTS,
             Stmt::DeleteAttempts { .. } => DELETE_ATTEMPTS,
             Stmt::PutDeployment { .. } => PUT_DEPLOYMENT,
+            Stmt::PutSchedule { .. } => PUT_SCHEDULE,
+            Stmt::DeleteSchedule { .. } => DELETE_SCHEDULE,
             Stmt::PutComponent { .. } => PUT_COMPONENT,
             Stmt::PutCompiled { .. } => PUT_COMPILED,
             Stmt::Wakeup { .. } => WAKEUP,
@@ -896,13 +928,42 @@ impl Stmt {
             Stmt::MoveToHistory { run, generation, end_seq, end } => vec![run, generation, end_seq, end],
             Stmt::PutAttempts { run, handle, failed } => vec![run, handle, failed],
             Stmt::DeleteAttempts { run, handle } => vec![run, handle],
-            Stmt::PutDeployment { name, row } => vec![name, row],
+            Stmt::PutDeployment { name, row } | Stmt::PutSchedule { name, row } => vec![name, row],
+            Stmt::DeleteSchedule { name } => vec![name],
             Stmt::PutComponent { sha256, bytes } => vec![sha256, bytes],
             Stmt::PutCompiled { sha256, engine, bytes } => vec![sha256, engine, bytes],
             Stmt::Wakeup { shard, run } => vec![shard, run],
             Stmt::Notify { channel, payload } => vec![channel, payload],
         }
     }
+}
+
+/// The stored rows of the catalog names (deployments or schedules) the
+/// group changes, read under an advisory lock per name (which also covers a
+/// name not stored yet), so a change another host just committed is seen
+/// and no two hosts change one name at once.
+async fn catalog_rows<T: serde::de::DeserializeOwned>(
+    txn: &tokio_postgres::Client,
+    group: &[&Batch],
+    what: &str,
+    name_of: impl Fn(&Write) -> Option<&str>,
+) -> Result<HashMap<String, T>, tokio_postgres::Error> {
+    let mut names: Vec<&str> = group.iter().flat_map(|b| b.iter()).filter_map(name_of).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut rows = HashMap::new();
+    if names.is_empty() {
+        return Ok(rows);
+    }
+    let lock =
+        format!("SELECT pg_advisory_xact_lock(hashtext('cairn-{what}:' || n)) FROM unnest($1::text[]) AS n ORDER BY n");
+    txn.execute(&lock, &[&names]).await?;
+    for row in txn.query(&format!("SELECT name, row FROM cairn_{what}s WHERE name = ANY($1)"), &[&names]).await? {
+        if let Ok(value) = serde_json::from_slice::<T>(row.get(1)) {
+            rows.insert(row.get(0), value);
+        }
+    }
+    Ok(rows)
 }
 
 /// The run a write is about, if it is about one.
@@ -919,7 +980,11 @@ fn run_of(write: &Write) -> Option<&str> {
         | Write::DeleteSignal { run_id, .. }
         | Write::PutAttempts { run_id, .. }
         | Write::DeleteAttempts { run_id, .. } => Some(run_id),
-        Write::PutDeployment(_) | Write::PutComponent { .. } | Write::PutCompiled { .. } => None,
+        Write::PutDeployment(_)
+        | Write::PutSchedule(_)
+        | Write::DeleteSchedule { .. }
+        | Write::PutComponent { .. }
+        | Write::PutCompiled { .. } => None,
     }
 }
 
@@ -1024,29 +1089,17 @@ async fn commit_on(
     // Deployments changed by the group: one host at a time per name (an
     // advisory lock, which also covers a name not deployed yet), read after
     // the lock so a change another host just committed is seen.
-    let mut names: Vec<&str> = group
-        .iter()
-        .flat_map(|b| b.iter())
-        .filter_map(|w| match w {
-            Write::PutDeployment(d) => Some(d.name.as_str()),
-            _ => None,
-        })
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    let mut deployments: HashMap<String, Deployment> = HashMap::new();
-    if !names.is_empty() {
-        txn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('cairn-deployment:' || n)) FROM unnest($1::text[]) AS n ORDER BY n",
-            &[&names],
-        )
-        .await?;
-        for row in txn.query("SELECT name, row FROM cairn_deployments WHERE name = ANY($1)", &[&names]).await? {
-            if let Ok(d) = serde_json::from_slice::<Deployment>(row.get(1)) {
-                deployments.insert(row.get(0), d);
-            }
-        }
-    }
+    // Schedules the same way.
+    let mut deployments: HashMap<String, Deployment> = catalog_rows(txn, group, "deployment", |w| match w {
+        Write::PutDeployment(d) => Some(d.name.as_str()),
+        _ => None,
+    })
+    .await?;
+    let mut schedules: HashMap<String, super::Schedule> = catalog_rows(txn, group, "schedule", |w| match w {
+        Write::PutSchedule(s) => Some(s.name.as_str()),
+        _ => None,
+    })
+    .await?;
     let mut states: HashMap<String, RunState> = HashMap::new();
     let mut epochs: HashMap<u32, i64> = HashMap::new();
     // A run stored under another shard than its id's hash (a journal
@@ -1126,6 +1179,12 @@ async fn commit_on(
         for write in batch.iter() {
             if let Write::PutDeployment(d) = write {
                 if let Some(conflict) = super::deployment_conflict(deployments.get(&d.name), d) {
+                    results.push(Err(conflict));
+                    continue 'batches;
+                }
+            }
+            if let Write::PutSchedule(s) = write {
+                if let Some(conflict) = super::schedule_conflict(schedules.get(&s.name), s) {
                     results.push(Err(conflict));
                     continue 'batches;
                 }
@@ -1254,6 +1313,15 @@ async fn commit_on(
                     deployments.insert(d.name.clone(), d.clone());
                     let row = serde_json::to_vec(d).expect("deployments serialise");
                     stmts.push(Stmt::PutDeployment { name: d.name.clone(), row });
+                }
+                Write::PutSchedule(s) => {
+                    schedules.insert(s.name.clone(), s.clone());
+                    let row = serde_json::to_vec(s).expect("schedules serialise");
+                    stmts.push(Stmt::PutSchedule { name: s.name.clone(), row });
+                }
+                Write::DeleteSchedule { name } => {
+                    schedules.remove(name);
+                    stmts.push(Stmt::DeleteSchedule { name: name.clone() });
                 }
                 Write::PutComponent { sha256, bytes } => {
                     stmts.push(Stmt::PutComponent { sha256: sha256.clone(), bytes: bytes.to_vec() })

@@ -4,7 +4,7 @@
 //! refused before anything is read.
 
 /// The schema version this binary writes.
-pub(super) const VERSION: i32 = 2;
+pub(super) const VERSION: i32 = 3;
 
 /// The key of the advisory lock migrations take.
 pub(super) const MIGRATION_LOCK: i64 = 0x6361_6972_6e00_0001;
@@ -113,5 +113,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX cairn_tasks_waiting ON cairn_tasks (posted) WHERE worker IS NULL;
     CREATE INDEX cairn_tasks_owner ON cairn_tasks (owner);
+    "#,
+    // 2 → 3: schedules.
+    r#"
+    CREATE TABLE cairn_schedules (
+        name text PRIMARY KEY,
+        row bytea NOT NULL
+    );
     "#,
 ];

@@ -485,6 +485,14 @@ impl super::Storage for RedbStorage {
         self.all_json(DEPLOYMENTS, "deployments")
     }
 
+    async fn schedule(&self, name: &str) -> Result<Option<crate::store::Schedule>, StoreError> {
+        self.get_json(SCHEDULES, "schedules", name)
+    }
+
+    async fn schedules(&self) -> Result<Vec<crate::store::Schedule>, StoreError> {
+        self.all_json(SCHEDULES, "schedules")
+    }
+
     async fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(COMPONENTS).map_err(db_err)?;

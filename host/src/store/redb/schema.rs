@@ -19,6 +19,8 @@ pub(super) const TIMERS: TableDefinition<(u64, &str, u32), ()> = TableDefinition
 pub(super) const SIGNALS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("signals");
 /// deployed name → [`Deployment`] (JSON): its versions and the current one.
 pub(super) const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
+/// schedule name → [`Schedule`] (JSON): its spec and what it did.
+pub(super) const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
 /// (run id, handle) → failed attempts of an activity still being retried.
 pub(super) const ATTEMPTS: TableDefinition<(&str, u32), u32> = TableDefinition::new("attempts");
 /// component sha256 → component bytes.
@@ -44,6 +46,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableErr
     txn.open_table(TIMERS)?;
     txn.open_table(SIGNALS)?;
     txn.open_table(DEPLOYMENTS)?;
+    txn.open_table(SCHEDULES)?;
     txn.open_table(ATTEMPTS)?;
     txn.open_table(COMPONENTS)?;
     txn.open_table(COMPILED)?;

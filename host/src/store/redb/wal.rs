@@ -503,6 +503,8 @@ fn tag(write: &Write) -> u8 {
         Write::PutDeployment(_) => 11,
         Write::PutComponent { .. } => 12,
         Write::PutCompiled { .. } => 13,
+        Write::PutSchedule(_) => 14,
+        Write::DeleteSchedule { .. } => 15,
     }
 }
 
@@ -556,6 +558,8 @@ fn encode_write(write: &Write, out: &mut Vec<u8>) {
             put_str(out, engine);
             put_bytes(out, bytes);
         }
+        Write::PutSchedule(schedule) => put_json(out, schedule),
+        Write::DeleteSchedule { name } => put_str(out, name),
     }
 }
 
@@ -586,6 +590,8 @@ fn decode_write(input: &mut &[u8]) -> Result<Write, String> {
         11 => Write::PutDeployment(take_json::<Deployment>(input)?),
         12 => Write::PutComponent { sha256: take_str(input)?, bytes: take_bytes(input)?.into() },
         13 => Write::PutCompiled { sha256: take_str(input)?, engine: take_str(input)?, bytes: take_bytes(input)? },
+        14 => Write::PutSchedule(take_json::<crate::store::Schedule>(input)?),
+        15 => Write::DeleteSchedule { name: take_str(input)? },
         other => return Err(format!("unknown write tag {other}")),
     })
 }

@@ -683,6 +683,7 @@ fn apply<'a>(
         let mut history = txn.open_table(HISTORY).map_err(|e| e.to_string())?;
         let mut attempts = txn.open_table(ATTEMPTS).map_err(|e| e.to_string())?;
         let mut deployments = txn.open_table(DEPLOYMENTS).map_err(|e| e.to_string())?;
+        let mut schedules = txn.open_table(SCHEDULES).map_err(|e| e.to_string())?;
         let mut components = txn.open_table(COMPONENTS).map_err(|e| e.to_string())?;
         let mut compiled = txn.open_table(COMPILED).map_err(|e| e.to_string())?;
         let mut index = txn.open_table(RUN_INDEX).map_err(|e| e.to_string())?;
@@ -701,6 +702,10 @@ fn apply<'a>(
                 continue;
             }
             if let Some(conflict) = deployment_conflict(&deployments, batch).map_err(|e| e.to_string())? {
+                results.push(Err(conflict));
+                continue;
+            }
+            if let Some(conflict) = schedule_conflict(&schedules, batch).map_err(|e| e.to_string())? {
                 results.push(Err(conflict));
                 continue;
             }
@@ -828,6 +833,13 @@ fn apply<'a>(
                         Write::PutCompiled { sha256, engine, bytes } => {
                             compiled.insert((sha256.as_str(), engine.as_str()), bytes.as_slice())?;
                         }
+                        Write::PutSchedule(schedule) => {
+                            let bytes = serde_json::to_vec(schedule).expect("schedules serialise");
+                            schedules.insert(schedule.name.as_str(), bytes.as_slice())?;
+                        }
+                        Write::DeleteSchedule { name } => {
+                            schedules.remove(name.as_str())?;
+                        }
                     }
                     Ok(())
                 })();
@@ -864,6 +876,23 @@ fn deployment_conflict(
             let stored: Option<crate::store::Deployment> =
                 table.get(d.name.as_str())?.and_then(|v| serde_json::from_slice(v.value()).ok());
             if let Some(conflict) = crate::store::deployment_conflict(stored.as_ref(), d) {
+                return Ok(Some(conflict));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A schedule write made from a revision that is not the stored one.
+fn schedule_conflict(
+    table: &redb::Table<&str, &[u8]>,
+    batch: &Batch,
+) -> Result<Option<CommitError>, redb::StorageError> {
+    for write in batch {
+        if let Write::PutSchedule(s) = write {
+            let stored: Option<crate::store::Schedule> =
+                table.get(s.name.as_str())?.and_then(|v| serde_json::from_slice(v.value()).ok());
+            if let Some(conflict) = crate::store::schedule_conflict(stored.as_ref(), s) {
                 return Ok(Some(conflict));
             }
         }
