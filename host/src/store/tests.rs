@@ -75,6 +75,7 @@ on_every_backend!(
     a_group_committed_twice_is_stored_once,
     components_and_compiled_artifacts_read_back,
     a_deployment_lands_only_over_the_revision_it_was_made_from,
+    a_schedule_lands_only_over_the_revision_it_was_made_from_and_deletes,
 );
 
 /// `store`, holding run `r` in `generation`, with its start.
@@ -344,4 +345,33 @@ async fn a_deployment_lands_only_over_the_revision_it_was_made_from(store: Store
     // Rows of older Cairns carry no revision and are written as they are.
     store.commit(vec![Write::PutDeployment(deployment(0, 1))]).await.unwrap();
     assert_eq!(store.deployment("order").await.unwrap(), Some(deployment(0, 1)));
+}
+
+/// Schedules follow the deployments' revision rule (the API and a host
+/// firing it change one row at once), and a delete removes the row.
+async fn a_schedule_lands_only_over_the_revision_it_was_made_from_and_deletes(store: Store) {
+    let schedule = |revision, started| Schedule {
+        name: "nightly".into(),
+        revision,
+        spec: ScheduleSpec {
+            workflow: "w".into(),
+            input: "{}".into(),
+            when: When::Cron { expression: "0 3 * * *".into(), timezone: "Europe/Berlin".into() },
+            overlap: Overlap::BufferOne,
+            catchup_window_ms: 60_000,
+        },
+        state: ScheduleState { created_ms: 1, cursor_ms: 1, started, ..ScheduleState::default() },
+    };
+    store.commit(vec![Write::PutSchedule(schedule(1, 0))]).await.unwrap();
+    let again = store.commit(vec![Write::PutSchedule(schedule(1, 5))]).await.unwrap_err();
+    assert!(matches!(again, StoreError::Commit(CommitError::Conflict { what: "schedule", .. })), "{again}");
+    store.commit(vec![Write::PutSchedule(schedule(2, 1))]).await.unwrap();
+    store.commit(vec![Write::PutSchedule(schedule(2, 1))]).await.unwrap();
+    let stale = store.commit(vec![Write::PutSchedule(schedule(2, 2))]).await.unwrap_err();
+    assert!(matches!(stale, StoreError::Commit(CommitError::Conflict { found: 2, expected: 1, .. })), "{stale}");
+    assert_eq!(store.schedule("nightly").await.unwrap(), Some(schedule(2, 1)));
+    assert_eq!(store.schedules().await.unwrap(), vec![schedule(2, 1)]);
+    store.commit(vec![Write::DeleteSchedule { name: "nightly".into() }]).await.unwrap();
+    assert_eq!(store.schedule("nightly").await.unwrap(), None);
+    assert!(store.schedules().await.unwrap().is_empty());
 }

@@ -822,9 +822,22 @@ mod tests {
             }),
             Write::PutComponent { sha256: "ab".into(), bytes: vec![1, 2].into() },
             Write::PutCompiled { sha256: "ab".into(), engine: "e".into(), bytes: vec![3] },
+            Write::PutSchedule(crate::store::Schedule {
+                name: "nightly".into(),
+                revision: 3,
+                spec: crate::store::ScheduleSpec {
+                    workflow: "w".into(),
+                    input: "{}".into(),
+                    when: crate::store::When::Every { every_ms: 60_000, offset_ms: 5 },
+                    overlap: crate::store::Overlap::CancelPrevious,
+                    catchup_window_ms: 19,
+                },
+                state: crate::store::ScheduleState { buffered_ms: Some(20), ..Default::default() },
+            }),
+            Write::DeleteSchedule { name: "nightly".into() },
         ];
         let tags: Vec<u8> = writes.iter().map(tag).collect();
-        assert_eq!(tags, (0..14).collect::<Vec<u8>>(), "one tag per kind");
+        assert_eq!(tags, (0..16).collect::<Vec<u8>>(), "one tag per kind");
         let batches = vec![writes, vec![], vec![append(18)]];
         assert_eq!(debug(&decode_group(&encode_group(batches.iter())).unwrap()), debug(&batches));
     }
