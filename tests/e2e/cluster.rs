@@ -470,6 +470,15 @@ async fn terminates_and_upgrades_reach_the_host_that_drives_the_run() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    // Pause and resume go to the run's host too.
+    for i in 0..4 {
+        let api = if i % 2 == 0 { &api_a } else { &api_b };
+        let (status, run) = api.post_json(&format!("/runs/x{i}/pause"), &json!({})).await;
+        assert_eq!((status, run["status"].as_str()), (200, Some("paused")), "{run}");
+        assert_eq!(api_a.get(&format!("/runs/x{i}")).await.1["status"], "paused");
+        let (status, run) = api.post_json(&format!("/runs/x{i}/resume"), &json!({})).await;
+        assert_eq!((status, run["status"].as_str()), (200, Some("running")), "{run}");
+    }
     // Through both hosts: each request lands on the run's own host, about
     // half of them by way of the other.
     assert_eq!(api_b.deploy("shipping", "workflow", shipping("v2_express")).await.0, 201);

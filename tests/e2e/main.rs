@@ -16,6 +16,7 @@ mod hostile;
 mod languages;
 mod limits;
 mod load;
+mod operator;
 mod power;
 mod properties;
 mod replay;

@@ -82,6 +82,8 @@ impl From<ControlError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "owner-unreachable", e.to_string())
             }
             ControlError::Ended { .. } => ApiError::new(StatusCode::CONFLICT, "run-ended", e.to_string()),
+            ControlError::NotRunning { .. } => ApiError::new(StatusCode::CONFLICT, "run-not-running", e.to_string()),
+            ControlError::NotPaused { .. } => ApiError::new(StatusCode::CONFLICT, "run-not-paused", e.to_string()),
             ControlError::InvalidName(_) => ApiError::bad_request("invalid-signal-name", e.to_string()),
             ControlError::InvalidPayload(_) => ApiError::bad_request("invalid-json", e.to_string()),
             ControlError::PayloadTooLarge { .. } => {

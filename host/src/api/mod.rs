@@ -73,6 +73,8 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/signals/{name}", post(routes::signal))
         .route("/runs/{id}/cancel", post(routes::cancel))
         .route("/runs/{id}/terminate", post(routes::terminate))
+        .route("/runs/{id}/pause", post(routes::pause))
+        .route("/runs/{id}/resume", post(routes::resume))
         .route("/runs/{id}/upgrade", post(routes::upgrade_run))
         .route("/workflows/{name}/versions", get(routes::versions))
         .route("/workflows/{name}/versions/{version}", axum::routing::delete(routes::retire))

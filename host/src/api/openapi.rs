@@ -118,6 +118,16 @@ pub(crate) async fn document() -> Json<Value> {
                 "summary": "A worker is still on its task; without one within heartbeat_timeout_ms the task goes to another worker (404 task-gone then)",
                 "responses": merge(json!({ "200": { "description": "alive" } }), error_responses(&["401", "404"]))
             } },
+            "/runs/{id}/pause": { "post": {
+                "summary": "Pause a running run: it takes no steps until resumed; timers that fire, results and signals that arrive are kept (pausing a paused run changes nothing)",
+                "parameters": [run_id],
+                "responses": merge(ok("200", "Run"), error_responses(&["401", "404", "409", "503"]))
+            } },
+            "/runs/{id}/resume": { "post": {
+                "summary": "Resume a paused run: it is rebuilt by replay and takes what came while it was paused",
+                "parameters": [run_id],
+                "responses": merge(ok("200", "Run"), error_responses(&["401", "404", "409", "503"]))
+            } },
             "/workflows/{name}/versions": { "get": {
                 "summary": "A workflow's versions with their runs",
                 "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
@@ -154,7 +164,7 @@ pub(crate) async fn document() -> Json<Value> {
             "responses": { "Error": { "description": "An error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } },
             "schemas": {
                 "Error": { "type": "object", "required": ["code", "message"], "properties": { "code": { "type": "string" }, "message": { "type": "string" } } },
-                "Status": { "type": "string", "enum": ["running", "completed", "failed", "diverged", "terminated"] },
+                "Status": { "type": "string", "enum": ["running", "paused", "completed", "failed", "diverged", "terminated"] },
                 "Failure": { "type": "object", "properties": { "kind": { "type": "string" }, "message": { "type": "string" }, "details": { "type": "string", "nullable": true } } },
                 "StartRequest": { "type": "object", "required": ["workflow"], "additionalProperties": false, "properties": {
                     "workflow": { "type": "string" }, "input": { "description": "any JSON" }, "id": { "type": "string" } } },

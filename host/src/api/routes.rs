@@ -337,7 +337,7 @@ pub(crate) async fn list(
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(
                 "invalid-status",
-                format!("unknown status {s:?}: use running, completed, failed, diverged or terminated"),
+                format!("unknown status {s:?}: use running, paused, completed, failed, diverged or terminated"),
             )
         })?),
     };
@@ -452,6 +452,29 @@ pub(crate) async fn terminate(
     let forwarded = headers.contains_key("x-cairn-forwarded");
     detached(crate::runtime::FORWARDED.scope(forwarded, async move { rt.terminate(&run_id, &reason).await })).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "run_id": id, "terminate": "requested" }))))
+}
+
+/// Pauses a run: it takes no steps until resumed (timers, results and
+/// signals that come meanwhile are kept).
+pub(crate) async fn pause(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Json<RunView>> {
+    let (rt, forwarded) = (app.rt.clone(), headers.contains_key("x-cairn-forwarded"));
+    let meta = detached(crate::runtime::FORWARDED.scope(forwarded, async move { rt.pause(&id).await })).await?;
+    Ok(Json(meta.into()))
+}
+
+/// Resumes a paused run.
+pub(crate) async fn resume(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Json<RunView>> {
+    let (rt, forwarded) = (app.rt.clone(), headers.contains_key("x-cairn-forwarded"));
+    let meta = detached(crate::runtime::FORWARDED.scope(forwarded, async move { rt.resume(&id).await })).await?;
+    Ok(Json(meta.into()))
 }
 
 pub(crate) async fn versions(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {

@@ -468,3 +468,15 @@ pub async fn terminate(args: &ClientArgs, run_id: &str, reason: Option<String>) 
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `cairn pause` and `cairn resume`.
+pub async fn pause_or_resume(args: &ClientArgs, run_id: &str, what: &str) -> anyhow::Result<ExitCode> {
+    let path = format!("/runs/{}/{what}", segment(run_id)?);
+    let (body, _) = Client::new(args).post_text(&path, "{}".to_owned()).await?;
+    if args.json {
+        print_json(&body);
+    } else {
+        println!("{run_id}: {}", body["status"].as_str().unwrap_or("?"));
+    }
+    Ok(ExitCode::SUCCESS)
+}

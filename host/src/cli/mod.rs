@@ -323,7 +323,7 @@ enum Command {
         /// Only runs of this workflow.
         #[arg(long)]
         workflow: Option<String>,
-        /// Only runs with this status (running, completed, failed, diverged, terminated).
+        /// Only runs with this status (running, paused, completed, failed, diverged, terminated).
         #[arg(long)]
         status: Option<String>,
         /// At most this many.
@@ -358,6 +358,21 @@ enum Command {
         /// Why (recorded in the journal).
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Pause a run: it takes no steps until resumed. Timers that fire and
+    /// signals that arrive meanwhile are kept for it.
+    Pause {
+        /// The run id.
+        run_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Resume a paused run.
+    Resume {
+        /// The run id.
+        run_id: String,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -429,6 +444,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Signal { run_id, name, payload, client } => client::signal(&client, &run_id, &name, &payload).await,
         Command::Cancel { run_id, client } => client::cancel(&client, &run_id).await,
         Command::Terminate { run_id, reason, client } => client::terminate(&client, &run_id, reason).await,
+        Command::Pause { run_id, client } => client::pause_or_resume(&client, &run_id, "pause").await,
+        Command::Resume { run_id, client } => client::pause_or_resume(&client, &run_id, "resume").await,
     }
 }
 

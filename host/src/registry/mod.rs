@@ -392,7 +392,7 @@ impl Registry {
         }
         let query = RunQuery {
             version: Some(version),
-            statuses: vec![RunStatus::Running, RunStatus::Diverged],
+            statuses: vec![RunStatus::Running, RunStatus::Diverged, RunStatus::Paused],
             ..RunQuery::workflow(name)
         };
         let live = self.rt.store().all_runs(query).await?.len();

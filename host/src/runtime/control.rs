@@ -125,7 +125,7 @@ impl Runtime {
             let meta = self.store().run(run_id).await?;
             match &meta {
                 None => return Ok(None),
-                Some(m) if m.status != RunStatus::Running => return Ok(meta),
+                Some(m) if !matches!(m.status, RunStatus::Running | RunStatus::Paused) => return Ok(meta),
                 Some(_) => {}
             }
             // Look again now and then as well, whatever ended the run.
@@ -138,6 +138,65 @@ impl Runtime {
                 return Ok(self.store().run(run_id).await?);
             }
         }
+    }
+
+    /// Pauses a run: its driver leaves at its next wait, and the run takes
+    /// no steps until [`Runtime::resume`]. Timers that fire, activities
+    /// that finish and signals that arrive meanwhile are kept for it. The
+    /// journal is not touched: a pause changes when the run goes on, never
+    /// what it does. Pausing a paused run changes nothing.
+    pub async fn pause(&self, run_id: &str) -> Result<RunMeta, ControlError> {
+        let meta = self.live_run(run_id).await?;
+        if meta.status == RunStatus::Paused {
+            return Ok(meta);
+        }
+        if meta.status != RunStatus::Running {
+            return Err(ControlError::NotRunning { run_id: run_id.to_owned(), status: meta.status.as_str() });
+        }
+        if let Some(owner) = self.owner_elsewhere(&meta).await {
+            self.forward(run_id, &owner, &format!("/runs/{run_id}/pause"), serde_json::json!({})).await?;
+            return self.live_run(run_id).await;
+        }
+        let hold = self.hold(run_id).await?;
+        let mut meta = self.live_run(run_id).await?;
+        if meta.status == RunStatus::Running {
+            meta.status = RunStatus::Paused;
+            meta.updated_ms = super::now_ms();
+            self.store().commit(vec![Write::PutRun(meta.clone())]).await?;
+            tracing::info!(run_id, "run paused");
+        }
+        drop(hold);
+        Ok(meta)
+    }
+
+    /// Resumes a paused run: it is rebuilt by replay and takes what came
+    /// while it was paused (fired timers, results, signals, a cancel).
+    pub async fn resume(&self, run_id: &str) -> Result<RunMeta, ControlError> {
+        let meta = self.live_run(run_id).await?;
+        if meta.status != RunStatus::Paused {
+            return Err(ControlError::NotPaused { run_id: run_id.to_owned(), status: meta.status.as_str() });
+        }
+        if let Some(owner) = self.owner_elsewhere(&meta).await {
+            self.forward(run_id, &owner, &format!("/runs/{run_id}/resume"), serde_json::json!({})).await?;
+            return self.live_run(run_id).await;
+        }
+        let hold = self.hold(run_id).await?;
+        let mut meta = self.live_run(run_id).await?;
+        if meta.status == RunStatus::Paused {
+            meta.status = RunStatus::Running;
+            meta.updated_ms = super::now_ms();
+            self.store().commit(vec![Write::PutRun(meta.clone())]).await?;
+            // Its timers were not armed by a restart while it was paused
+            // (arming one that is armed changes nothing).
+            for Timer { due_ms, run_id, handle } in self.store().run_timers(run_id).await? {
+                let target = super::work::Target { run_id, generation: meta.generation, handle };
+                self.inner.work.start_timer(self, target, due_ms);
+            }
+            tracing::info!(run_id, "run resumed");
+        }
+        // Dropping the hold wakes the run.
+        drop(hold);
+        Ok(meta)
     }
 
     /// At host start: re-arms every armed timer and wakes every unfinished

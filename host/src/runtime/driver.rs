@@ -96,6 +96,12 @@ impl Runtime {
                 return Err(e.into());
             }
         };
+        // A paused run stays out of memory: what wakes it (a timer, a
+        // signal, a completion) is kept in the store for its resume.
+        if meta.status == RunStatus::Paused {
+            scheduler.release(run_id, false);
+            return Ok(Driven::Evicted);
+        }
         if meta.status != RunStatus::Running {
             scheduler.release(run_id, false);
             return self.recorded_outcome(meta).await.map(Driven::Finished);
@@ -148,7 +154,7 @@ impl Runtime {
                     });
                 Err(RunError::Diverged { run_id: meta.id, divergence })
             }
-            RunStatus::Running => unreachable!("only called for runs that are not running"),
+            RunStatus::Running | RunStatus::Paused => unreachable!("only called for runs that ended or diverged"),
         }
     }
 

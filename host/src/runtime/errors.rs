@@ -186,6 +186,22 @@ pub enum ControlError {
         /// Its final status.
         status: &'static str,
     },
+    /// Only a running run can be paused.
+    #[error("run {run_id} is {status}, not running: only a running run can be paused")]
+    NotRunning {
+        /// The run.
+        run_id: String,
+        /// Its status.
+        status: &'static str,
+    },
+    /// Only a paused run can be resumed.
+    #[error("run {run_id} is {status}, not paused: there is nothing to resume")]
+    NotPaused {
+        /// The run.
+        run_id: String,
+        /// Its status.
+        status: &'static str,
+    },
     /// The signal name is not usable.
     #[error("invalid signal name {0:?}: use 1-128 characters, not starting with '$'")]
     InvalidName(String),

@@ -24,8 +24,7 @@ pub use when::{parse_duration, parse_time, rfc3339, run_id};
 use crate::registry::Registry;
 use crate::runtime::{now_ms, Runtime, StartRequest};
 use crate::store::{
-    CommitError, Firing, Overlap, RunStatus, Schedule, ScheduleSpec, ScheduleState, StoreError, When, Write,
-    RECENT_FIRINGS,
+    CommitError, Firing, Overlap, Schedule, ScheduleSpec, ScheduleState, StoreError, When, Write, RECENT_FIRINGS,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -477,10 +476,11 @@ impl Schedules {
         Ok(firing)
     }
 
-    /// Whether the schedule's last run is still running.
+    /// Whether the schedule's last run has not ended (running, paused or
+    /// diverged and waiting for an upgrade).
     async fn previous_running(&self, s: &Schedule) -> Result<bool, ScheduleError> {
         let Some(previous) = &s.state.last_run else { return Ok(false) };
-        Ok(self.rt.store().run(previous).await?.is_some_and(|m| m.status == RunStatus::Running))
+        Ok(self.rt.store().run(previous).await?.is_some_and(|m| !m.status.is_final()))
     }
 
     /// Starts the run of a firing on the workflow's current version.

@@ -19,6 +19,9 @@ pub enum RunStatus {
     Diverged,
     /// Stopped from outside by `terminate`.
     Terminated,
+    /// Held by an operator (`cairn pause`): it takes no steps until
+    /// resumed; timers that fire and signals that arrive are kept for it.
+    Paused,
 }
 
 impl RunStatus {
@@ -30,14 +33,22 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Diverged => "diverged",
             RunStatus::Terminated => "terminated",
+            RunStatus::Paused => "paused",
         }
     }
 
     /// Parses [`RunStatus::as_str`]'s spelling.
     pub fn parse(text: &str) -> Option<RunStatus> {
-        [RunStatus::Running, RunStatus::Completed, RunStatus::Failed, RunStatus::Diverged, RunStatus::Terminated]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [
+            RunStatus::Running,
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Diverged,
+            RunStatus::Terminated,
+            RunStatus::Paused,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 
     /// Whether the run will not advance again on its own.
