@@ -264,6 +264,10 @@ pub trait Storage: Send + Sync {
     /// How many runs are in `status`.
     async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError>;
 
+    /// The finished runs of `workflow` that ended before `before_ms`,
+    /// oldest first, at most `limit` (what retention deletes).
+    async fn ended_before(&self, workflow: &str, before_ms: u64, limit: usize) -> Result<Vec<String>, StoreError>;
+
     /// A run's journal (its current generation), in seq order.
     async fn journal(&self, run_id: &str) -> Result<Vec<Record>, StoreError>;
 
@@ -536,6 +540,12 @@ impl Store {
     /// How many runs have not ended.
     pub async fn count_running(&self) -> Result<u64, StoreError> {
         self.backend.count_runs(RunStatus::Running).await
+    }
+
+    /// The finished runs of `workflow` that ended before `before_ms`,
+    /// oldest first, at most `limit`.
+    pub async fn ended_before(&self, workflow: &str, before_ms: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.backend.ended_before(workflow, before_ms, limit).await
     }
 
     /// A run's journal, in seq order.

@@ -76,6 +76,7 @@ on_every_backend!(
     components_and_compiled_artifacts_read_back,
     a_deployment_lands_only_over_the_revision_it_was_made_from,
     a_schedule_lands_only_over_the_revision_it_was_made_from_and_deletes,
+    a_deleted_run_leaves_nothing_behind_and_others_keep_everything,
 );
 
 /// `store`, holding run `r` in `generation`, with its start.
@@ -374,4 +375,66 @@ async fn a_schedule_lands_only_over_the_revision_it_was_made_from_and_deletes(st
     store.commit(vec![Write::DeleteSchedule { name: "nightly".into() }]).await.unwrap();
     assert_eq!(store.schedule("nightly").await.unwrap(), None);
     assert!(store.schedules().await.unwrap().is_empty());
+}
+
+/// A run deleted (retention, `cairn delete`) takes every row of it along:
+/// journal, history generations, inbox, timers, attempts, index entries;
+/// another run keeps all of its own, and the store checks clean.
+async fn a_deleted_run_leaves_nothing_behind_and_others_keep_everything(store: Store) {
+    for id in ["r", "keep"] {
+        let mut m = meta(0);
+        m.id = id.into();
+        let mut next = m.clone();
+        next.generation = 1;
+        let mut ended = next.clone();
+        ended.status = RunStatus::Completed;
+        ended.result = Some("1".into());
+        ended.updated_ms = if id == "r" { 5_000 } else { 9_000 };
+        let end = Record { seq: 1, at_ms: 5, entry: Entry::Completed { result: "1".into() } };
+        let batches = vec![
+            vec![Write::PutRun(m), Write::Append { run_id: id.into(), record: record(0) }],
+            vec![Write::ContinueAsNew { meta: Box::new(next), start: Box::new(record(0)) }],
+            vec![
+                Write::PutTimer { due_ms: 77, run_id: id.into(), handle: 2 },
+                Write::PutAttempts { run_id: id.into(), handle: 4, failed: 1 },
+                Write::PutSignal {
+                    run_id: id.into(),
+                    seq: 1,
+                    signal: StoredSignal { name: "go".into(), payload: "1".into() },
+                },
+            ],
+            vec![Write::Append { run_id: id.into(), record: end }, Write::PutRun(ended)],
+        ];
+        for batch in batches {
+            store.commit(batch).await.unwrap();
+        }
+    }
+    assert_eq!(store.ended_before("w", 6_000, 10).await.unwrap(), vec!["r".to_owned()]);
+    assert_eq!(store.ended_before("w", 10_000, 10).await.unwrap(), vec!["r".to_owned(), "keep".to_owned()]);
+    assert!(store.ended_before("other", 10_000, 10).await.unwrap().is_empty());
+
+    store.commit(vec![Write::DeleteRun { run_id: "r".into() }]).await.unwrap();
+    store.commit(vec![Write::DeleteRun { run_id: "r".into() }]).await.unwrap();
+    assert_eq!(store.run("r").await.unwrap(), None);
+    assert!(store.journal("r").await.unwrap().is_empty());
+    assert!(store.history("r", 0).await.unwrap().is_empty());
+    assert!(store.run_timers("r").await.unwrap().is_empty());
+    assert!(store.ended_before("w", 10_000, 10).await.unwrap() == vec!["keep".to_owned()]);
+    let all = store.all_runs(RunQuery::all()).await.unwrap();
+    assert_eq!(all.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["keep"]);
+    assert_eq!(store.journal("keep").await.unwrap().len(), 2);
+    assert_eq!(store.history("keep", 0).await.unwrap().len(), 2);
+    assert_eq!(store.run_timers("keep").await.unwrap().len(), 1);
+    // Nothing of `r` is left for the check to find (`keep`'s fixtures are
+    // not whole runs: no start entry, no component).
+    let report = store.check().await.unwrap();
+    let about_r = |line: &String| line.split(|c: char| !c.is_alphanumeric()).any(|w| w == "r");
+    assert!(!report.problems.iter().chain(&report.warnings).any(about_r), "{report:?}");
+
+    store.commit(vec![Write::PutComponent { sha256: "ab".into(), bytes: vec![1].into() }]).await.unwrap();
+    store.commit(vec![Write::PutCompiled { sha256: "ab".into(), engine: "e".into(), bytes: vec![2] }]).await.unwrap();
+    assert!(store.component("ab").await.unwrap().is_some());
+    store.commit(vec![Write::DeleteComponent { sha256: "ab".into() }]).await.unwrap();
+    assert_eq!(store.component("ab").await.unwrap(), None);
+    assert_eq!(store.compiled("ab", "e").await.unwrap(), None);
 }

@@ -96,6 +96,19 @@ pub enum Write {
     },
     /// Insert or replace a deployment.
     PutDeployment(Deployment),
+    /// Remove a run and everything of it: its row, its journal and history
+    /// generations, its inbox, timers and attempts (a finished run past its
+    /// retention, or `cairn delete`). A run that is not there is no error.
+    DeleteRun {
+        /// The run.
+        run_id: String,
+    },
+    /// Remove a component's bytes and its compiled artifacts (a retired
+    /// version nothing refers to).
+    DeleteComponent {
+        /// sha256, hex.
+        sha256: String,
+    },
     /// Insert or replace a schedule (compare-and-swap on its revision).
     PutSchedule(Schedule),
     /// Remove a schedule (the runs it started stay).

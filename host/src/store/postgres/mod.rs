@@ -302,6 +302,23 @@ fn records(run_id: &str, rows: Vec<tokio_postgres::Row>) -> Result<Vec<Record>, 
 #[async_trait::async_trait]
 impl super::Storage for PgStorage {
     fn submit(&self, batch: Batch) -> Ack {
+        // A deleted component leaves this host's cache too (if the commit
+        // fails, the bytes are read back from the database).
+        for write in &batch {
+            if let Write::DeleteComponent { sha256 } = write {
+                if let Some(path) = self.cached(&["components", sha256]) {
+                    let _ = std::fs::remove_file(path);
+                }
+                if let Some(dir) = self.cached(&["compiled"]) {
+                    for engine in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                        let engine = engine.file_name();
+                        if let Some(path) = engine.to_str().and_then(|e| self.cached(&["compiled", e, sha256])) {
+                            let _ = std::fs::remove_file(path);
+                        }
+                    }
+                }
+            }
+        }
         let (ack, rx) = oneshot::channel();
         // By the run the batch is about (its first append's, else its first
         // write's), so one run's batches keep their order.
@@ -380,6 +397,19 @@ impl super::Storage for PgStorage {
             page.runs.push(parse("runs", id, row.get(1))?);
         }
         Ok(page)
+    }
+
+    async fn ended_before(&self, workflow: &str, before_ms: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT run_id FROM cairn_runs WHERE workflow = $1 AND ended_ms < $2 ORDER BY ended_ms, run_id LIMIT $3",
+                &[&workflow, &(before_ms as i64), &(limit as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError> {
@@ -747,6 +777,13 @@ enum Stmt {
         status: &'static str,
         generation: i32,
         meta: Vec<u8>,
+        ended: Option<i64>,
+    },
+    DeleteRun {
+        run: String,
+    },
+    DeleteComponent {
+        sha256: String,
     },
     DropSignals {
         run: String,
@@ -832,10 +869,17 @@ enum Stmt {
     },
 }
 
-const PUT_RUN: &str = "INSERT INTO cairn_runs (run_id, shard, workflow, version, status, generation, meta) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run_id) DO UPDATE SET shard = EXCLUDED.shard, \
+const PUT_RUN: &str = "INSERT INTO cairn_runs (run_id, shard, workflow, version, status, generation, meta, ended_ms) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (run_id) DO UPDATE SET shard = EXCLUDED.shard, \
     workflow = EXCLUDED.workflow, version = EXCLUDED.version, status = EXCLUDED.status, \
-    generation = EXCLUDED.generation, meta = EXCLUDED.meta";
+    generation = EXCLUDED.generation, meta = EXCLUDED.meta, ended_ms = EXCLUDED.ended_ms";
+const DELETE_RUN: &str = "WITH j AS (DELETE FROM cairn_journal WHERE run_id = $1), \
+    h AS (DELETE FROM cairn_history WHERE run_id = $1), c AS (DELETE FROM cairn_completions WHERE run_id = $1), \
+    t AS (DELETE FROM cairn_timers WHERE run_id = $1), s AS (DELETE FROM cairn_signals WHERE run_id = $1), \
+    a AS (DELETE FROM cairn_attempts WHERE run_id = $1), w AS (DELETE FROM cairn_wakeups WHERE run_id = $1) \
+    DELETE FROM cairn_runs WHERE run_id = $1";
+const DELETE_COMPONENT: &str = "WITH c AS (DELETE FROM cairn_compiled WHERE sha256 = $1) \
+    DELETE FROM cairn_components WHERE sha256 = $1";
 const DROP_SIGNALS: &str = "DELETE FROM cairn_signals WHERE run_id = $1";
 const APPEND: &str = "INSERT INTO cairn_journal (run_id, seq, record) \
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[]) ON CONFLICT (run_id, seq) DO NOTHING";
@@ -891,6 +935,8 @@ impl Stmt {
     fn sql(&self) -> &'static str {
         match self {
             Stmt::PutRun { .. } => PUT_RUN,
+            Stmt::DeleteRun { .. } => DELETE_RUN,
+            Stmt::DeleteComponent { .. } => DELETE_COMPONENT,
             Stmt::DropSignals { .. } => DROP_SIGNALS,
             Stmt::Append { .. } => APPEND,
             Stmt::PutCompletion { .. } => PUT_COMPLETION,
@@ -914,9 +960,11 @@ impl Stmt {
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         match self {
-            Stmt::PutRun { id, shard, workflow, version, status, generation, meta } => {
-                vec![id, shard, workflow, version, status, generation, meta]
+            Stmt::PutRun { id, shard, workflow, version, status, generation, meta, ended } => {
+                vec![id, shard, workflow, version, status, generation, meta, ended]
             }
+            Stmt::DeleteRun { run } => vec![run],
+            Stmt::DeleteComponent { sha256 } => vec![sha256],
             Stmt::DropSignals { run } => vec![run],
             Stmt::Append { runs, seqs, records } => vec![runs, seqs, records],
             Stmt::PutCompletion { run, handle, row } => vec![run, handle, row],
@@ -979,19 +1027,22 @@ fn run_of(write: &Write) -> Option<&str> {
         | Write::PutSignal { run_id, .. }
         | Write::DeleteSignal { run_id, .. }
         | Write::PutAttempts { run_id, .. }
-        | Write::DeleteAttempts { run_id, .. } => Some(run_id),
+        | Write::DeleteAttempts { run_id, .. }
+        | Write::DeleteRun { run_id } => Some(run_id),
         Write::PutDeployment(_)
         | Write::PutSchedule(_)
         | Write::DeleteSchedule { .. }
+        | Write::DeleteComponent { .. }
         | Write::PutComponent { .. }
         | Write::PutCompiled { .. } => None,
     }
 }
 
 /// Whether only the owner of the run's shard may make this write: anything
-/// but an inbox row (a signal, a completion) for it.
+/// but an inbox row (a signal, a completion) for it, or the deletion of a
+/// finished run (nobody drives it).
 fn owner_only(write: &Write) -> bool {
-    !matches!(write, Write::PutSignal { .. } | Write::PutCompletion { .. })
+    !matches!(write, Write::PutSignal { .. } | Write::PutCompletion { .. } | Write::DeleteRun { .. })
 }
 
 /// One attempt at committing a group in one transaction: the results per
@@ -1208,6 +1259,11 @@ async fn commit_on(
         }
         for write in batch.iter() {
             match write {
+                Write::DeleteRun { run_id } => {
+                    states.remove(run_id);
+                    stmts.push(Stmt::DeleteRun { run: run_id.clone() });
+                }
+                Write::DeleteComponent { sha256 } => stmts.push(Stmt::DeleteComponent { sha256: sha256.clone() }),
                 Write::PutRun(meta) => {
                     // A new run in a shard another host drives: wake it.
                     if !states.contains_key(&meta.id) && !meta.status.is_final() {
@@ -1403,6 +1459,7 @@ fn put_run(meta: &RunMeta) -> Stmt {
         status: meta.status.as_str(),
         generation: meta.generation as i32,
         meta: serde_json::to_vec(meta).expect("run metadata serialises"),
+        ended: meta.status.is_final().then_some(meta.updated_ms as i64),
     }
 }
 

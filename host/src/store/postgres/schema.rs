@@ -4,7 +4,7 @@
 //! refused before anything is read.
 
 /// The schema version this binary writes.
-pub(super) const VERSION: i32 = 3;
+pub(super) const VERSION: i32 = 4;
 
 /// The key of the advisory lock migrations take.
 pub(super) const MIGRATION_LOCK: i64 = 0x6361_6972_6e00_0001;
@@ -120,5 +120,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         name text PRIMARY KEY,
         row bytea NOT NULL
     );
+    "#,
+    // 3 → 4: finished runs by end time, for retention (rows written before
+    // get theirs from the row itself).
+    r#"
+    ALTER TABLE cairn_runs ADD COLUMN ended_ms bigint;
+    UPDATE cairn_runs SET ended_ms = (convert_from(meta, 'UTF8')::jsonb->>'updated_ms')::bigint
+        WHERE status IN ('completed', 'failed', 'terminated');
+    CREATE INDEX cairn_runs_ended ON cairn_runs (workflow, ended_ms) WHERE ended_ms IS NOT NULL;
     "#,
 ];

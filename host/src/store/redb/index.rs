@@ -10,8 +10,11 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
 use std::ops::Bound;
 
 /// The meta key saying the indexes were built (stores made before them
-/// are indexed once, at open).
+/// are indexed once, at open), and which version of them.
 const INDEXED_KEY: &str = "run-index";
+
+/// 2: finished runs by end time, for retention.
+const INDEX_VERSION: u64 = 2;
 
 /// The key of the index of runs in `status`.
 pub(super) fn status_key(status: crate::store::RunStatus) -> String {
@@ -19,18 +22,58 @@ pub(super) fn status_key(status: crate::store::RunStatus) -> String {
 }
 
 /// The index keys a run is listed under.
-pub(super) fn keys(meta: &RunMeta) -> [String; 6] {
+pub(super) fn keys(meta: &RunMeta) -> Vec<String> {
     let status = meta.status.as_str();
     let workflow = &meta.workflow;
     let version = meta.version.map_or_else(|| "-".to_owned(), |v| v.to_string());
-    [
+    let mut keys = vec![
         status_key(meta.status),
         format!("w\0{workflow}"),
         format!("ws\0{workflow}\0{status}"),
         format!("wv\0{workflow}\0{version}"),
         format!("h\0{}", meta.shard),
         format!("hs\0{}\0{status}", meta.shard),
-    ]
+    ];
+    if meta.status.is_final() {
+        keys.push(ended_key(workflow, meta.updated_ms));
+    }
+    keys
+}
+
+/// The key that lists a finished run of `workflow` by when it ended, so
+/// retention reads the oldest first.
+fn ended_key(workflow: &str, ended_ms: u64) -> String {
+    format!("e\0{workflow}\0{ended_ms:020}")
+}
+
+/// The finished runs of `workflow` that ended before `before_ms`, oldest
+/// first, at most `limit`.
+pub(super) fn ended_before(
+    db: &Database,
+    workflow: &str,
+    before_ms: u64,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let index = txn.open_table(RUN_INDEX).map_err(db_err)?;
+    let (from, to) = (ended_key(workflow, 0), ended_key(workflow, before_ms));
+    let mut out = Vec::new();
+    for row in index.range((from.as_str(), "")..(to.as_str(), "")).map_err(db_err)? {
+        let (key, _) = row.map_err(db_err)?;
+        out.push(key.value().1.to_owned());
+        if out.len() == limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Removes a run's index rows (the run is deleted).
+pub(super) fn remove(index: &mut Table<(&str, &str), ()>, old: &RunMeta) -> Result<(), redb::StorageError> {
+    for key in keys(old) {
+        index.remove((key.as_str(), old.id.as_str()))?;
+    }
+    Ok(())
 }
 
 /// The key of the index that answers `query` best, if one does.
@@ -81,7 +124,7 @@ pub(super) fn build_if_missing(db: &Database) -> Result<(), StoreError> {
     {
         let txn = db.begin_read().map_err(db_err)?;
         let meta = txn.open_table(META).map_err(db_err)?;
-        if meta.get(INDEXED_KEY).map_err(db_err)?.is_some() {
+        if meta.get(INDEXED_KEY).map_err(db_err)?.is_some_and(|v| v.value() >= INDEX_VERSION) {
             return Ok(());
         }
     }
@@ -106,7 +149,7 @@ pub(super) fn build_if_missing(db: &Database) -> Result<(), StoreError> {
             let (due, run, handle) = key.value();
             run_timers.insert((run, due, handle), ()).map_err(db_err)?;
         }
-        txn.open_table(META).map_err(db_err)?.insert(INDEXED_KEY, 1).map_err(db_err)?;
+        txn.open_table(META).map_err(db_err)?.insert(INDEXED_KEY, INDEX_VERSION).map_err(db_err)?;
     }
     txn.commit().map_err(db_err)?;
     if indexed > 0 {

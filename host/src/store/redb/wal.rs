@@ -505,6 +505,8 @@ fn tag(write: &Write) -> u8 {
         Write::PutCompiled { .. } => 13,
         Write::PutSchedule(_) => 14,
         Write::DeleteSchedule { .. } => 15,
+        Write::DeleteRun { .. } => 16,
+        Write::DeleteComponent { .. } => 17,
     }
 }
 
@@ -560,6 +562,8 @@ fn encode_write(write: &Write, out: &mut Vec<u8>) {
         }
         Write::PutSchedule(schedule) => put_json(out, schedule),
         Write::DeleteSchedule { name } => put_str(out, name),
+        Write::DeleteRun { run_id } => put_str(out, run_id),
+        Write::DeleteComponent { sha256 } => put_str(out, sha256),
     }
 }
 
@@ -592,6 +596,8 @@ fn decode_write(input: &mut &[u8]) -> Result<Write, String> {
         13 => Write::PutCompiled { sha256: take_str(input)?, engine: take_str(input)?, bytes: take_bytes(input)? },
         14 => Write::PutSchedule(take_json::<crate::store::Schedule>(input)?),
         15 => Write::DeleteSchedule { name: take_str(input)? },
+        16 => Write::DeleteRun { run_id: take_str(input)? },
+        17 => Write::DeleteComponent { sha256: take_str(input)? },
         other => return Err(format!("unknown write tag {other}")),
     })
 }
@@ -835,9 +841,11 @@ mod tests {
                 state: crate::store::ScheduleState { buffered_ms: Some(20), ..Default::default() },
             }),
             Write::DeleteSchedule { name: "nightly".into() },
+            Write::DeleteRun { run_id: "old".into() },
+            Write::DeleteComponent { sha256: "cd".into() },
         ];
         let tags: Vec<u8> = writes.iter().map(tag).collect();
-        assert_eq!(tags, (0..16).collect::<Vec<u8>>(), "one tag per kind");
+        assert_eq!(tags, (0..18).collect::<Vec<u8>>(), "one tag per kind");
         let batches = vec![writes, vec![], vec![append(18)]];
         assert_eq!(debug(&decode_group(&encode_group(batches.iter())).unwrap()), debug(&batches));
     }

@@ -840,6 +840,35 @@ fn apply<'a>(
                         Write::DeleteSchedule { name } => {
                             schedules.remove(name.as_str())?;
                         }
+                        Write::DeleteRun { run_id } => {
+                            let run = run_id.as_str();
+                            if let Some(old) = runs.remove(run)? {
+                                if let Some(old) = super::index::previous(Some(old.value())) {
+                                    super::index::remove(&mut index, &old)?;
+                                }
+                            }
+                            journal_t.retain_in((run, 0)..=(run, u64::MAX), |_, _| false)?;
+                            history.retain_in((run, 0, 0)..=(run, u32::MAX, u64::MAX), |_, _| false)?;
+                            completions.retain_in((run, 0)..=(run, u32::MAX), |_, _| false)?;
+                            attempts.retain_in((run, 0)..=(run, u32::MAX), |_, _| false)?;
+                            signals.retain_in((run, 0)..=(run, u64::MAX), |_, value| {
+                                load.changed(run, -1, -(value.len() as i64));
+                                false
+                            })?;
+                            let mut armed = Vec::new();
+                            run_timers.retain_in((run, 0, 0)..=(run, u64::MAX, u32::MAX), |(_, due, handle), _| {
+                                armed.push((due, handle));
+                                false
+                            })?;
+                            for (due, handle) in armed {
+                                timers.remove((due, run, handle))?;
+                            }
+                        }
+                        Write::DeleteComponent { sha256 } => {
+                            let sha = sha256.as_str();
+                            components.remove(sha)?;
+                            compiled.retain_in((sha, "")..=(sha, "\u{10ffff}"), |_, _| false)?;
+                        }
                     }
                     Ok(())
                 })();
