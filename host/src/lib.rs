@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod journal;
 pub mod metrics;
 pub mod registry;
+pub mod retention;
 pub mod runtime;
 pub mod sandbox;
 pub mod schedule;

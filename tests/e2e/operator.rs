@@ -96,3 +96,83 @@ async fn a_paused_run_takes_no_steps_keeps_what_comes_across_a_restart_and_goes_
     let check = cairn().args(["check", "--json", "--data"]).arg(dir.path()).output().unwrap();
     assert_eq!(json(&stdout(&check))["ok"], true, "{}", stdout(&check));
 }
+
+async fn exists(api: &Api, id: &str) -> bool {
+    api.get(&format!("/runs/{id}")).await.0 == 200
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_exactly_the_expired_runs_and_collects_retired_components() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--retention-sweep-ms", "100", "--retention", "1h"]);
+    let api = Api::new(&server);
+    deploy_all(&api).await;
+    let quick = |id: &str| json!({ "workflow": "mirror", "id": id, "input": { "n": 1 } });
+    for id in ["old-0", "old-1", "old-2"] {
+        assert_eq!(api.post_json("/runs", &quick(id)).await.0, 201);
+        assert_eq!(api.wait(id).await["status"], "completed");
+    }
+    let waiting = json!({ "workflow": "mirror", "id": "live", "input": { "await_signal": true } });
+    assert_eq!(api.post_json("/runs", &waiting).await.0, 201);
+    // A live run cannot be deleted; a finished one can, with its journal.
+    let (code, body) = api.delete("/runs/live").await;
+    assert_eq!((code, body["code"].as_str()), (409, Some("run-live")), "{body}");
+    assert_eq!(api.delete("/runs/old-2").await.0, 200);
+    assert_eq!(api.get("/runs/old-2").await.0, 404);
+    assert_eq!(api.get("/runs/old-2/journal").await.0, 404);
+
+    // The server's default keeps them (1 h); the workflow's 2 s does not.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(exists(&api, "old-0").await && exists(&api, "old-1").await);
+    let put = |retention: Value| {
+        let api = api.clone();
+        async move {
+            let url = format!("{}/workflows/mirror/retention", api.base);
+            let response =
+                reqwest::Client::new().put(url).json(&json!({ "retention": retention })).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, body) = put(json!("forever-ish")).await;
+    assert_eq!((code, body["code"].as_str()), (400, Some("invalid-retention")), "{body}");
+    let (code, body) = put(json!("2s")).await;
+    assert_eq!((code, body["retention_ms"].as_u64()), (200, Some(2000)), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while exists(&api, "old-0").await || exists(&api, "old-1").await {
+        assert!(Instant::now() < deadline, "expired runs were not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Runs that ended just now, and the live one, stay.
+    for id in ["new-0", "new-1"] {
+        assert_eq!(api.post_json("/runs", &quick(id)).await.0, 201);
+        assert_eq!(api.wait(id).await["status"], "completed");
+    }
+    let (_, page) = api.get("/runs?workflow=mirror").await;
+    let left: Vec<&str> = page["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(left, ["live", "new-0", "new-1"]);
+
+    // Version 1 retired: its component goes once its last run has.
+    let (_, versions) = api.get("/workflows/mirror/versions").await;
+    let v1 = versions["versions"][0]["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(api.deploy("mirror", "workflow", std::fs::read(wasm("script")).unwrap()).await.0, 201);
+    assert_eq!(api.post_json("/runs/live/terminate", &json!({})).await.0, 202);
+    api.wait("live").await;
+    let (code, body) = api.delete("/workflows/mirror/versions/1").await;
+    assert_eq!(code, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while exists(&api, "new-0").await || exists(&api, "new-1").await || exists(&api, "live").await {
+        assert!(Instant::now() < deadline, "v1's runs were not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, versions) = api.get("/workflows/mirror/versions").await;
+    let v2 = versions["versions"][0]["sha256"].as_str().unwrap().to_owned();
+    server.kill();
+    let store = cairn_host::store::Store::open(dir.path()).unwrap();
+    assert_eq!(store.component(&v1).await.unwrap(), None, "v1's bytes were collected");
+    assert!(store.component(&v2).await.unwrap().is_some(), "v2's bytes stay");
+    assert!(store.deployment("mirror").await.unwrap().unwrap().retired.is_empty());
+    drop(store);
+    let check = cairn().args(["check", "--json", "--data"]).arg(dir.path()).output().unwrap();
+    assert_eq!(json(&stdout(&check))["ok"], true, "{}", stdout(&check));
+}

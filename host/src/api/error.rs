@@ -83,6 +83,7 @@ impl From<ControlError> for ApiError {
             }
             ControlError::Ended { .. } => ApiError::new(StatusCode::CONFLICT, "run-ended", e.to_string()),
             ControlError::NotRunning { .. } => ApiError::new(StatusCode::CONFLICT, "run-not-running", e.to_string()),
+            ControlError::Live { .. } => ApiError::new(StatusCode::CONFLICT, "run-live", e.to_string()),
             ControlError::NotPaused { .. } => ApiError::new(StatusCode::CONFLICT, "run-not-paused", e.to_string()),
             ControlError::InvalidName(_) => ApiError::bad_request("invalid-signal-name", e.to_string()),
             ControlError::InvalidPayload(_) => ApiError::bad_request("invalid-json", e.to_string()),

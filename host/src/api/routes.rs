@@ -478,7 +478,40 @@ pub(crate) async fn resume(
 }
 
 pub(crate) async fn versions(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(serde_json::json!({ "workflow": name, "versions": app.registry.versions(&name).await? })))
+    let versions = app.registry.versions(&name).await?;
+    let retention_ms = app.registry.deployment(&name).await?.and_then(|d| d.retention_ms);
+    Ok(Json(serde_json::json!({ "workflow": name, "versions": versions, "retention_ms": retention_ms })))
+}
+
+/// Deletes a finished run with its journal.
+pub(crate) async fn delete_run(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    app.rt.delete_run(&id).await?;
+    Ok(Json(serde_json::json!({ "run_id": id, "deleted": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetentionBody {
+    /// A duration (`30d`), or null for the host's default.
+    retention: Option<String>,
+}
+
+/// Sets how long a workflow's finished runs are kept.
+pub(crate) async fn set_retention(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let body: RetentionBody = parse(body)?;
+    let retention_ms = match body.retention.as_deref() {
+        Some(text) => Some(
+            crate::schedule::parse_duration(text)
+                .map_err(|e| ApiError::bad_request("invalid-retention", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let d = app.registry.set_retention(&name, retention_ms).await?;
+    Ok(Json(serde_json::json!({ "workflow": name, "retention_ms": d.retention_ms })))
 }
 
 #[derive(Deserialize)]

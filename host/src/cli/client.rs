@@ -480,3 +480,41 @@ pub async fn pause_or_resume(args: &ClientArgs, run_id: &str, what: &str) -> any
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `cairn delete`.
+pub async fn delete(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args);
+    let body = client.send(client.http.delete(client.url(&format!("/runs/{}", segment(run_id)?)))).await?;
+    match args.json {
+        true => print_json(&body),
+        false => println!("{run_id}: deleted"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn retention`.
+pub async fn retention(args: &ClientArgs, name: &str, period: Option<&str>) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args);
+    let body = match period {
+        None => client.get(&format!("/workflows/{}/versions", segment(name)?)).await?,
+        Some(period) => {
+            let retention = (period != "default").then_some(period);
+            let url = client.url(&format!("/workflows/{}/retention", segment(name)?));
+            client.send(client.http.put(url).json(&serde_json::json!({ "retention": retention }))).await?
+        }
+    };
+    if args.json {
+        print_json(&body);
+    } else {
+        match body["retention_ms"].as_u64() {
+            Some(ms) => println!(
+                "{name}: finished runs are kept {}",
+                humantime::format_duration(std::time::Duration::from_millis(ms))
+            ),
+            None => {
+                println!("{name}: finished runs are kept as long as the server's --retention says (forever without it)")
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

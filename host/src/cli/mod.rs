@@ -376,6 +376,24 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Delete a finished run with its journal and history.
+    Delete {
+        /// The run id.
+        run_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show or set how long a workflow's finished runs are kept before they
+    /// are deleted.
+    Retention {
+        /// The workflow.
+        name: String,
+        /// A duration (30d, 12h), or `default` for the server's --retention.
+        /// Without it, prints the workflow's retention.
+        period: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 impl LimitArgs {
@@ -444,6 +462,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Signal { run_id, name, payload, client } => client::signal(&client, &run_id, &name, &payload).await,
         Command::Cancel { run_id, client } => client::cancel(&client, &run_id).await,
         Command::Terminate { run_id, reason, client } => client::terminate(&client, &run_id, reason).await,
+        Command::Delete { run_id, client } => client::delete(&client, &run_id).await,
+        Command::Retention { name, period, client } => client::retention(&client, &name, period.as_deref()).await,
         Command::Pause { run_id, client } => client::pause_or_resume(&client, &run_id, "pause").await,
         Command::Resume { run_id, client } => client::pause_or_resume(&client, &run_id, "resume").await,
     }

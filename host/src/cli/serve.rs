@@ -57,6 +57,14 @@ pub struct ServeArgs {
     /// long loses its task, which goes to another worker.
     #[arg(long, default_value_t = 10_000)]
     heartbeat_timeout_ms: u64,
+    /// Keep finished runs this long (e.g. 30d), unless their workflow sets
+    /// its own (`cairn retention`); then delete them with their journals.
+    /// Default: keep them forever.
+    #[arg(long, value_name = "DURATION")]
+    retention: Option<String>,
+    /// How often expired runs and unused retired components are deleted.
+    #[arg(long, default_value_t = 60_000)]
+    retention_sweep_ms: u64,
     /// Most connections open at once; at the cap the one idle the longest
     /// is closed to make room.
     #[arg(long, default_value_t = 1024)]
@@ -70,6 +78,10 @@ pub struct ServeArgs {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let default_retention = match &args.retention {
+        Some(text) => Some(cairn_host::schedule::parse_duration(text).context("--retention")?),
+        None => None,
+    };
     let token = match &args.token_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -157,6 +169,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Connections { max: args.max_connections.max(1), idle_timeout: Duration::from_secs(args.idle_timeout_s.max(1)) };
     let state = AppState::new(runtime.clone(), token);
     tokio::spawn(state.schedules().clone().drive());
+    let retention = cairn_host::retention::Retention::new(runtime.clone(), default_retention);
+    tokio::spawn(retention.drive(Duration::from_millis(args.retention_sweep_ms.max(10))));
     cairn_host::api::serve(listener, router(state), connections, shutdown_signal(term))
         .await
         .context("the HTTP server failed")?;

@@ -217,6 +217,8 @@ impl Registry {
             current: 0,
             last_version: 0,
             revision: 0,
+            retired: Vec::new(),
+            retention_ms: None,
         });
         deployment.revision += 1;
         let version = deployment.versions.iter().map(|v| v.version).max().unwrap_or(0).max(deployment.last_version) + 1;
@@ -399,10 +401,26 @@ impl Registry {
         if live > 0 {
             return Err(VersionError::InUse { name: name.to_owned(), version, runs: live });
         }
-        d.versions.retain(|v| v.version != version);
+        let (retired, kept): (Vec<Version>, Vec<Version>) = d.versions.drain(..).partition(|v| v.version == version);
+        d.versions = kept;
+        // Its component stays while finished runs refer to it (retention
+        // collects it after them).
+        d.retired.extend(retired);
         d.revision += 1;
         self.rt.store().commit(vec![Write::PutDeployment(d.clone())]).await?;
         tracing::info!(name, version, "version retired");
+        Ok(d)
+    }
+
+    /// Sets how long finished runs of workflow `name` are kept (`None`:
+    /// the host's default).
+    pub async fn set_retention(&self, name: &str, retention_ms: Option<u64>) -> Result<Deployment, VersionError> {
+        let _guard = self.deploying.lock().await;
+        let mut d = self.workflow_deployment(name).await?;
+        d.retention_ms = retention_ms;
+        d.revision += 1;
+        self.rt.store().commit(vec![Write::PutDeployment(d.clone())]).await?;
+        tracing::info!(name, ?retention_ms, "retention set");
         Ok(d)
     }
 

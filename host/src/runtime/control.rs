@@ -199,6 +199,19 @@ impl Runtime {
         Ok(meta)
     }
 
+    /// Deletes a finished run and everything of it (its journal, history
+    /// generations and inbox). Its children, if any, are runs of their own
+    /// and stay.
+    pub async fn delete_run(&self, run_id: &str) -> Result<(), ControlError> {
+        let meta = self.store().run(run_id).await?.ok_or_else(|| ControlError::NotFound(run_id.to_owned()))?;
+        if !meta.status.is_final() {
+            return Err(ControlError::Live { run_id: run_id.to_owned(), status: meta.status.as_str() });
+        }
+        self.store().commit(vec![Write::DeleteRun { run_id: run_id.to_owned() }]).await?;
+        tracing::info!(run_id, "run deleted");
+        Ok(())
+    }
+
     /// At host start: re-arms every armed timer and wakes every unfinished
     /// run, which is rebuilt by replay. Returns (runs, timers).
     pub async fn recover(&self) -> Result<(usize, usize), ControlError> {

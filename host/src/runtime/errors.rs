@@ -194,6 +194,16 @@ pub enum ControlError {
         /// Its status.
         status: &'static str,
     },
+    /// Only a finished run can be deleted.
+    #[error(
+        "run {run_id} is {status}: only a finished run can be deleted; terminate it first (`cairn terminate {run_id}`)"
+    )]
+    Live {
+        /// The run.
+        run_id: String,
+        /// Its status.
+        status: &'static str,
+    },
     /// Only a paused run can be resumed.
     #[error("run {run_id} is {status}, not paused: there is nothing to resume")]
     NotPaused {

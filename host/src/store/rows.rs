@@ -199,6 +199,15 @@ pub struct Deployment {
     /// (rows of older Cairns).
     #[serde(default)]
     pub revision: u64,
+    /// Retired versions whose component may still be needed by finished
+    /// runs; collected (bytes and artifacts deleted) once no run refers to
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Version>,
+    /// How long finished runs of this workflow are kept (`None`: the
+    /// host's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
 }
 
 impl Deployment {

@@ -334,6 +334,8 @@ async fn a_deployment_lands_only_over_the_revision_it_was_made_from(store: Store
         current,
         last_version: current,
         revision,
+        retired: Vec::new(),
+        retention_ms: None,
     };
     store.commit(vec![Write::PutDeployment(deployment(1, 1))]).await.unwrap();
     store.commit(vec![Write::PutDeployment(deployment(1, 1))]).await.unwrap();

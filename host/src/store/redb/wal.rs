@@ -825,6 +825,8 @@ mod tests {
                 current: 1,
                 last_version: 1,
                 revision: 4,
+                retired: vec![Version { version: 0, sha256: "aa".into(), deployed_ms: 1 }],
+                retention_ms: Some(86_400_000),
             }),
             Write::PutComponent { sha256: "ab".into(), bytes: vec![1, 2].into() },
             Write::PutCompiled { sha256: "ab".into(), engine: "e".into(), bytes: vec![3] },
