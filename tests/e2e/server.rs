@@ -514,7 +514,18 @@ async fn a_token_protects_every_endpoint() {
     assert_eq!(api.get("/health").await.0, 200);
     let (status, doc) = api.get("/openapi.json").await;
     assert_eq!(status, 200);
-    assert!(doc["paths"]["/runs/{id}/signals/{name}"].is_object());
+    for path in [
+        "/runs/{id}/signals/{name}",
+        "/runs/{id}/pause",
+        "/runs/{id}/resume",
+        "/schedules",
+        "/schedules/{name}/backfill",
+        "/workflows/{name}/retention",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is not in the OpenAPI document");
+    }
+    assert!(doc["paths"]["/runs/{id}"]["delete"].is_object());
+    assert!(doc["components"]["schemas"]["Schedule"].is_object());
     // The CLI sends the token from CAIRN_TOKEN.
     let output = cairn().args(["list", "--server", &server.url]).env("CAIRN_TOKEN", "s3cret-token").output().unwrap();
     expect_success(&output);

@@ -66,7 +66,16 @@ pub(crate) async fn document() -> Json<Value> {
                     "responses": merge(ok("200", "RunList"), error_responses(&["400", "401"]))
                 }
             },
-            "/runs/{id}": { "get": { "summary": "A run's status", "parameters": [run_id], "responses": merge(ok("200", "Run"), error_responses(&["401", "404"])) } },
+            "/runs/{id}": {
+                "get": { "summary": "A run's status", "parameters": [run_id], "responses": merge(ok("200", "Run"), error_responses(&["401", "404"])) },
+                "delete": { "summary": "Delete a finished run with its journal and history (409 run-live for a live one)", "parameters": [run_id], "responses": merge(json!({ "200": { "description": "deleted" } }), error_responses(&["401", "404", "409"])) }
+            },
+            "/workflows/{name}/retention": { "put": {
+                "summary": "How long finished runs of the workflow are kept: {\"retention\": \"30d\"}, or null for the server's --retention",
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "retention": { "type": "string", "nullable": true } } } } } },
+                "responses": merge(json!({ "200": { "description": "set" } }), error_responses(&["400", "401", "404"]))
+            } },
             "/runs/{id}/result": { "get": {
                 "summary": "Long-poll: wait up to `wait` seconds for the run to end, then return it",
                 "parameters": [run_id, { "name": "wait", "in": "query", "schema": { "type": "number", "minimum": 0, "maximum": 60, "default": 0 } }],
