@@ -443,3 +443,92 @@ async fn prometheus_metrics_follow_a_scripted_scenario() {
     assert!(sample(&after, r#"cairn_journal_commit_batch_size_bucket{le="+Inf"}"#) >= 8.0, "{after}");
     assert_eq!(sample(&after, "cairn_runs_resident") + sample(&after, "cairn_runs_parked"), 0.0, "{after}");
 }
+
+/// The seq of the run's `wait-signal(name)` entry.
+async fn wait_signal_seq(api: &Api, id: &str, name: &str) -> u64 {
+    let (_, page) = api.get(&format!("/runs/{id}/journal")).await;
+    page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["call"]["call"] == "wait-signal" && e["call"]["name"] == name)
+        .unwrap_or_else(|| panic!("{id} never waited for {name}: {page}"))["seq"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_goes_live_from_a_seq_only_on_a_version_that_reproduces_the_kept_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    setup(&api).await;
+    // r0 ran to the end on v1.
+    park_runs(&api, 1, 1).await;
+    let done = finish_all(&api, 1).await.remove(0);
+    assert_eq!(done["result"]["code_version"], 1, "{done}");
+    let dispatch = wait_signal_seq(&api, "s0", "dispatch").await;
+    for version in ["v2_reordered", "v2_express"] {
+        assert_eq!(api.deploy("shipping", "workflow", shipping(version)).await.0, 201);
+    }
+
+    // v2 reordered charges before it reserves: refused, naming the seq,
+    // and nothing is written.
+    let (status, refused) = api.post_json("/runs/s0/reset", &json!({ "to": dispatch, "version": 2 })).await;
+    assert_eq!((status, refused["code"].as_str()), (409, Some("reset-diverges")), "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("seq 1"), "{refused}");
+    assert_eq!(api.get(&format!("/runs/s0-reset-{dispatch}")).await.0, 404);
+
+    // v2 express is v1 until the dispatch: the new run keeps everything
+    // before the wait for it, waits for it live, then ships express.
+    let (status, reset) = api.post_json("/runs/s0/reset", &json!({ "to": dispatch, "version": 3 })).await;
+    assert_eq!(status, 201, "{reset}");
+    assert_eq!((reset["kept"].as_u64(), reset["terminated_original"].as_bool()), (Some(dispatch), Some(false)));
+    let new_id = reset["run"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(new_id, format!("s0-reset-{dispatch}"));
+    let (_, journal) = api.get(&format!("/runs/{new_id}/journal")).await;
+    let (_, original) = api.get("/runs/s0/journal").await;
+    let entries = journal["entries"].as_array().unwrap();
+    assert_eq!(entries[..dispatch as usize], original["entries"].as_array().unwrap()[..dispatch as usize]);
+    assert_eq!(entries[dispatch as usize]["entry"], "version-switch", "{journal}");
+    api.post_json(&format!("/runs/{new_id}/signals/dispatch"), &json!(null)).await;
+    let run = api.wait(&new_id).await;
+    assert_eq!(
+        (&run["status"], &run["result"]["code_version"], &run["version"]),
+        (&json!("completed"), &json!(2), &json!(3)),
+        "{run}"
+    );
+    assert_eq!(api.get("/runs/s0").await.1["status"], "completed", "the original is untouched");
+
+    // Bad requests write nothing.
+    let (status, again) = api.post_json("/runs/s0/reset", &json!({ "to": dispatch, "version": 3 })).await;
+    assert_eq!((status, again["code"].as_str()), (409, Some("run-exists")), "{again}");
+    let last = original["entries"].as_array().unwrap().len() as u64;
+    for to in [0, last + 1] {
+        let (status, body) = api.post_json("/runs/s0/reset", &json!({ "to": to })).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("invalid-reset")), "{to}: {body}");
+    }
+    let (status, body) = api.post_json("/runs/s0/reset", &json!({ "to": last, "id": "past-the-end" })).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid-reset")), "{body}");
+
+    // A live run reset on its own version: the original is terminated,
+    // the new run goes on from the seq.
+    let (status, _) = api.post_json("/runs", &json!({ "workflow": "shipping", "id": "live", "input": order(7) })).await;
+    assert_eq!(status, 201);
+    wait_stage(&api, "live", "packing").await;
+    api.post_json("/runs/live/signals/packed", &json!(null)).await;
+    wait_stage(&api, "live", "ready").await;
+    let at = wait_signal_seq(&api, "live", "dispatch").await;
+    let output = cairn()
+        .args(["reset", "live", "--to", &at.to_string(), "--id", "live-2", "--server", &server.url])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("the original was terminated"), "{}", stdout(&output));
+    assert_eq!(api.wait("live").await["status"], "terminated");
+    api.post_json("/runs/live-2/signals/dispatch", &json!(null)).await;
+    assert_eq!(api.wait("live-2").await["result"]["code_version"], 2, "on the current version, v2 express");
+    let output =
+        cairn().args(["reset", "s0", "--to", "2", "--version", "2", "--server", &server.url]).output().unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+}

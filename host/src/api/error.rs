@@ -178,6 +178,19 @@ impl From<crate::registry::VersionError> for ApiError {
     }
 }
 
+impl From<crate::upgrade::ResetError> for ApiError {
+    fn from(e: crate::upgrade::ResetError) -> Self {
+        use crate::upgrade::ResetError as R;
+        match e {
+            R::BadSeq { .. } | R::Ended { .. } => ApiError::bad_request("invalid-reset", e.to_string()),
+            R::Diverges { .. } => ApiError::new(StatusCode::CONFLICT, "reset-diverges", e.to_string()),
+            R::Exists(_) => ApiError::new(StatusCode::CONFLICT, "run-exists", e.to_string()),
+            R::Id(s) => s.into(),
+            R::Upgrade(u) => u.into(),
+        }
+    }
+}
+
 impl From<crate::upgrade::UpgradeError> for ApiError {
     fn from(e: crate::upgrade::UpgradeError) -> Self {
         use crate::upgrade::UpgradeError as U;

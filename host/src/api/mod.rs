@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/pause", post(routes::pause))
         .route("/runs/{id}/resume", post(routes::resume))
         .route("/runs/{id}/upgrade", post(routes::upgrade_run))
+        .route("/runs/{id}/reset", post(routes::reset))
         .route("/workflows/{name}/versions", get(routes::versions))
         .route("/workflows/{name}/versions/{version}", axum::routing::delete(routes::retire))
         .route("/workflows/{name}/rollback", post(routes::rollback))

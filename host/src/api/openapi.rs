@@ -127,6 +127,12 @@ pub(crate) async fn document() -> Json<Value> {
                 "summary": "A worker is still on its task; without one within heartbeat_timeout_ms the task goes to another worker (404 task-gone then)",
                 "responses": merge(json!({ "200": { "description": "alive" } }), error_responses(&["401", "404"]))
             } },
+            "/runs/{id}/reset": { "post": {
+                "summary": "A new run from the entries before `to`, on `version` (default current) once that version reproduces them in a scratch replay; the original, if live, is terminated. 409 reset-diverges names the first diverging seq",
+                "parameters": [run_id],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["to"], "properties": { "to": { "type": "integer", "minimum": 1 }, "version": { "type": "integer" }, "id": { "type": "string" } } } } } },
+                "responses": merge(json!({ "201": { "description": "the new run" } }), error_responses(&["400", "401", "404", "409"]))
+            } },
             "/runs/{id}/pause": { "post": {
                 "summary": "Pause a running run: it takes no steps until resumed; timers that fire, results and signals that arrive are kept (pausing a paused run changes nothing)",
                 "parameters": [run_id],

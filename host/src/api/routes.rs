@@ -573,6 +573,37 @@ pub(crate) async fn upgrade_run(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct ResetBody {
+    /// The new run keeps the entries before this seq.
+    to: u64,
+    #[serde(default)]
+    version: Option<u32>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// A new run from a run's journal up to a seq, on a version that was
+/// verified to reproduce it.
+pub(crate) async fn reset(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let body: ResetBody = parse(body)?;
+    let rt = app.rt.clone();
+    let reset = detached(async move { Upgrader::new(rt).reset(&id, body.to, body.version, body.id).await }).await?;
+    let run: RunView = reset.run.into();
+    let answer = serde_json::json!({
+        "run": run,
+        "from": reset.from,
+        "kept": reset.kept,
+        "terminated_original": reset.terminated_original,
+    });
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct UpgradeWorkflowBody {
     from: u32,
     to: u32,

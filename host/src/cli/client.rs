@@ -518,3 +518,35 @@ pub async fn retention(args: &ClientArgs, name: &str, period: Option<&str>) -> a
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `cairn reset`.
+pub async fn reset(
+    args: &ClientArgs,
+    run_id: &str,
+    to: u64,
+    version: Option<u32>,
+    id: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let body = serde_json::json!({ "to": to, "version": version, "id": id });
+    let path = format!("/runs/{}/reset", segment(run_id)?);
+    let answer = match Client::new(args).post_json(&path, &body).await {
+        Ok(answer) => answer,
+        Err(e) if e.to_string().contains("reset-diverges") => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(3));
+        }
+        Err(e) => return Err(e),
+    };
+    if args.json {
+        print_json(&answer);
+    } else {
+        let run = &answer["run"];
+        println!(
+            "{run_id}: reset to seq {to} as {} (version {}){}",
+            run["id"].as_str().unwrap_or("?"),
+            run["version"],
+            if answer["terminated_original"] == true { "; the original was terminated" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

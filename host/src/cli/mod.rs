@@ -376,6 +376,26 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Start a new run from a run's journal up to a seq, on a version
+    /// (default: the current one) that is first verified by replay to
+    /// reproduce those entries. The original, if live, is terminated.
+    /// Exit 3 if the version diverges (nothing is written then).
+    Reset {
+        /// The run id.
+        run_id: String,
+        /// The new run keeps the entries before this seq (see `cairn
+        /// journal RUN_ID`) and goes live from there.
+        #[arg(long)]
+        to: u64,
+        /// The version to go on with (default: the workflow's current one).
+        #[arg(long)]
+        version: Option<u32>,
+        /// The new run's id (default RUN_ID-reset-SEQ).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Delete a finished run with its journal and history.
     Delete {
         /// The run id.
@@ -462,6 +482,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Signal { run_id, name, payload, client } => client::signal(&client, &run_id, &name, &payload).await,
         Command::Cancel { run_id, client } => client::cancel(&client, &run_id).await,
         Command::Terminate { run_id, reason, client } => client::terminate(&client, &run_id, reason).await,
+        Command::Reset { run_id, to, version, id, client } => client::reset(&client, &run_id, to, version, id).await,
         Command::Delete { run_id, client } => client::delete(&client, &run_id).await,
         Command::Retention { name, period, client } => client::retention(&client, &name, period.as_deref()).await,
         Command::Pause { run_id, client } => client::pause_or_resume(&client, &run_id, "pause").await,

@@ -262,6 +262,24 @@ impl Runtime {
         self.fail(state, RunError::Refused { run_id, failure }).await
     }
 
+    /// Replays `records` as the journal of a run `meta` that need not be
+    /// stored (a reset checks the journal it would start from), writing
+    /// nothing. Succeeds when every record is reproduced.
+    pub async fn replay_records(
+        &self,
+        meta: RunMeta,
+        records: Vec<Record>,
+        component: LoadedComponent,
+    ) -> Result<ReplayReport, RunError> {
+        let run_id = meta.id.clone();
+        let span = tracing::info_span!("run", run_id = %meta.id, workflow = %meta.workflow, mode = ?Mode::Check);
+        let (executed, state) =
+            self.execute_records(meta, records, component, Mode::Check, None).instrument(span).await;
+        let entries = state.map_or(0, |s| s.cursor().len() as u64);
+        let finished = matches!(executed?, Executed::Outcome(_) | Executed::Continued);
+        Ok(ReplayReport { run_id, entries, finished })
+    }
+
     async fn execute_inner(
         &self,
         meta: RunMeta,
@@ -269,11 +287,22 @@ impl Runtime {
         mode: Mode,
         mailbox: Option<mpsc::UnboundedReceiver<Event>>,
     ) -> (Result<Executed, RunError>, Option<WorkflowState>) {
-        let run_id = meta.id.clone();
-        let records = match self.inner.store.journal(&run_id).await {
+        let records = match self.inner.store.journal(&meta.id).await {
             Ok(r) => r,
             Err(e) => return (Err(e.into()), None),
         };
+        self.execute_records(meta, records, component, mode, mailbox).await
+    }
+
+    async fn execute_records(
+        &self,
+        meta: RunMeta,
+        records: Vec<Record>,
+        component: LoadedComponent,
+        mode: Mode,
+        mailbox: Option<mpsc::UnboundedReceiver<Event>>,
+    ) -> (Result<Executed, RunError>, Option<WorkflowState>) {
+        let run_id = meta.id.clone();
         let Some(Record { at_ms: start_ms, entry: Entry::Started { seed, input, .. }, .. }) = records.first().cloned()
         else {
             return (Err(RunError::NoStartEntry(run_id)), None);

@@ -491,7 +491,7 @@ fn new_run_id() -> String {
     format!("run-{:012x}{n:08x}", now_ms() & 0xffff_ffff_ffff)
 }
 
-fn validate_run_id(id: &str) -> Result<(), StartError> {
+pub(crate) fn validate_run_id(id: &str) -> Result<(), StartError> {
     // `.` and `..` are path segments every HTTP client normalises away:
     // such a run could be started but never addressed again.
     let ok = !id.is_empty()

@@ -9,6 +9,10 @@
 //! the report names the first diverging seq. Nothing here retries a refused
 //! run.
 
+mod reset;
+
+pub use reset::{Reset, ResetError};
+
 use crate::journal::Divergence;
 use crate::registry::{Registry, UploadError, VersionError};
 use crate::runtime::{ControlError, RunError, Runtime};
