@@ -615,3 +615,59 @@ async fn a_schedule_fires_once_per_time_on_one_host_and_moves_when_that_host_die
     assert_eq!(tock["started"], json!(seconds.len()), "{tock}");
     assert_clean(&url);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_limit_holds_across_hosts() {
+    let url = harness::server().database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, api_a) = host(&url, dir.path(), "q0", 2000);
+    let (_b, api_b) = host(&url, dir.path(), "q1", 2000);
+    wait_balanced(&url, &["q0", "q1"]).await;
+    deploy(&api_a, &[("mirror", "workflow")]).await;
+    let response = reqwest::Client::new()
+        .put(format!("{}/workflows/mirror/concurrency", api_b.base))
+        .json(&json!({ "keys": { "acme": 2 } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let n = 20;
+    let starts = (0..n).map(|i| {
+        let api = if i % 2 == 0 { api_a.clone() } else { api_b.clone() };
+        async move {
+            let body = json!({ "workflow": "mirror", "id": format!("k{i:02}"), "input": { "await_signal": true }, "concurrency_key": "acme" });
+            assert_eq!(api.post_json("/runs", &body).await.0, 201);
+        }
+    });
+    futures_util::future::join_all(starts).await;
+    let status_of = |status: &'static str| {
+        let api = api_a.clone();
+        async move {
+            let (_, page) = api.get(&format!("/runs?workflow=mirror&status={status}&limit=1000")).await;
+            page["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(status_of("queued").await.len(), n - 2);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut turn = 0;
+    while status_of("completed").await.len() < n {
+        assert!(Instant::now() < deadline, "the queue did not drain across hosts");
+        let running = status_of("running").await;
+        assert!(running.len() <= 2, "{running:?}");
+        for id in running {
+            turn += 1;
+            let api = if turn % 2 == 0 { &api_a } else { &api_b };
+            api.post_json(&format!("/runs/{id}/signals/more"), &json!(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut spans = Vec::new();
+    for i in 0..n {
+        let (_, page) = api_a.get(&format!("/runs/k{i:02}/journal")).await;
+        let entries = page["entries"].as_array().unwrap();
+        spans.push((entries[1]["at_ms"].as_u64().unwrap(), entries.last().unwrap()["at_ms"].as_u64().unwrap()));
+    }
+    let most = spans.iter().map(|(from, _)| spans.iter().filter(|(a, b)| a <= from && from < b).count()).max();
+    assert!(most <= Some(2), "{most:?} runs active at once: {spans:?}");
+    assert_clean(&url);
+}

@@ -176,3 +176,83 @@ async fn retention_deletes_exactly_the_expired_runs_and_collects_retired_compone
     let check = cairn().args(["check", "--json", "--data"]).arg(dir.path()).output().unwrap();
     assert_eq!(json(&stdout(&check))["ok"], true, "{}", stdout(&check));
 }
+
+/// Runs of `status` among the mirror runs.
+async fn with_status(api: &Api, status: &str) -> Vec<String> {
+    let (_, page) = api.get(&format!("/runs?workflow=mirror&status={status}&limit=1000")).await;
+    page["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_limit_of_two_never_has_a_third_run_active_under_fifty_starts_and_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let mut api = Api::new(&server);
+    deploy_all(&api).await;
+    let limit = |body: Value| {
+        let api = api.clone();
+        async move {
+            let url = format!("{}/workflows/mirror/concurrency", api.base);
+            let response = reqwest::Client::new().put(url).json(&body).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, body) = limit(json!({ "limit": 0 })).await;
+    assert_eq!((code, body["code"].as_str()), (400, Some("invalid-limit")), "{body}");
+    let (code, body) = limit(json!({ "limit": 2 })).await;
+    assert_eq!(code, 200, "{body}");
+    let start = |i: usize, priority: u8| {
+        let api = api.clone();
+        async move {
+            let body = json!({ "workflow": "mirror", "id": format!("c{i:02}"), "input": { "await_signal": true },
+                "concurrency_key": "acme", "priority": priority });
+            let (code, run) = api.post_json("/runs", &body).await;
+            assert_eq!(code, 201, "{run}");
+        }
+    };
+    // 45 at once, then 5 more with the first priority.
+    futures_util::future::join_all((0..45).map(|i| start(i, 3))).await;
+    futures_util::future::join_all((45..50).map(|i| start(i, 1))).await;
+    let (code, bad) = api.post_json("/runs", &json!({ "workflow": "mirror", "priority": 9 })).await;
+    assert_eq!((code, bad["code"].as_str()), (400, Some("invalid-priority")), "{bad}");
+    assert_eq!(with_status(&api, "running").await.len(), 2);
+    assert_eq!(with_status(&api, "queued").await.len(), 48);
+
+    // Let them through two at a time; kill the host half way.
+    let mut killed = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while with_status(&api, "completed").await.len() < 50 {
+        assert!(Instant::now() < deadline, "the queue did not drain");
+        let running = with_status(&api, "running").await;
+        assert!(running.len() <= 2, "{running:?}");
+        for id in running {
+            api.post_json(&format!("/runs/{id}/signals/more"), &json!(1)).await;
+        }
+        if !killed && with_status(&api, "completed").await.len() >= 25 {
+            server.kill();
+            server = Server::start(dir.path(), &[]);
+            api = Api::new(&server);
+            killed = true;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(killed);
+
+    // From the journals: when each run took its first step (it had a slot)
+    // and when it ended. Never three at once.
+    let mut spans = Vec::new();
+    for i in 0..50 {
+        let entries = journal(&api, &format!("c{i:02}")).await;
+        spans.push((entries[1]["at_ms"].as_u64().unwrap(), entries.last().unwrap()["at_ms"].as_u64().unwrap(), i));
+    }
+    let mut most = 0;
+    for (from, _, _) in &spans {
+        let active = spans.iter().filter(|(a, b, _)| a <= from && from < b).count();
+        most = most.max(active);
+    }
+    assert!(most <= 2, "{most} runs were active at once: {spans:?}");
+    // The first-priority runs took the first slots that came free.
+    spans.sort();
+    let next: Vec<usize> = spans[2..7].iter().map(|(_, _, i)| *i).collect();
+    assert!(next.iter().all(|i| *i >= 45), "{spans:?}");
+}

@@ -64,6 +64,7 @@ impl From<StartError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string())
             }
             StartError::InvalidRunId(_) => ApiError::bad_request("invalid-run-id", e.to_string()),
+            StartError::InvalidPriority(_) => ApiError::bad_request("invalid-priority", e.to_string()),
             StartError::NotAWorkflow { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-component", e.to_string())
             }

@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/workflows/{name}/versions/{version}", axum::routing::delete(routes::retire))
         .route("/workflows/{name}/rollback", post(routes::rollback))
         .route("/workflows/{name}/retention", axum::routing::put(routes::set_retention))
+        .route("/workflows/{name}/concurrency", axum::routing::put(routes::set_concurrency))
         .route("/workflows/{name}/upgrade", post(routes::upgrade_workflow))
         .route("/schedules", post(schedules::create).get(schedules::list))
         .route("/schedules/{name}", get(schedules::get).delete(schedules::delete))

@@ -92,6 +92,10 @@ pub(crate) struct RunView {
     failure: Option<Failure>,
     created_ms: u64,
     updated_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<u8>,
 }
 
 impl From<RunMeta> for RunView {
@@ -109,6 +113,8 @@ impl From<RunMeta> for RunView {
             parent: m.parent.map(|p| p.run_id),
             created_ms: m.created_ms,
             updated_ms: m.updated_ms,
+            concurrency_key: m.slot.as_ref().map(|s| s.key.clone()),
+            priority: m.slot.as_ref().map(|s| s.priority),
         }
     }
 }
@@ -219,6 +225,12 @@ pub(crate) struct StartBody {
     input: Option<Box<RawValue>>,
     #[serde(default)]
     id: Option<String>,
+    /// The run's concurrency bucket (see `PUT /workflows/{name}/concurrency`).
+    #[serde(default)]
+    concurrency_key: Option<String>,
+    /// 1 (first) to 5 among queued runs.
+    #[serde(default)]
+    priority: Option<u8>,
 }
 
 pub(crate) async fn start(
@@ -249,12 +261,13 @@ pub(crate) async fn start(
         run_id: body.id,
         version: Some(version),
     };
+    let flow = crate::runtime::Flow { concurrency_key: body.concurrency_key, priority: body.priority };
     let rt = app.rt.clone();
     // The answer comes by the request's deadline even while the store
     // cannot commit (a full disk): the start goes on in the background.
     let deadline = tokio::time::Instant::now() + if wait.is_zero() { COMMIT_DEADLINE } else { wait };
     let started = detached(async move {
-        let meta = rt.start(request).await?;
+        let meta = rt.start_with(request, flow).await?;
         rt.wake(&meta.id);
         Ok::<_, crate::runtime::StartError>(meta)
     });
@@ -479,14 +492,53 @@ pub(crate) async fn resume(
 
 pub(crate) async fn versions(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let versions = app.registry.versions(&name).await?;
-    let retention_ms = app.registry.deployment(&name).await?.and_then(|d| d.retention_ms);
-    Ok(Json(serde_json::json!({ "workflow": name, "versions": versions, "retention_ms": retention_ms })))
+    let deployment = app.registry.deployment(&name).await?;
+    let retention_ms = deployment.as_ref().and_then(|d| d.retention_ms);
+    let concurrency = deployment.and_then(|d| d.concurrency);
+    Ok(Json(serde_json::json!({
+        "workflow": name,
+        "versions": versions,
+        "retention_ms": retention_ms,
+        "concurrency": concurrency,
+    })))
 }
 
 /// Deletes a finished run with its journal.
 pub(crate) async fn delete_run(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     app.rt.delete_run(&id).await?;
     Ok(Json(serde_json::json!({ "run_id": id, "deleted": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConcurrencyBody {
+    /// Most runs of one key at once (runs without a key share one).
+    #[serde(default)]
+    limit: Option<u32>,
+    /// Limits of particular keys.
+    #[serde(default)]
+    keys: std::collections::BTreeMap<String, u32>,
+}
+
+/// Sets a workflow's concurrency limits (`{}` removes them).
+pub(crate) async fn set_concurrency(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let body: ConcurrencyBody = parse(body)?;
+    if body.limit == Some(0) || body.keys.values().any(|l| *l == 0) {
+        return Err(ApiError::bad_request(
+            "invalid-limit",
+            "a concurrency limit is at least 1 (to stop a workflow's runs, pause them)",
+        ));
+    }
+    let concurrency = crate::store::Concurrency { limit: body.limit, keys: body.keys };
+    let registry = app.registry.clone();
+    let workflow = name.clone();
+    let d = detached(async move { registry.set_concurrency(&workflow, Some(concurrency)).await }).await?;
+    let concurrency = d.concurrency.unwrap_or_default();
+    Ok(Json(serde_json::json!({ "workflow": name, "limit": concurrency.limit, "keys": concurrency.keys })))
 }
 
 #[derive(Deserialize)]

@@ -290,6 +290,7 @@ pub async fn replay_file(journal: &Path, with: &Path, limits: &LimitArgs) -> any
         shard: 0,
         created_ms: at_ms,
         updated_ms: at_ms,
+        slot: None,
     };
     let mut batch = vec![Write::PutRun(meta)];
     batch.extend(records.into_iter().map(|record| Write::Append { run_id: run_id.clone(), record }));

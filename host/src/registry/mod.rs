@@ -219,6 +219,7 @@ impl Registry {
             revision: 0,
             retired: Vec::new(),
             retention_ms: None,
+            concurrency: None,
         });
         deployment.revision += 1;
         let version = deployment.versions.iter().map(|v| v.version).max().unwrap_or(0).max(deployment.last_version) + 1;
@@ -421,6 +422,37 @@ impl Registry {
         d.revision += 1;
         self.rt.store().commit(vec![Write::PutDeployment(d.clone())]).await?;
         tracing::info!(name, ?retention_ms, "retention set");
+        Ok(d)
+    }
+
+    /// Sets workflow `name`'s concurrency limits (`None`: no limits), then
+    /// gives the slots they free to queued runs.
+    pub async fn set_concurrency(
+        &self,
+        name: &str,
+        concurrency: Option<crate::store::Concurrency>,
+    ) -> Result<Deployment, VersionError> {
+        let d = {
+            let _guard = self.deploying.lock().await;
+            let mut d = self.workflow_deployment(name).await?;
+            d.concurrency = concurrency.filter(|c| c.limit.is_some() || !c.keys.is_empty());
+            d.revision += 1;
+            self.rt.store().commit(vec![Write::PutDeployment(d.clone())]).await?;
+            d
+        };
+        tracing::info!(name, concurrency = ?d.concurrency, "concurrency limits set");
+        let queued = self
+            .rt
+            .store()
+            .all_runs(RunQuery { statuses: vec![RunStatus::Queued], ..RunQuery::workflow(name) })
+            .await?;
+        let mut keys: Vec<String> = queued.into_iter().filter_map(|m| m.slot.map(|s| s.key)).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let limit = d.concurrency.as_ref().and_then(|c| c.limit_of(&key));
+            self.rt.admit(name, &key, limit).await?;
+        }
         Ok(d)
     }
 

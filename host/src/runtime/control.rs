@@ -98,12 +98,17 @@ impl Runtime {
         meta.updated_ms = record.at_ms;
         let mut batch = self.parent_writes(&meta);
         let parent = meta.parent.clone();
+        let (promote, next) = self.release_slot(&meta).await?;
         batch.push(Write::Append { run_id: run_id.to_owned(), record });
         batch.push(Write::PutRun(meta));
         for timer in self.store().run_timers(run_id).await? {
             batch.push(Write::DeleteTimer { due_ms: timer.due_ms, run_id: timer.run_id, handle: timer.handle });
         }
+        batch.extend(promote);
         self.store().commit(batch).await?;
+        for run in next {
+            self.wake(&run);
+        }
         if let Some(parent) = parent {
             self.wake(&parent.run_id);
         }
@@ -125,7 +130,9 @@ impl Runtime {
             let meta = self.store().run(run_id).await?;
             match &meta {
                 None => return Ok(None),
-                Some(m) if !matches!(m.status, RunStatus::Running | RunStatus::Paused) => return Ok(meta),
+                Some(m) if !matches!(m.status, RunStatus::Running | RunStatus::Paused | RunStatus::Queued) => {
+                    return Ok(meta)
+                }
                 Some(_) => {}
             }
             // Look again now and then as well, whatever ended the run.

@@ -98,7 +98,7 @@ impl Runtime {
         };
         // A paused run stays out of memory: what wakes it (a timer, a
         // signal, a completion) is kept in the store for its resume.
-        if meta.status == RunStatus::Paused {
+        if matches!(meta.status, RunStatus::Paused | RunStatus::Queued) {
             scheduler.release(run_id, false);
             return Ok(Driven::Evicted);
         }
@@ -154,7 +154,9 @@ impl Runtime {
                     });
                 Err(RunError::Diverged { run_id: meta.id, divergence })
             }
-            RunStatus::Running | RunStatus::Paused => unreachable!("only called for runs that ended or diverged"),
+            RunStatus::Running | RunStatus::Paused | RunStatus::Queued => {
+                unreachable!("only called for runs that ended or diverged")
+            }
         }
     }
 
@@ -437,8 +439,13 @@ impl Runtime {
             batch.extend(state.disarm_writes());
         }
         let parent = meta.parent.clone().filter(|_| ended);
+        let (promote, next) = self.release_slot(&meta).await?;
         batch.push(Write::PutRun(meta));
+        batch.extend(promote);
         self.inner.store.commit(batch).await?;
+        for queued in next {
+            self.wake(&queued);
+        }
         if ended {
             // Work still in flight for an ended run has no one to report to.
             state.abandon_work();

@@ -17,6 +17,9 @@ pub enum StartError {
         /// Its size.
         bytes: usize,
     },
+    /// The priority is out of range.
+    #[error("invalid priority {0}: use 1 (first) to 5 (last); 3 is the default")]
+    InvalidPriority(u8),
     /// The run id has characters we do not allow.
     #[error("invalid run id {0:?}: use 1-128 letters, digits, '-', '_', '.' or ':' (not `.` or `..` alone, which URLs cannot address)")]
     InvalidRunId(String),

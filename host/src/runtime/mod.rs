@@ -78,6 +78,15 @@ pub struct StartRequest {
     pub version: Option<u32>,
 }
 
+/// Where a new run stands among runs competing for slots.
+#[derive(Debug, Clone, Default)]
+pub struct Flow {
+    /// Its concurrency key (none: the workflow's shared bucket).
+    pub concurrency_key: Option<String>,
+    /// 1 (first) to 5 (last) among queued runs; 3 when absent.
+    pub priority: Option<u8>,
+}
+
 impl Runtime {
     /// A runtime over `store` with `limits` for guest code, keeping every
     /// run in memory until it ends (embedded mode).
@@ -334,6 +343,16 @@ impl Runtime {
     /// id that exists returns the existing run (idempotent) when it is the
     /// same workflow, and an error otherwise.
     pub async fn start(&self, req: StartRequest) -> Result<RunMeta, StartError> {
+        self.start_with(req, Flow::default()).await
+    }
+
+    /// [`Runtime::start`] in a concurrency bucket: a workflow with a limit
+    /// for the bucket's key starts `queued` and is given a slot, in the same
+    /// transaction, only while the bucket holds fewer runs than its limit.
+    pub async fn start_with(&self, req: StartRequest, flow: Flow) -> Result<RunMeta, StartError> {
+        if let Some(p) = flow.priority.filter(|p| !(1..=5).contains(p)) {
+            return Err(StartError::InvalidPriority(p));
+        }
         if req.input.len() > crate::journal::MAX_PAYLOAD_BYTES {
             return Err(StartError::InputTooLarge { bytes: req.input.len() });
         }
@@ -356,12 +375,31 @@ impl Runtime {
             }
             return Ok(existing);
         }
-        let (meta, start) = self.new_run(&req.workflow, &req.component.sha256, &req.input, &run_id, req.version);
-        let batch = vec![Write::PutRun(meta.clone()), Write::Append { run_id: run_id.clone(), record: start }];
+        let (mut meta, start) = self.new_run(&req.workflow, &req.component.sha256, &req.input, &run_id, req.version);
+        let limits = self.inner.store.deployment(&req.workflow).await?.and_then(|d| d.concurrency);
+        let key = flow.concurrency_key.clone().unwrap_or_default();
+        let limit = limits.as_ref().and_then(|l| l.limit_of(&key));
+        if flow.concurrency_key.is_some() || limit.is_some() {
+            meta.slot = Some(crate::store::Slot { key: key.clone(), priority: flow.priority.unwrap_or(3) });
+        }
+        let mut batch = Vec::with_capacity(3);
+        if let Some(limit) = limit {
+            meta.status = RunStatus::Queued;
+            batch.push(Write::PutRun(meta.clone()));
+            batch.push(Write::Append { run_id: run_id.clone(), record: start });
+            batch.push(Write::Promote { workflow: req.workflow.clone(), key, limit });
+        } else {
+            batch.push(Write::PutRun(meta.clone()));
+            batch.push(Write::Append { run_id: run_id.clone(), record: start });
+        }
         match self.inner.store.commit(batch).await {
             Ok(()) => {
                 let version = meta.version.map(|v| v.to_string()).unwrap_or_default();
                 self.inner.metrics.runs_started.inc(&[&meta.workflow, &version]);
+                if limit.is_some() {
+                    // Queued, or given a slot by the same transaction.
+                    return Ok(self.inner.store.run(&run_id).await?.unwrap_or(meta));
+                }
                 Ok(meta)
             }
             // A concurrent start of the same id won: the batch was refused
@@ -411,6 +449,7 @@ impl Runtime {
             shard: self.inner.store.shard_for(run_id),
             created_ms: now,
             updated_ms: now,
+            slot: None,
         };
         let start = Record {
             seq: 0,
@@ -424,6 +463,40 @@ impl Runtime {
             },
         };
         (meta, start)
+    }
+
+    /// When a run of a concurrency bucket ends: the write that gives its
+    /// slot to the bucket's next queued runs (in the same transaction as the
+    /// end), and the runs that may get one, to wake once it is durable.
+    pub(crate) async fn release_slot(
+        &self,
+        meta: &RunMeta,
+    ) -> Result<(Option<Write>, Vec<String>), crate::store::StoreError> {
+        let Some(slot) = meta.slot.as_ref().filter(|_| meta.status.is_final()) else {
+            return Ok((None, Vec::new()));
+        };
+        let deployment = self.inner.store.deployment(&meta.workflow).await?;
+        // No limit any more: every queued run of the bucket may go.
+        let limit = deployment.and_then(|d| d.concurrency).and_then(|c| c.limit_of(&slot.key)).unwrap_or(u32::MAX);
+        let next = self.inner.store.queued(&meta.workflow, &slot.key, limit.min(1000) as usize).await?;
+        let promote = Write::Promote { workflow: meta.workflow.clone(), key: slot.key.clone(), limit };
+        Ok((Some(promote), next))
+    }
+
+    /// Gives free slots of a bucket to its queued runs and wakes them (a
+    /// limit was raised or removed).
+    pub async fn admit(&self, workflow: &str, key: &str, limit: Option<u32>) -> Result<(), crate::store::StoreError> {
+        let limit = limit.unwrap_or(u32::MAX);
+        let next = self.inner.store.queued(workflow, key, limit.min(1000) as usize).await?;
+        if next.is_empty() {
+            return Ok(());
+        }
+        let promote = Write::Promote { workflow: workflow.to_owned(), key: key.to_owned(), limit };
+        self.inner.store.commit(vec![promote]).await?;
+        for run_id in next {
+            self.wake(&run_id);
+        }
+        Ok(())
     }
 
     /// The writes that tell a run's parent how it ended (in the same

@@ -95,7 +95,7 @@ pub(crate) fn judge(rows: Rows) -> CheckReport {
             RunStatus::Terminated => matches!(decoded.last(), Some(Entry::Terminated { .. })),
             // A workflow failure is journaled; a trap is not.
             RunStatus::Failed => terminals == 0 || matches!(decoded.last(), Some(Entry::Failed { .. })),
-            RunStatus::Running | RunStatus::Diverged | RunStatus::Paused => terminals == 0,
+            RunStatus::Running | RunStatus::Diverged | RunStatus::Paused | RunStatus::Queued => terminals == 0,
         };
         if !consistent {
             report

@@ -35,8 +35,9 @@ pub use self::redb::power;
 pub use self::redb::LogDamage;
 pub use check::CheckReport;
 pub use rows::{
-    Buffered, ComponentKind, Deployment, Firing, Overlap, ParentLink, RunMeta, RunPage, RunQuery, RunStatus, Schedule,
-    ScheduleSpec, ScheduleState, StoredCompletion, StoredSignal, Version, When, RECENT_FIRINGS,
+    Buffered, ComponentKind, Concurrency, Deployment, Firing, Overlap, ParentLink, RunMeta, RunPage, RunQuery,
+    RunStatus, Schedule, ScheduleSpec, ScheduleState, Slot, StoredCompletion, StoredSignal, Version, When,
+    RECENT_FIRINGS,
 };
 pub use tasks::{TaskBoard, TaskState};
 pub(crate) use write::{deployment_conflict, schedule_conflict};
@@ -263,6 +264,10 @@ pub trait Storage: Send + Sync {
 
     /// How many runs are in `status`.
     async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError>;
+
+    /// The queued runs of a concurrency bucket in the order they get
+    /// slots, at most `limit`.
+    async fn queued(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError>;
 
     /// The finished runs of `workflow` that ended before `before_ms`,
     /// oldest first, at most `limit` (what retention deletes).
@@ -540,6 +545,12 @@ impl Store {
     /// How many runs have not ended.
     pub async fn count_running(&self) -> Result<u64, StoreError> {
         self.backend.count_runs(RunStatus::Running).await
+    }
+
+    /// The queued runs of a concurrency bucket in the order they get
+    /// slots, at most `limit`.
+    pub async fn queued(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.backend.queued(workflow, key, limit).await
     }
 
     /// The finished runs of `workflow` that ended before `before_ms`,

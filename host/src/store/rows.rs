@@ -22,6 +22,9 @@ pub enum RunStatus {
     /// Held by an operator (`cairn pause`): it takes no steps until
     /// resumed; timers that fire and signals that arrive are kept for it.
     Paused,
+    /// Waiting for a slot of its concurrency limit: started (durable) but
+    /// not yet executing.
+    Queued,
 }
 
 impl RunStatus {
@@ -34,6 +37,7 @@ impl RunStatus {
             RunStatus::Diverged => "diverged",
             RunStatus::Terminated => "terminated",
             RunStatus::Paused => "paused",
+            RunStatus::Queued => "queued",
         }
     }
 
@@ -46,6 +50,7 @@ impl RunStatus {
             RunStatus::Diverged,
             RunStatus::Terminated,
             RunStatus::Paused,
+            RunStatus::Queued,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)
@@ -54,6 +59,44 @@ impl RunStatus {
     /// Whether the run will not advance again on its own.
     pub fn is_final(self) -> bool {
         matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Terminated)
+    }
+
+    /// Whether the run holds a slot of its concurrency limit: it started
+    /// and has not ended (running, paused, or diverged and waiting for an
+    /// upgrade).
+    pub fn holds_slot(self) -> bool {
+        matches!(self, RunStatus::Running | RunStatus::Paused | RunStatus::Diverged)
+    }
+}
+
+/// The concurrency bucket of a run whose workflow has a limit: its key
+/// (empty for runs started without one) and its priority among the runs
+/// waiting for a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// The `concurrency_key` it was started with.
+    pub key: String,
+    /// 1 (first) to 5 (last); 3 by default.
+    pub priority: u8,
+}
+
+/// A workflow's concurrency limits: at most `limit` runs of a key at once
+/// (runs started without a key share the key ""), or the limit given for
+/// the key in `keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Concurrency {
+    /// For every key without one of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Per key.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub keys: std::collections::BTreeMap<String, u32>,
+}
+
+impl Concurrency {
+    /// The limit of `key`, if it has one.
+    pub fn limit_of(&self, key: &str) -> Option<u32> {
+        self.keys.get(key).copied().or(self.limit)
     }
 }
 
@@ -96,6 +139,9 @@ pub struct RunMeta {
     pub created_ms: u64,
     /// Last status change, ms since the epoch.
     pub updated_ms: u64,
+    /// Its concurrency bucket, if its workflow had a limit when it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<Slot>,
 }
 
 /// Where a child run reports its end.
@@ -208,6 +254,9 @@ pub struct Deployment {
     /// host's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_ms: Option<u64>,
+    /// Concurrency limits of a workflow's runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
 }
 
 impl Deployment {

@@ -103,6 +103,18 @@ pub enum Write {
         /// The run.
         run_id: String,
     },
+    /// Start queued runs of a concurrency bucket while it holds fewer than
+    /// `limit` runs, first by priority then by age, as of the writes
+    /// before it in the same transaction (a run just ended, one just
+    /// queued).
+    Promote {
+        /// The workflow.
+        workflow: String,
+        /// The bucket's key.
+        key: String,
+        /// Most runs of the bucket at once.
+        limit: u32,
+    },
     /// Remove a component's bytes and its compiled artifacts (a retired
     /// version nothing refers to).
     DeleteComponent {

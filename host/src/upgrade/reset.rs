@@ -145,6 +145,8 @@ impl Upgrader {
             shard: store.shard_for(&new_id),
             created_ms: now,
             updated_ms: now,
+            // Outside any concurrency bucket: it was not admitted by one.
+            slot: None,
             ..original.clone()
         };
         // Verified first, under the new run's own id (a workflow may read

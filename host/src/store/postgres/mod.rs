@@ -399,6 +399,20 @@ impl super::Storage for PgStorage {
         Ok(page)
     }
 
+    async fn queued(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT run_id FROM cairn_runs WHERE workflow = $1 AND slot_key = $2 AND status = 'queued' \
+                 ORDER BY slot_priority, created_ms, run_id LIMIT $3",
+                &[&workflow, &key, &(limit as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn ended_before(&self, workflow: &str, before_ms: u64, limit: usize) -> Result<Vec<String>, StoreError> {
         let rows = self
             .client()
@@ -778,6 +792,19 @@ enum Stmt {
         generation: i32,
         meta: Vec<u8>,
         ended: Option<i64>,
+        slot_key: Option<String>,
+        slot_priority: Option<i16>,
+        created: i64,
+    },
+    BucketLock {
+        workflow: String,
+        key: String,
+    },
+    Promote {
+        workflow: String,
+        key: String,
+        limit: i64,
+        now: i64,
     },
     DeleteRun {
         run: String,
@@ -869,10 +896,26 @@ enum Stmt {
     },
 }
 
-const PUT_RUN: &str = "INSERT INTO cairn_runs (run_id, shard, workflow, version, status, generation, meta, ended_ms) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (run_id) DO UPDATE SET shard = EXCLUDED.shard, \
+const PUT_RUN: &str = "INSERT INTO cairn_runs (run_id, shard, workflow, version, status, generation, meta, ended_ms, \
+    slot_key, slot_priority, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+    ON CONFLICT (run_id) DO UPDATE SET shard = EXCLUDED.shard, \
     workflow = EXCLUDED.workflow, version = EXCLUDED.version, status = EXCLUDED.status, \
-    generation = EXCLUDED.generation, meta = EXCLUDED.meta, ended_ms = EXCLUDED.ended_ms";
+    generation = EXCLUDED.generation, meta = EXCLUDED.meta, ended_ms = EXCLUDED.ended_ms, \
+    slot_key = EXCLUDED.slot_key, slot_priority = EXCLUDED.slot_priority, created_ms = EXCLUDED.created_ms";
+/// One host at a time changes a concurrency bucket (taken before
+/// `PROMOTE`, so its snapshot sees every earlier promotion).
+const BUCKET_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('cairn-bucket:' || $1 || '/' || $2))";
+/// Starts the queued runs of a bucket that fit under its limit, as of this
+/// transaction's earlier statements, and wakes their hosts.
+const PROMOTE: &str = "WITH active AS (SELECT count(*) AS n FROM cairn_runs WHERE workflow = $1 AND slot_key = $2 \
+    AND status IN ('running', 'paused', 'diverged')), \
+    next AS (SELECT run_id FROM cairn_runs WHERE workflow = $1 AND slot_key = $2 AND status = 'queued' \
+    ORDER BY slot_priority, created_ms, run_id LIMIT greatest(0, $3::bigint - (SELECT n FROM active)) FOR UPDATE SKIP LOCKED), \
+    promoted AS (UPDATE cairn_runs r SET status = 'running', meta = convert_to(jsonb_set(jsonb_set( \
+    convert_from(r.meta, 'UTF8')::jsonb, '{status}', '\"running\"'), '{updated_ms}', to_jsonb($4::bigint))::text, 'UTF8') \
+    FROM next WHERE r.run_id = next.run_id RETURNING r.shard, r.run_id), \
+    woken AS (INSERT INTO cairn_wakeups (shard, run_id) SELECT shard, run_id FROM promoted RETURNING 1) \
+    SELECT pg_notify('cairn_wakeups', '') FROM (SELECT 1 FROM woken LIMIT 1) w";
 const DELETE_RUN: &str = "WITH j AS (DELETE FROM cairn_journal WHERE run_id = $1), \
     h AS (DELETE FROM cairn_history WHERE run_id = $1), c AS (DELETE FROM cairn_completions WHERE run_id = $1), \
     t AS (DELETE FROM cairn_timers WHERE run_id = $1), s AS (DELETE FROM cairn_signals WHERE run_id = $1), \
@@ -936,6 +979,8 @@ impl Stmt {
         match self {
             Stmt::PutRun { .. } => PUT_RUN,
             Stmt::DeleteRun { .. } => DELETE_RUN,
+            Stmt::BucketLock { .. } => BUCKET_LOCK,
+            Stmt::Promote { .. } => PROMOTE,
             Stmt::DeleteComponent { .. } => DELETE_COMPONENT,
             Stmt::DropSignals { .. } => DROP_SIGNALS,
             Stmt::Append { .. } => APPEND,
@@ -960,9 +1005,21 @@ impl Stmt {
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         match self {
-            Stmt::PutRun { id, shard, workflow, version, status, generation, meta, ended } => {
-                vec![id, shard, workflow, version, status, generation, meta, ended]
-            }
+            Stmt::PutRun {
+                id,
+                shard,
+                workflow,
+                version,
+                status,
+                generation,
+                meta,
+                ended,
+                slot_key,
+                slot_priority,
+                created,
+            } => vec![id, shard, workflow, version, status, generation, meta, ended, slot_key, slot_priority, created],
+            Stmt::BucketLock { workflow, key } => vec![workflow, key],
+            Stmt::Promote { workflow, key, limit, now } => vec![workflow, key, limit, now],
             Stmt::DeleteRun { run } => vec![run],
             Stmt::DeleteComponent { sha256 } => vec![sha256],
             Stmt::DropSignals { run } => vec![run],
@@ -1033,6 +1090,7 @@ fn run_of(write: &Write) -> Option<&str> {
         | Write::PutSchedule(_)
         | Write::DeleteSchedule { .. }
         | Write::DeleteComponent { .. }
+        | Write::Promote { .. }
         | Write::PutComponent { .. }
         | Write::PutCompiled { .. } => None,
     }
@@ -1264,6 +1322,15 @@ async fn commit_on(
                     stmts.push(Stmt::DeleteRun { run: run_id.clone() });
                 }
                 Write::DeleteComponent { sha256 } => stmts.push(Stmt::DeleteComponent { sha256: sha256.clone() }),
+                Write::Promote { workflow, key, limit } => {
+                    stmts.push(Stmt::BucketLock { workflow: workflow.clone(), key: key.clone() });
+                    stmts.push(Stmt::Promote {
+                        workflow: workflow.clone(),
+                        key: key.clone(),
+                        limit: *limit as i64,
+                        now: crate::runtime::now_ms() as i64,
+                    });
+                }
                 Write::PutRun(meta) => {
                     // A new run in a shard another host drives: wake it.
                     if !states.contains_key(&meta.id) && !meta.status.is_final() {
@@ -1460,6 +1527,9 @@ fn put_run(meta: &RunMeta) -> Stmt {
         generation: meta.generation as i32,
         meta: serde_json::to_vec(meta).expect("run metadata serialises"),
         ended: meta.status.is_final().then_some(meta.updated_ms as i64),
+        slot_key: meta.slot.as_ref().map(|s| s.key.clone()),
+        slot_priority: meta.slot.as_ref().map(|s| s.priority as i16),
+        created: meta.created_ms as i64,
     }
 }
 

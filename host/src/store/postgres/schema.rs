@@ -4,7 +4,7 @@
 //! refused before anything is read.
 
 /// The schema version this binary writes.
-pub(super) const VERSION: i32 = 4;
+pub(super) const VERSION: i32 = 5;
 
 /// The key of the advisory lock migrations take.
 pub(super) const MIGRATION_LOCK: i64 = 0x6361_6972_6e00_0001;
@@ -128,5 +128,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     UPDATE cairn_runs SET ended_ms = (convert_from(meta, 'UTF8')::jsonb->>'updated_ms')::bigint
         WHERE status IN ('completed', 'failed', 'terminated');
     CREATE INDEX cairn_runs_ended ON cairn_runs (workflow, ended_ms) WHERE ended_ms IS NOT NULL;
+    "#,
+    // 4 → 5: concurrency buckets (runs of a workflow with a limit).
+    r#"
+    ALTER TABLE cairn_runs ADD COLUMN slot_key text, ADD COLUMN slot_priority smallint, ADD COLUMN created_ms bigint;
+    CREATE INDEX cairn_runs_slot ON cairn_runs (workflow, slot_key, status, slot_priority, created_ms)
+        WHERE slot_key IS NOT NULL;
     "#,
 ];

@@ -13,8 +13,8 @@ use std::ops::Bound;
 /// are indexed once, at open), and which version of them.
 const INDEXED_KEY: &str = "run-index";
 
-/// 2: finished runs by end time, for retention.
-const INDEX_VERSION: u64 = 2;
+/// 2: finished runs by end time, for retention. 3: concurrency buckets.
+const INDEX_VERSION: u64 = 3;
 
 /// The key of the index of runs in `status`.
 pub(super) fn status_key(status: crate::store::RunStatus) -> String {
@@ -37,7 +37,71 @@ pub(super) fn keys(meta: &RunMeta) -> Vec<String> {
     if meta.status.is_final() {
         keys.push(ended_key(workflow, meta.updated_ms));
     }
+    if let Some(slot) = &meta.slot {
+        if meta.status.holds_slot() {
+            keys.push(active_key(workflow, &slot.key));
+        }
+        if meta.status == crate::store::RunStatus::Queued {
+            keys.push(format!("{}{}\0{:020}", queued_prefix(workflow, &slot.key), slot.priority, meta.created_ms));
+        }
+    }
     keys
+}
+
+/// The key listing the runs that hold a slot of a concurrency bucket.
+fn active_key(workflow: &str, key: &str) -> String {
+    format!("ka\0{workflow}\0{key}")
+}
+
+/// The prefix of the keys listing a bucket's queued runs, by priority and
+/// then age.
+fn queued_prefix(workflow: &str, key: &str) -> String {
+    format!("kq\0{workflow}\0{key}\0")
+}
+
+/// The queued runs of a bucket that fit under `limit` now, first by
+/// priority then by age, in the writer's transaction.
+pub(super) fn promotable(
+    index: &Table<(&str, &str), ()>,
+    workflow: &str,
+    key: &str,
+    limit: u32,
+) -> Result<Vec<String>, redb::StorageError> {
+    let active = active_key(workflow, key);
+    let active_end = format!("{active}\0");
+    let holding = index.range::<(&str, &str)>((active.as_str(), "")..(active_end.as_str(), ""))?.count();
+    let free = (limit as usize).saturating_sub(holding);
+    if free == 0 {
+        return Ok(Vec::new());
+    }
+    let prefix = queued_prefix(workflow, key);
+    let end = format!("{}\u{1}", &prefix[..prefix.len() - 1]);
+    let mut out = Vec::with_capacity(free);
+    for row in index.range::<(&str, &str)>((prefix.as_str(), "")..(end.as_str(), ""))? {
+        let (k, _) = row?;
+        out.push(k.value().1.to_owned());
+        if out.len() == free {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The queued runs of a bucket, in the order they get slots (at most
+/// `limit`).
+pub(super) fn queued(db: &Database, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let index = txn.open_table(RUN_INDEX).map_err(db_err)?;
+    let prefix = queued_prefix(workflow, key);
+    let end = format!("{}\u{1}", &prefix[..prefix.len() - 1]);
+    let mut out = Vec::new();
+    for row in index.range::<(&str, &str)>((prefix.as_str(), "")..(end.as_str(), "")).map_err(db_err)? {
+        out.push(row.map_err(db_err)?.0.value().1.to_owned());
+        if out.len() == limit {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// The key that lists a finished run of `workflow` by when it ended, so

@@ -407,6 +407,10 @@ impl super::Storage for RedbStorage {
         index::count(&*self.db()?, &index::status_key(status))
     }
 
+    async fn queued(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        index::queued(&*self.db()?, workflow, key, limit)
+    }
+
     async fn ended_before(&self, workflow: &str, before_ms: u64, limit: usize) -> Result<Vec<String>, StoreError> {
         index::ended_before(&*self.db()?, workflow, before_ms, limit)
     }

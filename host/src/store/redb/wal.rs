@@ -507,6 +507,7 @@ fn tag(write: &Write) -> u8 {
         Write::DeleteSchedule { .. } => 15,
         Write::DeleteRun { .. } => 16,
         Write::DeleteComponent { .. } => 17,
+        Write::Promote { .. } => 18,
     }
 }
 
@@ -564,6 +565,11 @@ fn encode_write(write: &Write, out: &mut Vec<u8>) {
         Write::DeleteSchedule { name } => put_str(out, name),
         Write::DeleteRun { run_id } => put_str(out, run_id),
         Write::DeleteComponent { sha256 } => put_str(out, sha256),
+        Write::Promote { workflow, key, limit } => {
+            put_str(out, workflow);
+            put_str(out, key);
+            put_u32(out, *limit);
+        }
     }
 }
 
@@ -598,6 +604,7 @@ fn decode_write(input: &mut &[u8]) -> Result<Write, String> {
         15 => Write::DeleteSchedule { name: take_str(input)? },
         16 => Write::DeleteRun { run_id: take_str(input)? },
         17 => Write::DeleteComponent { sha256: take_str(input)? },
+        18 => Write::Promote { workflow: take_str(input)?, key: take_str(input)?, limit: take_u32(input)? },
         other => return Err(format!("unknown write tag {other}")),
     })
 }
@@ -845,9 +852,10 @@ mod tests {
             Write::DeleteSchedule { name: "nightly".into() },
             Write::DeleteRun { run_id: "old".into() },
             Write::DeleteComponent { sha256: "cd".into() },
+            Write::Promote { workflow: "w".into(), key: "acme".into(), limit: 2 },
         ];
         let tags: Vec<u8> = writes.iter().map(tag).collect();
-        assert_eq!(tags, (0..18).collect::<Vec<u8>>(), "one tag per kind");
+        assert_eq!(tags, (0..19).collect::<Vec<u8>>(), "one tag per kind");
         let batches = vec![writes, vec![], vec![append(18)]];
         assert_eq!(debug(&decode_group(&encode_group(batches.iter())).unwrap()), debug(&batches));
     }

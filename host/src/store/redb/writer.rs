@@ -864,6 +864,21 @@ fn apply<'a>(
                                 timers.remove((due, run, handle))?;
                             }
                         }
+                        Write::Promote { workflow, key, limit } => {
+                            for id in super::index::promotable(&index, workflow, key, *limit)? {
+                                let Some(mut meta) =
+                                    super::index::previous(runs.get(id.as_str())?.as_ref().map(|v| v.value()))
+                                else {
+                                    continue;
+                                };
+                                let old = meta.clone();
+                                meta.status = crate::store::RunStatus::Running;
+                                meta.updated_ms = crate::runtime::now_ms();
+                                let bytes = serde_json::to_vec(&meta).expect("run metadata serialises");
+                                runs.insert(id.as_str(), bytes.as_slice())?;
+                                super::index::update(&mut index, Some(&old), &meta)?;
+                            }
+                        }
                         Write::DeleteComponent { sha256 } => {
                             let sha = sha256.as_str();
                             components.remove(sha)?;
