@@ -30,6 +30,7 @@ fn meta(generation: u32) -> RunMeta {
         shard: 0,
         created_ms: 1,
         updated_ms: 1,
+        slot: None,
     }
 }
 
@@ -77,6 +78,7 @@ on_every_backend!(
     a_deployment_lands_only_over_the_revision_it_was_made_from,
     a_schedule_lands_only_over_the_revision_it_was_made_from_and_deletes,
     a_deleted_run_leaves_nothing_behind_and_others_keep_everything,
+    queued_runs_get_slots_by_priority_then_age_and_only_up_to_the_limit,
 );
 
 /// `store`, holding run `r` in `generation`, with its start.
@@ -336,6 +338,7 @@ async fn a_deployment_lands_only_over_the_revision_it_was_made_from(store: Store
         revision,
         retired: Vec::new(),
         retention_ms: None,
+        concurrency: None,
     };
     store.commit(vec![Write::PutDeployment(deployment(1, 1))]).await.unwrap();
     store.commit(vec![Write::PutDeployment(deployment(1, 1))]).await.unwrap();
@@ -439,4 +442,49 @@ async fn a_deleted_run_leaves_nothing_behind_and_others_keep_everything(store: S
     store.commit(vec![Write::DeleteComponent { sha256: "ab".into() }]).await.unwrap();
     assert_eq!(store.component("ab").await.unwrap(), None);
     assert_eq!(store.compiled("ab", "e").await.unwrap(), None);
+}
+
+/// A concurrency bucket's slots go to its queued runs first by priority,
+/// then by age, never past the limit, as of the writes before the promote
+/// in the same batch (an end frees a slot in the very transaction).
+async fn queued_runs_get_slots_by_priority_then_age_and_only_up_to_the_limit(store: Store) {
+    let queued = |id: &str, priority: u8, created_ms: u64| RunMeta {
+        id: id.into(),
+        status: RunStatus::Queued,
+        created_ms,
+        slot: Some(Slot { key: "acme".into(), priority }),
+        ..meta(0)
+    };
+    let promote = |limit| Write::Promote { workflow: "w".into(), key: "acme".into(), limit };
+    let runs = [queued("a", 3, 1), queued("b", 1, 3), queued("c", 3, 2), queued("d", 3, 4)];
+    let mut batch: Vec<Write> = runs.iter().cloned().map(Write::PutRun).collect();
+    // Another bucket and another workflow are not counted.
+    batch.push(Write::PutRun(RunMeta {
+        id: "x".into(),
+        status: RunStatus::Running,
+        slot: Some(Slot { key: "other".into(), priority: 3 }),
+        ..meta(0)
+    }));
+    store.commit(batch).await.unwrap();
+    assert_eq!(store.queued("w", "acme", 10).await.unwrap(), ["b", "a", "c", "d"]);
+    store.commit(vec![promote(2)]).await.unwrap();
+    let status = |id: &'static str| {
+        let store = store.clone();
+        async move { store.run(id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(
+        (status("b").await, status("a").await, status("c").await),
+        (RunStatus::Running, RunStatus::Running, RunStatus::Queued)
+    );
+    store.commit(vec![promote(2)]).await.unwrap();
+    assert_eq!(status("c").await, RunStatus::Queued, "the bucket is full");
+    // `a` ends; the same batch gives its slot to `c`.
+    let ended = RunMeta { status: RunStatus::Completed, ..store.run("a").await.unwrap().unwrap() };
+    store.commit(vec![Write::PutRun(ended), promote(2)]).await.unwrap();
+    assert_eq!((status("c").await, status("d").await), (RunStatus::Running, RunStatus::Queued));
+    assert_eq!(store.queued("w", "acme", 10).await.unwrap(), ["d"]);
+    let running = store.all_runs(RunQuery::status(RunStatus::Running)).await.unwrap();
+    assert_eq!(running.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["b", "c", "x"]);
+    let report = store.check().await.unwrap();
+    assert!(!report.problems.iter().any(|p| p.contains("index") || p.contains("column")), "{report:?}");
 }

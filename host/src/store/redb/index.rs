@@ -354,6 +354,7 @@ mod tests {
                 shard: 0,
                 created_ms: 1,
                 updated_ms: 1,
+                slot: None,
             };
             let batch = vec![
                 Write::PutRun(meta("a", RunStatus::Running)),

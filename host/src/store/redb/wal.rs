@@ -799,6 +799,7 @@ mod tests {
             shard: 7,
             created_ms: 1,
             updated_ms: 2,
+            slot: Some(crate::store::Slot { key: "acme".into(), priority: 1 }),
         };
         let run_id = String::from("r");
         let writes = vec![
@@ -834,6 +835,7 @@ mod tests {
                 revision: 4,
                 retired: vec![Version { version: 0, sha256: "aa".into(), deployed_ms: 1 }],
                 retention_ms: Some(86_400_000),
+                concurrency: Some(crate::store::Concurrency { limit: Some(2), keys: Default::default() }),
             }),
             Write::PutComponent { sha256: "ab".into(), bytes: vec![1, 2].into() },
             Write::PutCompiled { sha256: "ab".into(), engine: "e".into(), bytes: vec![3] },
