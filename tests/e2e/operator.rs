@@ -201,6 +201,13 @@ async fn a_concurrency_limit_of_two_never_has_a_third_run_active_under_fifty_sta
     assert_eq!((code, body["code"].as_str()), (400, Some("invalid-limit")), "{body}");
     let (code, body) = limit(json!({ "limit": 2 })).await;
     assert_eq!(code, 200, "{body}");
+    let cli = |args: &[&str]| cairn().args(args).args(["--server", &server.url]).output().unwrap();
+    let shown = cli(&["concurrency", "mirror"]);
+    assert!(stdout(&shown).contains("at most 2 runs of each concurrency key"), "{}", stdout(&shown));
+    let bad = cli(&["concurrency", "mirror", "--key", "acme"]);
+    assert!(!bad.status.success() && stderr(&bad).contains("KEY=N"), "{}", stderr(&bad));
+    let bad = cli(&["start", "mirror", "--priority", "0"]);
+    assert!(!bad.status.success() && stderr(&bad).contains("invalid priority 0"), "{}", stderr(&bad));
     let start = |i: usize, priority: u8| {
         let api = api.clone();
         async move {
@@ -217,6 +224,14 @@ async fn a_concurrency_limit_of_two_never_has_a_third_run_active_under_fifty_sta
     assert_eq!((code, bad["code"].as_str()), (400, Some("invalid-priority")), "{bad}");
     assert_eq!(with_status(&api, "running").await.len(), 2);
     assert_eq!(with_status(&api, "queued").await.len(), 48);
+    let metrics = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("\ncairn_runs_queued 48\n"), "{metrics}");
+    let (_, queued) = api.get("/runs/c49").await;
+    assert_eq!(
+        (&queued["status"], &queued["concurrency_key"], &queued["priority"]),
+        (&json!("queued"), &json!("acme"), &json!(1)),
+        "{queued}"
+    );
 
     // Let them through two at a time; kill the host half way.
     let mut killed = false;

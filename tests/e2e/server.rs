@@ -521,6 +521,8 @@ async fn a_token_protects_every_endpoint() {
         "/schedules",
         "/schedules/{name}/backfill",
         "/workflows/{name}/retention",
+        "/workflows/{name}/concurrency",
+        "/runs/{id}/reset",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not in the OpenAPI document");
     }

@@ -70,6 +70,12 @@ pub(crate) async fn document() -> Json<Value> {
                 "get": { "summary": "A run's status", "parameters": [run_id], "responses": merge(ok("200", "Run"), error_responses(&["401", "404"])) },
                 "delete": { "summary": "Delete a finished run with its journal and history (409 run-live for a live one)", "parameters": [run_id], "responses": merge(json!({ "200": { "description": "deleted" } }), error_responses(&["401", "404", "409"])) }
             },
+            "/workflows/{name}/concurrency": { "put": {
+                "summary": "Concurrency limits: {\"limit\": N, \"keys\": {\"KEY\": N}}: at most N runs of one concurrency key at once (runs without a key share one); the rest are queued, by priority then age. {} removes them",
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "limit": { "type": "integer", "minimum": 1 }, "keys": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 1 } } } } } } },
+                "responses": merge(json!({ "200": { "description": "set" } }), error_responses(&["400", "401", "404"]))
+            } },
             "/workflows/{name}/retention": { "put": {
                 "summary": "How long finished runs of the workflow are kept: {\"retention\": \"30d\"}, or null for the server's --retention",
                 "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
@@ -179,10 +185,12 @@ pub(crate) async fn document() -> Json<Value> {
             "responses": { "Error": { "description": "An error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } },
             "schemas": {
                 "Error": { "type": "object", "required": ["code", "message"], "properties": { "code": { "type": "string" }, "message": { "type": "string" } } },
-                "Status": { "type": "string", "enum": ["running", "paused", "completed", "failed", "diverged", "terminated"] },
+                "Status": { "type": "string", "enum": ["running", "queued", "paused", "completed", "failed", "diverged", "terminated"] },
                 "Failure": { "type": "object", "properties": { "kind": { "type": "string" }, "message": { "type": "string" }, "details": { "type": "string", "nullable": true } } },
                 "StartRequest": { "type": "object", "required": ["workflow"], "additionalProperties": false, "properties": {
-                    "workflow": { "type": "string" }, "input": { "description": "any JSON" }, "id": { "type": "string" } } },
+                    "workflow": { "type": "string" }, "input": { "description": "any JSON" }, "id": { "type": "string" },
+                    "concurrency_key": { "type": "string", "description": "the run's bucket under the workflow's concurrency limits" },
+                    "priority": { "type": "integer", "minimum": 1, "maximum": 5, "default": 3, "description": "order among queued runs (1 first)" } } },
                 "Run": { "type": "object", "properties": {
                     "id": { "type": "string" }, "workflow": { "type": "string" }, "version": { "type": "integer", "nullable": true }, "generation": { "type": "integer" }, "parent": { "type": "string", "nullable": true },
                     "status": { "$ref": "#/components/schemas/Status" }, "input": {}, "custom_status": {}, "result": {},

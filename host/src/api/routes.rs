@@ -350,7 +350,7 @@ pub(crate) async fn list(
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(
                 "invalid-status",
-                format!("unknown status {s:?}: use running, paused, completed, failed, diverged or terminated"),
+                format!("unknown status {s:?}: use running, queued, paused, completed, failed, diverged or terminated"),
             )
         })?),
     };

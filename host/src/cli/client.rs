@@ -290,6 +290,7 @@ pub async fn start(
     id: Option<String>,
     input: &str,
     wait: bool,
+    (concurrency_key, priority): (Option<String>, Option<u8>),
 ) -> anyhow::Result<ExitCode> {
     let client = Client::new(args);
     let input = super::read_json_arg("--input", input)?;
@@ -300,15 +301,19 @@ pub async fn start(
         input: &'a RawValue,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        concurrency_key: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        priority: Option<u8>,
     }
     let input: Box<RawValue> = serde_json::from_str(&input)?;
-    let body = serde_json::to_string(&Start { workflow, input: &input, id })?;
+    let body = serde_json::to_string(&Start { workflow, input: &input, id, concurrency_key, priority })?;
     // With --wait, the start request itself waits for the end (one round
     // trip for a short run); a longer one is long-polled after it.
     let (run, text) = client.post_text(if wait { "/runs?wait=30" } else { "/runs" }, body).await?;
     if wait {
         let id = field_of(&run, "id");
-        if run["status"] == "running" {
+        if matches!(run["status"].as_str(), Some("running" | "queued" | "paused")) {
             return result(args, &id, true).await;
         }
         return Ok(print_result(args, &id, &run, &text));
@@ -547,6 +552,51 @@ pub async fn reset(
             run["version"],
             if answer["terminated_original"] == true { "; the original was terminated" } else { "" }
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn concurrency`.
+pub async fn concurrency(
+    args: &ClientArgs,
+    name: &str,
+    limit: Option<u32>,
+    keys: &[String],
+    clear: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args);
+    let body = if !clear && limit.is_none() && keys.is_empty() {
+        let versions = client.get(&format!("/workflows/{}/versions", segment(name)?)).await?;
+        versions["concurrency"].clone()
+    } else {
+        let mut per_key = serde_json::Map::new();
+        for key in keys {
+            let Some((k, n)) = key.rsplit_once('=') else {
+                bail!("--key {key:?} is not KEY=N (e.g. --key acme=5)");
+            };
+            let n: u32 = n.parse().with_context(|| format!("--key {key:?}: {n:?} is not a number"))?;
+            per_key.insert(k.to_owned(), n.into());
+        }
+        let url = client.url(&format!("/workflows/{}/concurrency", segment(name)?));
+        let body = serde_json::json!({ "limit": limit, "keys": per_key });
+        client.send(client.http.put(url).json(&body)).await?
+    };
+    if args.json {
+        print_json(&body);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let limit = body["limit"].as_u64();
+    let keys = body["keys"].as_object().cloned().unwrap_or_default();
+    if limit.is_none() && keys.is_empty() {
+        println!("{name}: no concurrency limits");
+    } else {
+        match limit {
+            Some(n) => println!("{name}: at most {n} runs of each concurrency key at once"),
+            None => println!("{name}: no limit for keys without their own"),
+        }
+        for (key, n) in keys {
+            println!("  key {key:?}: at most {n}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -298,6 +298,13 @@ enum Command {
         /// Wait for the run to end and print its result.
         #[arg(long)]
         wait: bool,
+        /// The run's concurrency key: with a limit on the workflow, at most
+        /// that many runs of the key run at once; the rest are queued.
+        #[arg(long)]
+        concurrency_key: Option<String>,
+        /// 1 (first) to 5 (last) among queued runs; default 3.
+        #[arg(long)]
+        priority: Option<u8>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -323,7 +330,7 @@ enum Command {
         /// Only runs of this workflow.
         #[arg(long)]
         workflow: Option<String>,
-        /// Only runs with this status (running, paused, completed, failed, diverged, terminated).
+        /// Only runs with this status (running, queued, paused, completed, failed, diverged, terminated).
         #[arg(long)]
         status: Option<String>,
         /// At most this many.
@@ -393,6 +400,24 @@ enum Command {
         /// The new run's id (default RUN_ID-reset-SEQ).
         #[arg(long)]
         id: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show or set a workflow's concurrency limits: at most N runs of one
+    /// concurrency key at once (runs started without a key share one); the
+    /// rest wait, `queued`, by priority then age.
+    Concurrency {
+        /// The workflow.
+        name: String,
+        /// The limit of every key that has none of its own.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The limit of one key, as KEY=N (repeatable).
+        #[arg(long = "key", value_name = "KEY=N")]
+        keys: Vec<String>,
+        /// Remove every limit (queued runs start).
+        #[arg(long, conflicts_with_all = ["limit", "keys"])]
+        clear: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -473,8 +498,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Upgrade { run_id, workflow, from, to, dry_run, client } => {
             client::upgrade(&client, run_id.as_deref(), workflow.as_deref(), from, to, dry_run).await
         }
-        Command::Start { workflow, id, input, wait, client } => {
-            client::start(&client, &workflow, id, &input, wait).await
+        Command::Start { workflow, id, input, wait, concurrency_key, priority, client } => {
+            client::start(&client, &workflow, id, &input, wait, (concurrency_key, priority)).await
+        }
+        Command::Concurrency { name, limit, keys, clear, client } => {
+            client::concurrency(&client, &name, limit, &keys, clear).await
         }
         Command::Status { run_id, client } => client::status(&client, &run_id).await,
         Command::Result { run_id, wait, client } => client::result(&client, &run_id, wait).await,

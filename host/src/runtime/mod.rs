@@ -257,6 +257,17 @@ impl Runtime {
             "gauge",
             running.saturating_sub(m.resident),
         );
+        let store = &self.inner.store;
+        let queued = store.count_status(RunStatus::Queued).await.unwrap_or(0);
+        write_value(
+            &mut out,
+            "cairn_runs_queued",
+            "Runs waiting for a slot of their concurrency limit.",
+            "gauge",
+            queued,
+        );
+        let paused = store.count_status(RunStatus::Paused).await.unwrap_or(0);
+        write_value(&mut out, "cairn_runs_paused", "Runs an operator paused.", "gauge", paused);
         write_value(&mut out, "cairn_evictions_total", "Times a waiting run left memory.", "counter", m.evictions);
         write_value(
             &mut out,

@@ -542,6 +542,11 @@ impl Store {
         }
     }
 
+    /// How many runs are in `status`.
+    pub async fn count_status(&self, status: RunStatus) -> Result<u64, StoreError> {
+        self.backend.count_runs(status).await
+    }
+
     /// How many runs have not ended.
     pub async fn count_running(&self) -> Result<u64, StoreError> {
         self.backend.count_runs(RunStatus::Running).await
