@@ -173,6 +173,11 @@ uint64_t cairn_random(void);
 char *cairn_run_id(void);
 void cairn_set_status(const cairn_json *status);
 
+/* Sets typed search attributes of this run (`cairn list --query`): an
+ * object of strings, integers, booleans and {"time": "<RFC 3339>"} values;
+ * null removes one. Any other value fails the run. */
+void cairn_upsert_search_attributes(const cairn_json *attributes);
+
 typedef enum {
     CAIRN_LOG_TRACE,
     CAIRN_LOG_DEBUG,

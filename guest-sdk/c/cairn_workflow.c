@@ -191,6 +191,13 @@ void cairn_set_status(const cairn_json *status) {
     free(text);
 }
 
+void cairn_upsert_search_attributes(const cairn_json *attributes) {
+    char *text = dump(attributes);
+    workflow_string_t wit_attributes = borrow(text);
+    cairn_workflow_runtime_upsert_search_attributes(&wit_attributes);
+    free(text);
+}
+
 void cairn_log(cairn_log_level level, const char *message) {
     workflow_string_t wit_message = borrow(message);
     cairn_workflow_runtime_log((cairn_workflow_runtime_log_level_t)level, &wit_message);

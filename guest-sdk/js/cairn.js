@@ -17,7 +17,7 @@
 
 import {
   runId, nowMs, randomU64, scheduleActivity, startTimer, startChild, waitSignal,
-  await as awaitHandle, awaitAny, cancel, patched, setCustomStatus, continueAsNew, log,
+  await as awaitHandle, awaitAny, cancel, patched, setCustomStatus, upsertSearchAttributes, continueAsNew, log,
 } from 'cairn:workflow/runtime@0.1.0';
 
 import { Failure, callWithJson, dumps } from './failure.js';
@@ -70,6 +70,9 @@ export class Context {
   }
   patched(changeId) { return patched(changeId); }
   setStatus(value) { setCustomStatus(dumps(value)); }
+  // Typed attributes for `cairn list --query`: strings, integers, booleans
+  // or { time: '<RFC 3339>' }; null removes one.
+  upsertSearchAttributes(attributes) { upsertSearchAttributes(dumps(attributes)); }
   log(message, level = 'info') { log(level, String(message)); }
   continueAsNew(input) {
     continueAsNew(dumps(input));

@@ -193,6 +193,11 @@ class Context:
     def set_status(self, value):
         _imports()[0].set_custom_status(_dumps(value))
 
+    def upsert_search_attributes(self, attributes):
+        """Typed, indexed attributes for `cairn list --query`: a dict of
+        str, int, bool or {"time": "<RFC 3339>"} values; None removes one."""
+        _imports()[0].upsert_search_attributes(_dumps(attributes))
+
     def log(self, message, level="info"):
         runtime, types = _imports()
         levels = {

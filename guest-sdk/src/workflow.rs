@@ -344,6 +344,16 @@ impl Context {
         }
     }
 
+    /// Sets typed search attributes of this run (`cairn list --query`
+    /// filters on them): a JSON object of strings, integers, booleans and
+    /// `{"time": "<RFC 3339>"}` values; `null` removes one. Any other value
+    /// fails the run.
+    pub fn upsert_search_attributes<T: Serialize + ?Sized>(&self, attributes: &T) {
+        if let Ok(json) = serde_json::to_string(attributes) {
+            runtime::upsert_search_attributes(&json)
+        }
+    }
+
     /// Writes a line to the run's log (not repeated on replay).
     pub fn log(&self, level: LogLevel, message: &str) {
         let level = match level {

@@ -18,5 +18,6 @@ pub mod retention;
 pub mod runtime;
 pub mod sandbox;
 pub mod schedule;
+pub mod search;
 pub mod store;
 pub mod upgrade;

@@ -271,3 +271,99 @@ async fn a_concurrency_limit_of_two_never_has_a_third_run_active_under_fifty_sta
     let next: Vec<usize> = spans[2..7].iter().map(|(_, _, i)| *i).collect();
     assert!(next.iter().all(|i| *i >= 45), "{spans:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_filter_on_search_attributes_and_a_batch_cancel_touches_exactly_the_matching_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    deploy_all(&api).await;
+    let runs = [
+        ("a500", "acme", 500, true),
+        ("a1500", "acme", 1500, true),
+        ("g2000", "globex", 2000, true),
+        ("a2500", "acme", 2500, true),
+        ("a3000", "acme", 3000, false),
+    ];
+    for (id, customer, amount, waits) in runs {
+        let input = json!({ "await_signal": waits, "attributes": { "customer": customer, "amount": amount, "due": { "time": "2026-12-24T00:00:00Z" } } });
+        assert_eq!(api.post_json("/runs", &json!({ "workflow": "mirror", "id": id, "input": input })).await.0, 201);
+    }
+    assert_eq!(api.wait("a3000").await["status"], "completed");
+    let steps = json!([{ "sleep_ms": 60_000 }]);
+    assert_eq!(api.post_json("/runs", &json!({ "workflow": "script", "id": "other", "input": steps })).await.0, 201);
+    let find = |q: &'static str| {
+        let api = api.clone();
+        async move {
+            let url = format!("{}/runs?query={}", api.base, urlencode(q));
+            let page: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            let mut ids: Vec<String> = page["runs"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{page}"))
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_owned())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while find(r#"amount >= 0"#).await.len() < 5 {
+        assert!(Instant::now() < deadline, "the attributes never showed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        find(r#"workflow = "mirror" and status = "running" and amount > 1000"#).await,
+        ["a1500", "a2500", "g2000"]
+    );
+    assert_eq!(find(r#"customer = "acme" and amount >= 1500"#).await, ["a1500", "a2500", "a3000"]);
+    assert_eq!(
+        find(r#"customer = "globex" or (amount < 1000 and due < "2027-01-01T00:00:00Z")"#).await,
+        ["a500", "g2000"]
+    );
+    let (_, run) = api.get("/runs/a1500").await;
+    assert_eq!(
+        run["search_attributes"],
+        json!({ "amount": 1500, "customer": "acme", "due": { "time": "2026-12-24T00:00:00Z" } }),
+        "{run}"
+    );
+    let (code, bad) = api.get(&format!("/runs?query={}", urlencode("amount >"))).await;
+    assert_eq!((code, bad["code"].as_str()), (400, Some("invalid-query")), "{bad}");
+
+    // A batch cancel by query: the dry run lists the runs and touches none.
+    let batch = |dry_run: bool| json!({ "query": r#"customer = "acme" and status = "running""#, "operation": "cancel", "dry_run": dry_run });
+    let (code, dry) = api.post_json("/batch", &batch(true)).await;
+    assert_eq!((code, dry["matched"].as_u64()), (200, Some(3)), "{dry}");
+    assert!(dry["runs"].as_array().unwrap().iter().all(|r| r["outcome"] == "would-cancel"), "{dry}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in ["a500", "a1500", "a2500", "g2000", "other"] {
+        assert_eq!(status(&api, id).await, "running", "{id} was touched by a dry run");
+    }
+    let (code, done) = api.post_json("/batch", &batch(false)).await;
+    assert_eq!((code, done["matched"].as_u64()), (200, Some(3)), "{done}");
+    for id in ["a500", "a1500", "a2500"] {
+        let run = api.wait(id).await;
+        assert_eq!(run["failure"]["kind"], "cancelled", "{run}");
+    }
+    for id in ["g2000", "other"] {
+        assert_eq!(status(&api, id).await, "running", "{id} did not match");
+    }
+    let (code, bad) = api.post_json("/batch", &json!({ "query": "amount > 1", "operation": "explode" })).await;
+    assert_eq!((code, bad["code"].as_str()), (400, Some("invalid-batch")), "{bad}");
+    let listed = cairn().args(["list", "--query", r#"customer = "globex""#, "--server", &server.url]).output().unwrap();
+    assert!(stdout(&listed).contains("g2000") && !stdout(&listed).contains("a1500"), "{}", stdout(&listed));
+
+    // The attributes are journaled: every run replays identically.
+    drop(server);
+    let replay = cairn().args(["replay", "--all", "--data"]).arg(dir.path()).output().unwrap();
+    assert!(replay.status.success(), "{}{}", stdout(&replay), stderr(&replay));
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -83,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/workflows/{name}/retention", axum::routing::put(routes::set_retention))
         .route("/workflows/{name}/concurrency", axum::routing::put(routes::set_concurrency))
         .route("/workflows/{name}/upgrade", post(routes::upgrade_workflow))
+        .route("/batch", post(routes::batch))
         .route("/schedules", post(schedules::create).get(schedules::list))
         .route("/schedules/{name}", get(schedules::get).delete(schedules::delete))
         .route("/schedules/{name}/pause", post(schedules::pause))

@@ -96,6 +96,8 @@ pub(crate) struct RunView {
     concurrency_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     priority: Option<u8>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    search_attributes: serde_json::Map<String, Value>,
 }
 
 impl From<RunMeta> for RunView {
@@ -115,6 +117,7 @@ impl From<RunMeta> for RunView {
             updated_ms: m.updated_ms,
             concurrency_key: m.slot.as_ref().map(|s| s.key.clone()),
             priority: m.slot.as_ref().map(|s| s.priority),
+            search_attributes: m.search.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
         }
     }
 }
@@ -338,6 +341,8 @@ pub(crate) struct ListQuery {
     limit: Option<usize>,
     after: Option<String>,
     order: Option<String>,
+    /// A filter: `workflow = "order" and amount > 1000` (see `search`).
+    query: Option<String>,
 }
 
 pub(crate) async fn list(
@@ -371,9 +376,108 @@ pub(crate) async fn list(
         limit,
         ..RunQuery::default()
     };
+    if let Some(text) = q.query.as_deref() {
+        let filter = parse_query(text)?;
+        let (runs, next) = crate::search::find(app.rt.store(), &filter, query, limit).await?;
+        return Ok(Json(RunPage { runs: runs.into_iter().map(RunView::from).collect(), next }));
+    }
     let page = app.rt.store().runs(&query).await?;
     let runs: Vec<RunView> = page.runs.into_iter().map(RunView::from).collect();
     Ok(Json(RunPage { runs, next: page.next }))
+}
+
+fn parse_query(text: &str) -> ApiResult<crate::search::Query> {
+    crate::search::Query::parse(text).map_err(|e| ApiError::bad_request("invalid-query", e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchBody {
+    /// Which runs.
+    query: String,
+    /// `signal`, `cancel`, `terminate`, `delete` or `upgrade`.
+    operation: String,
+    /// Only list the runs it would touch.
+    #[serde(default)]
+    dry_run: bool,
+    /// For `signal`: its name and payload.
+    #[serde(default)]
+    signal: Option<String>,
+    #[serde(default)]
+    payload: Option<Box<RawValue>>,
+    /// For `terminate`.
+    #[serde(default)]
+    reason: Option<String>,
+    /// For `upgrade`: the version.
+    #[serde(default)]
+    to: Option<u32>,
+}
+
+/// Most runs one batch touches.
+const MAX_BATCH: usize = 10_000;
+
+/// One operation on every run a query matches, run by run.
+pub(crate) async fn batch(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Value>> {
+    let body: BatchBody = parse(body)?;
+    let filter = parse_query(&body.query)?;
+    let op = body.operation.as_str();
+    match (op, &body.signal, body.to) {
+        ("signal", None, _) => {
+            return Err(ApiError::bad_request("invalid-batch", "a signal batch needs `signal` (its name)"))
+        }
+        ("upgrade", _, None) => {
+            return Err(ApiError::bad_request("invalid-batch", "an upgrade batch needs `to` (the version)"))
+        }
+        ("signal" | "cancel" | "terminate" | "delete" | "upgrade", _, _) => {}
+        (other, _, _) => {
+            return Err(ApiError::bad_request(
+                "invalid-batch",
+                format!("unknown operation {other:?}: use signal, cancel, terminate, delete or upgrade"),
+            ))
+        }
+    }
+    let (runs, more) = crate::search::find(app.rt.store(), &filter, RunQuery::default(), MAX_BATCH).await?;
+    let mut report = Vec::with_capacity(runs.len());
+    for run in &runs {
+        let id = run.id.as_str();
+        let outcome: Result<(), String> = if body.dry_run {
+            Ok(())
+        } else {
+            match op {
+                "signal" => {
+                    let payload = body.payload.as_ref().map_or("null", |p| p.get());
+                    app.rt
+                        .signal(id, body.signal.as_deref().unwrap_or_default(), payload)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                "cancel" => app.rt.cancel_run(id).await.map_err(|e| e.to_string()),
+                "terminate" => {
+                    let reason = body.reason.as_deref().unwrap_or("terminated by a batch");
+                    app.rt.terminate(id, reason).await.map_err(|e| e.to_string())
+                }
+                "delete" => app.rt.delete_run(id).await.map_err(|e| e.to_string()),
+                _ => match Upgrader::new(app.rt.clone()).upgrade_run(id, body.to.unwrap_or_default(), false).await {
+                    Ok(RunUpgrade::Refused { divergence, .. }) => Err(format!("refused: {divergence}")),
+                    Ok(RunUpgrade::Skipped { reason, .. }) => Err(format!("skipped: {reason}")),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                },
+            }
+        };
+        report.push(match outcome {
+            Ok(()) if body.dry_run => serde_json::json!({ "run_id": id, "outcome": format!("would-{op}") }),
+            Ok(()) => serde_json::json!({ "run_id": id, "outcome": "done" }),
+            Err(error) => serde_json::json!({ "run_id": id, "outcome": "error", "error": error }),
+        });
+    }
+    Ok(Json(serde_json::json!({
+        "operation": op,
+        "dry_run": body.dry_run,
+        "matched": runs.len(),
+        "more": more.is_some(),
+        "runs": report,
+    })))
 }
 
 /// A page of runs. A struct, not `json!`: that would turn the runs'

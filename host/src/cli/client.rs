@@ -373,9 +373,13 @@ pub async fn list(
     workflow: Option<String>,
     status: Option<String>,
     limit: usize,
+    filter: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let client = Client::new(args);
     let mut query = vec![format!("limit={}", limit.clamp(1, 1000)), "order=desc".to_owned()];
+    if let Some(q) = filter {
+        query.push(format!("query={}", escape(&q)));
+    }
     if let Some(w) = workflow {
         query.push(format!("workflow={}", escape(&w)));
     }
@@ -599,4 +603,47 @@ pub async fn concurrency(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn batch`.
+pub async fn batch(
+    args: &ClientArgs,
+    operation: &str,
+    query: &str,
+    dry_run: bool,
+    (signal, payload): (Option<String>, String),
+    reason: Option<String>,
+    to: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    let payload: Box<RawValue> = RawValue::from_string(payload)?;
+    let body = serde_json::json!({
+        "query": query, "operation": operation, "dry_run": dry_run, "signal": signal,
+        "payload": payload, "reason": reason, "to": to,
+    });
+    let report = Client::new(args).post_json("/batch", &body).await?;
+    if args.json {
+        print_json(&report);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failed = 0;
+    for run in report["runs"].as_array().into_iter().flatten() {
+        let outcome = run["outcome"].as_str().unwrap_or("?");
+        match run["error"].as_str() {
+            Some(error) => {
+                failed += 1;
+                println!("{}: {outcome}: {error}", field_of(run, "run_id"));
+            }
+            None => println!("{}: {outcome}", field_of(run, "run_id")),
+        }
+    }
+    let verb = if dry_run { "would be touched" } else { "touched" };
+    println!(
+        "{} runs matched, {} {verb}, {failed} failed",
+        report["matched"],
+        report["matched"].as_u64().unwrap_or(0) - failed
+    );
+    if report["more"] == true {
+        println!("more runs may match: run the batch again");
+    }
+    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -291,6 +291,7 @@ pub async fn replay_file(journal: &Path, with: &Path, limits: &LimitArgs) -> any
         created_ms: at_ms,
         updated_ms: at_ms,
         slot: None,
+        search: Default::default(),
     };
     let mut batch = vec![Write::PutRun(meta)];
     batch.extend(records.into_iter().map(|record| Write::Append { run_id: run_id.clone(), record }));

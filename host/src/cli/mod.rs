@@ -336,6 +336,36 @@ enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// A filter on the runs' fields and search attributes, e.g.
+        /// 'workflow = "order" and status = "running" and amount > 1000'.
+        #[arg(long)]
+        query: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Signal, cancel, terminate, delete or upgrade every run a query
+    /// matches (at most 10,000), run by run; --dry-run lists them only.
+    Batch {
+        /// signal, cancel, terminate, delete or upgrade.
+        operation: String,
+        /// Which runs (as `cairn list --query`).
+        #[arg(long)]
+        query: String,
+        /// List the runs it would touch, and touch none.
+        #[arg(long)]
+        dry_run: bool,
+        /// For signal: its name.
+        #[arg(long)]
+        signal: Option<String>,
+        /// For signal: its payload (JSON, or @FILE).
+        #[arg(long, default_value = "null")]
+        payload: String,
+        /// For terminate: why.
+        #[arg(long)]
+        reason: Option<String>,
+        /// For upgrade: the version.
+        #[arg(long)]
+        to: Option<u32>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -506,7 +536,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { run_id, client } => client::status(&client, &run_id).await,
         Command::Result { run_id, wait, client } => client::result(&client, &run_id, wait).await,
-        Command::List { workflow, status, limit, client } => client::list(&client, workflow, status, limit).await,
+        Command::List { workflow, status, limit, query, client } => {
+            client::list(&client, workflow, status, limit, query).await
+        }
+        Command::Batch { operation, query, dry_run, signal, payload, reason, to, client } => {
+            let payload = read_json_arg("--payload", &payload)?;
+            client::batch(&client, &operation, &query, dry_run, (signal, payload), reason, to).await
+        }
         Command::Signal { run_id, name, payload, client } => client::signal(&client, &run_id, &name, &payload).await,
         Command::Cancel { run_id, client } => client::cancel(&client, &run_id).await,
         Command::Terminate { run_id, reason, client } => client::terminate(&client, &run_id, reason).await,

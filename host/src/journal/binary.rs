@@ -195,6 +195,10 @@ impl Writer<'_> {
                 self.tag(8);
                 self.str(status);
             }
+            HostCall::UpsertSearchAttributes { attributes } => {
+                self.tag(9);
+                self.str(attributes);
+            }
         }
     }
 
@@ -317,6 +321,7 @@ impl Reader<'_> {
             6 => HostCall::Cancel { handle: self.u32()? },
             7 => HostCall::Patched { change_id: self.str()? },
             8 => HostCall::SetCustomStatus { status: self.str()? },
+            9 => HostCall::UpsertSearchAttributes { attributes: self.str()? },
             _ => return Err("unknown host call"),
         })
     }

@@ -123,6 +123,11 @@ pub enum HostCall {
         /// JSON status.
         status: String,
     },
+    /// `upsert-search-attributes`.
+    UpsertSearchAttributes {
+        /// The JSON object given.
+        attributes: String,
+    },
 }
 
 impl HostCall {
@@ -138,6 +143,7 @@ impl HostCall {
             HostCall::Cancel { .. } => "cancel",
             HostCall::Patched { .. } => "patched",
             HostCall::SetCustomStatus { .. } => "set-custom-status",
+            HostCall::UpsertSearchAttributes { .. } => "upsert-search-attributes",
         }
     }
 }
@@ -163,6 +169,7 @@ impl fmt::Display for HostCall {
             HostCall::Cancel { handle } => write!(f, "cancel(#{handle})"),
             HostCall::Patched { change_id } => write!(f, "patched({change_id})"),
             HostCall::SetCustomStatus { status } => write!(f, "set-custom-status({status})"),
+            HostCall::UpsertSearchAttributes { attributes } => write!(f, "upsert-search-attributes({attributes})"),
         }
     }
 }

@@ -180,6 +180,20 @@ impl runtime::Host for WorkflowState {
         Ok(())
     }
 
+    async fn upsert_search_attributes(&mut self, attributes: String) -> wasmtime::Result<()> {
+        let call = HostCall::UpsertSearchAttributes { attributes: attributes.clone() };
+        let live = self.step(&call).await?.is_none();
+        if let Err(reason) = crate::search::upsert(&mut self.meta.search, &attributes) {
+            return Err(wasmtime::Error::msg(format!("upsert-search-attributes: {reason}")));
+        }
+        if live {
+            self.append(Entry::Call { call, reply: Reply::Unit });
+            self.meta.updated_ms = super::now_ms();
+            self.pending.push(Write::PutRun(self.meta.clone()));
+        }
+        Ok(())
+    }
+
     async fn continue_as_new(&mut self, input: String) -> wasmtime::Result<()> {
         self.check_json("the input of continue-as-new", &input)?;
         self.continue_as_new(input).await

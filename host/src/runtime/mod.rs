@@ -461,6 +461,7 @@ impl Runtime {
             created_ms: now,
             updated_ms: now,
             slot: None,
+            search: Default::default(),
         };
         let start = Record {
             seq: 0,

@@ -142,6 +142,9 @@ pub struct RunMeta {
     /// Its concurrency bucket, if its workflow had a limit when it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<Slot>,
+    /// Search attributes the workflow set (`upsert-search-attributes`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub search: std::collections::BTreeMap<String, crate::search::SearchValue>,
 }
 
 /// Where a child run reports its end.

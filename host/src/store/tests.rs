@@ -14,6 +14,11 @@ pub(crate) fn record(seq: u64) -> Record {
     Record { seq, at_ms: 1_000 + seq, entry }
 }
 
+/// A run row for tests elsewhere in the crate.
+pub(crate) fn meta_for_tests(id: &str, workflow: &str, status: RunStatus) -> RunMeta {
+    RunMeta { id: id.into(), workflow: workflow.into(), status, ..meta(0) }
+}
+
 fn meta(generation: u32) -> RunMeta {
     RunMeta {
         id: "r".into(),
@@ -31,6 +36,7 @@ fn meta(generation: u32) -> RunMeta {
         created_ms: 1,
         updated_ms: 1,
         slot: None,
+        search: Default::default(),
     }
 }
 

@@ -355,6 +355,7 @@ mod tests {
                 created_ms: 1,
                 updated_ms: 1,
                 slot: None,
+                search: Default::default(),
             };
             let batch = vec![
                 Write::PutRun(meta("a", RunStatus::Running)),

@@ -800,6 +800,7 @@ mod tests {
             created_ms: 1,
             updated_ms: 2,
             slot: Some(crate::store::Slot { key: "acme".into(), priority: 1 }),
+            search: [("amount".to_owned(), crate::search::SearchValue::Int(5))].into(),
         };
         let run_id = String::from("r");
         let writes = vec![
