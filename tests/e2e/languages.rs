@@ -77,7 +77,11 @@ fn built(guests: &OnceLock<HashMap<&'static str, PathBuf>>, name: &str) -> PathB
 fn js(name: &str) -> PathBuf {
     static BUILT: OnceLock<HashMap<&'static str, PathBuf>> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let guests = [("order", "examples/js/order"), ("inventory", "examples/js/inventory")];
+        let guests = [
+            ("order", "examples/js/order"),
+            ("inventory", "examples/js/inventory"),
+            ("tags", "examples/testing/js-tags"),
+        ];
         build_guests("js", &guests, &[("CAIRN_COMPONENTIZE_JS", componentize_js())])
     });
     built(&BUILT, name)
@@ -88,7 +92,9 @@ fn js(name: &str) -> PathBuf {
 pub(crate) fn c(name: &str) -> PathBuf {
     static BUILT: OnceLock<HashMap<&'static str, PathBuf>> = OnceLock::new();
     BUILT.get_or_init(|| {
-        build_guests("c", &[("order", "examples/c/order"), ("inventory", "examples/c/inventory")], &[])
+        let guests =
+            [("order", "examples/c/order"), ("inventory", "examples/c/inventory"), ("tags", "examples/testing/c-tags")];
+        build_guests("c", &guests, &[])
     });
     built(&BUILT, name)
 }
@@ -101,6 +107,7 @@ fn python(name: &str) -> PathBuf {
             ("order", "examples/python/order"),
             ("inventory", "examples/python/inventory"),
             ("clockwork", "examples/testing/python-clockwork"),
+            ("tags", "examples/testing/python-tags"),
         ];
         build_guests("python", &guests, &[("CAIRN_COMPONENTIZE_PY", componentize_py())])
     });
@@ -347,5 +354,42 @@ fn the_c_sdks_json_reads_and_writes_what_serde_json_does() {
     assert_eq!(written.len(), expected.len());
     for ((line, written), expected) in lines.iter().zip(&written).zip(&expected) {
         assert_eq!(written, expected, "{line}");
+    }
+}
+
+#[test]
+fn python_javascript_and_c_workflows_set_typed_search_attributes() {
+    use cairn_host::journal::{Entry, HostCall};
+    use cairn_host::search::SearchValue;
+    let dir = tempfile::tempdir().unwrap();
+    let input = r#"{"customer":"acme","amount":1200,"vip":true,"drop":"x","due":{"time":"2026-12-24T00:00:00Z"}}"#;
+    let built = [("python", python("tags")), ("js", js("tags")), ("c", c("tags"))];
+    for (language, workflow) in &built {
+        let output = cairn()
+            .arg("run")
+            .arg(workflow)
+            .args(["--input", input, "--id", language, "--data"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        expect_success(&output);
+    }
+    let store = cairn_host::store::Store::open(dir.path()).unwrap();
+    for (language, _) in &built {
+        let run = block_on(store.run(language)).unwrap().unwrap();
+        let expected: std::collections::BTreeMap<String, SearchValue> = [
+            ("amount".to_owned(), SearchValue::Int(1200)),
+            ("customer".to_owned(), SearchValue::Keyword("acme".into())),
+            ("due".to_owned(), SearchValue::Time(1_798_070_400_000)),
+            ("vip".to_owned(), SearchValue::Bool(true)),
+        ]
+        .into();
+        assert_eq!(run.search, expected, "{language}");
+        let journal = block_on(store.journal(language)).unwrap();
+        let upserts = journal
+            .iter()
+            .filter(|r| matches!(&r.entry, Entry::Call { call: HostCall::UpsertSearchAttributes { .. }, .. }))
+            .count();
+        assert_eq!(upserts, 2, "{language}: {journal:?}");
     }
 }
