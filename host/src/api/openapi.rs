@@ -59,6 +59,7 @@ pub(crate) async fn document() -> Json<Value> {
                     "parameters": [
                         { "name": "workflow", "in": "query", "schema": { "type": "string" } },
                         { "name": "status", "in": "query", "schema": { "$ref": "#/components/schemas/Status" } },
+                        { "name": "query", "in": "query", "description": "a filter on fields and search attributes: workflow = \"order\" and amount > 1000", "schema": { "type": "string" } },
                         { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
                         { "name": "after", "in": "query", "description": "the `next` of the previous page", "schema": { "type": "string" } },
                         { "name": "order", "in": "query", "description": "id order; the ids the host makes are time-ordered, so `desc` lists the newest first", "schema": { "type": "string", "enum": ["asc", "desc"], "default": "asc" } }
@@ -132,6 +133,13 @@ pub(crate) async fn document() -> Json<Value> {
             "/tasks/{token}/heartbeat": { "post": {
                 "summary": "A worker is still on its task; without one within heartbeat_timeout_ms the task goes to another worker (404 task-gone then)",
                 "responses": merge(json!({ "200": { "description": "alive" } }), error_responses(&["401", "404"]))
+            } },
+            "/batch": { "post": {
+                "summary": "signal, cancel, terminate, delete or upgrade every run a query matches (at most 10,000), run by run; dry_run lists them only",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["query", "operation"], "properties": {
+                    "query": { "type": "string" }, "operation": { "type": "string", "enum": ["signal", "cancel", "terminate", "delete", "upgrade"] },
+                    "dry_run": { "type": "boolean" }, "signal": { "type": "string" }, "payload": {}, "reason": { "type": "string" }, "to": { "type": "integer" } } } } } },
+                "responses": merge(json!({ "200": { "description": "one outcome per run" } }), error_responses(&["400", "401"]))
             } },
             "/runs/{id}/reset": { "post": {
                 "summary": "A new run from the entries before `to`, on `version` (default current) once that version reproduces them in a scratch replay; the original, if live, is terminated. 409 reset-diverges names the first diverging seq",
