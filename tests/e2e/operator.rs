@@ -367,3 +367,65 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_limit_starts_every_queued_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    deploy_all(&api).await;
+    let put = |body: Value| {
+        let api = api.clone();
+        async move {
+            let url = format!("{}/workflows/mirror/concurrency", api.base);
+            reqwest::Client::new().put(url).json(&body).send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(put(json!({ "limit": 1 })).await, 200);
+    for i in 0..6 {
+        let body = json!({ "workflow": "mirror", "id": format!("q{i}"), "input": { "await_signal": true } });
+        assert_eq!(api.post_json("/runs", &body).await.0, 201);
+    }
+    assert_eq!(with_status(&api, "queued").await.len(), 5);
+    // No limit: every queued run starts and takes its first step.
+    assert_eq!(put(json!({})).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..6 {
+        while !journal(&api, &format!("q{i}")).await.iter().any(|e| e.to_string().contains("wait-signal")) {
+            assert!(Instant::now() < deadline, "q{i} never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(with_status(&api, "queued").await.is_empty());
+    let _ = server;
+}
+
+/// A fan-out parent's children wait for slots of their workflow's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_parents_children_wait_for_slots_of_their_workflows_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    for (name, kind) in [("family", "workflow"), ("hello", "workflow")] {
+        assert_eq!(api.deploy(name, kind, std::fs::read(wasm(name)).unwrap()).await.0, 201);
+    }
+    let url = format!("{}/workflows/hello/concurrency", api.base);
+    let response = reqwest::Client::new().put(url).json(&json!({ "limit": 1 })).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let names: Vec<String> = (0..8).map(|i| format!("n{i}")).collect();
+    assert_eq!(api.post_json("/runs", &json!({ "workflow": "family", "id": "fan", "input": names })).await.0, 201);
+    let run = api.wait("fan").await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["result"].as_array().map(Vec::len), Some(8), "{run}");
+    // From the children's journals: never two at once.
+    let (_, page) = api.get("/runs?workflow=hello&limit=100").await;
+    let mut spans = Vec::new();
+    for child in page["runs"].as_array().unwrap() {
+        assert_eq!(child["concurrency_key"], "", "{child}");
+        let entries = journal(&api, child["id"].as_str().unwrap()).await;
+        spans.push((entries[1]["at_ms"].as_u64().unwrap(), entries.last().unwrap()["at_ms"].as_u64().unwrap()));
+    }
+    assert_eq!(spans.len(), 8);
+    let most = spans.iter().map(|(from, _)| spans.iter().filter(|(a, b)| a <= from && from < b).count()).max();
+    assert!(most <= Some(1), "{most:?} children at once: {spans:?}");
+}

@@ -183,6 +183,16 @@ async fn triggers_backfills_and_bad_schedules() {
             "buffer-one",
         ),
         (json!({ "name": "a b", "workflow": "mirror", "every": "1m" }), "invalid-schedule-name", "letters"),
+        (
+            json!({ "name": "a", "workflow": "mirror", "start_at": "2020-01-01T00:00:00Z" }),
+            "invalid-schedule",
+            "in the past",
+        ),
+        (
+            json!({ "name": "a", "workflow": "mirror", "every": "1m", "catchup_window": "0s" }),
+            "invalid-schedule",
+            "at least 1s",
+        ),
         (json!({ "name": "a", "workflow": "nope", "every": "1m" }), "workflow-not-found", "cairn deploy nope"),
     ] {
         let (status, answer) = api.post_json("/schedules", &body).await;

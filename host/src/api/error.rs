@@ -65,6 +65,7 @@ impl From<StartError> for ApiError {
             }
             StartError::InvalidRunId(_) => ApiError::bad_request("invalid-run-id", e.to_string()),
             StartError::InvalidPriority(_) => ApiError::bad_request("invalid-priority", e.to_string()),
+            StartError::InvalidConcurrencyKey(_) => ApiError::bad_request("invalid-concurrency-key", e.to_string()),
             StartError::NotAWorkflow { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-component", e.to_string())
             }

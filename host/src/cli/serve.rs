@@ -137,6 +137,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // another host's runs are sent to it.
     runtime.set_peer_token(token.clone());
     let (runs, timers) = runtime.recover().await?;
+    // The shards taken at start are resumed too: their takeover ends here.
+    coordinator.resumed(&coordinator.owned());
     if runtime.store().shared() {
         // Activity components deployed on other hosts.
         let registry = Registry::new(runtime.clone());

@@ -395,7 +395,7 @@ impl Registry {
         }
         let query = RunQuery {
             version: Some(version),
-            statuses: vec![RunStatus::Running, RunStatus::Diverged, RunStatus::Paused],
+            statuses: vec![RunStatus::Running, RunStatus::Diverged, RunStatus::Paused, RunStatus::Queued],
             ..RunQuery::workflow(name)
         };
         let live = self.rt.store().all_runs(query).await?.len();

@@ -106,9 +106,7 @@ impl Runtime {
         }
         batch.extend(promote);
         self.store().commit(batch).await?;
-        for run in next {
-            self.wake(&run);
-        }
+        self.wake_bucket(next).await;
         if let Some(parent) = parent {
             self.wake(&parent.run_id);
         }

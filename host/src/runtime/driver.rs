@@ -443,9 +443,7 @@ impl Runtime {
         batch.push(Write::PutRun(meta));
         batch.extend(promote);
         self.inner.store.commit(batch).await?;
-        for queued in next {
-            self.wake(&queued);
-        }
+        self.wake_bucket(next).await;
         if ended {
             // Work still in flight for an ended run has no one to report to.
             state.abandon_work();

@@ -17,6 +17,9 @@ pub enum StartError {
         /// Its size.
         bytes: usize,
     },
+    /// The concurrency key is not usable.
+    #[error("invalid concurrency key {0:?}: use at most 128 characters, none of them control characters")]
+    InvalidConcurrencyKey(String),
     /// The priority is out of range.
     #[error("invalid priority {0}: use 1 (first) to 5 (last); 3 is the default")]
     InvalidPriority(u8),

@@ -364,6 +364,11 @@ impl Runtime {
         if let Some(p) = flow.priority.filter(|p| !(1..=5).contains(p)) {
             return Err(StartError::InvalidPriority(p));
         }
+        if let Some(key) = &flow.concurrency_key {
+            if key.len() > 128 || key.chars().any(char::is_control) {
+                return Err(StartError::InvalidConcurrencyKey(key.clone()));
+            }
+        }
         if req.input.len() > crate::journal::MAX_PAYLOAD_BYTES {
             return Err(StartError::InputTooLarge { bytes: req.input.len() });
         }
@@ -408,7 +413,9 @@ impl Runtime {
                 let version = meta.version.map(|v| v.to_string()).unwrap_or_default();
                 self.inner.metrics.runs_started.inc(&[&meta.workflow, &version]);
                 if limit.is_some() {
-                    // Queued, or given a slot by the same transaction.
+                    // Queued, or given a slot by the same transaction (which
+                    // may have started others of the bucket too).
+                    self.wake_bucket(meta.slot.as_ref().map(|s| (meta.workflow.clone(), s.key.clone()))).await;
                     return Ok(self.inner.store.run(&run_id).await?.unwrap_or(meta));
                 }
                 Ok(meta)
@@ -479,35 +486,49 @@ impl Runtime {
 
     /// When a run of a concurrency bucket ends: the write that gives its
     /// slot to the bucket's next queued runs (in the same transaction as the
-    /// end), and the runs that may get one, to wake once it is durable.
+    /// end), and the bucket, to wake once it is durable
+    /// ([`Runtime::wake_bucket`]).
     pub(crate) async fn release_slot(
         &self,
         meta: &RunMeta,
-    ) -> Result<(Option<Write>, Vec<String>), crate::store::StoreError> {
+    ) -> Result<(Option<Write>, Option<(String, String)>), crate::store::StoreError> {
         let Some(slot) = meta.slot.as_ref().filter(|_| meta.status.is_final()) else {
-            return Ok((None, Vec::new()));
+            return Ok((None, None));
         };
         let deployment = self.inner.store.deployment(&meta.workflow).await?;
         // No limit any more: every queued run of the bucket may go.
         let limit = deployment.and_then(|d| d.concurrency).and_then(|c| c.limit_of(&slot.key)).unwrap_or(u32::MAX);
-        let next = self.inner.store.queued(&meta.workflow, &slot.key, limit.min(1000) as usize).await?;
         let promote = Write::Promote { workflow: meta.workflow.clone(), key: slot.key.clone(), limit };
-        Ok((Some(promote), next))
+        Ok((Some(promote), Some((meta.workflow.clone(), slot.key.clone()))))
+    }
+
+    /// Wakes the runs holding a bucket's slots: those a promote just
+    /// started among them (waking a run already going is a no-op). With
+    /// several hosts, the promote also left wake-up rows for their hosts.
+    pub(crate) async fn wake_bucket(&self, bucket: Option<(String, String)>) {
+        let Some((workflow, key)) = bucket else { return };
+        match self.inner.store.holding(&workflow, &key, 100_000).await {
+            Ok(runs) => {
+                for run_id in runs {
+                    self.wake(&run_id);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%workflow, %key, error = %e, "could not read a concurrency bucket; its new runs start at the next recovery")
+            }
+        }
     }
 
     /// Gives free slots of a bucket to its queued runs and wakes them (a
     /// limit was raised or removed).
     pub async fn admit(&self, workflow: &str, key: &str, limit: Option<u32>) -> Result<(), crate::store::StoreError> {
         let limit = limit.unwrap_or(u32::MAX);
-        let next = self.inner.store.queued(workflow, key, limit.min(1000) as usize).await?;
-        if next.is_empty() {
+        if self.inner.store.queued(workflow, key, 1).await?.is_empty() {
             return Ok(());
         }
         let promote = Write::Promote { workflow: workflow.to_owned(), key: key.to_owned(), limit };
         self.inner.store.commit(vec![promote]).await?;
-        for run_id in next {
-            self.wake(&run_id);
-        }
+        self.wake_bucket(Some((workflow.to_owned(), key.to_owned()))).await;
         Ok(())
     }
 

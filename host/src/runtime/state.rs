@@ -692,9 +692,10 @@ impl WorkflowState {
             Ok(d) => d,
             Err(e) => return Err(self.stop_with(e.into())),
         };
-        let current = deployment
-            .filter(|d| d.kind == crate::store::ComponentKind::Workflow)
-            .and_then(|d| d.current_version().cloned());
+        let deployment = deployment.filter(|d| d.kind == crate::store::ComponentKind::Workflow);
+        // A child takes a slot of its workflow's shared bucket like any run.
+        let limit = deployment.as_ref().and_then(|d| d.concurrency.as_ref()).and_then(|c| c.limit_of(""));
+        let current = deployment.and_then(|d| d.current_version().cloned());
         let Some(version) = current else {
             let failure = Failure::new(
                 "workflow-not-found",
@@ -729,12 +730,22 @@ impl WorkflowState {
             return Err(self.stop_with(e));
         }
         let mut batch = self.take_pending();
+        if limit.is_some() {
+            meta.slot = Some(crate::store::Slot { key: String::new(), priority: 3 });
+            meta.status = crate::store::RunStatus::Queued;
+        }
         batch.push(Write::PutRun(meta));
         batch.push(Write::Append { run_id: child_id.clone(), record: start });
+        if let Some(limit) = limit {
+            batch.push(Write::Promote { workflow: workflow.to_owned(), key: String::new(), limit });
+        }
         if let Err(e) = self.rt.store().commit(batch).await {
             return Err(self.stop_with(e.into()));
         }
         self.rt.wake(&child_id);
+        if limit.is_some() {
+            self.rt.wake_bucket(Some((workflow.to_owned(), String::new()))).await;
+        }
         Ok(())
     }
 

@@ -120,6 +120,9 @@ impl ComponentCache {
             writes.push(Write::PutCompiled { sha256: sha256.clone(), engine: fingerprint, bytes: artifact });
             return Ok((self.remember(&sha256, component), writes));
         }
+        // The bytes ride along even when stored: a retired version's
+        // component collected at the same moment is then put back.
+        writes.push(Write::PutComponent { sha256: sha256.clone(), bytes: bytes.into() });
         Ok((self.load_stored(&sha256).await?, writes))
     }
 

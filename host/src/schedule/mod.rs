@@ -137,6 +137,21 @@ impl Schedules {
             return Err(ScheduleError::InvalidName(name));
         }
         when::validate(&spec.when)?;
+        let now = now_ms();
+        if let When::At { at_ms } = spec.when {
+            if at_ms <= now {
+                return Err(ScheduleError::InvalidSpec(format!(
+                    "start_at {} is in the past; to start a run now, use `cairn start`",
+                    rfc3339(at_ms)
+                )));
+            }
+        }
+        if spec.catchup_window_ms < 1000 {
+            return Err(ScheduleError::InvalidSpec(format!(
+                "the catch-up window is {} ms; it must be at least 1s (a firing is handled up to about a second late)",
+                spec.catchup_window_ms
+            )));
+        }
         crate::journal::check_json(&spec.input).map_err(|e| ScheduleError::InvalidInput(e.to_string()))?;
         if spec.input.len() > crate::journal::MAX_PAYLOAD_BYTES {
             return Err(ScheduleError::InvalidInput(format!(
@@ -151,7 +166,6 @@ impl Schedules {
         if self.rt.store().schedule(&name).await?.is_some() {
             return Err(ScheduleError::Exists(name));
         }
-        let now = now_ms();
         let schedule = Schedule {
             name: name.clone(),
             revision: 1,

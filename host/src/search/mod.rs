@@ -49,6 +49,14 @@ pub const MAX_ATTRIBUTES: usize = 64;
 /// Applies an `upsert-search-attributes` argument to `current`, or says
 /// what is wrong with it.
 pub fn upsert(current: &mut BTreeMap<String, SearchValue>, json: &str) -> Result<(), String> {
+    // All or nothing: a refused call leaves the attributes as they were.
+    let mut next = current.clone();
+    apply(&mut next, json)?;
+    *current = next;
+    Ok(())
+}
+
+fn apply(current: &mut BTreeMap<String, SearchValue>, json: &str) -> Result<(), String> {
     let value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("search attributes are not JSON: {e}"))?;
     let serde_json::Value::Object(map) = value else {

@@ -149,10 +149,17 @@ fn tokens(text: &str) -> Result<Vec<(usize, Token)>, QueryError> {
     Ok(out)
 }
 
+/// Longest query, in bytes.
+pub const MAX_QUERY_BYTES: usize = 4096;
+
+/// Deepest nesting of parentheses.
+const MAX_DEPTH: usize = 32;
+
 struct Parser {
     tokens: Vec<(usize, Token)>,
     pos: usize,
     len: usize,
+    depth: usize,
 }
 
 impl Parser {
@@ -194,8 +201,13 @@ impl Parser {
         let token = self.tokens.get(self.pos).map(|(_, t)| t.clone());
         match token {
             Some(Token::Open) => {
+                if self.depth == MAX_DEPTH {
+                    return Err(self.err(format!("parentheses nest deeper than {MAX_DEPTH}")));
+                }
                 self.pos += 1;
+                self.depth += 1;
                 let inner = self.or()?;
+                self.depth -= 1;
                 match self.tokens.get(self.pos) {
                     Some((_, Token::Close)) => {
                         self.pos += 1;
@@ -228,8 +240,11 @@ impl Parser {
 impl Query {
     /// Parses `text`.
     pub fn parse(text: &str) -> Result<Query, QueryError> {
+        if text.len() > MAX_QUERY_BYTES {
+            return Err(QueryError { at: 0, message: format!("the query is over {MAX_QUERY_BYTES} bytes") });
+        }
         let tokens = tokens(text)?;
-        let mut parser = Parser { tokens, pos: 0, len: text.chars().count() };
+        let mut parser = Parser { tokens, pos: 0, len: text.chars().count(), depth: 0 };
         let root = parser.or()?;
         if parser.pos < parser.tokens.len() {
             return Err(parser.err("expected `and`, `or` or the end of the query"));
@@ -376,6 +391,11 @@ mod tests {
             let e = Query::parse(text).unwrap_err().to_string();
             assert!(e.contains(says), "{text}: {e}");
         }
+        let deep = format!("{}a = 1{}", "(".repeat(33), ")".repeat(33));
+        assert!(Query::parse(&deep).unwrap_err().to_string().contains("nest deeper"));
+        assert!(Query::parse(&format!("{}a = 1{}", "(".repeat(32), ")".repeat(32))).is_ok());
+        let long = format!("a = \"{}\"", "x".repeat(5000));
+        assert!(Query::parse(&long).unwrap_err().to_string().contains("over 4096 bytes"));
     }
 
     #[test]

@@ -265,6 +265,10 @@ pub trait Storage: Send + Sync {
     /// How many runs are in `status`.
     async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError>;
 
+    /// The runs holding slots of a concurrency bucket (at most `limit`):
+    /// after a promote, the ones to wake.
+    async fn holding(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError>;
+
     /// The queued runs of a concurrency bucket in the order they get
     /// slots, at most `limit`.
     async fn queued(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError>;
@@ -550,6 +554,11 @@ impl Store {
     /// How many runs have not ended.
     pub async fn count_running(&self) -> Result<u64, StoreError> {
         self.backend.count_runs(RunStatus::Running).await
+    }
+
+    /// The runs holding slots of a concurrency bucket, at most `limit`.
+    pub async fn holding(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.backend.holding(workflow, key, limit).await
     }
 
     /// The queued runs of a concurrency bucket in the order they get

@@ -136,7 +136,7 @@ impl Upgrader {
             .ok_or_else(|| VersionError::VersionNotFound { name: meta.workflow.clone(), version: to })?
             .clone();
         let from = meta.version;
-        if !matches!(meta.status, RunStatus::Running | RunStatus::Diverged | RunStatus::Paused) {
+        if !matches!(meta.status, RunStatus::Running | RunStatus::Diverged | RunStatus::Paused | RunStatus::Queued) {
             return Ok(RunUpgrade::Skipped {
                 run_id: run_id.to_owned(),
                 reason: format!("the run has {}", meta.status.as_str()),
@@ -151,7 +151,7 @@ impl Upgrader {
         // The run may have ended between the first read and the hold; an
         // ended run is never switched (its journal must end with its end).
         let meta = self.rt.store().run(run_id).await?.ok_or_else(|| UpgradeError::RunNotFound(run_id.to_owned()))?;
-        if !matches!(meta.status, RunStatus::Running | RunStatus::Diverged | RunStatus::Paused) {
+        if !matches!(meta.status, RunStatus::Running | RunStatus::Diverged | RunStatus::Paused | RunStatus::Queued) {
             return Ok(RunUpgrade::Skipped {
                 run_id: run_id.to_owned(),
                 reason: format!("the run has {}", meta.status.as_str()),
@@ -191,7 +191,7 @@ impl Upgrader {
         }
         let query = RunQuery {
             version: Some(from),
-            statuses: vec![RunStatus::Running, RunStatus::Diverged, RunStatus::Paused],
+            statuses: vec![RunStatus::Running, RunStatus::Diverged, RunStatus::Paused, RunStatus::Queued],
             ..RunQuery::workflow(name)
         };
         let runs: Vec<String> = self.rt.store().all_runs(query).await?.into_iter().map(|m| m.id).collect();

@@ -8,8 +8,9 @@
 //! given). Work the kept entries started and did not finish (activities,
 //! timers, children) is started again by the new run when it goes live, as
 //! after a crash; signals the original consumed after SEQ are not sent
-//! again. The original, if still live, is terminated with a reason naming
-//! the new run.
+//! again. The original, if still live, is terminated first, with a reason
+//! naming the new run, so the two never run at once; a run of a
+//! concurrency bucket is reset into the same bucket (queued for a slot).
 
 use super::{UpgradeError, Upgrader};
 use crate::journal::{Divergence, Entry, Record};
@@ -145,8 +146,9 @@ impl Upgrader {
             shard: store.shard_for(&new_id),
             created_ms: now,
             updated_ms: now,
-            // Outside any concurrency bucket: it was not admitted by one.
-            slot: None,
+            // Set again by the kept entries as they replay: none from after
+            // the seq.
+            search: Default::default(),
             ..original.clone()
         };
         // Verified first, under the new run's own id (a workflow may read
@@ -166,15 +168,30 @@ impl Upgrader {
             }
             Err(e) => return Err(UpgradeError::Verify(e).into()),
         }
-        let mut batch = vec![Write::PutRun(meta.clone())];
-        batch.extend(kept.into_iter().map(|record| Write::Append { run_id: new_id.clone(), record }));
-        store.commit(batch).await.map_err(UpgradeError::from)?;
-        self.rt.wake(&new_id);
+        // The original stops first, so the two never run at once; if it
+        // cannot be stopped, nothing is written.
         let live = !original.status.is_final();
         if live {
             let reason = format!("reset to seq {seq} as run {new_id}");
             self.rt.terminate(run_id, &reason).await.map_err(UpgradeError::from)?;
         }
+        // In the original's concurrency bucket, it waits for a slot like
+        // any start.
+        let mut meta = meta;
+        let mut promote = None;
+        if let Some(slot) = &meta.slot {
+            let limit = deployment.concurrency.as_ref().and_then(|c| c.limit_of(&slot.key)).unwrap_or(u32::MAX);
+            meta.status = RunStatus::Queued;
+            promote = Some(Write::Promote { workflow: meta.workflow.clone(), key: slot.key.clone(), limit });
+        }
+        let bucket = meta.slot.as_ref().map(|s| (meta.workflow.clone(), s.key.clone()));
+        let mut batch = vec![Write::PutRun(meta.clone())];
+        batch.extend(kept.into_iter().map(|record| Write::Append { run_id: new_id.clone(), record }));
+        batch.extend(promote);
+        store.commit(batch).await.map_err(UpgradeError::from)?;
+        self.rt.wake(&new_id);
+        self.rt.wake_bucket(bucket).await;
+        let meta = store.run(&new_id).await.map_err(UpgradeError::from)?.unwrap_or(meta);
         tracing::info!(run_id, seq, version, new = %new_id, "run reset");
         Ok(Reset { run: meta, from: run_id.to_owned(), kept: seq, terminated_original: live })
     }

@@ -138,7 +138,8 @@ impl Leases {
             let txn = client.transaction().await.map_err(pg_err)?;
             let found = txn
                 .query(
-                    "SELECT shard, owner IS NOT NULL, extract(epoch FROM now() - lease_until)::float8 FROM cairn_shards \
+                    "SELECT shard, owner IS NOT NULL AND (owner <> $1 OR lease_until < now()), \
+                     extract(epoch FROM now() - lease_until)::float8 FROM cairn_shards \
                      WHERE (lease_until < now() OR owner = $1) AND NOT shard = ANY($3) \
                      ORDER BY shard LIMIT $2 FOR UPDATE SKIP LOCKED",
                     &[

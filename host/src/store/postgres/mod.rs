@@ -399,6 +399,19 @@ impl super::Storage for PgStorage {
         Ok(page)
     }
 
+    async fn holding(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT run_id FROM cairn_runs WHERE workflow = $1 AND slot_key = $2 AND status = 'running' LIMIT $3",
+                &[&workflow, &key, &(limit as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn queued(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let rows = self
             .client()
@@ -921,8 +934,12 @@ const DELETE_RUN: &str = "WITH j AS (DELETE FROM cairn_journal WHERE run_id = $1
     t AS (DELETE FROM cairn_timers WHERE run_id = $1), s AS (DELETE FROM cairn_signals WHERE run_id = $1), \
     a AS (DELETE FROM cairn_attempts WHERE run_id = $1), w AS (DELETE FROM cairn_wakeups WHERE run_id = $1) \
     DELETE FROM cairn_runs WHERE run_id = $1";
-const DELETE_COMPONENT: &str = "WITH c AS (DELETE FROM cairn_compiled WHERE sha256 = $1) \
-    DELETE FROM cairn_components WHERE sha256 = $1";
+/// Only while no deployment refers to it (a deploy of the same bytes
+/// committed meanwhile keeps them).
+const DELETE_COMPONENT: &str = "WITH unused AS (SELECT $1::text AS sha WHERE NOT EXISTS \
+    (SELECT 1 FROM cairn_deployments WHERE strpos(convert_from(row, 'UTF8'), $1::text) > 0)), \
+    c AS (DELETE FROM cairn_compiled WHERE sha256 IN (SELECT sha FROM unused)) \
+    DELETE FROM cairn_components WHERE sha256 IN (SELECT sha FROM unused)";
 const DROP_SIGNALS: &str = "DELETE FROM cairn_signals WHERE run_id = $1";
 const APPEND: &str = "INSERT INTO cairn_journal (run_id, seq, record) \
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[]) ON CONFLICT (run_id, seq) DO NOTHING";

@@ -87,6 +87,22 @@ pub(super) fn promotable(
     Ok(out)
 }
 
+/// The runs holding a bucket's slots (at most `limit`).
+pub(super) fn holding(db: &Database, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let index = txn.open_table(RUN_INDEX).map_err(db_err)?;
+    let active = active_key(workflow, key);
+    let end = format!("{active}\0");
+    let mut out = Vec::new();
+    for row in index.range::<(&str, &str)>((active.as_str(), "")..(end.as_str(), "")).map_err(db_err)? {
+        out.push(row.map_err(db_err)?.0.value().1.to_owned());
+        if out.len() == limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// The queued runs of a bucket, in the order they get slots (at most
 /// `limit`).
 pub(super) fn queued(db: &Database, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {

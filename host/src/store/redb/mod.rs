@@ -407,6 +407,10 @@ impl super::Storage for RedbStorage {
         index::count(&*self.db()?, &index::status_key(status))
     }
 
+    async fn holding(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        index::holding(&*self.db()?, workflow, key, limit)
+    }
+
     async fn queued(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         index::queued(&*self.db()?, workflow, key, limit)
     }

@@ -881,8 +881,19 @@ fn apply<'a>(
                         }
                         Write::DeleteComponent { sha256 } => {
                             let sha = sha256.as_str();
-                            components.remove(sha)?;
-                            compiled.retain_in((sha, "")..=(sha, "\u{10ffff}"), |_, _| false)?;
+                            // Not while a deployment (committed before, or
+                            // earlier in this transaction) refers to it.
+                            let mut referred = false;
+                            for row in deployments.iter()? {
+                                let (_, row) = row?;
+                                if let Ok(d) = serde_json::from_slice::<crate::store::Deployment>(row.value()) {
+                                    referred |= d.versions.iter().chain(&d.retired).any(|v| v.sha256 == sha);
+                                }
+                            }
+                            if !referred {
+                                components.remove(sha)?;
+                                compiled.retain_in((sha, "")..=(sha, "\u{10ffff}"), |_, _| false)?;
+                            }
                         }
                     }
                     Ok(())
