@@ -429,3 +429,55 @@ async fn a_fan_out_parents_children_wait_for_slots_of_their_workflows_limit() {
     let most = spans.iter().map(|(from, _)| spans.iter().filter(|(a, b)| a <= from && from < b).count()).max();
     assert!(most <= Some(1), "{most:?} children at once: {spans:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_starts_runs_no_faster_than_its_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = Api::new(&server);
+    deploy_all(&api).await;
+    let put = |body: Value| {
+        let api = api.clone();
+        async move {
+            let url = format!("{}/workflows/mirror/concurrency", api.base);
+            let response = reqwest::Client::new().put(url).json(&body).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    for bad in [json!({ "rate": "fast" }), json!({ "rate": "0/s" }), json!({ "rate": "5/week" }), json!({ "burst": 3 })]
+    {
+        let (code, body) = put(bad.clone()).await;
+        assert_eq!((code, body["code"].as_str()), (400, Some("invalid-rate")), "{bad}: {body}");
+    }
+    // One start every 250 ms per key, two at once after a quiet spell.
+    let (code, body) = put(json!({ "rate": "4/s", "burst": 2 })).await;
+    assert_eq!((code, &body["rate"]), (200, &json!({ "every_ms": 250, "burst": 2 })), "{body}");
+    let starts = (0..8).map(|i| {
+        let api = api.clone();
+        async move {
+            let body =
+                json!({ "workflow": "mirror", "id": format!("t{i}"), "input": { "n": i }, "concurrency_key": "k" });
+            assert_eq!(api.post_json("/runs", &body).await.0, 201);
+        }
+    });
+    futures_util::future::join_all(starts).await;
+    let mut firsts = Vec::new();
+    for i in 0..8 {
+        assert_eq!(api.wait(&format!("t{i}")).await["status"], "completed");
+        firsts.push(journal(&api, &format!("t{i}")).await[1]["at_ms"].as_u64().unwrap());
+    }
+    firsts.sort();
+    // Never faster than the rate: the k-th start (after the burst of two)
+    // comes at least (k - 1) × 250 ms after the first (less a little: a
+    // run's first step is a moment after its start).
+    for (k, at) in firsts.iter().enumerate().skip(2) {
+        let earliest = firsts[0] + (k as u64 - 1) * 250;
+        assert!(
+            at + 60 >= earliest,
+            "start {k} at +{} ms, before +{} ms: {firsts:?}",
+            at - firsts[0],
+            earliest - firsts[0]
+        );
+    }
+    let _ = server;
+}

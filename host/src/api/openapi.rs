@@ -74,7 +74,7 @@ pub(crate) async fn document() -> Json<Value> {
             "/workflows/{name}/concurrency": { "put": {
                 "summary": "Concurrency limits: {\"limit\": N, \"keys\": {\"KEY\": N}}: at most N runs of one concurrency key at once (runs without a key share one); the rest are queued, by priority then age. {} removes them",
                 "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
-                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "limit": { "type": "integer", "minimum": 1 }, "keys": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 1 } } } } } } },
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "limit": { "type": "integer", "minimum": 1 }, "keys": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 1 } }, "rate": { "type": "string", "description": "N/s, N/min or N/h per key" }, "burst": { "type": "integer", "minimum": 1 } } } } } },
                 "responses": merge(json!({ "200": { "description": "set" } }), error_responses(&["400", "401", "404"]))
             } },
             "/workflows/{name}/retention": { "put": {

@@ -622,6 +622,29 @@ pub(crate) struct ConcurrencyBody {
     /// Limits of particular keys.
     #[serde(default)]
     keys: std::collections::BTreeMap<String, u32>,
+    /// How fast runs of one key may start: `10/s`, `100/min`, `5/h`.
+    #[serde(default)]
+    rate: Option<String>,
+    /// Most starts at once after a quiet spell (default: the rate's count).
+    #[serde(default)]
+    burst: Option<u32>,
+}
+
+/// `N/s`, `N/min` or `N/h` as a token every so many ms, and `N`.
+fn parse_rate(text: &str) -> Result<(u64, u32), String> {
+    let (n, unit) =
+        text.trim().split_once('/').ok_or_else(|| format!("{text:?} is not a rate such as 10/s, 100/min or 5/h"))?;
+    let n: u32 = n.trim().parse().map_err(|_| format!("{text:?}: {n:?} is not a whole number of starts"))?;
+    let unit_ms: u64 = match unit.trim() {
+        "s" | "sec" | "second" => 1_000,
+        "m" | "min" | "minute" => 60_000,
+        "h" | "hour" => 3_600_000,
+        other => return Err(format!("{text:?}: unknown unit {other:?}; use s, min or h")),
+    };
+    if n == 0 || u64::from(n) > unit_ms {
+        return Err(format!("{text:?}: a rate is 1 to {unit_ms} starts per {}", unit.trim()));
+    }
+    Ok((unit_ms / u64::from(n), n))
 }
 
 /// Sets a workflow's concurrency limits (`{}` removes them).
@@ -637,12 +660,31 @@ pub(crate) async fn set_concurrency(
             "a concurrency limit is at least 1 (to stop a workflow's runs, pause them)",
         ));
     }
-    let concurrency = crate::store::Concurrency { limit: body.limit, keys: body.keys };
+    let rate = match body.rate.as_deref() {
+        Some(text) => {
+            let (every_ms, n) = parse_rate(text).map_err(|e| ApiError::bad_request("invalid-rate", e))?;
+            let burst = body.burst.unwrap_or(n);
+            if burst == 0 {
+                return Err(ApiError::bad_request("invalid-rate", "a burst is at least 1"));
+            }
+            Some(crate::store::Rate { every_ms, burst })
+        }
+        None if body.burst.is_some() => {
+            return Err(ApiError::bad_request("invalid-rate", "a burst goes with a rate (\"rate\": \"10/s\")"))
+        }
+        None => None,
+    };
+    let concurrency = crate::store::Concurrency { limit: body.limit, keys: body.keys, rate };
     let registry = app.registry.clone();
     let workflow = name.clone();
     let d = detached(async move { registry.set_concurrency(&workflow, Some(concurrency)).await }).await?;
     let concurrency = d.concurrency.unwrap_or_default();
-    Ok(Json(serde_json::json!({ "workflow": name, "limit": concurrency.limit, "keys": concurrency.keys })))
+    Ok(Json(serde_json::json!({
+        "workflow": name,
+        "limit": concurrency.limit,
+        "keys": concurrency.keys,
+        "rate": concurrency.rate,
+    })))
 }
 
 #[derive(Deserialize)]

@@ -566,10 +566,11 @@ pub async fn concurrency(
     name: &str,
     limit: Option<u32>,
     keys: &[String],
+    (rate, burst): (Option<String>, Option<u32>),
     clear: bool,
 ) -> anyhow::Result<ExitCode> {
     let client = Client::new(args);
-    let body = if !clear && limit.is_none() && keys.is_empty() {
+    let body = if !clear && limit.is_none() && keys.is_empty() && rate.is_none() {
         let versions = client.get(&format!("/workflows/{}/versions", segment(name)?)).await?;
         versions["concurrency"].clone()
     } else {
@@ -582,7 +583,7 @@ pub async fn concurrency(
             per_key.insert(k.to_owned(), n.into());
         }
         let url = client.url(&format!("/workflows/{}/concurrency", segment(name)?));
-        let body = serde_json::json!({ "limit": limit, "keys": per_key });
+        let body = serde_json::json!({ "limit": limit, "keys": per_key, "rate": rate, "burst": burst });
         client.send(client.http.put(url).json(&body)).await?
     };
     if args.json {
@@ -591,9 +592,15 @@ pub async fn concurrency(
     }
     let limit = body["limit"].as_u64();
     let keys = body["keys"].as_object().cloned().unwrap_or_default();
-    if limit.is_none() && keys.is_empty() {
+    if let Some(every) = body["rate"]["every_ms"].as_u64() {
+        println!(
+            "{name}: each concurrency key starts a run every {every} ms at most, bursts of {}",
+            body["rate"]["burst"]
+        );
+    }
+    if limit.is_none() && keys.is_empty() && body["rate"].is_null() {
         println!("{name}: no concurrency limits");
-    } else {
+    } else if limit.is_some() || !keys.is_empty() {
         match limit {
             Some(n) => println!("{name}: at most {n} runs of each concurrency key at once"),
             None => println!("{name}: no limit for keys without their own"),

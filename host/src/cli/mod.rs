@@ -445,8 +445,14 @@ enum Command {
         /// The limit of one key, as KEY=N (repeatable).
         #[arg(long = "key", value_name = "KEY=N")]
         keys: Vec<String>,
+        /// How fast runs of one key may start: 10/s, 100/min, 5/h.
+        #[arg(long)]
+        rate: Option<String>,
+        /// Most starts at once after a quiet spell (default: the rate's count).
+        #[arg(long, requires = "rate")]
+        burst: Option<u32>,
         /// Remove every limit (queued runs start).
-        #[arg(long, conflicts_with_all = ["limit", "keys"])]
+        #[arg(long, conflicts_with_all = ["limit", "keys", "rate"])]
         clear: bool,
         #[command(flatten)]
         client: ClientArgs,
@@ -531,8 +537,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start { workflow, id, input, wait, concurrency_key, priority, client } => {
             client::start(&client, &workflow, id, &input, wait, (concurrency_key, priority)).await
         }
-        Command::Concurrency { name, limit, keys, clear, client } => {
-            client::concurrency(&client, &name, limit, &keys, clear).await
+        Command::Concurrency { name, limit, keys, rate, burst, clear, client } => {
+            client::concurrency(&client, &name, limit, &keys, (rate, burst), clear).await
         }
         Command::Status { run_id, client } => client::status(&client, &run_id).await,
         Command::Result { run_id, wait, client } => client::result(&client, &run_id, wait).await,

@@ -173,6 +173,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(state.schedules().clone().drive());
     let retention = cairn_host::retention::Retention::new(runtime.clone(), default_retention);
     tokio::spawn(retention.drive(Duration::from_millis(args.retention_sweep_ms.max(10))));
+    tokio::spawn(runtime.clone().admit_throttled(Duration::from_millis(100)));
     cairn_host::api::serve(listener, router(state), connections, shutdown_signal(term))
         .await
         .context("the HTTP server failed")?;

@@ -435,7 +435,7 @@ impl Registry {
         let d = {
             let _guard = self.deploying.lock().await;
             let mut d = self.workflow_deployment(name).await?;
-            d.concurrency = concurrency.filter(|c| c.limit.is_some() || !c.keys.is_empty());
+            d.concurrency = concurrency.filter(|c| c.limit.is_some() || !c.keys.is_empty() || c.rate.is_some());
             d.revision += 1;
             self.rt.store().commit(vec![Write::PutDeployment(d.clone())]).await?;
             d
@@ -450,8 +450,8 @@ impl Registry {
         keys.sort();
         keys.dedup();
         for key in keys {
-            let limit = d.concurrency.as_ref().and_then(|c| c.limit_of(&key));
-            self.rt.admit(name, &key, limit).await?;
+            let admission = d.concurrency.as_ref().and_then(|c| c.admission(&key));
+            self.rt.admit(name, &key, admission).await?;
         }
         Ok(d)
     }

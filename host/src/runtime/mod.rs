@@ -394,7 +394,7 @@ impl Runtime {
         let (mut meta, start) = self.new_run(&req.workflow, &req.component.sha256, &req.input, &run_id, req.version);
         let limits = self.inner.store.deployment(&req.workflow).await?.and_then(|d| d.concurrency);
         let key = flow.concurrency_key.clone().unwrap_or_default();
-        let limit = limits.as_ref().and_then(|l| l.limit_of(&key));
+        let limit = limits.as_ref().and_then(|l| l.admission(&key));
         if flow.concurrency_key.is_some() || limit.is_some() {
             meta.slot = Some(crate::store::Slot { key: key.clone(), priority: flow.priority.unwrap_or(3) });
         }
@@ -403,7 +403,7 @@ impl Runtime {
             meta.status = RunStatus::Queued;
             batch.push(Write::PutRun(meta.clone()));
             batch.push(Write::Append { run_id: run_id.clone(), record: start });
-            batch.push(Write::Promote { workflow: req.workflow.clone(), key, limit });
+            batch.push(Write::Promote { workflow: req.workflow.clone(), key, admission: limit });
         } else {
             batch.push(Write::PutRun(meta.clone()));
             batch.push(Write::Append { run_id: run_id.clone(), record: start });
@@ -497,8 +497,11 @@ impl Runtime {
         };
         let deployment = self.inner.store.deployment(&meta.workflow).await?;
         // No limit any more: every queued run of the bucket may go.
-        let limit = deployment.and_then(|d| d.concurrency).and_then(|c| c.limit_of(&slot.key)).unwrap_or(u32::MAX);
-        let promote = Write::Promote { workflow: meta.workflow.clone(), key: slot.key.clone(), limit };
+        let admission = deployment
+            .and_then(|d| d.concurrency)
+            .and_then(|c| c.admission(&slot.key))
+            .unwrap_or(crate::store::Admission::OPEN);
+        let promote = Write::Promote { workflow: meta.workflow.clone(), key: slot.key.clone(), admission };
         Ok((Some(promote), Some((meta.workflow.clone(), slot.key.clone()))))
     }
 
@@ -519,14 +522,60 @@ impl Runtime {
         }
     }
 
+    /// Starts the queued runs of rate-limited buckets as their tokens come,
+    /// every `every`, while this host holds shard 0 (one host at a time).
+    pub async fn admit_throttled(self, every: std::time::Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if !self.coordinator().owns(0) {
+                continue;
+            }
+            let deployments = match self.inner.store.deployments().await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the deployments for rate limits");
+                    continue;
+                }
+            };
+            for d in deployments {
+                let Some(limits) = d.concurrency.filter(|c| c.rate.is_some()) else { continue };
+                let query = crate::store::RunQuery {
+                    statuses: vec![RunStatus::Queued],
+                    limit: 1000,
+                    ..crate::store::RunQuery::workflow(&d.name)
+                };
+                let queued = match self.inner.store.runs(&query).await {
+                    Ok(page) => page.runs,
+                    Err(e) => {
+                        tracing::warn!(workflow = %d.name, error = %e, "could not read queued runs");
+                        continue;
+                    }
+                };
+                let mut keys: Vec<String> = queued.into_iter().filter_map(|m| m.slot.map(|s| s.key)).collect();
+                keys.sort();
+                keys.dedup();
+                for key in keys {
+                    if let Err(e) = self.admit(&d.name, &key, limits.admission(&key)).await {
+                        tracing::warn!(workflow = %d.name, %key, error = %e, "could not admit rate-limited runs");
+                    }
+                }
+            }
+        }
+    }
+
     /// Gives free slots of a bucket to its queued runs and wakes them (a
     /// limit was raised or removed).
-    pub async fn admit(&self, workflow: &str, key: &str, limit: Option<u32>) -> Result<(), crate::store::StoreError> {
-        let limit = limit.unwrap_or(u32::MAX);
+    pub async fn admit(
+        &self,
+        workflow: &str,
+        key: &str,
+        admission: Option<crate::store::Admission>,
+    ) -> Result<(), crate::store::StoreError> {
+        let admission = admission.unwrap_or(crate::store::Admission::OPEN);
         if self.inner.store.queued(workflow, key, 1).await?.is_empty() {
             return Ok(());
         }
-        let promote = Write::Promote { workflow: workflow.to_owned(), key: key.to_owned(), limit };
+        let promote = Write::Promote { workflow: workflow.to_owned(), key: key.to_owned(), admission };
         self.inner.store.commit(vec![promote]).await?;
         self.wake_bucket(Some((workflow.to_owned(), key.to_owned()))).await;
         Ok(())

@@ -694,7 +694,7 @@ impl WorkflowState {
         };
         let deployment = deployment.filter(|d| d.kind == crate::store::ComponentKind::Workflow);
         // A child takes a slot of its workflow's shared bucket like any run.
-        let limit = deployment.as_ref().and_then(|d| d.concurrency.as_ref()).and_then(|c| c.limit_of(""));
+        let limit = deployment.as_ref().and_then(|d| d.concurrency.as_ref()).and_then(|c| c.admission(""));
         let current = deployment.and_then(|d| d.current_version().cloned());
         let Some(version) = current else {
             let failure = Failure::new(
@@ -736,8 +736,8 @@ impl WorkflowState {
         }
         batch.push(Write::PutRun(meta));
         batch.push(Write::Append { run_id: child_id.clone(), record: start });
-        if let Some(limit) = limit {
-            batch.push(Write::Promote { workflow: workflow.to_owned(), key: String::new(), limit });
+        if let Some(admission) = limit {
+            batch.push(Write::Promote { workflow: workflow.to_owned(), key: String::new(), admission });
         }
         if let Err(e) = self.rt.store().commit(batch).await {
             return Err(self.stop_with(e.into()));

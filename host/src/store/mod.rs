@@ -35,8 +35,8 @@ pub use self::redb::power;
 pub use self::redb::LogDamage;
 pub use check::CheckReport;
 pub use rows::{
-    Buffered, ComponentKind, Concurrency, Deployment, Firing, Overlap, ParentLink, RunMeta, RunPage, RunQuery,
-    RunStatus, Schedule, ScheduleSpec, ScheduleState, Slot, StoredCompletion, StoredSignal, Version, When,
+    Admission, Buffered, ComponentKind, Concurrency, Deployment, Firing, Overlap, ParentLink, Rate, RunMeta, RunPage,
+    RunQuery, RunStatus, Schedule, ScheduleSpec, ScheduleState, Slot, StoredCompletion, StoredSignal, Version, When,
     RECENT_FIRINGS,
 };
 pub use tasks::{TaskBoard, TaskState};

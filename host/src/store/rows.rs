@@ -91,6 +91,28 @@ pub struct Concurrency {
     /// Per key.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub keys: std::collections::BTreeMap<String, u32>,
+    /// How fast runs of one key may start (each key its own bucket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+}
+
+/// A token bucket: one start every `every_ms`, up to `burst` at once after
+/// a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    /// One token per this many ms.
+    pub every_ms: u64,
+    /// Most tokens saved up.
+    pub burst: u32,
+}
+
+/// How a concurrency bucket admits queued runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admission {
+    /// Most runs holding slots at once.
+    pub limit: u32,
+    /// How fast they may start.
+    pub rate: Option<Rate>,
 }
 
 impl Concurrency {
@@ -98,6 +120,20 @@ impl Concurrency {
     pub fn limit_of(&self, key: &str) -> Option<u32> {
         self.keys.get(key).copied().or(self.limit)
     }
+
+    /// How `key`'s bucket admits runs, if it is limited at all.
+    pub fn admission(&self, key: &str) -> Option<Admission> {
+        let limit = self.limit_of(key);
+        if limit.is_none() && self.rate.is_none() {
+            return None;
+        }
+        Some(Admission { limit: limit.unwrap_or(u32::MAX), rate: self.rate })
+    }
+}
+
+impl Admission {
+    /// No limit and no rate: every queued run may go.
+    pub const OPEN: Admission = Admission { limit: u32::MAX, rate: None };
 }
 
 /// A run's metadata row.

@@ -85,6 +85,7 @@ on_every_backend!(
     a_schedule_lands_only_over_the_revision_it_was_made_from_and_deletes,
     a_deleted_run_leaves_nothing_behind_and_others_keep_everything,
     queued_runs_get_slots_by_priority_then_age_and_only_up_to_the_limit,
+    a_rate_limited_bucket_starts_no_more_than_its_tokens,
 );
 
 /// `store`, holding run `r` in `generation`, with its start.
@@ -461,7 +462,8 @@ async fn queued_runs_get_slots_by_priority_then_age_and_only_up_to_the_limit(sto
         slot: Some(Slot { key: "acme".into(), priority }),
         ..meta(0)
     };
-    let promote = |limit| Write::Promote { workflow: "w".into(), key: "acme".into(), limit };
+    let promote =
+        |limit| Write::Promote { workflow: "w".into(), key: "acme".into(), admission: Admission { limit, rate: None } };
     let runs = [queued("a", 3, 1), queued("b", 1, 3), queued("c", 3, 2), queued("d", 3, 4)];
     let mut batch: Vec<Write> = runs.iter().cloned().map(Write::PutRun).collect();
     // Another bucket and another workflow are not counted.
@@ -493,4 +495,31 @@ async fn queued_runs_get_slots_by_priority_then_age_and_only_up_to_the_limit(sto
     assert_eq!(running.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["b", "c", "x"]);
     let report = store.check().await.unwrap();
     assert!(!report.problems.iter().any(|p| p.contains("index") || p.contains("column")), "{report:?}");
+}
+
+/// A token bucket starts at most `burst` runs at once, and then one per
+/// `every_ms` (none within the same few milliseconds).
+async fn a_rate_limited_bucket_starts_no_more_than_its_tokens(store: Store) {
+    let queued = |id: &str, created_ms: u64| RunMeta {
+        id: id.into(),
+        status: RunStatus::Queued,
+        created_ms,
+        slot: Some(Slot { key: "k".into(), priority: 3 }),
+        ..meta(0)
+    };
+    let rate = Some(Rate { every_ms: 60_000, burst: 2 });
+    let promote =
+        Write::Promote { workflow: "w".into(), key: "k".into(), admission: Admission { limit: u32::MAX, rate } };
+    let mut batch: Vec<Write> = (0..5).map(|i| Write::PutRun(queued(&format!("r{i}"), i))).collect();
+    batch.push(promote.clone());
+    store.commit(batch).await.unwrap();
+    let running = || {
+        let store = store.clone();
+        async move { store.all_runs(RunQuery::status(RunStatus::Running)).await.unwrap().len() }
+    };
+    assert_eq!(running().await, 2, "the burst");
+    store.commit(vec![promote.clone()]).await.unwrap();
+    store.commit(vec![promote]).await.unwrap();
+    assert_eq!(running().await, 2, "no token until a minute passes");
+    assert_eq!(store.queued("w", "k", 10).await.unwrap(), ["r2", "r3", "r4"]);
 }

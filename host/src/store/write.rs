@@ -112,8 +112,8 @@ pub enum Write {
         workflow: String,
         /// The bucket's key.
         key: String,
-        /// Most runs of the bucket at once.
-        limit: u32,
+        /// Its limit and rate.
+        admission: super::rows::Admission,
     },
     /// Remove a component's bytes and its compiled artifacts (a retired
     /// version nothing refers to).

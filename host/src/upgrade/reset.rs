@@ -180,9 +180,13 @@ impl Upgrader {
         let mut meta = meta;
         let mut promote = None;
         if let Some(slot) = &meta.slot {
-            let limit = deployment.concurrency.as_ref().and_then(|c| c.limit_of(&slot.key)).unwrap_or(u32::MAX);
+            let admission = deployment
+                .concurrency
+                .as_ref()
+                .and_then(|c| c.admission(&slot.key))
+                .unwrap_or(crate::store::Admission::OPEN);
             meta.status = RunStatus::Queued;
-            promote = Some(Write::Promote { workflow: meta.workflow.clone(), key: slot.key.clone(), limit });
+            promote = Some(Write::Promote { workflow: meta.workflow.clone(), key: slot.key.clone(), admission });
         }
         let bucket = meta.slot.as_ref().map(|s| (meta.workflow.clone(), s.key.clone()));
         let mut batch = vec![Write::PutRun(meta.clone())];

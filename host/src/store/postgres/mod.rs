@@ -818,6 +818,8 @@ enum Stmt {
         key: String,
         limit: i64,
         now: i64,
+        every: i64,
+        cap: i64,
     },
     DeleteRun {
         run: String,
@@ -920,13 +922,22 @@ const PUT_RUN: &str = "INSERT INTO cairn_runs (run_id, shard, workflow, version,
 const BUCKET_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('cairn-bucket:' || $1 || '/' || $2))";
 /// Starts the queued runs of a bucket that fit under its limit, as of this
 /// transaction's earlier statements, and wakes their hosts.
+/// With a rate ($5 ms per token, $6 the bucket's capacity in ms; $5 = 0
+/// for none), also as many as its token bucket allows, which it spends.
 const PROMOTE: &str = "WITH active AS (SELECT count(*) AS n FROM cairn_runs WHERE workflow = $1 AND slot_key = $2 \
     AND status IN ('running', 'paused', 'diverged')), \
+    bucket AS (SELECT least($6::bigint, coalesce((SELECT credit_ms + greatest(0, $4::bigint - at_ms) FROM cairn_buckets \
+    WHERE workflow = $1 AND key = $2), $6::bigint)) AS credit), \
     next AS (SELECT run_id FROM cairn_runs WHERE workflow = $1 AND slot_key = $2 AND status = 'queued' \
-    ORDER BY slot_priority, created_ms, run_id LIMIT greatest(0, $3::bigint - (SELECT n FROM active)) FOR UPDATE SKIP LOCKED), \
+    ORDER BY slot_priority, created_ms, run_id LIMIT greatest(0, least($3::bigint - (SELECT n FROM active), \
+    CASE WHEN $5::bigint > 0 THEN (SELECT credit FROM bucket) / $5::bigint ELSE 9223372036854775807 END)) \
+    FOR UPDATE SKIP LOCKED), \
     promoted AS (UPDATE cairn_runs r SET status = 'running', meta = convert_to(jsonb_set(jsonb_set( \
     convert_from(r.meta, 'UTF8')::jsonb, '{status}', '\"running\"'), '{updated_ms}', to_jsonb($4::bigint))::text, 'UTF8') \
     FROM next WHERE r.run_id = next.run_id RETURNING r.shard, r.run_id), \
+    spent AS (INSERT INTO cairn_buckets (workflow, key, credit_ms, at_ms) \
+    SELECT $1, $2, (SELECT credit FROM bucket) - (SELECT count(*) FROM promoted) * $5::bigint, $4::bigint WHERE $5::bigint > 0 \
+    ON CONFLICT (workflow, key) DO UPDATE SET credit_ms = EXCLUDED.credit_ms, at_ms = EXCLUDED.at_ms RETURNING 1), \
     woken AS (INSERT INTO cairn_wakeups (shard, run_id) SELECT shard, run_id FROM promoted RETURNING 1) \
     SELECT pg_notify('cairn_wakeups', '') FROM (SELECT 1 FROM woken LIMIT 1) w";
 const DELETE_RUN: &str = "WITH j AS (DELETE FROM cairn_journal WHERE run_id = $1), \
@@ -1036,7 +1047,7 @@ impl Stmt {
                 created,
             } => vec![id, shard, workflow, version, status, generation, meta, ended, slot_key, slot_priority, created],
             Stmt::BucketLock { workflow, key } => vec![workflow, key],
-            Stmt::Promote { workflow, key, limit, now } => vec![workflow, key, limit, now],
+            Stmt::Promote { workflow, key, limit, now, every, cap } => vec![workflow, key, limit, now, every, cap],
             Stmt::DeleteRun { run } => vec![run],
             Stmt::DeleteComponent { sha256 } => vec![sha256],
             Stmt::DropSignals { run } => vec![run],
@@ -1339,13 +1350,22 @@ async fn commit_on(
                     stmts.push(Stmt::DeleteRun { run: run_id.clone() });
                 }
                 Write::DeleteComponent { sha256 } => stmts.push(Stmt::DeleteComponent { sha256: sha256.clone() }),
-                Write::Promote { workflow, key, limit } => {
+                Write::Promote { workflow, key, admission } => {
                     stmts.push(Stmt::BucketLock { workflow: workflow.clone(), key: key.clone() });
+                    let (every, cap) = match admission.rate {
+                        Some(rate) => {
+                            let every = rate.every_ms.max(1) as i64;
+                            (every, every.saturating_mul(i64::from(rate.burst.max(1))))
+                        }
+                        None => (0, 0),
+                    };
                     stmts.push(Stmt::Promote {
                         workflow: workflow.clone(),
                         key: key.clone(),
-                        limit: *limit as i64,
+                        limit: i64::from(admission.limit),
                         now: crate::runtime::now_ms() as i64,
+                        every,
+                        cap,
                     });
                 }
                 Write::PutRun(meta) => {

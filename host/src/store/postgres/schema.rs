@@ -4,7 +4,7 @@
 //! refused before anything is read.
 
 /// The schema version this binary writes.
-pub(super) const VERSION: i32 = 5;
+pub(super) const VERSION: i32 = 6;
 
 /// The key of the advisory lock migrations take.
 pub(super) const MIGRATION_LOCK: i64 = 0x6361_6972_6e00_0001;
@@ -134,5 +134,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE cairn_runs ADD COLUMN slot_key text, ADD COLUMN slot_priority smallint, ADD COLUMN created_ms bigint;
     CREATE INDEX cairn_runs_slot ON cairn_runs (workflow, slot_key, status, slot_priority, created_ms)
         WHERE slot_key IS NOT NULL;
+    "#,
+    // 5 → 6: token buckets of rate-limited concurrency buckets.
+    r#"
+    CREATE TABLE cairn_buckets (
+        workflow text NOT NULL,
+        key text NOT NULL,
+        credit_ms bigint NOT NULL,
+        at_ms bigint NOT NULL,
+        PRIMARY KEY (workflow, key)
+    );
     "#,
 ];

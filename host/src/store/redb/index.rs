@@ -76,7 +76,7 @@ pub(super) fn promotable(
     }
     let prefix = queued_prefix(workflow, key);
     let end = format!("{}\u{1}", &prefix[..prefix.len() - 1]);
-    let mut out = Vec::with_capacity(free);
+    let mut out = Vec::with_capacity(free.min(1024));
     for row in index.range::<(&str, &str)>((prefix.as_str(), "")..(end.as_str(), ""))? {
         let (k, _) = row?;
         out.push(k.value().1.to_owned());

@@ -21,6 +21,9 @@ pub(super) const SIGNALS: TableDefinition<(&str, u64), &[u8]> = TableDefinition:
 pub(super) const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
 /// schedule name → [`Schedule`] (JSON): its spec and what it did.
 pub(super) const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
+/// "workflow\0key" → (credit ms, at ms) (JSON): the token bucket of a
+/// rate-limited concurrency bucket.
+pub(super) const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 /// (run id, handle) → failed attempts of an activity still being retried.
 pub(super) const ATTEMPTS: TableDefinition<(&str, u32), u32> = TableDefinition::new("attempts");
 /// component sha256 → component bytes.
@@ -47,6 +50,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableErr
     txn.open_table(SIGNALS)?;
     txn.open_table(DEPLOYMENTS)?;
     txn.open_table(SCHEDULES)?;
+    txn.open_table(BUCKETS)?;
     txn.open_table(ATTEMPTS)?;
     txn.open_table(COMPONENTS)?;
     txn.open_table(COMPILED)?;

@@ -565,10 +565,13 @@ fn encode_write(write: &Write, out: &mut Vec<u8>) {
         Write::DeleteSchedule { name } => put_str(out, name),
         Write::DeleteRun { run_id } => put_str(out, run_id),
         Write::DeleteComponent { sha256 } => put_str(out, sha256),
-        Write::Promote { workflow, key, limit } => {
+        Write::Promote { workflow, key, admission } => {
             put_str(out, workflow);
             put_str(out, key);
-            put_u32(out, *limit);
+            put_u32(out, admission.limit);
+            let rate = admission.rate.unwrap_or(crate::store::Rate { every_ms: 0, burst: 0 });
+            put_u64(out, rate.every_ms);
+            put_u32(out, rate.burst);
         }
     }
 }
@@ -604,7 +607,12 @@ fn decode_write(input: &mut &[u8]) -> Result<Write, String> {
         15 => Write::DeleteSchedule { name: take_str(input)? },
         16 => Write::DeleteRun { run_id: take_str(input)? },
         17 => Write::DeleteComponent { sha256: take_str(input)? },
-        18 => Write::Promote { workflow: take_str(input)?, key: take_str(input)?, limit: take_u32(input)? },
+        18 => {
+            let (workflow, key, limit) = (take_str(input)?, take_str(input)?, take_u32(input)?);
+            let rate = crate::store::Rate { every_ms: take_u64(input)?, burst: take_u32(input)? };
+            let rate = (rate.every_ms > 0).then_some(rate);
+            Write::Promote { workflow, key, admission: crate::store::Admission { limit, rate } }
+        }
         other => return Err(format!("unknown write tag {other}")),
     })
 }
@@ -836,7 +844,11 @@ mod tests {
                 revision: 4,
                 retired: vec![Version { version: 0, sha256: "aa".into(), deployed_ms: 1 }],
                 retention_ms: Some(86_400_000),
-                concurrency: Some(crate::store::Concurrency { limit: Some(2), keys: Default::default() }),
+                concurrency: Some(crate::store::Concurrency {
+                    limit: Some(2),
+                    keys: Default::default(),
+                    rate: Some(crate::store::Rate { every_ms: 100, burst: 4 }),
+                }),
             }),
             Write::PutComponent { sha256: "ab".into(), bytes: vec![1, 2].into() },
             Write::PutCompiled { sha256: "ab".into(), engine: "e".into(), bytes: vec![3] },
@@ -855,7 +867,14 @@ mod tests {
             Write::DeleteSchedule { name: "nightly".into() },
             Write::DeleteRun { run_id: "old".into() },
             Write::DeleteComponent { sha256: "cd".into() },
-            Write::Promote { workflow: "w".into(), key: "acme".into(), limit: 2 },
+            Write::Promote {
+                workflow: "w".into(),
+                key: "acme".into(),
+                admission: crate::store::Admission {
+                    limit: 2,
+                    rate: Some(crate::store::Rate { every_ms: 500, burst: 3 }),
+                },
+            },
         ];
         let tags: Vec<u8> = writes.iter().map(tag).collect();
         assert_eq!(tags, (0..19).collect::<Vec<u8>>(), "one tag per kind");

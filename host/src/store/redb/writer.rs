@@ -684,6 +684,7 @@ fn apply<'a>(
         let mut attempts = txn.open_table(ATTEMPTS).map_err(|e| e.to_string())?;
         let mut deployments = txn.open_table(DEPLOYMENTS).map_err(|e| e.to_string())?;
         let mut schedules = txn.open_table(SCHEDULES).map_err(|e| e.to_string())?;
+        let mut buckets = txn.open_table(BUCKETS).map_err(|e| e.to_string())?;
         let mut components = txn.open_table(COMPONENTS).map_err(|e| e.to_string())?;
         let mut compiled = txn.open_table(COMPILED).map_err(|e| e.to_string())?;
         let mut index = txn.open_table(RUN_INDEX).map_err(|e| e.to_string())?;
@@ -864,8 +865,26 @@ fn apply<'a>(
                                 timers.remove((due, run, handle))?;
                             }
                         }
-                        Write::Promote { workflow, key, limit } => {
-                            for id in super::index::promotable(&index, workflow, key, *limit)? {
+                        Write::Promote { workflow, key, admission } => {
+                            let mut ids = super::index::promotable(&index, workflow, key, admission.limit)?;
+                            if let Some(rate) = admission.rate {
+                                // A token bucket per key: full on first use,
+                                // refilled by the time since it was last read.
+                                let now = crate::runtime::now_ms();
+                                let every = rate.every_ms.max(1);
+                                let cap = every.saturating_mul(u64::from(rate.burst.max(1)));
+                                let bucket = format!("{workflow}\0{key}");
+                                let (credit, at) = buckets
+                                    .get(bucket.as_str())?
+                                    .and_then(|v| serde_json::from_slice::<(u64, u64)>(v.value()).ok())
+                                    .unwrap_or((cap, now));
+                                let credit = credit.saturating_add(now.saturating_sub(at)).min(cap);
+                                ids.truncate((credit / every) as usize);
+                                let left = credit - ids.len() as u64 * every;
+                                let row = serde_json::to_vec(&(left, now)).expect("a pair of numbers serialises");
+                                buckets.insert(bucket.as_str(), row.as_slice())?;
+                            }
+                            for id in ids {
                                 let Some(mut meta) =
                                     super::index::previous(runs.get(id.as_str())?.as_ref().map(|v| v.value()))
                                 else {
