@@ -1,7 +1,7 @@
 //! Operator controls on runs: pause and resume (a paused run takes no
 //! steps; what comes meanwhile is kept, across a restart too).
 
-use crate::server::{Api, Server};
+use crate::server::{most_at_once, Api, Server};
 use crate::support::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -125,13 +125,8 @@ async fn retention_deletes_exactly_the_expired_runs_and_collects_retired_compone
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(exists(&api, "old-0").await && exists(&api, "old-1").await);
     let put = |retention: Value| {
-        let api = api.clone();
-        async move {
-            let url = format!("{}/workflows/mirror/retention", api.base);
-            let response =
-                reqwest::Client::new().put(url).json(&json!({ "retention": retention })).send().await.unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
-        }
+        let api = &api;
+        async move { api.put_json("/workflows/mirror/retention", &json!({ "retention": retention })).await }
     };
     let (code, body) = put(json!("forever-ish")).await;
     assert_eq!((code, body["code"].as_str()), (400, Some("invalid-retention")), "{body}");
@@ -189,17 +184,9 @@ async fn a_concurrency_limit_of_two_never_has_a_third_run_active_under_fifty_sta
     let mut server = Server::start(dir.path(), &[]);
     let mut api = Api::new(&server);
     deploy_all(&api).await;
-    let limit = |body: Value| {
-        let api = api.clone();
-        async move {
-            let url = format!("{}/workflows/mirror/concurrency", api.base);
-            let response = reqwest::Client::new().put(url).json(&body).send().await.unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
-        }
-    };
-    let (code, body) = limit(json!({ "limit": 0 })).await;
+    let (code, body) = api.put_json("/workflows/mirror/concurrency", &json!({ "limit": 0 })).await;
     assert_eq!((code, body["code"].as_str()), (400, Some("invalid-limit")), "{body}");
-    let (code, body) = limit(json!({ "limit": 2 })).await;
+    let (code, body) = api.put_json("/workflows/mirror/concurrency", &json!({ "limit": 2 })).await;
     assert_eq!(code, 200, "{body}");
     let cli = |args: &[&str]| cairn().args(args).args(["--server", &server.url]).output().unwrap();
     let shown = cli(&["concurrency", "mirror"]);
@@ -257,19 +244,14 @@ async fn a_concurrency_limit_of_two_never_has_a_third_run_active_under_fifty_sta
     // and when it ended. Never three at once.
     let mut spans = Vec::new();
     for i in 0..50 {
-        let entries = journal(&api, &format!("c{i:02}")).await;
-        spans.push((entries[1]["at_ms"].as_u64().unwrap(), entries.last().unwrap()["at_ms"].as_u64().unwrap(), i));
+        spans.push(api.active_span(&format!("c{i:02}")).await);
     }
-    let mut most = 0;
-    for (from, _, _) in &spans {
-        let active = spans.iter().filter(|(a, b, _)| a <= from && from < b).count();
-        most = most.max(active);
-    }
+    let most = most_at_once(&spans);
     assert!(most <= 2, "{most} runs were active at once: {spans:?}");
     // The first-priority runs took the first slots that came free.
-    spans.sort();
-    let next: Vec<usize> = spans[2..7].iter().map(|(_, _, i)| *i).collect();
-    assert!(next.iter().all(|i| *i >= 45), "{spans:?}");
+    let mut order: Vec<usize> = (0..50).collect();
+    order.sort_by_key(|i| spans[*i]);
+    assert!(order[2..7].iter().all(|i| *i >= 45), "{spans:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,11 +357,8 @@ async fn removing_a_limit_starts_every_queued_run() {
     let api = Api::new(&server);
     deploy_all(&api).await;
     let put = |body: Value| {
-        let api = api.clone();
-        async move {
-            let url = format!("{}/workflows/mirror/concurrency", api.base);
-            reqwest::Client::new().put(url).json(&body).send().await.unwrap().status().as_u16()
-        }
+        let api = &api;
+        async move { api.put_json("/workflows/mirror/concurrency", &body).await.0 }
     };
     assert_eq!(put(json!({ "limit": 1 })).await, 200);
     for i in 0..6 {
@@ -409,9 +388,7 @@ async fn a_fan_out_parents_children_wait_for_slots_of_their_workflows_limit() {
     for (name, kind) in [("family", "workflow"), ("hello", "workflow")] {
         assert_eq!(api.deploy(name, kind, std::fs::read(wasm(name)).unwrap()).await.0, 201);
     }
-    let url = format!("{}/workflows/hello/concurrency", api.base);
-    let response = reqwest::Client::new().put(url).json(&json!({ "limit": 1 })).send().await.unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(api.put_json("/workflows/hello/concurrency", &json!({ "limit": 1 })).await.0, 200);
     let names: Vec<String> = (0..8).map(|i| format!("n{i}")).collect();
     assert_eq!(api.post_json("/runs", &json!({ "workflow": "family", "id": "fan", "input": names })).await.0, 201);
     let run = api.wait("fan").await;
@@ -422,12 +399,11 @@ async fn a_fan_out_parents_children_wait_for_slots_of_their_workflows_limit() {
     let mut spans = Vec::new();
     for child in page["runs"].as_array().unwrap() {
         assert_eq!(child["concurrency_key"], "", "{child}");
-        let entries = journal(&api, child["id"].as_str().unwrap()).await;
-        spans.push((entries[1]["at_ms"].as_u64().unwrap(), entries.last().unwrap()["at_ms"].as_u64().unwrap()));
+        spans.push(api.active_span(child["id"].as_str().unwrap()).await);
     }
     assert_eq!(spans.len(), 8);
-    let most = spans.iter().map(|(from, _)| spans.iter().filter(|(a, b)| a <= from && from < b).count()).max();
-    assert!(most <= Some(1), "{most:?} children at once: {spans:?}");
+    let most = most_at_once(&spans);
+    assert!(most <= 1, "{most} children at once: {spans:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,12 +413,8 @@ async fn a_rate_limit_starts_runs_no_faster_than_its_rate() {
     let api = Api::new(&server);
     deploy_all(&api).await;
     let put = |body: Value| {
-        let api = api.clone();
-        async move {
-            let url = format!("{}/workflows/mirror/concurrency", api.base);
-            let response = reqwest::Client::new().put(url).json(&body).send().await.unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
-        }
+        let api = &api;
+        async move { api.put_json("/workflows/mirror/concurrency", &body).await }
     };
     for bad in [json!({ "rate": "fast" }), json!({ "rate": "0/s" }), json!({ "rate": "5/week" }), json!({ "burst": 3 })]
     {

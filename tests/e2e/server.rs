@@ -99,8 +99,22 @@ impl Api {
         self.post(path, body.to_string()).await
     }
 
+    pub async fn put_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.auth(self.http.put(format!("{}{path}", self.base)).json(body)).send().await.expect("PUT");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn deploy(&self, name: &str, kind: &str, bytes: Vec<u8>) -> (u16, Value) {
         self.post(&format!("/components/{name}?kind={kind}"), bytes).await
+    }
+
+    /// When a run held a slot, from its journal: its first step after the
+    /// start (it had a slot by then) to its last entry.
+    pub async fn active_span(&self, id: &str) -> (u64, u64) {
+        let (_, page) = self.get(&format!("/runs/{id}/journal")).await;
+        let entries = page["entries"].as_array().unwrap_or_else(|| panic!("no journal for {id}: {page}"));
+        let at = |e: &Value| e["at_ms"].as_u64().unwrap();
+        (at(&entries[1]), at(entries.last().unwrap()))
     }
 
     /// Waits for a run to end (long-polling) and returns it.
@@ -947,4 +961,9 @@ async fn a_commit_is_acted_on_when_its_client_hangs_up() {
         .count();
     let delivered = 1000 - waiting.len();
     eprintln!("hang-ups: {ran} of 2000 starts stored and run, {delivered} of 1000 signals stored and delivered");
+}
+
+/// The most of `spans` (from, to) under way at one moment.
+pub fn most_at_once(spans: &[(u64, u64)]) -> usize {
+    spans.iter().map(|(from, _)| spans.iter().filter(|(a, b)| a <= from && from < b).count()).max().unwrap_or(0)
 }

@@ -244,7 +244,7 @@ pub(crate) async fn start(
     // Checked before anything starts: a bad `wait` starts no run.
     let wait = wait_param(query)?;
     let body: StartBody = parse(body)?;
-    let Some((version, component)) = app.registry.workflow(&body.workflow).await? else {
+    let Some((version, component, limits)) = app.registry.workflow_to_start(&body.workflow).await? else {
         return Err(ApiError::not_found(
             "workflow-not-found",
             format!(
@@ -264,7 +264,7 @@ pub(crate) async fn start(
         run_id: body.id,
         version: Some(version),
     };
-    let flow = crate::runtime::Flow { concurrency_key: body.concurrency_key, priority: body.priority };
+    let flow = crate::runtime::Flow { concurrency_key: body.concurrency_key, priority: body.priority, limits };
     let rt = app.rt.clone();
     // The answer comes by the request's deadline even while the store
     // cannot commit (a full disk): the start goes on in the background.

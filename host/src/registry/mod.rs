@@ -321,6 +321,15 @@ impl Registry {
 
     /// The current version of a workflow.
     pub async fn workflow(&self, name: &str) -> Result<Option<(u32, LoadedComponent)>, UploadError> {
+        Ok(self.workflow_to_start(name).await?.map(|(version, component, _)| (version, component)))
+    }
+
+    /// [`Registry::workflow`] with its concurrency limits, read with it: what
+    /// a start needs ([`crate::runtime::Flow::limits`]).
+    pub async fn workflow_to_start(
+        &self,
+        name: &str,
+    ) -> Result<Option<(u32, LoadedComponent, Option<crate::store::Concurrency>)>, UploadError> {
         let Some(d) = self.rt.store().deployment(name).await? else {
             return Ok(None);
         };
@@ -331,7 +340,7 @@ impl Registry {
             return Ok(None);
         };
         match self.rt.components().load_stored(&v.sha256).await {
-            Ok(c) => Ok(Some((v.version, c))),
+            Ok(c) => Ok(Some((v.version, c, d.concurrency.clone()))),
             Err(LoadError::Store(e)) => Err(e.into()),
             Err(e) => Err(UploadError::NotAComponent(e.to_string())),
         }

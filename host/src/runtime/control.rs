@@ -151,55 +151,53 @@ impl Runtime {
     /// journal is not touched: a pause changes when the run goes on, never
     /// what it does. Pausing a paused run changes nothing.
     pub async fn pause(&self, run_id: &str) -> Result<RunMeta, ControlError> {
-        let meta = self.live_run(run_id).await?;
-        if meta.status == RunStatus::Paused {
-            return Ok(meta);
-        }
-        if meta.status != RunStatus::Running {
-            return Err(ControlError::NotRunning { run_id: run_id.to_owned(), status: meta.status.as_str() });
-        }
-        if let Some(owner) = self.owner_elsewhere(&meta).await {
-            self.forward(run_id, &owner, &format!("/runs/{run_id}/pause"), serde_json::json!({})).await?;
-            return self.live_run(run_id).await;
-        }
-        let hold = self.hold(run_id).await?;
-        let mut meta = self.live_run(run_id).await?;
-        if meta.status == RunStatus::Running {
-            meta.status = RunStatus::Paused;
-            meta.updated_ms = super::now_ms();
-            self.store().commit(vec![Write::PutRun(meta.clone())]).await?;
-            tracing::info!(run_id, "run paused");
-        }
-        drop(hold);
-        Ok(meta)
+        self.operator_switch(run_id, RunStatus::Running, RunStatus::Paused).await
     }
 
     /// Resumes a paused run: it is rebuilt by replay and takes what came
     /// while it was paused (fired timers, results, signals, a cancel).
     pub async fn resume(&self, run_id: &str) -> Result<RunMeta, ControlError> {
+        self.operator_switch(run_id, RunStatus::Paused, RunStatus::Running).await
+    }
+
+    /// Moves a run from `from` to `to` (pause or resume) on its host, with
+    /// the run held out of memory meanwhile.
+    async fn operator_switch(&self, run_id: &str, from: RunStatus, to: RunStatus) -> Result<RunMeta, ControlError> {
+        let pausing = to == RunStatus::Paused;
         let meta = self.live_run(run_id).await?;
-        if meta.status != RunStatus::Paused {
-            return Err(ControlError::NotPaused { run_id: run_id.to_owned(), status: meta.status.as_str() });
+        if pausing && meta.status == to {
+            return Ok(meta);
+        }
+        if meta.status != from {
+            let (run_id, status) = (run_id.to_owned(), meta.status.as_str());
+            return Err(if pausing {
+                ControlError::NotRunning { run_id, status }
+            } else {
+                ControlError::NotPaused { run_id, status }
+            });
         }
         if let Some(owner) = self.owner_elsewhere(&meta).await {
-            self.forward(run_id, &owner, &format!("/runs/{run_id}/resume"), serde_json::json!({})).await?;
+            let path = format!("/runs/{run_id}/{}", if pausing { "pause" } else { "resume" });
+            self.forward(run_id, &owner, &path, serde_json::json!({})).await?;
             return self.live_run(run_id).await;
         }
         let hold = self.hold(run_id).await?;
         let mut meta = self.live_run(run_id).await?;
-        if meta.status == RunStatus::Paused {
-            meta.status = RunStatus::Running;
+        if meta.status == from {
+            meta.status = to;
             meta.updated_ms = super::now_ms();
             self.store().commit(vec![Write::PutRun(meta.clone())]).await?;
-            // Its timers were not armed by a restart while it was paused
-            // (arming one that is armed changes nothing).
-            for Timer { due_ms, run_id, handle } in self.store().run_timers(run_id).await? {
-                let target = super::work::Target { run_id, generation: meta.generation, handle };
-                self.inner.work.start_timer(self, target, due_ms);
+            if !pausing {
+                // Its timers were not armed by a restart while it was
+                // paused (arming one that is armed changes nothing).
+                for Timer { due_ms, run_id, handle } in self.store().run_timers(run_id).await? {
+                    let target = super::work::Target { run_id, generation: meta.generation, handle };
+                    self.inner.work.start_timer(self, target, due_ms);
+                }
             }
-            tracing::info!(run_id, "run resumed");
+            tracing::info!(run_id, status = to.as_str(), "an operator paused or resumed the run");
         }
-        // Dropping the hold wakes the run.
+        // Dropping the hold wakes the run (a paused one stays out).
         drop(hold);
         Ok(meta)
     }

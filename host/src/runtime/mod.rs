@@ -85,6 +85,10 @@ pub struct Flow {
     pub concurrency_key: Option<String>,
     /// 1 (first) to 5 (last) among queued runs; 3 when absent.
     pub priority: Option<u8>,
+    /// The workflow's concurrency limits, read with its deployment
+    /// ([`crate::registry::Registry::workflow_to_start`]); none: no bucket
+    /// unless a key is given.
+    pub limits: Option<crate::store::Concurrency>,
 }
 
 impl Runtime {
@@ -350,9 +354,10 @@ impl Runtime {
         Ok(pre)
     }
 
-    /// Creates a run: its metadata and its start entry, durably. Starting an
-    /// id that exists returns the existing run (idempotent) when it is the
-    /// same workflow, and an error otherwise.
+    /// Creates a run: its metadata and its start entry, durably, outside
+    /// any concurrency bucket. Starting an id that exists returns the
+    /// existing run (idempotent) when it is the same workflow, and an error
+    /// otherwise.
     pub async fn start(&self, req: StartRequest) -> Result<RunMeta, StartError> {
         self.start_with(req, Flow::default()).await
     }
@@ -392,9 +397,8 @@ impl Runtime {
             return Ok(existing);
         }
         let (mut meta, start) = self.new_run(&req.workflow, &req.component.sha256, &req.input, &run_id, req.version);
-        let limits = self.inner.store.deployment(&req.workflow).await?.and_then(|d| d.concurrency);
         let key = flow.concurrency_key.clone().unwrap_or_default();
-        let limit = limits.as_ref().and_then(|l| l.admission(&key));
+        let limit = flow.limits.as_ref().and_then(|l| l.admission(&key));
         if flow.concurrency_key.is_some() || limit.is_some() {
             meta.slot = Some(crate::store::Slot { key: key.clone(), priority: flow.priority.unwrap_or(3) });
         }

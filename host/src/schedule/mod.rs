@@ -499,7 +499,7 @@ impl Schedules {
 
     /// Starts the run of a firing on the workflow's current version.
     async fn start(&self, spec: &ScheduleSpec, run_id: &str) -> Result<(), ScheduleError> {
-        let Some((version, component)) = self.registry.workflow(&spec.workflow).await? else {
+        let Some((version, component, limits)) = self.registry.workflow_to_start(&spec.workflow).await? else {
             return Err(ScheduleError::WorkflowNotFound(spec.workflow.clone()));
         };
         let request = StartRequest {
@@ -509,7 +509,7 @@ impl Schedules {
             run_id: Some(run_id.to_owned()),
             version: Some(version),
         };
-        let meta = self.rt.start(request).await?;
+        let meta = self.rt.start_with(request, crate::runtime::Flow { limits, ..Default::default() }).await?;
         self.rt.wake(&meta.id);
         Ok(())
     }
