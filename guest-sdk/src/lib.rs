@@ -44,6 +44,7 @@
 
 mod activity;
 mod failure;
+mod handlers;
 mod workflow;
 
 pub use activity::ActivityContext;

@@ -173,7 +173,7 @@ impl<T: DeserializeOwned> Pending<T> {
 
     /// Blocks until the operation completes and decodes its result.
     pub fn get(&self) -> Result<T, Failure> {
-        decode(runtime::await_(self.handle))
+        decode(crate::handlers::wait(&[self.handle]).1)
     }
 
     /// The same operation with its result left as untyped JSON; handy for
@@ -325,8 +325,84 @@ impl Context {
     /// ```
     pub fn select(&self, pending: &[&dyn Selectable]) -> usize {
         let handles: Vec<u32> = pending.iter().map(|p| p.handle()).collect();
-        let (winner, _) = runtime::await_any(&handles);
+        let (winner, _) = crate::handlers::wait(&handles);
         handles.iter().position(|h| *h == winner).unwrap_or(0)
+    }
+
+    /// Answers query `name` with `handler`, from the workflow's state where
+    /// it waits. Queries run in a scratch replay of the run, so whatever the
+    /// handler does is forgotten: read state, do not change it. Register
+    /// handlers before the workflow's first wait.
+    ///
+    /// ```no_run
+    /// # use std::{cell::Cell, rc::Rc};
+    /// # fn f(ctx: &cairn_sdk::Context) -> Result<(), cairn_sdk::Failure> {
+    /// let step = Rc::new(Cell::new(0u32));
+    /// let seen = step.clone();
+    /// ctx.on_query("step", move |_: ()| Ok(seen.get()));
+    /// # Ok(()) }
+    /// ```
+    pub fn on_query<A, R>(&self, name: &str, handler: impl Fn(A) -> Result<R, Failure> + 'static)
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        crate::handlers::register_query(name, handler)
+    }
+
+    /// Handles update `name`: `validator` decides whether to accept it (a
+    /// rejection is answered to the client and leaves no trace in the run;
+    /// like a query, it must only read), then `handler` runs in the
+    /// workflow at its next wait, may call activities and timers, and its
+    /// result is answered to the client once it is journaled. While one
+    /// update handler runs, further updates wait their turn.
+    ///
+    /// ```no_run
+    /// # use std::{cell::RefCell, rc::Rc};
+    /// # use cairn_sdk::Failure;
+    /// # fn f(ctx: &cairn_sdk::Context) -> Result<(), Failure> {
+    /// let cart = Rc::new(RefCell::new(Vec::<String>::new()));
+    /// let items = cart.clone();
+    /// ctx.on_update(
+    ///     "add",
+    ///     |item: &String| match item.is_empty() {
+    ///         true => Err(Failure::new("empty-item", "name the item")),
+    ///         false => Ok(()),
+    ///     },
+    ///     move |_ctx, item: String| {
+    ///         items.borrow_mut().push(item);
+    ///         Ok(items.borrow().len())
+    ///     },
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub fn on_update<A, R>(
+        &self,
+        name: &str,
+        validator: impl Fn(&A) -> Result<(), Failure> + 'static,
+        handler: impl Fn(&Context, A) -> Result<R, Failure> + 'static,
+    ) where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        crate::handlers::register_update(name, validator, handler)
+    }
+
+    /// Serves updates until `condition` holds (Temporal's `wait_condition`):
+    /// the way for a workflow driven by updates to wait for the one that
+    /// ends it. Returns at once if it already holds.
+    ///
+    /// # Panics
+    ///
+    /// If the condition does not hold and no update handler is registered:
+    /// nothing could ever make it true.
+    pub fn wait_until(&self, condition: impl Fn() -> bool) {
+        while !condition() {
+            assert!(
+                crate::handlers::serve_update(),
+                "wait_until: the condition is false and no update handler is registered, so it would wait forever"
+            );
+        }
     }
 
     /// Marks a code change (see Temporal's `patched`): returns `true` for runs

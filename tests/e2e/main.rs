@@ -24,5 +24,6 @@ mod schedules;
 mod server;
 mod support;
 mod ui;
+mod updates;
 mod upgrade;
 mod workers;

@@ -2,7 +2,7 @@
 //! right HTTP status. Each library error maps here, in one place.
 
 use crate::registry::UploadError;
-use crate::runtime::{ControlError, StartError};
+use crate::runtime::{ControlError, QueryError, StartError};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,11 +16,14 @@ pub struct ApiError {
     pub code: &'static str,
     /// What happened and what to do.
     pub message: String,
+    /// The workflow's own failure, when it refused (a rejected update, a
+    /// failed query), with its kind and details.
+    pub failure: Option<crate::journal::Failure>,
 }
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), failure: None }
     }
 
     pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -51,8 +54,50 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "code": self.code, "message": self.message });
+        let mut body = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(failure) = self.failure {
+            body["failure"] = serde_json::json!(failure);
+        }
         (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::NotFound(_) => ApiError::not_found("run-not-found", e.to_string()),
+            QueryError::Ended { .. } => ApiError::new(StatusCode::CONFLICT, "run-ended", e.to_string()),
+            QueryError::EndedBeforeUpdate { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "run-ended-before-update", e.to_string())
+            }
+            QueryError::InvalidName { .. } => ApiError::bad_request("invalid-name", e.to_string()),
+            QueryError::InvalidUpdateId(_) => ApiError::bad_request("invalid-update-id", e.to_string()),
+            QueryError::InvalidArgs(_) => ApiError::bad_request("invalid-args", e.to_string()),
+            QueryError::Rejected(ref failure) => {
+                let code = match failure.kind.as_str() {
+                    "unknown-query" => "unknown-query",
+                    "unknown-update" => "unknown-update",
+                    _ => "rejected",
+                };
+                let status = match code {
+                    "rejected" => StatusCode::UNPROCESSABLE_ENTITY,
+                    _ => StatusCode::NOT_FOUND,
+                };
+                let failure = Some(failure.clone());
+                ApiError { failure, ..ApiError::new(status, code, e.to_string()) }
+            }
+            QueryError::NotAnswered { .. } => ApiError::new(StatusCode::CONFLICT, "not-answered", e.to_string()),
+            QueryError::Run(crate::runtime::RunError::Diverged { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "run-diverged", e.to_string())
+            }
+            QueryError::Run(crate::runtime::RunError::Trapped { ref failure, .. })
+            | QueryError::Run(crate::runtime::RunError::Contract { ref failure, .. }) => {
+                let failure = Some(failure.clone());
+                ApiError { failure, ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "handler-failed", e.to_string()) }
+            }
+            QueryError::Store(crate::store::StoreError::Commit(_)) => ApiError::outcome_unknown(e),
+            QueryError::Run(_) | QueryError::Store(_) => ApiError::internal(e),
+        }
     }
 }
 

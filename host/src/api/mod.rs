@@ -8,6 +8,7 @@ mod openapi;
 mod routes;
 mod schedules;
 mod ui;
+mod updates;
 
 pub use error::ApiError;
 pub use listen::{serve, Connections};
@@ -71,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/result", get(routes::result))
         .route("/runs/{id}/journal", get(routes::journal))
         .route("/runs/{id}/signals/{name}", post(routes::signal))
+        .route("/runs/{id}/updates/{name}", post(updates::update))
+        .route("/runs/{id}/queries/{name}", get(updates::query_get).post(updates::query_post))
         .route("/runs/{id}/cancel", post(routes::cancel))
         .route("/runs/{id}/terminate", post(routes::terminate))
         .route("/runs/{id}/pause", post(routes::pause))

@@ -49,7 +49,7 @@ async fn within<T>(
 /// and never be acted on (the run not woken, the signal not delivered, an
 /// activity version not registered). Detached, everything a request
 /// commits is followed through whether or not anyone waits for the answer.
-async fn detached<T: Send + 'static>(work: impl std::future::Future<Output = T> + Send + 'static) -> T {
+pub(super) async fn detached<T: Send + 'static>(work: impl std::future::Future<Output = T> + Send + 'static) -> T {
     use tracing::Instrument;
     match tokio::spawn(work.instrument(tracing::Span::current())).await {
         Ok(value) => value,
@@ -222,12 +222,12 @@ pub(crate) async fn components(State(app): State<AppState>) -> ApiResult<Json<Va
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StartBody {
-    workflow: String,
+    pub(super) workflow: String,
     /// Kept as sent: the run gets the client's own text, numbers exact.
     #[serde(default)]
     input: Option<Box<RawValue>>,
     #[serde(default)]
-    id: Option<String>,
+    pub(super) id: Option<String>,
     /// The run's concurrency bucket (see `PUT /workflows/{name}/concurrency`).
     #[serde(default)]
     concurrency_key: Option<String>,
@@ -244,6 +244,33 @@ pub(crate) async fn start(
     // Checked before anything starts: a bad `wait` starts no run.
     let wait = wait_param(query)?;
     let body: StartBody = parse(body)?;
+    let deadline = tokio::time::Instant::now() + if wait.is_zero() { COMMIT_DEADLINE } else { wait };
+    let (meta, existed) = start_run(&app, body, deadline).await?;
+    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    // Start and long-poll in one request: the run as `result` returns it.
+    // The start is stored: a failure to read the run back is not the
+    // start's failure.
+    let meta = match wait.is_zero() {
+        true => meta,
+        false => match tokio::time::timeout_at(deadline, app.rt.wait_for_end(&meta.id, wait)).await {
+            Ok(Ok(Some(ended))) => ended,
+            Ok(Ok(None)) | Err(_) => meta,
+            Ok(Err(e)) => {
+                tracing::warn!(run_id = %meta.id, error = %e, "the run started; reading its end failed");
+                meta
+            }
+        },
+    };
+    Ok((status, Json(RunView::from(meta))))
+}
+
+/// Starts the run `body` asks for by `deadline` (or finds the one under its
+/// id), and says whether it existed.
+pub(super) async fn start_run(
+    app: &AppState,
+    body: StartBody,
+    deadline: tokio::time::Instant,
+) -> ApiResult<(RunMeta, bool)> {
     let Some((version, component, limits)) = app.registry.workflow_to_start(&body.workflow).await? else {
         return Err(ApiError::not_found(
             "workflow-not-found",
@@ -268,29 +295,13 @@ pub(crate) async fn start(
     let rt = app.rt.clone();
     // The answer comes by the request's deadline even while the store
     // cannot commit (a full disk): the start goes on in the background.
-    let deadline = tokio::time::Instant::now() + if wait.is_zero() { COMMIT_DEADLINE } else { wait };
     let started = detached(async move {
         let meta = rt.start_with(request, flow).await?;
         rt.wake(&meta.id);
         Ok::<_, crate::runtime::StartError>(meta)
     });
-    let meta = within(&app, deadline, "the start", started).await??;
-    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
-    // Start and long-poll in one request: the run as `result` returns it.
-    // The start is stored: a failure to read the run back is not the
-    // start's failure.
-    let meta = match wait.is_zero() {
-        true => meta,
-        false => match tokio::time::timeout_at(deadline, app.rt.wait_for_end(&meta.id, wait)).await {
-            Ok(Ok(Some(ended))) => ended,
-            Ok(Ok(None)) | Err(_) => meta,
-            Ok(Err(e)) => {
-                tracing::warn!(run_id = %meta.id, error = %e, "the run started; reading its end failed");
-                meta
-            }
-        },
-    };
-    Ok((status, Json(RunView::from(meta))))
+    let meta = within(app, deadline, "the start", started).await??;
+    Ok((meta, existed))
 }
 
 async fn run_meta(app: &AppState, id: &str) -> ApiResult<RunMeta> {
@@ -311,7 +322,7 @@ pub(crate) struct WaitQuery {
 }
 
 /// Longest a client may wait in one request.
-const MAX_WAIT_S: f64 = 60.0;
+pub(super) const MAX_WAIT_S: f64 = 60.0;
 
 /// The `wait` of a long poll, 0 when absent.
 fn wait_param(query: Result<Query<WaitQuery>, QueryRejection>) -> ApiResult<Duration> {

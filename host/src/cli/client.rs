@@ -454,6 +454,68 @@ pub async fn signal(args: &ClientArgs, run_id: &str, name: &str, payload: &str) 
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cairn update`: exit 0 when the handler succeeded (or is still
+/// running when the wait ran out), 1 when it failed or was rejected.
+pub async fn update(
+    args: &ClientArgs,
+    run_id: &str,
+    name: &str,
+    update_args: &str,
+    update_id: Option<String>,
+    start: Option<(String, String)>,
+    wait: f64,
+) -> anyhow::Result<ExitCode> {
+    let update_args = super::read_json_arg("ARGS", update_args)?;
+    let mut body = format!(r#"{{"args":{update_args}"#);
+    if let Some(id) = &update_id {
+        body.push_str(&format!(r#","update_id":{}"#, Value::from(id.as_str())));
+    }
+    if let Some((workflow, input)) = start {
+        let input = super::read_json_arg("--input", &input)?;
+        body.push_str(&format!(r#","start":{{"workflow":{},"input":{input}}}"#, Value::from(workflow)));
+    }
+    body.push('}');
+    let path = format!("/runs/{}/updates/{}?wait={wait}", segment(run_id)?, segment(name)?);
+    let (answer, text) = Client::new(args).post_text(&path, body).await?;
+    if args.json {
+        println!("{text}");
+    } else {
+        let update_id = field_of(&answer, "update_id");
+        if answer["started"] == Value::Bool(true) {
+            println!("started {run_id}");
+        }
+        match answer["status"].as_str() {
+            Some("completed") => {
+                let raw: RawRun = serde_json::from_str(&text).unwrap_or_default();
+                println!("{}", raw.result.map_or_else(|| "null".to_owned(), |r| r.get().to_owned()));
+            }
+            Some("failed") => {
+                let failure = &answer["failure"];
+                eprintln!("update {update_id} failed: {}: {}", field_of(failure, "kind"), field_of(failure, "message"));
+                return Ok(ExitCode::FAILURE);
+            }
+            _ => eprintln!(
+                "update {update_id} was accepted and its handler is still running; wait for it with `cairn update {run_id} {name} --id {update_id}`"
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn query`: prints the handler's JSON answer.
+pub async fn query(args: &ClientArgs, run_id: &str, name: &str, query_args: &str) -> anyhow::Result<ExitCode> {
+    let query_args = super::read_json_arg("ARGS", query_args)?;
+    let path = format!("/runs/{}/queries/{}", segment(run_id)?, segment(name)?);
+    let (_, text) = Client::new(args).post_text(&path, query_args).await?;
+    if args.json {
+        println!("{text}");
+    } else {
+        let raw: RawRun = serde_json::from_str(&text).unwrap_or_default();
+        println!("{}", raw.result.map_or_else(|| "null".to_owned(), |r| r.get().to_owned()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn cancel(args: &ClientArgs, run_id: &str) -> anyhow::Result<ExitCode> {
     let body = Client::new(args).post_json(&format!("/runs/{}/cancel", segment(run_id)?), &Value::Null).await?;
     if args.json {

@@ -381,6 +381,48 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Send an update to a run and print the handler's result once it is
+    /// journaled. Its validator may reject it (exit 1, nothing recorded).
+    /// With --start, the run is started first if it does not exist
+    /// (update-with-start: "get or create a session").
+    Update {
+        /// The run id.
+        run_id: String,
+        /// The update's name.
+        name: String,
+        /// Its JSON arguments, or @FILE.
+        #[arg(default_value = "null")]
+        args: String,
+        /// The update's id: sending it again returns the same result
+        /// instead of updating twice (default: a fresh one).
+        #[arg(long = "id")]
+        update_id: Option<String>,
+        /// Update-with-start: the workflow to start under RUN_ID if no run
+        /// has that id yet.
+        #[arg(long)]
+        start: Option<String>,
+        /// With --start: the new run's input (JSON, or @FILE).
+        #[arg(long, default_value = "null", requires = "start")]
+        input: String,
+        /// Seconds to wait for the handler's result (at most 60).
+        #[arg(long, default_value_t = 60.0)]
+        wait: f64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Ask a running run a query; answered from its current state by
+    /// replay, writing nothing.
+    Query {
+        /// The run id.
+        run_id: String,
+        /// The query's name.
+        name: String,
+        /// Its JSON arguments, or @FILE.
+        #[arg(default_value = "null")]
+        args: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Cancel a run: its current (or next) await fails with `cancelled`.
     Cancel {
         /// The run id.
@@ -550,6 +592,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client::batch(&client, &operation, &query, dry_run, (signal, payload), reason, to).await
         }
         Command::Signal { run_id, name, payload, client } => client::signal(&client, &run_id, &name, &payload).await,
+        Command::Update { run_id, name, args, update_id, start, input, wait, client } => {
+            let start = start.map(|workflow| (workflow, input));
+            client::update(&client, &run_id, &name, &args, update_id, start, wait).await
+        }
+        Command::Query { run_id, name, args, client } => client::query(&client, &run_id, &name, &args).await,
         Command::Cancel { run_id, client } => client::cancel(&client, &run_id).await,
         Command::Terminate { run_id, reason, client } => client::terminate(&client, &run_id, reason).await,
         Command::Reset { run_id, to, version, id, client } => client::reset(&client, &run_id, to, version, id).await,

@@ -199,6 +199,24 @@ impl Writer<'_> {
                 self.tag(9);
                 self.str(attributes);
             }
+            HostCall::CompleteUpdate { id, outcome } => {
+                self.tag(10);
+                self.str(id);
+                self.completion(outcome);
+            }
+        }
+    }
+
+    fn completion(&mut self, completion: &Completion) {
+        match completion {
+            Completion::Ok(json) => {
+                self.tag(0);
+                self.str(json);
+            }
+            Completion::Err(f) => {
+                self.tag(1);
+                self.failure(f);
+            }
         }
     }
 
@@ -211,16 +229,7 @@ impl Writer<'_> {
             Reply::Completed { handle, completion } => {
                 self.tag(1);
                 self.varint(u64::from(*handle));
-                match completion {
-                    Completion::Ok(json) => {
-                        self.tag(0);
-                        self.str(json);
-                    }
-                    Completion::Err(f) => {
-                        self.tag(1);
-                        self.failure(f);
-                    }
-                }
+                self.completion(completion);
             }
             Reply::Bool { value } => {
                 self.tag(2);
@@ -283,6 +292,14 @@ impl Reader<'_> {
         Ok(Failure { kind, message, details })
     }
 
+    fn completion(&mut self) -> Result<Completion, Malformed> {
+        Ok(match self.tag()? {
+            0 => Completion::Ok(self.str()?),
+            1 => Completion::Err(self.failure()?),
+            _ => return Err("unknown completion"),
+        })
+    }
+
     fn call(&mut self) -> Result<HostCall, Malformed> {
         Ok(match self.tag()? {
             0 => {
@@ -322,6 +339,7 @@ impl Reader<'_> {
             7 => HostCall::Patched { change_id: self.str()? },
             8 => HostCall::SetCustomStatus { status: self.str()? },
             9 => HostCall::UpsertSearchAttributes { attributes: self.str()? },
+            10 => HostCall::CompleteUpdate { id: self.str()?, outcome: self.completion()? },
             _ => return Err("unknown host call"),
         })
     }
@@ -331,12 +349,7 @@ impl Reader<'_> {
             0 => Reply::Handle { handle: self.u32()? },
             1 => {
                 let handle = self.u32()?;
-                let completion = match self.tag()? {
-                    0 => Completion::Ok(self.str()?),
-                    1 => Completion::Err(self.failure()?),
-                    _ => return Err("unknown completion"),
-                };
-                Reply::Completed { handle, completion }
+                Reply::Completed { handle, completion: self.completion()? }
             }
             2 => match self.tag()? {
                 0 => Reply::Bool { value: false },

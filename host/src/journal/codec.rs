@@ -190,7 +190,18 @@ mod tests {
 
     /// Kinds of entry added after the v2 fixture was written.
     fn newer() -> Vec<Record> {
-        vec![Record { seq: 17, at_ms: 4, entry: Entry::ContinuedAsNew { input: "{\"month\":2}".into() } }]
+        let call = |seq, call| Record { seq, at_ms: 5, entry: Entry::Call { call, reply: Reply::Unit } };
+        vec![
+            Record { seq: 17, at_ms: 4, entry: Entry::ContinuedAsNew { input: "{\"month\":2}".into() } },
+            call(
+                18,
+                HostCall::CompleteUpdate {
+                    id: "u-1".into(),
+                    outcome: Completion::Err(Failure::new("no-stock", "sold out")),
+                },
+            ),
+            call(19, HostCall::CompleteUpdate { id: "u-2".into(), outcome: Completion::Ok("7".into()) }),
+        ]
     }
 
     #[test]

@@ -128,6 +128,13 @@ pub enum HostCall {
         /// The JSON object given.
         attributes: String,
     },
+    /// `complete-update`: how the handler of an accepted update ended.
+    CompleteUpdate {
+        /// The update's id.
+        id: String,
+        /// The handler's result or failure.
+        outcome: Completion,
+    },
 }
 
 impl HostCall {
@@ -144,6 +151,7 @@ impl HostCall {
             HostCall::Patched { .. } => "patched",
             HostCall::SetCustomStatus { .. } => "set-custom-status",
             HostCall::UpsertSearchAttributes { .. } => "upsert-search-attributes",
+            HostCall::CompleteUpdate { .. } => "complete-update",
         }
     }
 }
@@ -170,6 +178,8 @@ impl fmt::Display for HostCall {
             HostCall::Patched { change_id } => write!(f, "patched({change_id})"),
             HostCall::SetCustomStatus { status } => write!(f, "set-custom-status({status})"),
             HostCall::UpsertSearchAttributes { attributes } => write!(f, "upsert-search-attributes({attributes})"),
+            HostCall::CompleteUpdate { id, outcome: Completion::Ok(v) } => write!(f, "complete-update({id}, ok {v})"),
+            HostCall::CompleteUpdate { id, outcome: Completion::Err(e) } => write!(f, "complete-update({id}, err {e})"),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The `runtime` interface of the WIT contract, as the host implements it:
 //! each call is replayed from the journal or performed live and journaled.
 
-use super::state::{Operation, WorkflowState};
-use crate::journal::{ActivityOptions, Completion, Entry, HostCall, Reply, RetryPolicy};
+use super::state::{Mode, Operation, Stopped, WorkflowState};
+use crate::journal::{ActivityOptions, Completion, Entry, Failure, HostCall, Reply, RetryPolicy};
 use crate::sandbox::bindings::workflow::cairn::workflow::{runtime, types};
 use crate::store::Write;
 use rand_chacha::rand_core::RngCore;
@@ -14,6 +14,13 @@ fn to_wit(completion: Completion) -> types::Completion {
         Completion::Err(f) => {
             types::Completion::Err(types::Failure { kind: f.kind, message: f.message, details: f.details })
         }
+    }
+}
+
+fn from_wit(completion: types::Completion) -> Completion {
+    match completion {
+        types::Completion::Ok(json) => Completion::Ok(json),
+        types::Completion::Err(f) => Completion::Err(Failure { kind: f.kind, message: f.message, details: f.details }),
     }
 }
 
@@ -70,7 +77,7 @@ impl runtime::Host for WorkflowState {
             HostCall::ScheduleActivity { name, input, options } => Operation::Activity { name, input, options },
             _ => unreachable!("the call is a schedule-activity"),
         })?;
-        if live {
+        if live && self.acts() {
             // In-process activities may start before their entry commits:
             // the idempotency key is the same on replay (DESIGN.md).
             self.start_work(handle, true).await?;
@@ -89,7 +96,7 @@ impl runtime::Host for WorkflowState {
         if let Some(h) = self.handles.get_mut(&handle) {
             h.operation = Operation::Timer { due_ms };
         }
-        if live {
+        if live && self.acts() {
             self.pending.push(Write::PutTimer { due_ms, run_id: self.meta.id.clone(), handle });
             self.start_work(handle, true).await?;
         }
@@ -106,7 +113,7 @@ impl runtime::Host for WorkflowState {
         if let Some(h) = self.handles.get_mut(&handle) {
             h.operation = Operation::Child { run_id: child_id };
         }
-        if live {
+        if live && self.acts() {
             self.start_child_run(handle, &workflow, &input).await?;
         }
         Ok(handle)
@@ -159,7 +166,7 @@ impl runtime::Host for WorkflowState {
         if live {
             self.append(Entry::Call { call, reply: Reply::Unit });
         }
-        self.cancel_handle(h, live);
+        self.cancel_handle(h, live && self.acts());
         Ok(())
     }
 
@@ -172,7 +179,7 @@ impl runtime::Host for WorkflowState {
         let call = HostCall::SetCustomStatus { status: status.clone() };
         let live = self.step(&call).await?.is_none();
         self.meta.custom_status = Some(status);
-        if live {
+        if live && self.acts() {
             self.append(Entry::Call { call, reply: Reply::Unit });
             self.meta.updated_ms = super::now_ms();
             self.pending.push(Write::PutRun(self.meta.clone()));
@@ -186,12 +193,47 @@ impl runtime::Host for WorkflowState {
         if let Err(reason) = crate::search::upsert(&mut self.meta.search, &attributes) {
             return Err(wasmtime::Error::msg(format!("upsert-search-attributes: {reason}")));
         }
-        if live {
+        if live && self.acts() {
             self.append(Entry::Call { call, reply: Reply::Unit });
             self.meta.updated_ms = super::now_ms();
             self.pending.push(Write::PutRun(self.meta.clone()));
         }
         Ok(())
+    }
+
+    async fn complete_update(&mut self, id: String, outcome: types::Completion) -> wasmtime::Result<()> {
+        let outcome = from_wit(outcome);
+        if let Completion::Ok(json) = &outcome {
+            self.check_json("the result of an update", json)?;
+        }
+        let call = HostCall::CompleteUpdate { id, outcome };
+        let live = self.step(&call).await?.is_none();
+        if live {
+            self.append(Entry::Call { call, reply: Reply::Unit });
+            if self.acts() {
+                // The client is answered from the journal: durable first.
+                self.commit_now().await?;
+                self.rt.update_completed(&self.meta.id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn answer_query(&mut self, answer: types::Completion) -> wasmtime::Result<()> {
+        if self.mode != Mode::Query || self.question.is_some() {
+            return Err(self.contract(
+                "answer-query was called, but no query or update validation was delivered to this run; only an SDK answering a `$query` or `$validate-update` completion may call it".into(),
+            ));
+        }
+        let answer = from_wit(answer);
+        if let Completion::Ok(json) = &answer {
+            if let Err(e) = crate::journal::check_json(json) {
+                self.unanswered = Some(format!("its answer is not valid JSON: {e}"));
+                return Err(Stopped.into());
+            }
+        }
+        self.answer = Some(answer);
+        Err(Stopped.into())
     }
 
     async fn continue_as_new(&mut self, input: String) -> wasmtime::Result<()> {

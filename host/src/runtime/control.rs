@@ -24,6 +24,12 @@ impl Runtime {
         if name.is_empty() || name.len() > 128 || name.starts_with('$') {
             return Err(ControlError::InvalidName(name.to_owned()));
         }
+        self.buffer_checked(run_id, name, payload).await
+    }
+
+    /// Buffers a signal (also one of the host's own, such as an accepted
+    /// update) within the caps on buffered signals.
+    pub(super) async fn buffer_checked(&self, run_id: &str, name: &str, payload: &str) -> Result<(), ControlError> {
         if payload.len() > crate::journal::MAX_PAYLOAD_BYTES {
             return Err(ControlError::PayloadTooLarge { bytes: payload.len() });
         }

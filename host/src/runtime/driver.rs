@@ -5,7 +5,7 @@
 use super::errors::RunError;
 use super::state::{Event, Mode, StateParts, WorkflowState};
 use super::{now_ms, Runtime};
-use crate::journal::{Divergence, Entry, Failure, Record};
+use crate::journal::{Completion, Divergence, Entry, Failure, Record};
 use crate::sandbox::LoadedComponent;
 use crate::store::{CommitError, RunMeta, RunStatus, Write};
 use serde::Serialize;
@@ -63,6 +63,18 @@ enum Executed {
     ReachedEnd,
     Evicted,
     Continued,
+    /// Query mode: the guest answered.
+    Answered(Completion),
+    /// Query mode: the guest could not answer, for this reason.
+    Unanswered(String),
+}
+
+/// Why a query sandbox gave no answer.
+pub(crate) enum Unanswered {
+    /// The replay failed (diverged, trapped, could not start).
+    Run(RunError),
+    /// The guest went on without answering.
+    Because(String),
 }
 
 impl Runtime {
@@ -123,7 +135,9 @@ impl Runtime {
             Executed::Outcome(outcome) => Ok(Driven::Finished(outcome)),
             Executed::Evicted => Ok(Driven::Evicted),
             Executed::Continued => Ok(Driven::Continued),
-            Executed::ReachedEnd => unreachable!("live runs do not stop at the end of the journal"),
+            Executed::ReachedEnd | Executed::Answered(_) | Executed::Unanswered(_) => {
+                unreachable!("live runs do not stop at the end of the journal")
+            }
         }
     }
 
@@ -177,7 +191,7 @@ impl Runtime {
         let finished = match executed? {
             // A generation that continued as new is finished too.
             Executed::Outcome(_) | Executed::Continued => true,
-            Executed::ReachedEnd | Executed::Evicted => false,
+            Executed::ReachedEnd | Executed::Evicted | Executed::Answered(_) | Executed::Unanswered(_) => false,
         };
         Ok(ReplayReport { run_id: run_id.to_owned(), entries, finished })
     }
@@ -208,6 +222,7 @@ impl Runtime {
                 rt: self.clone(),
                 events: None,
                 idle: None,
+                question: None,
             });
             let _slot = sandbox.instance_slot().await;
             let mut store = wasmtime::Store::new(sandbox.engine(), state);
@@ -276,10 +291,36 @@ impl Runtime {
         let run_id = meta.id.clone();
         let span = tracing::info_span!("run", run_id = %meta.id, workflow = %meta.workflow, mode = ?Mode::Check);
         let (executed, state) =
-            self.execute_records(meta, records, component, Mode::Check, None).instrument(span).await;
+            self.execute_records(meta, records, component, Mode::Check, None, None).instrument(span).await;
         let entries = state.map_or(0, |s| s.cursor().len() as u64);
         let finished = matches!(executed?, Executed::Outcome(_) | Executed::Continued);
         Ok(ReplayReport { run_id, entries, finished })
+    }
+
+    /// Replays `records`, the journal of run `meta`, in a scratch sandbox
+    /// and asks the guest `question` where it first waits past their end.
+    pub(crate) async fn answer_records(
+        &self,
+        meta: RunMeta,
+        records: Vec<Record>,
+        component: LoadedComponent,
+        question: super::query::Question,
+    ) -> Result<Completion, Unanswered> {
+        let (executed, _) = self.execute_records(meta, records, component, Mode::Query, None, Some(question)).await;
+        match executed {
+            Ok(Executed::Answered(answer)) => Ok(answer),
+            Ok(Executed::Unanswered(reason)) => Err(Unanswered::Because(reason)),
+            Ok(Executed::Outcome(_)) => Err(Unanswered::Because(
+                "the workflow returned without waiting, so there was no point at which to ask it; ask again".into(),
+            )),
+            Ok(Executed::Continued) => {
+                Err(Unanswered::Because("the run is continuing as new; ask again in a moment".into()))
+            }
+            Ok(Executed::ReachedEnd | Executed::Evicted) => {
+                Err(Unanswered::Because("the sandbox stopped before the workflow waited".into()))
+            }
+            Err(e) => Err(Unanswered::Run(e)),
+        }
     }
 
     async fn execute_inner(
@@ -293,7 +334,7 @@ impl Runtime {
             Ok(r) => r,
             Err(e) => return (Err(e.into()), None),
         };
-        self.execute_records(meta, records, component, mode, mailbox).await
+        self.execute_records(meta, records, component, mode, mailbox, None).await
     }
 
     async fn execute_records(
@@ -303,6 +344,7 @@ impl Runtime {
         component: LoadedComponent,
         mode: Mode,
         mailbox: Option<mpsc::UnboundedReceiver<Event>>,
+        question: Option<super::query::Question>,
     ) -> (Result<Executed, RunError>, Option<WorkflowState>) {
         let run_id = meta.id.clone();
         let Some(Record { at_ms: start_ms, entry: Entry::Started { seed, input, .. }, .. }) = records.first().cloned()
@@ -330,6 +372,7 @@ impl Runtime {
             rt: self.clone(),
             events: mailbox,
             idle: self.inner.scheduler.residency.idle,
+            question,
         });
         // Held until the store is gone, at the end of this function.
         let slot = sandbox.instance_slot().await;
@@ -403,7 +446,7 @@ impl Runtime {
             Entry::Failed { failure } => RunOutcome::Failed { failure: failure.clone() },
             _ => unreachable!("finish takes an end entry"),
         };
-        if state.mode == Mode::Check || state.cursor().terminal().is_some() {
+        if state.mode != Mode::Live || state.cursor().terminal().is_some() {
             return Ok(Executed::Outcome(run_outcome));
         }
         let record = state.append(outcome);
@@ -456,6 +499,12 @@ impl Runtime {
 
     /// The guest stopped with an error: a divergence, a host stop, or a trap.
     async fn stopped(&self, state: &mut WorkflowState, error: wasmtime::Error) -> Result<Executed, RunError> {
+        if let Some(answer) = state.answer.take() {
+            return Ok(Executed::Answered(answer));
+        }
+        if let Some(reason) = state.unanswered.take() {
+            return Ok(Executed::Unanswered(reason));
+        }
         if let Some(mut divergence) = state.divergence.take() {
             divergence.backtrace = error.downcast_ref::<WasmBacktrace>().and_then(short_backtrace);
             return self.diverged(state, divergence).await;
@@ -467,7 +516,7 @@ impl Runtime {
             return Ok(Executed::Evicted);
         }
         if let Some(input) = state.continue_with.take() {
-            if state.mode == Mode::Check {
+            if state.mode != Mode::Live {
                 return Ok(Executed::Continued);
             }
             return self.continued(state, input).await;

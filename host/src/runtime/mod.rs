@@ -11,6 +11,7 @@ mod calls;
 mod control;
 mod driver;
 mod errors;
+mod query;
 mod scheduler;
 mod state;
 mod waiting;
@@ -19,6 +20,7 @@ mod work;
 pub use control::RunHold;
 pub use driver::{ReplayReport, RunOutcome};
 pub use errors::{ControlError, RunError, StartError};
+pub use query::{QueryError, UpdateOutcome, UpdateRequest};
 pub use scheduler::{Metrics, Residency};
 
 use crate::activity::ActivityRunner;
@@ -648,6 +650,11 @@ fn new_run_id() -> String {
     });
     let n = next.fetch_add(1, Ordering::Relaxed);
     format!("run-{:012x}{n:08x}", now_ms() & 0xffff_ffff_ffff)
+}
+
+/// A fresh update id suffix: unique, and later ones sort after earlier ones.
+pub fn new_update_id() -> String {
+    new_run_id().trim_start_matches("run-").to_owned()
 }
 
 pub(crate) fn validate_run_id(id: &str) -> Result<(), StartError> {

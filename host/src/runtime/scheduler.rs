@@ -65,6 +65,8 @@ pub(crate) struct Scheduler {
     pub counters: Counters,
     /// Who waits for which run to end.
     pub ends: EndNotices,
+    /// Clients waiting for the result of an update, by run.
+    pub updates: EndNotices,
 }
 
 /// Notices of runs ending, for the requests that wait on one run each: a
@@ -120,6 +122,7 @@ impl Scheduler {
             residency,
             counters: Counters::default(),
             ends: EndNotices::default(),
+            updates: EndNotices::default(),
         }
     }
 

@@ -53,6 +53,10 @@ pub(crate) enum Mode {
     /// Replay only, in a scratch sandbox: nothing is written or started;
     /// reaching the end of the journal stops the run.
     Check,
+    /// Replay in a scratch sandbox, then go on past the journal's end
+    /// without touching anything (new handles, no work, no writes) until
+    /// the guest waits: there it is asked its [`super::query::Question`].
+    Query,
 }
 
 /// Something for a resident run's mailbox.
@@ -242,6 +246,12 @@ pub struct WorkflowState {
     pub(crate) terminated: Option<String>,
     /// The input of the next generation, after `continue-as-new`.
     pub(crate) continue_with: Option<String>,
+    /// Query mode: what to ask the guest where it waits, once.
+    pub(crate) question: Option<super::query::Question>,
+    /// Query mode: the guest's answer.
+    pub(crate) answer: Option<Completion>,
+    /// Query mode: why the guest gave no answer.
+    pub(crate) unanswered: Option<String>,
 }
 
 impl WasiView for WorkflowState {
@@ -265,16 +275,17 @@ pub(crate) struct StateParts {
     pub rt: Runtime,
     pub events: Option<mpsc::UnboundedReceiver<Event>>,
     pub idle: Option<Duration>,
+    pub question: Option<super::query::Question>,
 }
 
 impl WorkflowState {
     pub(crate) fn new(parts: StateParts) -> Self {
-        let StateParts { meta, mode, records, seed, start_ms, limits, rt, events, idle } = parts;
+        let StateParts { meta, mode, records, seed, start_ms, limits, rt, events, idle, question } = parts;
         let clock = WorkflowClock::new(start_ms);
         let cursor = JournalCursor::new(records);
         // Output is suppressed while journaled calls remain to be replayed
         // (it was shown the first time); a fresh run prints from the start.
-        let replaying = Arc::new(AtomicBool::new(mode == Mode::Check || cursor.replaying()));
+        let replaying = Arc::new(AtomicBool::new(mode != Mode::Live || cursor.replaying()));
         WorkflowState {
             wasi: crate::sandbox::workflow_wasi(&meta.id, seed, &clock, &replaying),
             table: ResourceTable::new(),
@@ -308,7 +319,16 @@ impl WorkflowState {
             evicted: false,
             terminated: None,
             continue_with: None,
+            question,
+            answer: None,
+            unanswered: None,
         }
+    }
+
+    /// Whether calls may act on the world: start work, buffer writes,
+    /// read the store. Not in a scratch sandbox.
+    pub(crate) fn acts(&self) -> bool {
+        self.mode == Mode::Live
     }
 
     pub(crate) fn run_id(&self) -> &str {
@@ -604,6 +624,12 @@ impl WorkflowState {
             self.reached_end = true;
             return Err(Stopped.into());
         }
+        if self.mode == Mode::Query {
+            // Past the end, nothing is replayed: calls get fresh answers
+            // and touch nothing until the guest waits.
+            self.live = true;
+            return Ok(());
+        }
         self.live = true;
         self.replaying.store(false, Ordering::Relaxed);
         tracing::debug!(run_id = %self.meta.id, seq = self.next_seq, "replay done; live");
@@ -749,6 +775,18 @@ impl WorkflowState {
         Ok(())
     }
 
+    /// Commits what is buffered now, once what was sent before is durable.
+    pub(crate) async fn commit_now(&mut self) -> wasmtime::Result<()> {
+        if let Err(e) = self.settle().await {
+            return Err(self.stop_with(e));
+        }
+        let batch = self.take_pending();
+        if let Err(e) = self.rt.store().commit(batch).await {
+            return Err(self.stop_with(e.into()));
+        }
+        Ok(())
+    }
+
     /// Completes a `start-child` handle with `failure` (the child was never
     /// created); the completion rides in the next commit.
     fn fail_child(&mut self, handle: u32, failure: Failure) {
@@ -771,7 +809,7 @@ impl WorkflowState {
 
     /// A new wait-signal handle takes the oldest buffered signal of its name.
     pub(crate) async fn match_signals(&mut self) -> wasmtime::Result<()> {
-        if self.live {
+        if self.live && self.acts() {
             self.absorb_store(false).await?;
         }
         Ok(())

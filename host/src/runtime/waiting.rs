@@ -2,7 +2,8 @@
 //! for input from its mailbox, and for the commit that makes what it learns
 //! durable before the guest acts on it. Also when it gives up its memory.
 
-use super::state::{Cleanup, Event, Handle, HandleState, Inline, Operation, Stopped, Unsealed, WorkflowState};
+use super::query::QUESTION_HANDLE;
+use super::state::{Cleanup, Event, Handle, HandleState, Inline, Mode, Operation, Stopped, Unsealed, WorkflowState};
 use crate::journal::{Completion, Entry, Failure, HostCall, Reply};
 use crate::store::{StoredCompletion, Write};
 use std::time::Duration;
@@ -66,6 +67,10 @@ impl WorkflowState {
             if let Some((handle, completion)) = consumed {
                 return Ok((handle, completion, Source::Known { cleanup: None }));
             }
+            if self.mode == Mode::Query {
+                let question = self.deliver_question()?;
+                return Ok((QUESTION_HANDLE, question, Source::Known { cleanup: None }));
+            }
             if self.inline.as_ref().is_some_and(|i| !wanted.contains(&i.handle)) {
                 self.release_inline();
             }
@@ -85,6 +90,19 @@ impl WorkflowState {
                     return Err(Stopped.into());
                 }
                 None => return Err(self.contract("the run's mailbox closed".into())),
+            }
+        }
+    }
+
+    /// Query mode: the guest waits, so it is asked its question here, once.
+    fn deliver_question(&mut self) -> wasmtime::Result<Completion> {
+        match self.question.take() {
+            Some(question) => Ok(question.delivery()),
+            None => {
+                self.unanswered = Some(
+                    "it waited again instead of answering; build the workflow with a Cairn SDK that has query and update handlers (on_query, on_update)".into(),
+                );
+                Err(Stopped.into())
             }
         }
     }
