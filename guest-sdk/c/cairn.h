@@ -159,6 +159,24 @@ cairn_outcome cairn_await(cairn_handle handle);
 /* Waits for the first of `count` handles to finish: returns its index and
  * sets *outcome. The others stay pending. */
 size_t cairn_await_any(const cairn_handle *handles, size_t count, cairn_outcome *outcome);
+/* Queries and updates. A query handler reads the workflow's state where it
+ * waits (it runs in a scratch replay: what it changes is forgotten); set
+ * *result (taken; NULL means null) and return true, or set *failure and
+ * return false. An update's validator (NULL accepts all) returns false with
+ * *failure set to reject it, leaving no trace in the run; it must only
+ * read. Its handler runs at the workflow's next wait, may await activities
+ * and timers, and its result is answered to the client once journaled.
+ * `args` is borrowed; `state` is passed back as given. Register handlers
+ * before the first wait; a name registered again is replaced. */
+typedef bool (*cairn_query_fn)(void *state, const cairn_json *args, cairn_json **result, cairn_failure *failure);
+typedef bool (*cairn_validate_fn)(void *state, const cairn_json *args, cairn_failure *failure);
+typedef bool (*cairn_update_fn)(void *state, const cairn_json *args, cairn_json **result, cairn_failure *failure);
+void cairn_on_query(const char *name, cairn_query_fn handler, void *state);
+void cairn_on_update(const char *name, cairn_validate_fn validator, cairn_update_fn handler, void *state);
+/* Serves updates until `condition(state)` holds. Returns false at once if
+ * it does not and no update handler is registered (nothing could make it). */
+bool cairn_wait_until(bool (*condition)(void *state), void *state);
+
 /* Durable sleep: cairn_await(cairn_timer(ms)). */
 void cairn_sleep(uint64_t ms);
 /* Cancels a pending handle: awaiting it gives the failure "cancelled". */

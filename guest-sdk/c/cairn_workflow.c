@@ -145,20 +145,221 @@ static cairn_outcome outcome_of(cairn_workflow_runtime_completion_t *completion)
     return outcome;
 }
 
+/* ---------------------------------------------- queries and updates -- */
+
+/* An accepted update arrives as a signal named `$update`; while update
+ * handlers are registered, every wait also waits for it and runs the
+ * handler. Queries and validations come as a `$query` or `$validate-update`
+ * failure at a wait in a scratch replay, answered with answer-query. */
+
+typedef struct {
+    char *name;
+    cairn_query_fn handler;
+    void *state;
+} query_entry;
+
+typedef struct {
+    char *name;
+    cairn_validate_fn validator;
+    cairn_update_fn handler;
+    void *state;
+} update_entry;
+
+static query_entry *queries;
+static size_t query_count;
+static update_entry *updates;
+static size_t update_count;
+static bool has_update_handle;
+static cairn_handle update_handle;
+static bool in_update;
+
+void cairn_on_query(const char *name, cairn_query_fn handler, void *state) {
+    for (size_t i = 0; i < query_count; i++)
+        if (strcmp(queries[i].name, name) == 0) {
+            queries[i].handler = handler;
+            queries[i].state = state;
+            return;
+        }
+    queries = realloc(queries, (query_count + 1) * sizeof *queries);
+    if (queries == NULL) abort();
+    queries[query_count++] = (query_entry){strdup(name), handler, state};
+}
+
+void cairn_on_update(const char *name, cairn_validate_fn validator, cairn_update_fn handler, void *state) {
+    for (size_t i = 0; i < update_count; i++)
+        if (strcmp(updates[i].name, name) == 0) {
+            updates[i] = (update_entry){updates[i].name, validator, handler, state};
+            return;
+        }
+    updates = realloc(updates, (update_count + 1) * sizeof *updates);
+    if (updates == NULL) abort();
+    updates[update_count++] = (update_entry){strdup(name), validator, handler, state};
+}
+
+/* The update handle this wait also waits on, made on first need. */
+static bool take_update_handle(cairn_handle *out) {
+    if (update_count == 0 || in_update) return false;
+    if (!has_update_handle) {
+        update_handle = cairn_signal("$update");
+        has_update_handle = true;
+    }
+    *out = update_handle;
+    return true;
+}
+
+static cairn_failure unknown(const char *what, const char *name) {
+    size_t n = strlen(name) + 64;
+    char *message = malloc(n);
+    if (message == NULL) abort();
+    snprintf(message, n, "the workflow has no %s handler named \"%s\"", what, name);
+    char kind[32];
+    snprintf(kind, sizeof kind, "unknown-%s", what);
+    cairn_failure failure = cairn_failure_new(kind, message);
+    free(message);
+    return failure;
+}
+
+/* A handler's outcome as the host's completion; free it with completion_free. */
+static cairn_workflow_runtime_completion_t completion_of(bool ok, cairn_json *result, cairn_failure *failure) {
+    cairn_workflow_runtime_completion_t completion;
+    if (ok) {
+        char *text = dump(result);
+        completion.tag = CAIRN_WORKFLOW_TYPES_COMPLETION_OK;
+        completion.val.ok.ptr = (uint8_t *)text;
+        completion.val.ok.len = strlen(text);
+    } else {
+        completion.tag = CAIRN_WORKFLOW_TYPES_COMPLETION_ERR;
+        set_failure(&completion.val.err_, failure);
+    }
+    cairn_json_free(result);
+    if (!ok) cairn_failure_free(failure);
+    return completion;
+}
+
+/* Answers a question the host delivered, if `completion` is one; then the
+ * host never returns. */
+static void answer_if_asked(const cairn_workflow_runtime_completion_t *completion) {
+    if (completion->tag != CAIRN_WORKFLOW_TYPES_COMPLETION_ERR) return;
+    const cairn_workflow_types_failure_t *f = &completion->val.err_;
+    char *kind = owned(&f->kind);
+    bool query = strcmp(kind, "$query") == 0;
+    bool validate = strcmp(kind, "$validate-update") == 0;
+    free(kind);
+    if ((!query && !validate) || !f->details.is_some) return;
+    char *name = owned(&f->message);
+    cairn_json *args = cairn_json_parse((const char *)f->details.val.ptr, f->details.val.len, NULL);
+    cairn_json *result = NULL;
+    cairn_failure failure = {0};
+    bool ok = false;
+    if (query) {
+        size_t i = 0;
+        while (i < query_count && strcmp(queries[i].name, name) != 0) i++;
+        if (i < query_count)
+            ok = queries[i].handler(queries[i].state, args, &result, &failure);
+        else
+            failure = unknown("query", name);
+    } else {
+        size_t i = 0;
+        while (i < update_count && strcmp(updates[i].name, name) != 0) i++;
+        if (i < update_count)
+            ok = updates[i].validator == NULL || updates[i].validator(updates[i].state, args, &failure);
+        else
+            failure = unknown("update", name);
+    }
+    cairn_workflow_runtime_completion_t answer = completion_of(ok, result, &failure);
+    cairn_workflow_runtime_answer_query(&answer);
+    /* The host never returns from answer-query. */
+    abort();
+}
+
+/* Runs the handler of the update `payload` delivers and journals its end. */
+static void run_update(const cairn_workflow_runtime_completion_t *completion) {
+    if (completion->tag != CAIRN_WORKFLOW_TYPES_COMPLETION_OK) return;
+    cairn_json *payload = cairn_json_parse((const char *)completion->val.ok.ptr, completion->val.ok.len, NULL);
+    const char *id = cairn_json_get_string(payload, "id");
+    const char *name = cairn_json_get_string(payload, "name");
+    if (id == NULL || name == NULL) {
+        cairn_json_free(payload);
+        return;
+    }
+    cairn_json *result = NULL;
+    cairn_failure failure = {0};
+    bool ok = false;
+    size_t i = 0;
+    while (i < update_count && strcmp(updates[i].name, name) != 0) i++;
+    if (i < update_count) {
+        in_update = true;
+        ok = updates[i].handler(updates[i].state, cairn_json_get(payload, "args"), &result, &failure);
+        in_update = false;
+    } else {
+        failure = unknown("update", name);
+    }
+    cairn_workflow_runtime_completion_t outcome = completion_of(ok, result, &failure);
+    workflow_string_t wit_id = borrow(id);
+    cairn_workflow_runtime_complete_update(&wit_id, &outcome);
+    cairn_workflow_runtime_completion_free(&outcome);
+    cairn_json_free(payload);
+}
+
+/* Waits for the first of `handles`, serving updates and questions meanwhile. */
+static size_t wait(const cairn_handle *handles, size_t count, cairn_workflow_runtime_completion_t *completion) {
+    for (;;) {
+        cairn_handle updates_at;
+        bool serving = take_update_handle(&updates_at);
+        cairn_handle winner;
+        if (!serving && count == 1) {
+            winner = handles[0];
+            cairn_workflow_runtime_await(winner, completion);
+        } else {
+            cairn_handle *all = malloc((count + 1) * sizeof *all);
+            if (all == NULL) abort();
+            memcpy(all, handles, count * sizeof *all);
+            if (serving) all[count] = updates_at;
+            cairn_workflow_runtime_list_handle_t list = {all, count + (serving ? 1 : 0)};
+            cairn_workflow_runtime_tuple2_handle_completion_t answer;
+            cairn_workflow_runtime_await_any(&list, &answer);
+            free(all);
+            winner = answer.f0;
+            *completion = answer.f1;
+        }
+        answer_if_asked(completion);
+        size_t index = 0;
+        while (index < count && handles[index] != winner) index++;
+        if (serving && index == count && winner == updates_at) {
+            has_update_handle = false;
+            run_update(completion);
+            cairn_workflow_runtime_completion_free(completion);
+            continue;
+        }
+        return index < count ? index : 0;
+    }
+}
+
+bool cairn_wait_until(bool (*condition)(void *state), void *state) {
+    while (!condition(state)) {
+        cairn_handle handle;
+        if (!take_update_handle(&handle)) return false;
+        cairn_workflow_runtime_completion_t completion;
+        cairn_workflow_runtime_await(handle, &completion);
+        answer_if_asked(&completion);
+        has_update_handle = false;
+        run_update(&completion);
+        cairn_workflow_runtime_completion_free(&completion);
+    }
+    return true;
+}
+
 cairn_outcome cairn_await(cairn_handle handle) {
     cairn_workflow_runtime_completion_t completion;
-    cairn_workflow_runtime_await(handle, &completion);
+    wait(&handle, 1, &completion);
     return outcome_of(&completion);
 }
 
 size_t cairn_await_any(const cairn_handle *handles, size_t count, cairn_outcome *outcome) {
-    cairn_workflow_runtime_list_handle_t list = {(cairn_handle *)handles, count};
-    cairn_workflow_runtime_tuple2_handle_completion_t answer;
-    cairn_workflow_runtime_await_any(&list, &answer);
-    *outcome = outcome_of(&answer.f1);
-    for (size_t i = 0; i < count; i++)
-        if (handles[i] == answer.f0) return i;
-    return 0;
+    cairn_workflow_runtime_completion_t completion;
+    size_t index = wait(handles, count, &completion);
+    *outcome = outcome_of(&completion);
+    return index;
 }
 
 void cairn_sleep(uint64_t ms) {

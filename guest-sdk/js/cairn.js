@@ -18,6 +18,7 @@
 import {
   runId, nowMs, randomU64, scheduleActivity, startTimer, startChild, waitSignal,
   await as awaitHandle, awaitAny, cancel, patched, setCustomStatus, upsertSearchAttributes, continueAsNew, log,
+  completeUpdate, answerQuery,
 } from 'cairn:workflow/runtime@0.1.0';
 
 import { Failure, callWithJson, dumps } from './failure.js';
@@ -45,10 +46,109 @@ function decode(completion) {
   throw Failure.fromWit(completion.val);
 }
 
+// Queries and updates. An accepted update arrives as a signal named
+// `$update`; while update handlers are registered, every wait also waits
+// for it and runs the handler. Queries and update validations come as a
+// `$query` or `$validate-update` failure at a wait in a scratch replay,
+// answered with `answer-query`.
+const queries = new Map();
+const updates = new Map();
+const serving = { handle: null, inUpdate: false };
+
+function updateHandle() {
+  if (updates.size === 0 || serving.inUpdate) return null;
+  if (serving.handle === null) serving.handle = waitSignal('$update');
+  return serving.handle;
+}
+
+function unknown(what, name, known) {
+  const have = [...known.keys()].sort().join(', ') || 'none where it waits now';
+  return new Failure(`unknown-${what}`, `the workflow has no ${what} handler named ${JSON.stringify(name)} (it has: ${have})`);
+}
+
+function toCompletion(outcome) {
+  if (outcome instanceof Failure) return { tag: 'err', val: outcome.toWit() };
+  return { tag: 'ok', val: outcome };
+}
+
+// Answers a question the host delivered, if `completion` is one.
+function answerIfAsked(completion) {
+  if (completion.tag !== 'err') return;
+  const { kind, message: name, details } = completion.val;
+  if ((kind !== '$query' && kind !== '$validate-update') || details === undefined || details === null) return;
+  const args = JSON.parse(details);
+  let outcome;
+  try {
+    if (kind === '$query') {
+      const handler = queries.get(name);
+      if (!handler) throw unknown('query', name, queries);
+      outcome = dumps(handler(args));
+    } else {
+      const entry = updates.get(name);
+      if (!entry) throw unknown('update', name, updates);
+      try {
+        if (entry.validator) entry.validator(args);
+      } catch (e) {
+        // Any exception in a validator rejects the update.
+        throw e instanceof Failure ? e : new Failure('rejected', String(e && e.message ? e.message : e));
+      }
+      outcome = 'null';
+    }
+  } catch (e) {
+    if (!(e instanceof Failure)) throw e;
+    outcome = e;
+  }
+  answerQuery(toCompletion(outcome));
+  throw new Error('the host never returns from answer-query');
+}
+
+function runUpdate(completion) {
+  if (completion.tag !== 'ok') return;
+  const delivered = JSON.parse(completion.val);
+  const entry = updates.get(delivered.name);
+  let outcome;
+  try {
+    if (!entry) throw unknown('update', delivered.name, updates);
+    serving.inUpdate = true;
+    try {
+      outcome = dumps(entry.handler(new Context(), delivered.args));
+    } finally {
+      serving.inUpdate = false;
+    }
+  } catch (e) {
+    if (!(e instanceof Failure)) throw e;
+    outcome = e;
+  }
+  completeUpdate(delivered.id, toCompletion(outcome));
+}
+
+// Waits for the first of `handles`, serving updates and questions
+// meanwhile; returns [handle, completion].
+function wait(handles) {
+  for (;;) {
+    const extra = updateHandle();
+    let winner, completion;
+    if (extra === null && handles.length === 1) {
+      winner = handles[0];
+      completion = awaitHandle(winner);
+    } else {
+      const all = extra === null ? handles : [...handles, extra];
+      [winner, completion] = awaitAny(new Uint32Array(all));
+    }
+    answerIfAsked(completion);
+    if (extra !== null && winner === extra && !handles.includes(winner)) {
+      serving.handle = null;
+      runUpdate(completion);
+      continue;
+    }
+    return [winner, completion];
+  }
+}
+
 export class Pending {
   constructor(handle) { this.handle = handle; }
   // Waits for the operation; returns its JSON result or throws a Failure.
-  get() { return decode(awaitHandle(this.handle)); }
+  get() { return decode(wait([this.handle])[1]); }
   cancel() { cancel(this.handle); }
 }
 
@@ -65,8 +165,29 @@ export class Context {
   child(workflowName, input) { return new Pending(startChild(workflowName, dumps(input))); }
   select(pendings) {
     const handles = pendings.map((p) => p.handle);
-    const [winner] = awaitAny(new Uint32Array(handles));
+    const [winner] = wait(handles);
     return handles.indexOf(winner);
+  }
+  // Answers query `name` with `handler(args)` from the workflow's state
+  // where it waits (a scratch replay: read state, do not change it).
+  // Register handlers before the first wait.
+  onQuery(name, handler) { queries.set(name, handler); }
+  // Handles update `name`: `validator(args)` (or null) throws to reject it,
+  // leaving no trace in the run, and must only read; then `handler(ctx,
+  // args)` runs at the workflow's next wait, may call activities and
+  // timers, and its result is answered once journaled. Throw a Failure in
+  // it to fail the update.
+  onUpdate(name, validator, handler) { updates.set(name, { validator, handler }); }
+  // Serves updates until `condition()` is true.
+  waitUntil(condition) {
+    while (!condition()) {
+      const extra = updateHandle();
+      if (extra === null) throw new Error('waitUntil: the condition is false and no update handler is registered');
+      const completion = awaitHandle(extra);
+      answerIfAsked(completion);
+      serving.handle = null;
+      runUpdate(completion);
+    }
   }
   patched(changeId) { return patched(changeId); }
   setStatus(value) { setCustomStatus(dumps(value)); }

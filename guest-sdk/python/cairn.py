@@ -123,6 +123,106 @@ def _decode(completion):
     raise Failure._from_wit(completion.value)
 
 
+# Queries and updates. An accepted update arrives as a signal named
+# `$update`; while update handlers are registered, every wait also waits for
+# it and runs the handler. Queries and update validations come as a
+# `$query` or `$validate-update` failure at a wait in a scratch replay, and
+# are answered with `answer-query`.
+_queries = {}
+_updates = {}
+_serving = {"handle": None, "in_update": False}
+
+
+def _update_handle():
+    if not _updates or _serving["in_update"]:
+        return None
+    if _serving["handle"] is None:
+        _serving["handle"] = _runtime.wait_signal("$update")
+    return _serving["handle"]
+
+
+def _unknown(what, name, known):
+    have = ", ".join(sorted(known)) or "none where it waits now"
+    return Failure(f"unknown-{what}", f"the workflow has no {what} handler named {name!r} (it has: {have})")
+
+
+def _completion(outcome):
+    if isinstance(outcome, Failure):
+        return _types.Completion_Err(outcome._to_wit(_types))
+    return _types.Completion_Ok(outcome)
+
+
+def _answer_if_asked(completion):
+    """Answers a question the host delivered, if ``completion`` is one."""
+    if not isinstance(completion, _types.Completion_Err):
+        return
+    f = completion.value
+    if f.kind not in ("$query", "$validate-update") or f.details is None:
+        return
+    name, args = f.message, json.loads(f.details)
+    try:
+        if f.kind == "$query":
+            handler = _queries.get(name)
+            if handler is None:
+                raise _unknown("query", name, _queries)
+            outcome = _dumps(handler(args))
+        else:
+            entry = _updates.get(name)
+            if entry is None:
+                raise _unknown("update", name, _updates)
+            validator = entry[0]
+            try:
+                if validator is not None:
+                    validator(args)
+            except Failure:
+                raise
+            except Exception as e:  # any exception in a validator rejects
+                raise Failure("rejected", str(e))
+            outcome = "null"
+    except Failure as failure:
+        outcome = failure
+    _runtime.answer_query(_completion(outcome))
+    raise RuntimeError("the host never returns from answer-query")
+
+
+def _run_update(completion):
+    if not isinstance(completion, _types.Completion_Ok):
+        return
+    delivered = json.loads(completion.value)
+    name = delivered.get("name")
+    entry = _updates.get(name)
+    try:
+        if entry is None:
+            raise _unknown("update", name, _updates)
+        _serving["in_update"] = True
+        try:
+            outcome = _dumps(entry[1](Context(), delivered.get("args")))
+        finally:
+            _serving["in_update"] = False
+    except Failure as failure:
+        outcome = failure
+    _runtime.complete_update(delivered["id"], _completion(outcome))
+
+
+def _wait(handles):
+    """Waits for the first of ``handles``, serving updates and questions
+    meanwhile; returns (handle, completion)."""
+    while True:
+        serving = _update_handle()
+        if serving is None and len(handles) == 1:
+            winner, completion = handles[0], _runtime.await_(handles[0])
+        elif serving is None:
+            winner, completion = _runtime.await_any(list(handles))
+        else:
+            winner, completion = _runtime.await_any(list(handles) + [serving])
+        _answer_if_asked(completion)
+        if serving is not None and winner == serving and winner not in handles:
+            _serving["handle"] = None
+            _run_update(completion)
+            continue
+        return winner, completion
+
+
 class Pending:
     """A pending operation (activity, timer, signal, child). Nothing blocks
     until ``get()``."""
@@ -133,8 +233,7 @@ class Pending:
     def get(self):
         """Waits for the operation and returns its JSON result, or raises
         ``Failure``."""
-        runtime, _ = _imports()
-        return _decode(runtime.await_(self.handle))
+        return _decode(_wait([self.handle])[1])
 
     def cancel(self):
         """Abandons the operation; ``get()`` then raises a ``cancelled`` Failure."""
@@ -182,8 +281,33 @@ class Context:
     def select(self, pendings):
         """Waits for the first of ``pendings`` to complete; returns its index."""
         handles = [p.handle for p in pendings]
-        winner, _ = _imports()[0].await_any(handles)
+        winner, _ = _wait(handles)
         return handles.index(winner)
+
+    def on_query(self, name, handler):
+        """Answers query ``name`` with ``handler(args)`` from the workflow's
+        state where it waits. It runs in a scratch replay: read state, do
+        not change it. Register handlers before the first wait."""
+        _queries[name] = handler
+
+    def on_update(self, name, validator, handler):
+        """Handles update ``name``: ``validator(args)`` (or None) raises to
+        reject it, leaving no trace in the run, and must only read; then
+        ``handler(ctx, args)`` runs at the workflow's next wait, may call
+        activities and timers, and its result is answered to the client once
+        journaled. Raise ``Failure`` in it to fail the update."""
+        _updates[name] = (validator, handler)
+
+    def wait_until(self, condition):
+        """Serves updates until ``condition()`` is true."""
+        while not condition():
+            serving = _update_handle()
+            if serving is None:
+                raise RuntimeError("wait_until: the condition is false and no update handler is registered")
+            completion = _runtime.await_(serving)
+            _answer_if_asked(completion)
+            _serving["handle"] = None
+            _run_update(completion)
 
     def patched(self, change_id):
         """Temporal's versioning marker: True for runs that reach this point

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// componentize-py: on PATH, or installed once into target/pyenv.
 fn componentize_py() -> PathBuf {
@@ -81,6 +82,7 @@ fn js(name: &str) -> PathBuf {
             ("order", "examples/js/order"),
             ("inventory", "examples/js/inventory"),
             ("tags", "examples/testing/js-tags"),
+            ("cart", "examples/testing/js-cart"),
         ];
         build_guests("js", &guests, &[("CAIRN_COMPONENTIZE_JS", componentize_js())])
     });
@@ -92,8 +94,12 @@ fn js(name: &str) -> PathBuf {
 pub(crate) fn c(name: &str) -> PathBuf {
     static BUILT: OnceLock<HashMap<&'static str, PathBuf>> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let guests =
-            [("order", "examples/c/order"), ("inventory", "examples/c/inventory"), ("tags", "examples/testing/c-tags")];
+        let guests = [
+            ("order", "examples/c/order"),
+            ("inventory", "examples/c/inventory"),
+            ("tags", "examples/testing/c-tags"),
+            ("cart", "examples/testing/c-cart"),
+        ];
         build_guests("c", &guests, &[])
     });
     built(&BUILT, name)
@@ -108,6 +114,7 @@ fn python(name: &str) -> PathBuf {
             ("inventory", "examples/python/inventory"),
             ("clockwork", "examples/testing/python-clockwork"),
             ("tags", "examples/testing/python-tags"),
+            ("cart", "examples/testing/python-cart"),
         ];
         build_guests("python", &guests, &[("CAIRN_COMPONENTIZE_PY", componentize_py())])
     });
@@ -392,4 +399,72 @@ fn python_javascript_and_c_workflows_set_typed_search_attributes() {
             .count();
         assert_eq!(upserts, 2, "{language}: {journal:?}");
     }
+}
+
+/// The cart of `examples/cart` in each language: updates validated (a
+/// rejection leaves no entry), handled with a durable step and journaled;
+/// queries answered on the evicted run; the journals of all four languages
+/// make the same calls, and replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_javascript_and_c_workflows_take_updates_and_answer_queries() {
+    use crate::server::{Api, Server};
+    use serde_json::json;
+    let built = [("rust", wasm("cart")), ("python", python("cart")), ("js", js("cart")), ("c", c("cart"))];
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--idle-ms", "200"]);
+    let api = Api::new(&server);
+    let mut calls = Vec::new();
+    for (language, component) in &built {
+        let workflow = format!("cart-{language}");
+        let (status, body) = api.deploy(&workflow, "workflow", std::fs::read(component).unwrap()).await;
+        assert_eq!(status, 201, "{language}: {body}");
+        let run = format!("/runs/{language}");
+        let start = json!({ "workflow": workflow, "input": { "limit": 2 } });
+        for (item, expected) in [("apple", 1), ("pear", 2)] {
+            let body = json!({ "args": item, "start": start });
+            let (status, added) = api.post_json(&format!("{run}/updates/add"), &body).await;
+            assert_eq!((status, &added["result"]), (200, &json!(expected)), "{language}: {added}");
+        }
+        let journal_len = || async {
+            let (_, page) = api.get(&format!("{run}/journal")).await;
+            page["entries"].as_array().unwrap().len()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while api.get("/metrics").await.1["resident"] != 0 {
+            assert!(Instant::now() < deadline, "{language}: the run never left memory");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let before = journal_len().await;
+        for (item, kind) in [("apple", "duplicate-item"), ("fig", "cart-full"), ("", "empty-item")] {
+            let (status, refused) = api.post_json(&format!("{run}/updates/add"), &json!({ "args": item })).await;
+            assert_eq!((status, &refused["failure"]["kind"]), (422, &json!(kind)), "{language}: {refused}");
+        }
+        let (status, unknown) = api.post_json(&format!("{run}/updates/remove"), &json!({})).await;
+        assert_eq!((status, unknown["code"].as_str()), (404, Some("unknown-update")), "{language}: {unknown}");
+        let (status, items) = api.get(&format!("{run}/queries/items")).await;
+        assert_eq!((status, &items["result"]), (200, &json!(["apple", "pear"])), "{language}: {items}");
+        let (status, size) = api.get(&format!("{run}/queries/size")).await;
+        assert_eq!((status, &size["result"]), (200, &json!(2)), "{language}: {size}");
+        let (status, unknown) = api.get(&format!("{run}/queries/total")).await;
+        assert_eq!((status, unknown["code"].as_str()), (404, Some("unknown-query")), "{language}: {unknown}");
+        assert_eq!(journal_len().await, before, "{language}: rejections and queries wrote nothing");
+        let (status, done) = api.post_json(&format!("{run}/updates/checkout"), &json!({})).await;
+        assert_eq!((status, &done["result"]), (200, &json!("checked out")), "{language}: {done}");
+        let ended = api.wait(language).await;
+        assert_eq!(ended["result"], json!({ "items": ["apple", "pear"] }), "{language}: {ended}");
+        let (_, page) = api.get(&format!("{run}/journal")).await;
+        let kinds: Vec<String> = page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["call"]["call"].as_str().unwrap_or(e["entry"].as_str().unwrap()).to_owned())
+            .collect();
+        calls.push((language, kinds));
+    }
+    for (language, kinds) in &calls[1..] {
+        assert_eq!(kinds, &calls[0].1, "{language} makes other calls than Rust");
+    }
+    server.kill();
+    let replay = cairn().args(["replay", "--all", "--data"]).arg(dir.path()).output().unwrap();
+    expect_success(&replay);
 }
