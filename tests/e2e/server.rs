@@ -537,6 +537,8 @@ async fn a_token_protects_every_endpoint() {
         "/workflows/{name}/retention",
         "/workflows/{name}/concurrency",
         "/runs/{id}/reset",
+        "/runs/{id}/updates/{name}",
+        "/runs/{id}/queries/{name}",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not in the OpenAPI document");
     }

@@ -37,12 +37,17 @@ async fn the_web_ui_lists_filters_shows_the_journal_and_signals_a_run() {
     let server = Server::start(&dir.path().join("data"), &["--token-file", token_file.to_str().unwrap()]);
     let mut api = Api::new(&server);
     api.token = Some("ui-secret".into());
-    for (name, kind) in [("approval", "workflow"), ("payments", "activity"), ("inventory", "activity")] {
+    for (name, kind) in
+        [("approval", "workflow"), ("cart", "workflow"), ("payments", "activity"), ("inventory", "activity")]
+    {
         assert_eq!(api.deploy(name, kind, std::fs::read(wasm(name)).unwrap()).await.0, 201);
     }
     let input = read_json(&repo().join("examples/approval/input.json"));
     let (status, _) = api.post_json("/runs", &json!({ "workflow": "approval", "id": "ui-1", "input": input })).await;
     assert_eq!(status, 201);
+    let body = json!({ "args": "coffee", "start": { "workflow": "cart" } });
+    let (status, added) = api.post_json("/runs/ui-cart/updates/add", &body).await;
+    assert_eq!(status, 200, "{added}");
 
     let shots = repo().join("target/ui-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -53,6 +58,7 @@ async fn the_web_ui_lists_filters_shows_the_journal_and_signals_a_run() {
             .arg(repo().join("tests/e2e/ui/browser.mjs"))
             .args([&url, "ui-secret", "ui-1"])
             .arg(&shots)
+            .arg("ui-cart")
             .env("CAIRN_PLAYWRIGHT_DIR", modules.parent().unwrap())
             .env("CAIRN_CHROMIUM", chromium)
             .current_dir(modules.parent().unwrap())
@@ -69,13 +75,16 @@ async fn the_web_ui_lists_filters_shows_the_journal_and_signals_a_run() {
     assert_eq!(report["result"]["approved_by"], "the web ui");
     let run = api.wait("ui-1").await;
     assert_eq!(run["result"], report["result"]);
+    // The update the browser sent was journaled; its query wrote nothing.
+    let (_, items) = api.get("/runs/ui-cart/queries/items").await;
+    assert_eq!(items["result"], json!(["coffee", "tea"]), "{items}");
     let (_, schedule) = api.get("/schedules/ui-nightly").await;
     assert_eq!(
         (schedule["paused"].as_bool(), &schedule["when"]["timezone"]),
         (Some(true), &json!("Europe/Berlin")),
         "{schedule}"
     );
-    for shot in ["runs", "run", "completed", "workflows", "schedules"] {
+    for shot in ["runs", "run", "completed", "workflows", "update", "schedules"] {
         assert!(repo().join(format!("target/ui-screenshots/{shot}.png")).exists(), "{shot}.png");
     }
 }

@@ -102,6 +102,27 @@ pub(crate) async fn document() -> Json<Value> {
                 "requestBody": { "content": { "application/json": { "schema": {} } } },
                 "responses": merge(json!({ "202": { "description": "stored durably" } }), error_responses(&["400", "401", "404", "409", "413", "429"]))
             } },
+            "/runs/{id}/updates/{name}": { "post": {
+                "summary": "Send an update: its validator runs first (a rejection, 422 `rejected` with the workflow's `failure`, records nothing), then its handler at the run's next wait; answered once the handler's end is journaled. With `start`, the run is started under {id} first if none exists (update-with-start)",
+                "parameters": [run_id, { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "wait", "in": "query", "schema": { "type": "number", "minimum": 0, "maximum": 60, "default": 60 }, "description": "seconds to wait for the handler; past it, 202 `accepted` (send the same update_id again to wait on)" }],
+                "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/UpdateRequest" } } } },
+                "responses": merge(merge(ok("200", "UpdateResult"), json!({ "202": { "description": "accepted; the handler had not finished" } })), error_responses(&["400", "401", "404", "409", "422", "429"]))
+            } },
+            "/runs/{id}/queries/{name}": {
+                "get": {
+                    "summary": "Ask a query: answered from the run's current state by replay in a scratch sandbox; nothing is written and the run is not disturbed",
+                    "parameters": [run_id, { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } },
+                        { "name": "args", "in": "query", "schema": { "type": "string" }, "description": "the query's arguments as JSON text (default null)" }],
+                    "responses": merge(ok("200", "QueryResult"), error_responses(&["400", "401", "404", "409", "422"]))
+                },
+                "post": {
+                    "summary": "Ask a query with its JSON arguments as the body",
+                    "parameters": [run_id, { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                    "requestBody": { "content": { "application/json": { "schema": {} } } },
+                    "responses": merge(ok("200", "QueryResult"), error_responses(&["400", "401", "404", "409", "422"]))
+                }
+            },
             "/runs/{id}/cancel": { "post": {
                 "summary": "Cancel: the run's current (or next) await fails with kind `cancelled`",
                 "parameters": [run_id],
@@ -192,13 +213,26 @@ pub(crate) async fn document() -> Json<Value> {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
             "responses": { "Error": { "description": "An error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } },
             "schemas": {
-                "Error": { "type": "object", "required": ["code", "message"], "properties": { "code": { "type": "string" }, "message": { "type": "string" } } },
+                "Error": { "type": "object", "required": ["code", "message"], "properties": { "code": { "type": "string" }, "message": { "type": "string" },
+                    "failure": { "$ref": "#/components/schemas/Failure", "description": "the workflow's own failure, when it refused (a rejected update, a failed query)" } } },
                 "Status": { "type": "string", "enum": ["running", "queued", "paused", "completed", "failed", "diverged", "terminated"] },
                 "Failure": { "type": "object", "properties": { "kind": { "type": "string" }, "message": { "type": "string" }, "details": { "type": "string", "nullable": true } } },
                 "StartRequest": { "type": "object", "required": ["workflow"], "additionalProperties": false, "properties": {
                     "workflow": { "type": "string" }, "input": { "description": "any JSON" }, "id": { "type": "string" },
                     "concurrency_key": { "type": "string", "description": "the run's bucket under the workflow's concurrency limits" },
                     "priority": { "type": "integer", "minimum": 1, "maximum": 5, "default": 3, "description": "order among queued runs (1 first)" } } },
+                "UpdateRequest": { "type": "object", "additionalProperties": false, "properties": {
+                    "args": { "description": "any JSON (default null)" },
+                    "update_id": { "type": "string", "description": "sending the same id again returns the same result instead of updating twice" },
+                    "start": { "$ref": "#/components/schemas/StartRequest" } } },
+                "UpdateResult": { "type": "object", "properties": {
+                    "run_id": { "type": "string" }, "update": { "type": "string" }, "update_id": { "type": "string" },
+                    "started": { "type": "boolean", "description": "update-with-start created the run" },
+                    "status": { "type": "string", "enum": ["completed", "failed", "accepted"] },
+                    "result": { "description": "the handler's JSON result (completed)" },
+                    "failure": { "$ref": "#/components/schemas/Failure" } } },
+                "QueryResult": { "type": "object", "properties": {
+                    "run_id": { "type": "string" }, "query": { "type": "string" }, "result": { "description": "the handler's JSON answer" } } },
                 "Run": { "type": "object", "properties": {
                     "id": { "type": "string" }, "workflow": { "type": "string" }, "version": { "type": "integer", "nullable": true }, "generation": { "type": "integer" }, "parent": { "type": "string", "nullable": true },
                     "status": { "$ref": "#/components/schemas/Status" }, "input": {}, "custom_status": {}, "result": {},

@@ -1,14 +1,15 @@
 // Drives the web UI of a running `cairn serve` in headless Chromium
 // (Debian's, through playwright-core): sign in, list and filter runs, open
-// a run and read its journal, send a signal, see the run complete.
-// Usage: node browser.mjs URL TOKEN RUN_ID SCREENSHOT_DIR
+// a run and read its journal, send a signal, see the run complete; send an
+// update to a cart and ask it a query; make and pause a schedule.
+// Usage: node browser.mjs URL TOKEN RUN_ID SCREENSHOT_DIR CART_RUN_ID
 // playwright-core is installed outside the repository (target/uienv): load
 // it from there (ES module imports ignore NODE_PATH).
 import { createRequire } from 'node:module';
 const require = createRequire(`${process.env.CAIRN_PLAYWRIGHT_DIR}/`);
 const { chromium } = require('playwright-core');
 
-const [url, token, runId, shots] = process.argv.slice(2);
+const [url, token, runId, shots, cartId] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CAIRN_CHROMIUM ?? '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -65,6 +66,20 @@ try {
   await page.click('#nav-workflows');
   await page.waitForSelector('#workflows td');
   await page.screenshot({ path: `${shots}/workflows.png`, fullPage: true });
+
+  step('an update and a query from the run page of a cart');
+  await page.goto(`${url}/ui#/runs/${cartId}`);
+  await page.waitForSelector('#send-update');
+  await page.fill('#update-name', 'add');
+  await page.fill('#update-args', '"tea"');
+  await page.click('#send-update');
+  await page.waitForFunction(() => document.querySelector('#answer')?.textContent === 'update: 2');
+  await page.waitForTimeout(2000); // the page reloads the journal the update wrote to
+  await page.waitForSelector('#ask-query');
+  await page.fill('#query-name', 'items');
+  await page.click('#ask-query');
+  await page.waitForFunction(() => document.querySelector('#answer')?.textContent === 'query: ["coffee","tea"]');
+  await page.screenshot({ path: `${shots}/update.png`, fullPage: true });
 
   step('a schedule made on the schedules page, then paused there');
   await page.click('#nav-schedules');
