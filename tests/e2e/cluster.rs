@@ -440,7 +440,7 @@ async fn deploys_from_two_hosts_at_once_never_share_a_version_number() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn terminates_and_upgrades_reach_the_host_that_drives_the_run() {
+async fn terminates_upgrades_updates_and_queries_reach_the_host_that_drives_the_run() {
     let url = harness::server().database().await;
     let dir = tempfile::tempdir().unwrap();
     let (_a, api_a) = host(&url, dir.path(), "t0", 2000);
@@ -497,6 +497,28 @@ async fn terminates_and_upgrades_reach_the_host_that_drives_the_run() {
         }
         let run = api_a.wait(&format!("u{i}")).await;
         assert_eq!((&run["version"], &run["result"]["code_version"]), (&json!(2), &json!(2)), "{run}");
+    }
+    // Updates and queries through either host: validated by replay where
+    // they land, handled where the run is driven, answered where they landed.
+    assert_eq!(api_b.deploy("cart", "workflow", std::fs::read(wasm("cart")).unwrap()).await.0, 201);
+    for i in 0..8 {
+        let (first, second) = if i % 2 == 0 { (&api_a, &api_b) } else { (&api_b, &api_a) };
+        let run = format!("/runs/c{i}");
+        let start = json!({ "workflow": "cart", "input": { "limit": 2 } });
+        let (status, added) =
+            first.post_json(&format!("{run}/updates/add"), &json!({ "args": "a", "start": start })).await;
+        assert_eq!((status, &added["result"]), (200, &json!(1)), "{added}");
+        let (status, added) = second.post_json(&format!("{run}/updates/add"), &json!({ "args": "b" })).await;
+        assert_eq!((status, &added["result"]), (200, &json!(2)), "{added}");
+        let (status, full) = first.post_json(&format!("{run}/updates/add"), &json!({ "args": "c" })).await;
+        assert_eq!((status, &full["failure"]["kind"]), (422, &json!("cart-full")), "{full}");
+        for api in [first, second] {
+            let (status, items) = api.get(&format!("{run}/queries/items")).await;
+            assert_eq!((status, &items["result"]), (200, &json!(["a", "b"])), "{items}");
+        }
+        let (status, done) = second.post_json(&format!("{run}/updates/checkout"), &json!({})).await;
+        assert_eq!((status, &done["result"]), (200, &json!("checked out")), "{done}");
+        assert_eq!(first.wait(&format!("c{i}")).await["result"], json!({ "items": ["a", "b"] }));
     }
     assert_clean(&url);
 }
