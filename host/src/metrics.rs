@@ -126,6 +126,15 @@ pub fn write_value(out: &mut String, name: &str, help: &str, kind: &str, value: 
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// A gauge with one line per label set (none when `rows` is empty: the
+/// header alone).
+pub fn write_labeled(out: &mut String, name: &str, help: &str, names: &[&str], rows: &[(Vec<String>, u64)]) {
+    header(out, name, help, "gauge");
+    for (values, value) in rows {
+        let _ = writeln!(out, "{name}{} {value}", labels(names, values));
+    }
+}
+
 /// One gauge line with a fractional value.
 pub fn write_float(out: &mut String, name: &str, help: &str, value: f64) {
     header(out, name, help, "gauge");

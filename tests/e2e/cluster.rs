@@ -639,7 +639,7 @@ async fn a_schedule_fires_once_per_time_on_one_host_and_moves_when_that_host_die
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_concurrency_limit_holds_across_hosts() {
+async fn concurrency_limits_of_runs_and_of_activities_hold_across_hosts() {
     let url = harness::server().database().await;
     let dir = tempfile::tempdir().unwrap();
     let (_a, api_a) = host(&url, dir.path(), "q0", 2000);
@@ -683,5 +683,26 @@ async fn a_concurrency_limit_holds_across_hosts() {
     }
     let most = crate::server::most_at_once(&spans);
     assert!(most <= 2, "{most} runs active at once: {spans:?}");
+
+    // An activity limit holds across hosts too: the slots are rows every
+    // host takes from.
+    deploy(&api_a, &[("script", "workflow"), ("noop", "activity")]).await;
+    let limit = json!({ "key": "/customer", "limit": 2 });
+    assert_eq!(api_b.put_json("/activities/noop.hold/limits", &limit).await.0, 200);
+    for i in 0..12 {
+        let api = if i % 2 == 0 { &api_a } else { &api_b };
+        let steps =
+            json!([{ "activity": "noop.hold", "input": { "customer": "acme", "ms": 150 }, "timeout_ms": 5000 }]);
+        let (status, body) =
+            api.post_json("/runs", &json!({ "workflow": "script", "id": format!("h{i:02}"), "input": steps })).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut held = Vec::new();
+    for i in 0..12 {
+        let run = api_b.wait(&format!("h{i:02}")).await;
+        let span = &run["result"][0]["ok"];
+        held.push((span["start_ms"].as_u64().unwrap(), span["end_ms"].as_u64().unwrap()));
+    }
+    assert_eq!(crate::server::most_at_once(&held), 2, "{held:?}");
     assert_clean(&url);
 }

@@ -470,3 +470,86 @@ async fn a_rate_limit_starts_runs_no_faster_than_its_rate() {
     }
     let _ = server;
 }
+
+/// Per-key activity limits from the input: never more attempts of a key in
+/// flight than its limit, across a SIGKILL; the waiting ones visible in
+/// `/metrics`; and a rate that spaces attempts' starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_limits_by_a_key_in_the_input_hold_across_a_kill_and_a_rate_spaces_the_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let mut api = Api::new(&server);
+    deploy_all(&api).await;
+    for (path, body, code) in [
+        ("noop.hold", json!({ "key": "customer", "limit": 2 }), "invalid-key"),
+        ("noop.hold", json!({ "limit": 0 }), "invalid-limit"),
+        ("noop.hold", json!({ "rate": "fast" }), "invalid-rate"),
+        ("mirror", json!({ "limit": 1 }), "not-an-activity"),
+        ("no pe", json!({ "limit": 1 }), "invalid-activity"),
+    ] {
+        let (_, refused) = api.put_json(&format!("/activities/{path}/limits"), &body).await;
+        assert_eq!(refused["code"], code, "{path} {body}: {refused}");
+    }
+    let cli = |url: &str, args: &[&str]| cairn().args(args).args(["--server", url]).output().unwrap();
+    let set = cli(
+        &server.url,
+        &["activity-limits", "noop.hold", "--key-from", "/customer", "--limit", "2", "--key", "beta=1"],
+    );
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert!(stdout(&set).contains("at most 2 attempts of each concurrency key"), "{}", stdout(&set));
+    assert!(stdout(&set).contains("keys from the input at /customer"), "{}", stdout(&set));
+
+    let runs: Vec<(String, &str)> =
+        (0..10).map(|i| (format!("a{i:02}"), "acme")).chain((0..6).map(|i| (format!("b{i:02}"), "beta"))).collect();
+    for (id, customer) in &runs {
+        let steps =
+            json!([{ "activity": "noop.hold", "input": { "customer": customer, "ms": 150 }, "timeout_ms": 5000 }]);
+        let (status, body) = api.post_json("/runs", &json!({ "workflow": "script", "id": id, "input": steps })).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // The attempts that wait are counted, by key.
+    let waiting = r#"cairn_activity_attempts_waiting{activity="noop.hold",key="acme"}"#;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
+        if metrics.lines().any(|l| l.starts_with(waiting) && !l.ends_with(" 0")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no waiting attempts in /metrics:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, shown) = api.get("/activities/noop.hold/limits").await;
+    assert_eq!((&shown["key"], &shown["limit"], &shown["keys"]["beta"]), (&json!("/customer"), &json!(2), &json!(1)));
+    server.kill();
+    server = Server::start(dir.path(), &[]);
+    api = Api::new(&server);
+
+    let mut spans: std::collections::HashMap<&str, Vec<(u64, u64)>> = Default::default();
+    for (id, customer) in &runs {
+        let run = api.wait(id).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let held = &run["result"][0]["ok"];
+        spans.entry(customer).or_default().push((held["start_ms"].as_u64().unwrap(), held["end_ms"].as_u64().unwrap()));
+    }
+    assert_eq!(most_at_once(&spans["acme"]), 2, "acme's limit is 2: {:?}", spans["acme"]);
+    assert_eq!(most_at_once(&spans["beta"]), 1, "beta's own limit is 1: {:?}", spans["beta"]);
+
+    // One start every 250 ms, none saved up: the fifth waits a second.
+    let (status, body) = api.put_json("/activities/noop.ping/limits", &json!({ "rate": "4/s", "burst": 1 })).await;
+    assert_eq!(status, 200, "{body}");
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    for i in 0..5 {
+        let steps = json!([{ "activity": "noop.ping", "input": i }]);
+        let (status, body) =
+            api.post_json("/runs", &json!({ "workflow": "script", "id": format!("p{i}"), "input": steps })).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut last = 0;
+    for i in 0..5 {
+        assert_eq!(api.wait(&format!("p{i}")).await["status"], "completed");
+        last = last.max(api.active_span(&format!("p{i}")).await.1);
+    }
+    assert!(last >= before + 1000, "five pings at 4/s took {} ms", last - before);
+    let cleared = cli(&server.url, &["activity-limits", "noop.ping", "--clear"]);
+    assert!(stdout(&cleared).contains("noop.ping: no limits"), "{}", stdout(&cleared));
+}

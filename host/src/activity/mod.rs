@@ -13,6 +13,7 @@
 
 pub mod external;
 pub mod http;
+pub mod limits;
 
 use crate::journal::{ActivityOptions, Completion, Failure};
 use crate::sandbox::bindings::activity::{cairn::workflow::activity_context, Activity, ActivityPre};
@@ -160,6 +161,8 @@ pub struct ActivityRunner {
     metrics: Arc<crate::metrics::RuntimeMetrics>,
     /// Tasks for external workers.
     external: Arc<external::ExternalTasks>,
+    /// Limits on attempts in flight and started per time.
+    limiter: Arc<limits::Limiter>,
 }
 
 impl ActivityRunner {
@@ -177,6 +180,7 @@ impl ActivityRunner {
             network,
             metrics,
             external: Arc::default(),
+            limiter: Arc::default(),
         })
     }
 
@@ -227,6 +231,11 @@ impl ActivityRunner {
         &self.external
     }
 
+    /// The limits on attempts.
+    pub fn limiter(&self) -> &limits::Limiter {
+        &self.limiter
+    }
+
     /// Registered component names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> =
@@ -259,6 +268,15 @@ impl ActivityRunner {
         loop {
             let span = tracing::info_span!("activity", run_id = %task.run_id, handle = task.handle, name = %task.name, attempt);
             let timeout = Duration::from_millis(task.options.timeout_ms.max(1));
+            // A limited activity waits for a slot before the attempt (and
+            // its timeout) starts, and holds it until the attempt ends.
+            let _slot = match self.limiter.bucket_of(component, function, &task.input).await {
+                Some((bucket, admission)) => {
+                    let holder = format!("{}/{}/{}/{attempt}", task.run_id, task.generation, task.handle);
+                    Some(self.limiter.take(bucket, admission, holder).instrument(span.clone()).await)
+                }
+                None => None,
+            };
             let run = async {
                 match &pre {
                     _ if external => {
@@ -299,6 +317,7 @@ impl ActivityRunner {
             }
             failed(attempt);
             self.metrics.activity_retries.inc(&[&task.name]);
+            drop(_slot);
             tokio::time::sleep(backoff(retry, attempt)).await;
             attempt += 1;
         }

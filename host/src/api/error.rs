@@ -220,6 +220,14 @@ impl From<crate::registry::VersionError> for ApiError {
             V::VersionNotFound { .. } => ApiError::not_found("version-not-found", e.to_string()),
             V::InUse { .. } => ApiError::new(StatusCode::CONFLICT, "version-in-use", e.to_string()),
             V::Current { .. } => ApiError::new(StatusCode::CONFLICT, "version-is-current", e.to_string()),
+            V::InvalidActivity(_) => ApiError::bad_request("invalid-activity", e.to_string()),
+            V::NotAnActivity(_) => ApiError::new(StatusCode::CONFLICT, "not-an-activity", e.to_string()),
+            V::InvalidPointer(_) => ApiError::bad_request("invalid-key", e.to_string()),
+            V::Store(crate::store::StoreError::Commit(crate::store::CommitError::Conflict { .. })) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{e}; another host changed it at the same moment: try again"),
+            ),
             V::Store(_) => ApiError::internal(e),
         }
     }

@@ -639,6 +639,41 @@ pub(crate) struct ConcurrencyBody {
     /// Most starts at once after a quiet spell (default: the rate's count).
     #[serde(default)]
     burst: Option<u32>,
+    /// Rates of particular keys, in place of `rate` (their burst is their
+    /// count).
+    #[serde(default)]
+    key_rates: std::collections::BTreeMap<String, String>,
+}
+
+/// Limits as a request gives them, checked.
+pub(super) fn concurrency_of(
+    limit: Option<u32>,
+    keys: std::collections::BTreeMap<String, u32>,
+    (rate, burst): (Option<&str>, Option<u32>),
+    key_rates: &std::collections::BTreeMap<String, String>,
+) -> ApiResult<crate::store::Concurrency> {
+    if limit == Some(0) || keys.values().any(|l| *l == 0) {
+        return Err(ApiError::bad_request(
+            "invalid-limit",
+            "a concurrency limit is at least 1 (to stop a workflow's runs, pause them)",
+        ));
+    }
+    let bucket = |text: &str, burst: Option<u32>| {
+        let (every_ms, n) = parse_rate(text).map_err(|e| ApiError::bad_request("invalid-rate", e))?;
+        match burst.unwrap_or(n) {
+            0 => Err(ApiError::bad_request("invalid-rate", "a burst is at least 1")),
+            burst => Ok(crate::store::Rate { every_ms, burst }),
+        }
+    };
+    let rate = match rate {
+        Some(text) => Some(bucket(text, burst)?),
+        None if burst.is_some() => {
+            return Err(ApiError::bad_request("invalid-rate", "a burst goes with a rate (\"rate\": \"10/s\")"))
+        }
+        None => None,
+    };
+    let key_rates = key_rates.iter().map(|(k, text)| Ok((k.clone(), bucket(text, None)?))).collect::<ApiResult<_>>()?;
+    Ok(crate::store::Concurrency { limit, keys, rate, key_rates })
 }
 
 /// `N/s`, `N/min` or `N/h` as a token every so many ms, and `N`.
@@ -665,27 +700,7 @@ pub(crate) async fn set_concurrency(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let body: ConcurrencyBody = parse(body)?;
-    if body.limit == Some(0) || body.keys.values().any(|l| *l == 0) {
-        return Err(ApiError::bad_request(
-            "invalid-limit",
-            "a concurrency limit is at least 1 (to stop a workflow's runs, pause them)",
-        ));
-    }
-    let rate = match body.rate.as_deref() {
-        Some(text) => {
-            let (every_ms, n) = parse_rate(text).map_err(|e| ApiError::bad_request("invalid-rate", e))?;
-            let burst = body.burst.unwrap_or(n);
-            if burst == 0 {
-                return Err(ApiError::bad_request("invalid-rate", "a burst is at least 1"));
-            }
-            Some(crate::store::Rate { every_ms, burst })
-        }
-        None if body.burst.is_some() => {
-            return Err(ApiError::bad_request("invalid-rate", "a burst goes with a rate (\"rate\": \"10/s\")"))
-        }
-        None => None,
-    };
-    let concurrency = crate::store::Concurrency { limit: body.limit, keys: body.keys, rate };
+    let concurrency = concurrency_of(body.limit, body.keys, (body.rate.as_deref(), body.burst), &body.key_rates)?;
     let registry = app.registry.clone();
     let workflow = name.clone();
     let d = detached(async move { registry.set_concurrency(&workflow, Some(concurrency)).await }).await?;
@@ -695,6 +710,7 @@ pub(crate) async fn set_concurrency(
         "limit": concurrency.limit,
         "keys": concurrency.keys,
         "rate": concurrency.rate,
+        "key_rates": concurrency.key_rates,
     })))
 }
 

@@ -623,55 +623,102 @@ pub async fn reset(
 }
 
 /// `cairn concurrency`.
-pub async fn concurrency(
-    args: &ClientArgs,
-    name: &str,
-    limit: Option<u32>,
-    keys: &[String],
-    (rate, burst): (Option<String>, Option<u32>),
-    clear: bool,
-) -> anyhow::Result<ExitCode> {
+pub async fn concurrency(args: &ClientArgs, name: &str, limits: &super::LimitFlags) -> anyhow::Result<ExitCode> {
     let client = Client::new(args);
-    let body = if !clear && limit.is_none() && keys.is_empty() && rate.is_none() {
+    let body = if limits.is_empty() {
         let versions = client.get(&format!("/workflows/{}/versions", segment(name)?)).await?;
         versions["concurrency"].clone()
     } else {
-        let mut per_key = serde_json::Map::new();
-        for key in keys {
-            let Some((k, n)) = key.rsplit_once('=') else {
-                bail!("--key {key:?} is not KEY=N (e.g. --key acme=5)");
-            };
-            let n: u32 = n.parse().with_context(|| format!("--key {key:?}: {n:?} is not a number"))?;
-            per_key.insert(k.to_owned(), n.into());
-        }
         let url = client.url(&format!("/workflows/{}/concurrency", segment(name)?));
-        let body = serde_json::json!({ "limit": limit, "keys": per_key, "rate": rate, "burst": burst });
-        client.send(client.http.put(url).json(&body)).await?
+        client.send(client.http.put(url).json(&limits_body(limits)?)).await?
+    };
+    if args.json {
+        print_json(&body);
+    } else {
+        print_limits(name, "runs", &body);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn activity-limits`.
+pub async fn activity_limits(
+    args: &ClientArgs,
+    name: &str,
+    key_from: Option<String>,
+    limits: &super::LimitFlags,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args);
+    let path = format!("/activities/{}/limits", segment(name)?);
+    let body = if limits.is_empty() && key_from.is_none() {
+        client.get(&path).await?
+    } else {
+        let mut body = limits_body(limits)?;
+        body["key"] = key_from.map_or(Value::Null, Value::from);
+        client.send(client.http.put(client.url(&path)).json(&body)).await?
     };
     if args.json {
         print_json(&body);
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(pointer) = body["key"].as_str() {
+        println!("{name}: keys from the input at {pointer}");
+    }
+    print_limits(name, "attempts", &body);
+    for bucket in body["buckets"].as_array().into_iter().flatten() {
+        println!(
+            "  now: key {}: {} in flight, {} waiting on this host",
+            bucket["key"], bucket["held"], bucket["waiting"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The JSON body of `--limit`, `--key`, `--rate`, `--burst`, `--key-rate`.
+fn limits_body(limits: &super::LimitFlags) -> anyhow::Result<Value> {
+    let mut per_key = serde_json::Map::new();
+    for key in &limits.keys {
+        let Some((k, n)) = key.rsplit_once('=') else {
+            bail!("--key {key:?} is not KEY=N (e.g. --key acme=5)");
+        };
+        let n: u32 = n.parse().with_context(|| format!("--key {key:?}: {n:?} is not a number"))?;
+        per_key.insert(k.to_owned(), n.into());
+    }
+    let mut key_rates = serde_json::Map::new();
+    for key in &limits.key_rates {
+        let Some((k, rate)) = key.rsplit_once('=') else {
+            bail!("--key-rate {key:?} is not KEY=RATE (e.g. --key-rate acme=5/s)");
+        };
+        key_rates.insert(k.to_owned(), rate.into());
+    }
+    Ok(serde_json::json!({
+        "limit": limits.limit, "keys": per_key, "rate": limits.rate, "burst": limits.burst, "key_rates": key_rates,
+    }))
+}
+
+fn print_limits(name: &str, what: &str, body: &Value) {
     let limit = body["limit"].as_u64();
     let keys = body["keys"].as_object().cloned().unwrap_or_default();
+    let key_rates = body["key_rates"].as_object().cloned().unwrap_or_default();
     if let Some(every) = body["rate"]["every_ms"].as_u64() {
         println!(
-            "{name}: each concurrency key starts a run every {every} ms at most, bursts of {}",
+            "{name}: each key starts one of its {what} every {every} ms at most, bursts of {}",
             body["rate"]["burst"]
         );
     }
-    if limit.is_none() && keys.is_empty() && body["rate"].is_null() {
-        println!("{name}: no concurrency limits");
+    for (key, rate) in &key_rates {
+        println!("  key {key:?}: one every {} ms at most, bursts of {}", rate["every_ms"], rate["burst"]);
+    }
+    if limit.is_none() && keys.is_empty() && body["rate"].is_null() && key_rates.is_empty() {
+        println!("{name}: no limits");
     } else if limit.is_some() || !keys.is_empty() {
         match limit {
-            Some(n) => println!("{name}: at most {n} runs of each concurrency key at once"),
+            Some(n) => println!("{name}: at most {n} {what} of each concurrency key at once"),
             None => println!("{name}: no limit for keys without their own"),
         }
         for (key, n) in keys {
             println!("  key {key:?}: at most {n}");
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `cairn batch`.

@@ -93,6 +93,37 @@ pub(crate) async fn open_store(store: Option<&str>, data: &Path) -> anyhow::Resu
     }
 }
 
+/// Concurrency and rate limits, per key (`cairn concurrency`, `cairn
+/// activity-limits`).
+#[derive(Debug, Args, Clone)]
+pub struct LimitFlags {
+    /// The limit of every key that has none of its own.
+    #[arg(long)]
+    limit: Option<u32>,
+    /// The limit of one key, as KEY=N (repeatable).
+    #[arg(long = "key", value_name = "KEY=N")]
+    keys: Vec<String>,
+    /// How fast each key may start: 10/s, 100/min, 5/h.
+    #[arg(long)]
+    rate: Option<String>,
+    /// Most starts at once after a quiet spell (default: the rate's count).
+    #[arg(long, requires = "rate")]
+    burst: Option<u32>,
+    /// The rate of one key, as KEY=RATE (repeatable; its burst is its count).
+    #[arg(long = "key-rate", value_name = "KEY=RATE")]
+    key_rates: Vec<String>,
+    /// Remove every limit (what waits goes).
+    #[arg(long, conflicts_with_all = ["limit", "keys", "rate", "key_rates"])]
+    clear: bool,
+}
+
+impl LimitFlags {
+    /// Whether none is given (show the limits instead).
+    fn is_empty(&self) -> bool {
+        !self.clear && self.limit.is_none() && self.keys.is_empty() && self.rate.is_none() && self.key_rates.is_empty()
+    }
+}
+
 /// How client commands reach the server.
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
@@ -481,21 +512,24 @@ enum Command {
     Concurrency {
         /// The workflow.
         name: String,
-        /// The limit of every key that has none of its own.
-        #[arg(long)]
-        limit: Option<u32>,
-        /// The limit of one key, as KEY=N (repeatable).
-        #[arg(long = "key", value_name = "KEY=N")]
-        keys: Vec<String>,
-        /// How fast runs of one key may start: 10/s, 100/min, 5/h.
-        #[arg(long)]
-        rate: Option<String>,
-        /// Most starts at once after a quiet spell (default: the rate's count).
-        #[arg(long, requires = "rate")]
-        burst: Option<u32>,
-        /// Remove every limit (queued runs start).
-        #[arg(long, conflicts_with_all = ["limit", "keys", "rate"])]
-        clear: bool,
+        #[command(flatten)]
+        limits: LimitFlags,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show or set an activity's limits: attempts in flight at once and
+    /// started per time, per key taken from each call's input, across every
+    /// host. NAME is COMPONENT.FUNCTION, or COMPONENT for all its functions
+    /// without limits of their own.
+    ActivityLimits {
+        /// The activity.
+        name: String,
+        /// Where in the input the key is, as a JSON pointer (`/customer`);
+        /// calls without one share the key "".
+        #[arg(long = "key-from", value_name = "POINTER")]
+        key_from: Option<String>,
+        #[command(flatten)]
+        limits: LimitFlags,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -579,8 +613,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start { workflow, id, input, wait, concurrency_key, priority, client } => {
             client::start(&client, &workflow, id, &input, wait, (concurrency_key, priority)).await
         }
-        Command::Concurrency { name, limit, keys, rate, burst, clear, client } => {
-            client::concurrency(&client, &name, limit, &keys, (rate, burst), clear).await
+        Command::Concurrency { name, limits, client } => client::concurrency(&client, &name, &limits).await,
+        Command::ActivityLimits { name, key_from, limits, client } => {
+            client::activity_limits(&client, &name, key_from, &limits).await
         }
         Command::Status { run_id, client } => client::status(&client, &run_id).await,
         Command::Result { run_id, wait, client } => client::result(&client, &run_id, wait).await,

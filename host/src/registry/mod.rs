@@ -89,6 +89,15 @@ pub enum VersionError {
         /// The version.
         version: u32,
     },
+    /// Activity limits named something other than an activity.
+    #[error("invalid activity {0:?}: name COMPONENT.FUNCTION, or COMPONENT for all its functions")]
+    InvalidActivity(String),
+    /// Activity limits asked of a workflow's name.
+    #[error("{0:?} is a workflow; its runs are limited with `cairn concurrency {0}`")]
+    NotAnActivity(String),
+    /// The key pointer is not a JSON pointer.
+    #[error("invalid key pointer {0:?}: use a JSON pointer into the input, such as /customer or /order/region")]
+    InvalidPointer(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -220,6 +229,7 @@ impl Registry {
             retired: Vec::new(),
             retention_ms: None,
             concurrency: None,
+            activity_limits: Default::default(),
         });
         deployment.revision += 1;
         let version = deployment.versions.iter().map(|v| v.version).max().unwrap_or(0).max(deployment.last_version) + 1;
@@ -444,7 +454,7 @@ impl Registry {
         let d = {
             let _guard = self.deploying.lock().await;
             let mut d = self.workflow_deployment(name).await?;
-            d.concurrency = concurrency.filter(|c| c.limit.is_some() || !c.keys.is_empty() || c.rate.is_some());
+            d.concurrency = concurrency.filter(crate::store::Concurrency::is_set);
             d.revision += 1;
             self.rt.store().commit(vec![Write::PutDeployment(d.clone())]).await?;
             d
@@ -465,10 +475,78 @@ impl Registry {
         Ok(d)
     }
 
+    /// The limits of activity `name` (`component.function`, or `component`
+    /// for its functions without limits of their own): what is set, if
+    /// anything.
+    pub async fn activity_limits(&self, name: &str) -> Result<Option<crate::store::ActivityLimit>, VersionError> {
+        let (component, function) = activity_scope(name)?;
+        let d = self.rt.store().deployment(component).await?;
+        Ok(d.and_then(|d| d.activity_limits.get(function).cloned()))
+    }
+
+    /// Sets (or with `None`, removes) the limits of activity `name`. An
+    /// activity with no deployment (served by external workers, or built
+    /// in) gets one with no versions to hold them.
+    pub async fn set_activity_limits(
+        &self,
+        name: &str,
+        limit: Option<crate::store::ActivityLimit>,
+    ) -> Result<Option<crate::store::ActivityLimit>, VersionError> {
+        let (component, function) = activity_scope(name)?;
+        if let Some(pointer) = limit.as_ref().and_then(|l| l.key.as_ref()) {
+            if !pointer.starts_with('/') {
+                return Err(VersionError::InvalidPointer(pointer.clone()));
+            }
+        }
+        let limit = limit.filter(|l| l.limits.is_set());
+        {
+            let _guard = self.deploying.lock().await;
+            let mut d = match self.rt.store().deployment(component).await? {
+                Some(d) if d.kind == ComponentKind::Workflow => {
+                    return Err(VersionError::NotAnActivity(component.into()))
+                }
+                Some(d) => d,
+                None => Deployment {
+                    name: component.to_owned(),
+                    kind: ComponentKind::Activity,
+                    versions: Vec::new(),
+                    current: 0,
+                    last_version: 0,
+                    revision: 0,
+                    retired: Vec::new(),
+                    retention_ms: None,
+                    concurrency: None,
+                    activity_limits: Default::default(),
+                },
+            };
+            match &limit {
+                Some(l) => d.activity_limits.insert(function.to_owned(), l.clone()),
+                None => d.activity_limits.remove(function),
+            };
+            d.revision += 1;
+            self.rt.store().commit(vec![Write::PutDeployment(d)]).await?;
+        }
+        self.rt.activities().limiter().changed(component);
+        tracing::info!(name, ?limit, "activity limits set");
+        Ok(limit)
+    }
+
     /// Every deployment.
     pub async fn list(&self) -> Result<Vec<Deployment>, UploadError> {
         Ok(self.rt.store().deployments().await?)
     }
+}
+
+/// `component.function` or `component` (all its functions: `*`).
+fn activity_scope(name: &str) -> Result<(&str, &str), VersionError> {
+    let (component, function) = name.split_once('.').unwrap_or((name, "*"));
+    let function_ok = function == "*"
+        || valid_name(function)
+        || function.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !valid_name(component) || function.is_empty() || !function_ok {
+        return Err(VersionError::InvalidActivity(name.to_owned()));
+    }
+    Ok((component, function))
 }
 
 fn now_ms() -> u64 {

@@ -115,10 +115,12 @@ impl Runtime {
         let mut linker = Linker::new(sandbox.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         crate::sandbox::bindings::workflow::Workflow::add_to_linker::<_, HasSelf<WorkflowState>>(&mut linker, |s| s)?;
+        let activities = ActivityRunner::new(sandbox.clone(), metrics.clone())?;
+        activities.limiter().attach(store.clone());
         Ok(Runtime {
             inner: Arc::new(Inner {
                 components: ComponentCache::new(sandbox.clone(), store.clone()),
-                activities: ActivityRunner::new(sandbox.clone(), metrics.clone())?,
+                activities,
                 sandbox,
                 store,
                 linker,
@@ -141,6 +143,9 @@ impl Runtime {
         let events = coordinator.subscribe();
         if let Some(board) = coordinator.tasks() {
             self.activities().external().share(board);
+        }
+        if let Some(board) = coordinator.slots() {
+            self.activities().limiter().share(board);
         }
         *self.inner.coordinator.write().unwrap_or_else(|e| e.into_inner()) = coordinator.clone();
         self.follow(events, |rt, event| async move {
@@ -271,6 +276,24 @@ impl Runtime {
             "Runs waiting for a slot of their concurrency limit.",
             "gauge",
             queued,
+        );
+        let buckets = self.activities().limiter().buckets().await;
+        let rows = |f: fn(&(crate::activity::limits::BucketName, u64, u64)) -> u64| -> Vec<(Vec<String>, u64)> {
+            buckets.iter().map(|b| (vec![b.0.activity.clone(), b.0.key.clone()], f(b))).collect()
+        };
+        crate::metrics::write_labeled(
+            &mut out,
+            "cairn_activity_slots_held",
+            "Attempts of a limited activity in flight, by activity and key, on every host.",
+            &["activity", "key"],
+            &rows(|b| b.1),
+        );
+        crate::metrics::write_labeled(
+            &mut out,
+            "cairn_activity_attempts_waiting",
+            "Attempts of a limited activity waiting on this host for a slot or a token, by activity and key.",
+            &["activity", "key"],
+            &rows(|b| b.2),
         );
         let paused = store.count_status(RunStatus::Paused).await.unwrap_or(0);
         write_value(&mut out, "cairn_runs_paused", "Runs an operator paused.", "gauge", paused);

@@ -27,6 +27,7 @@ mod check;
 pub mod postgres;
 mod redb;
 mod rows;
+mod slots;
 mod tasks;
 mod write;
 
@@ -35,10 +36,11 @@ pub use self::redb::power;
 pub use self::redb::LogDamage;
 pub use check::CheckReport;
 pub use rows::{
-    Admission, Buffered, ComponentKind, Concurrency, Deployment, Firing, Overlap, ParentLink, Rate, RunMeta, RunPage,
-    RunQuery, RunStatus, Schedule, ScheduleSpec, ScheduleState, Slot, StoredCompletion, StoredSignal, Version, When,
-    RECENT_FIRINGS,
+    ActivityLimit, Admission, Buffered, ComponentKind, Concurrency, Deployment, Firing, Overlap, ParentLink, Rate,
+    RunMeta, RunPage, RunQuery, RunStatus, Schedule, ScheduleSpec, ScheduleState, Slot, StoredCompletion, StoredSignal,
+    Version, When, RECENT_FIRINGS,
 };
+pub use slots::{LocalSlots, SlotBoard, Take};
 pub use tasks::{TaskBoard, TaskState};
 pub(crate) use write::{deployment_conflict, schedule_conflict};
 pub use write::{durable, Ack, Batch, CommitError, Write};
@@ -406,6 +408,12 @@ pub trait Coordinator: Send + Sync {
     /// of the arrival numbers it hands out, so no two hosts hand out the
     /// same one. `None` where only one host writes.
     fn arrival_slot(&self) -> Option<u16> {
+        None
+    }
+
+    /// The slots of limited activities every host takes from; `None`
+    /// where one host holds them all in memory.
+    fn slots(&self) -> Option<Arc<dyn SlotBoard>> {
         None
     }
 

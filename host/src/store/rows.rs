@@ -94,6 +94,9 @@ pub struct Concurrency {
     /// How fast runs of one key may start (each key its own bucket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<Rate>,
+    /// The rate of one key, in place of `rate`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub key_rates: std::collections::BTreeMap<String, Rate>,
 }
 
 /// A token bucket: one start every `every_ms`, up to `burst` at once after
@@ -121,13 +124,51 @@ impl Concurrency {
         self.keys.get(key).copied().or(self.limit)
     }
 
+    /// The rate of `key`, if it has one.
+    pub fn rate_of(&self, key: &str) -> Option<Rate> {
+        self.key_rates.get(key).copied().or(self.rate)
+    }
+
     /// How `key`'s bucket admits runs, if it is limited at all.
     pub fn admission(&self, key: &str) -> Option<Admission> {
-        let limit = self.limit_of(key);
-        if limit.is_none() && self.rate.is_none() {
+        let (limit, rate) = (self.limit_of(key), self.rate_of(key));
+        if limit.is_none() && rate.is_none() {
             return None;
         }
-        Some(Admission { limit: limit.unwrap_or(u32::MAX), rate: self.rate })
+        Some(Admission { limit: limit.unwrap_or(u32::MAX), rate })
+    }
+
+    /// Whether any limit is set.
+    pub fn is_set(&self) -> bool {
+        self.limit.is_some() || !self.keys.is_empty() || self.rate.is_some() || !self.key_rates.is_empty()
+    }
+}
+
+/// Limits on an activity's attempts: at most so many in flight at once and
+/// so many started per time, per key, across every host of a store. The
+/// key is taken from each call's input at `key` (a JSON pointer such as
+/// `/customer`); calls without one share the key "".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ActivityLimit {
+    /// Where in the input the key is (RFC 6901 JSON pointer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The limits, per key.
+    #[serde(flatten)]
+    pub limits: Concurrency,
+}
+
+impl ActivityLimit {
+    /// The key of a call with `input` (JSON text): a string as it is,
+    /// anything else as its JSON text; "" without a pointer or a value.
+    pub fn key_of(&self, input: &str) -> String {
+        let Some(pointer) = &self.key else { return String::new() };
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(input) else { return String::new() };
+        match value.pointer(pointer) {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        }
     }
 }
 
@@ -296,6 +337,11 @@ pub struct Deployment {
     /// Concurrency limits of a workflow's runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Concurrency>,
+    /// An activity component's limits, by function (`*`: every function
+    /// without limits of its own). An activity served by external workers
+    /// or built in has a deployment with no versions to hold them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub activity_limits: std::collections::BTreeMap<String, ActivityLimit>,
 }
 
 impl Deployment {
@@ -519,4 +565,42 @@ pub struct RunPage {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_has_its_own_limit_and_rate_or_the_default_ones() {
+        let rate = |every_ms| Rate { every_ms, burst: 1 };
+        let c = Concurrency {
+            limit: Some(3),
+            keys: [("big".to_owned(), 10)].into(),
+            rate: Some(rate(100)),
+            key_rates: [("slow".to_owned(), rate(1000))].into(),
+        };
+        assert_eq!(c.admission("any"), Some(Admission { limit: 3, rate: Some(rate(100)) }));
+        assert_eq!(c.admission("big"), Some(Admission { limit: 10, rate: Some(rate(100)) }));
+        assert_eq!(c.admission("slow"), Some(Admission { limit: 3, rate: Some(rate(1000)) }));
+        let only_one = Concurrency { key_rates: [("slow".to_owned(), rate(1000))].into(), ..Default::default() };
+        assert!(only_one.is_set());
+        assert_eq!(only_one.admission("other"), None, "a key without limits is not limited");
+        assert_eq!(only_one.admission("slow"), Some(Admission { limit: u32::MAX, rate: Some(rate(1000)) }));
+    }
+
+    #[test]
+    fn an_activity_call_gets_its_key_from_its_input() {
+        let limit = |key: Option<&str>| ActivityLimit { key: key.map(str::to_owned), limits: Concurrency::default() };
+        let input = r#"{"customer":"acme","order":{"region":"eu","n":7},"none":null}"#;
+        assert_eq!(limit(Some("/customer")).key_of(input), "acme");
+        assert_eq!(limit(Some("/order/region")).key_of(input), "eu");
+        assert_eq!(limit(Some("/order/n")).key_of(input), "7", "a number as its JSON text");
+        // An object's keys sorted: the same object is the same key however written.
+        assert_eq!(limit(Some("/order")).key_of(input), r#"{"n":7,"region":"eu"}"#);
+        assert_eq!(limit(Some("/none")).key_of(input), "");
+        assert_eq!(limit(Some("/missing")).key_of(input), "");
+        assert_eq!(limit(None).key_of(input), "", "no pointer: one key for all");
+        assert_eq!(limit(Some("/customer")).key_of("not json"), "");
+    }
 }

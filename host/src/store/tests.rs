@@ -346,6 +346,7 @@ async fn a_deployment_lands_only_over_the_revision_it_was_made_from(store: Store
         retired: Vec::new(),
         retention_ms: None,
         concurrency: None,
+        activity_limits: Default::default(),
     };
     store.commit(vec![Write::PutDeployment(deployment(1, 1))]).await.unwrap();
     store.commit(vec![Write::PutDeployment(deployment(1, 1))]).await.unwrap();

@@ -92,6 +92,17 @@ impl Leases {
             )
             .await
             .map_err(pg_err)?;
+        // Slots of their activities' attempts, likewise (the attempts are
+        // made again by the runs' new owners, taking slots anew).
+        client
+            .execute(
+                "WITH gone AS (DELETE FROM cairn_activity_slots WHERE owner NOT IN \
+                 (SELECT host FROM cairn_hosts WHERE seen > now() - make_interval(secs => $1)) RETURNING 1) \
+                 SELECT pg_notify('cairn_slots', '') FROM (SELECT 1 FROM gone LIMIT 1) g",
+                &[&self.seconds()],
+            )
+            .await
+            .map_err(pg_err)?;
 
         // Renew: only rows still ours at the epoch we took them at.
         let held = self.fence.held();
@@ -324,7 +335,7 @@ impl LeaseCoordinator {
                 Ok((client, mut connection)) => {
                     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     let listening = client.batch_execute(
-                        "LISTEN cairn_wakeups; LISTEN cairn_ends; LISTEN cairn_tasks; LISTEN cairn_reports",
+                        "LISTEN cairn_wakeups; LISTEN cairn_ends; LISTEN cairn_tasks; LISTEN cairn_reports; LISTEN cairn_slots",
                     );
                     tokio::pin!(listening);
                     let mut subscribed = false;
@@ -341,6 +352,7 @@ impl LeaseCoordinator {
                                 hint.notify_one();
                                 tasks.posted.send_modify(|n| *n += 1);
                                 tasks.reported.send_modify(|n| *n += 1);
+                                tasks.released.send_modify(|n| *n += 1);
                             }
                             message = messages.next() => match message {
                                 Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) if n.channel() == "cairn_ends" => {
@@ -463,6 +475,10 @@ impl Coordinator for LeaseCoordinator {
     }
 
     fn tasks(&self) -> Option<Arc<dyn crate::store::TaskBoard>> {
+        Some(self.board.clone())
+    }
+
+    fn slots(&self) -> Option<Arc<dyn crate::store::SlotBoard>> {
         Some(self.board.clone())
     }
 

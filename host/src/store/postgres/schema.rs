@@ -4,7 +4,7 @@
 //! refused before anything is read.
 
 /// The schema version this binary writes.
-pub(super) const VERSION: i32 = 6;
+pub(super) const VERSION: i32 = 7;
 
 /// The key of the advisory lock migrations take.
 pub(super) const MIGRATION_LOCK: i64 = 0x6361_6972_6e00_0001;
@@ -144,5 +144,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         at_ms bigint NOT NULL,
         PRIMARY KEY (workflow, key)
     );
+    "#,
+    // 6 → 7: slots of limited activities' attempts in flight, which need
+    // not survive a crash (the attempts do not either).
+    r#"
+    CREATE UNLOGGED TABLE cairn_activity_slots (
+        bucket text NOT NULL,
+        holder text NOT NULL,
+        owner text NOT NULL,
+        PRIMARY KEY (bucket, holder)
+    );
+    CREATE INDEX cairn_activity_slots_owner ON cairn_activity_slots (owner);
     "#,
 ];

@@ -5,7 +5,7 @@
 //! the posting host's id, and both are hints only.
 
 use super::{pg_err, pool_err};
-use crate::store::{StoreError, TaskBoard, TaskState};
+use crate::store::{Admission, SlotBoard, StoreError, Take, TaskBoard, TaskState};
 use deadpool_postgres::Pool;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -15,17 +15,25 @@ pub(crate) struct PgTasks {
     host: String,
     pub(super) posted: watch::Sender<u64>,
     pub(super) reported: watch::Sender<u64>,
+    pub(super) released: watch::Sender<u64>,
 }
 
 impl PgTasks {
     pub(crate) fn new(pool: Pool, host: String) -> PgTasks {
-        PgTasks { pool, host, posted: watch::channel(0).0, reported: watch::channel(0).0 }
+        PgTasks {
+            pool,
+            host,
+            posted: watch::channel(0).0,
+            reported: watch::channel(0).0,
+            released: watch::channel(0).0,
+        }
     }
 
     /// Drops what this host posted in an earlier life: nobody waits for it.
     pub(crate) async fn forget_earlier(&self) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         client.execute("DELETE FROM cairn_tasks WHERE owner = $1", &[&self.host]).await.map_err(pg_err)?;
+        client.execute("DELETE FROM cairn_activity_slots WHERE owner = $1", &[&self.host]).await.map_err(pg_err)?;
         Ok(())
     }
 
@@ -34,8 +42,94 @@ impl PgTasks {
         match channel {
             "cairn_tasks" => self.posted.send_modify(|n| *n += 1),
             "cairn_reports" if payload == self.host => self.reported.send_modify(|n| *n += 1),
+            "cairn_slots" => self.released.send_modify(|n| *n += 1),
             _ => {}
         }
+    }
+}
+
+/// The key of a bucket's rate in `cairn_buckets` (whose rows of workflow
+/// buckets are keyed by workflow name, which cannot start with `$`).
+const RATE_OWNER: &str = "$activity";
+
+#[async_trait::async_trait]
+impl SlotBoard for PgTasks {
+    async fn take(&self, bucket: &str, holder: &str, admission: Admission, now_ms: u64) -> Result<Take, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let txn = client.transaction().await.map_err(pg_err)?;
+        // One taker of a bucket at a time, on every host.
+        txn.execute("SELECT pg_advisory_xact_lock(7, hashtext($1))", &[&bucket]).await.map_err(pg_err)?;
+        let row = txn
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE holder = $2) FROM cairn_activity_slots WHERE bucket = $1",
+                &[&bucket, &holder],
+            )
+            .await
+            .map_err(pg_err)?;
+        let (held, mine): (i64, i64) = (row.get(0), row.get(1));
+        if mine > 0 {
+            return Ok(Take::Taken);
+        }
+        if held >= i64::from(admission.limit) {
+            return Ok(Take::Full);
+        }
+        if let Some(rate) = admission.rate {
+            let stored = txn
+                .query_opt(
+                    "SELECT credit_ms, at_ms FROM cairn_buckets WHERE workflow = $1 AND key = $2",
+                    &[&RATE_OWNER, &bucket],
+                )
+                .await
+                .map_err(pg_err)?
+                .map(|r| (r.get::<_, i64>(0).max(0) as u64, r.get::<_, i64>(1).max(0) as u64));
+            match crate::store::slots::spend(rate, stored, now_ms) {
+                Err(wait) => return Ok(Take::Wait(wait)),
+                Ok(left) => {
+                    txn.execute(
+                        "INSERT INTO cairn_buckets (workflow, key, credit_ms, at_ms) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (workflow, key) DO UPDATE SET credit_ms = EXCLUDED.credit_ms, at_ms = EXCLUDED.at_ms",
+                        &[&RATE_OWNER, &bucket, &(left as i64), &(now_ms as i64)],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                }
+            }
+        }
+        txn.execute(
+            "INSERT INTO cairn_activity_slots (bucket, holder, owner) VALUES ($1, $2, $3)",
+            &[&bucket, &holder, &self.host],
+        )
+        .await
+        .map_err(pg_err)?;
+        txn.commit().await.map_err(pg_err)?;
+        Ok(Take::Taken)
+    }
+
+    async fn give_back(&self, bucket: &str, holder: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "WITH gone AS (DELETE FROM cairn_activity_slots WHERE bucket = $1 AND holder = $2 RETURNING 1) \
+                 SELECT pg_notify('cairn_slots', '') FROM gone",
+                &[&bucket, &holder],
+            )
+            .await
+            .map_err(pg_err)?;
+        self.released.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    async fn held(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query("SELECT bucket, count(*) FROM cairn_activity_slots GROUP BY bucket ORDER BY bucket", &[])
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect())
+    }
+
+    fn released(&self) -> watch::Receiver<u64> {
+        self.released.subscribe()
     }
 }
 
@@ -173,6 +267,36 @@ mod tests {
         on_a.withdraw(&["t1".into()]).await.unwrap();
         assert!(on_a.look(&["t1".into()]).await.unwrap().is_empty());
         a.stop().await;
+        b.stop().await;
+    }
+
+    /// The slot board on PostgreSQL keeps its limit and rate, and two
+    /// hosts taking the last slot at once get it once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn activity_slots_hold_their_limit_across_hosts_and_a_dead_hosts_slots_go() {
+        use crate::store::{Admission, Take};
+        let url = super::super::harness::server().database().await;
+        let cache = tempfile::tempdir().unwrap();
+        let store = Store::connect(&url, Some(cache.path().to_owned())).await.unwrap();
+        let host = |id: &str| HostIdentity { id: id.into(), address: String::new(), lease: Duration::from_secs(30) };
+        let (a, b) = (store.coordinator(host("a")), store.coordinator(host("b")));
+        a.start().await.unwrap();
+        b.start().await.unwrap();
+        let (on_a, on_b) = (a.slots().unwrap(), b.slots().unwrap());
+        crate::store::slots::tests::a_board_holds_its_limit_and_rate(on_a.as_ref()).await;
+        let one = Admission { limit: 1, rate: None };
+        let (x, y) = tokio::join!(on_a.take("c", "ha", one, 0), on_b.take("c", "hb", one, 0));
+        let mut got = [x.unwrap(), y.unwrap()];
+        got.sort_by_key(|t| *t == Take::Taken);
+        assert_eq!(got, [Take::Full, Take::Taken]);
+        // A host starting again forgets the slots of its earlier life.
+        let held: u64 = on_a.held().await.unwrap().iter().map(|(_, n)| n).sum();
+        a.stop().await;
+        let again = store.coordinator(host("a"));
+        again.start().await.unwrap();
+        let after: u64 = on_b.held().await.unwrap().iter().map(|(_, n)| n).sum();
+        assert!(after < held, "host a's slots stayed: {held} then {after}");
+        again.stop().await;
         b.stop().await;
     }
 }

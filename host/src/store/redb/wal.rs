@@ -848,7 +848,16 @@ mod tests {
                     limit: Some(2),
                     keys: Default::default(),
                     rate: Some(crate::store::Rate { every_ms: 100, burst: 4 }),
+                    key_rates: [("acme".to_owned(), crate::store::Rate { every_ms: 1000, burst: 1 })].into(),
                 }),
+                activity_limits: [(
+                    "charge".to_owned(),
+                    crate::store::ActivityLimit {
+                        key: Some("/customer".into()),
+                        limits: crate::store::Concurrency { limit: Some(1), ..Default::default() },
+                    },
+                )]
+                .into(),
             }),
             Write::PutComponent { sha256: "ab".into(), bytes: vec![1, 2].into() },
             Write::PutCompiled { sha256: "ab".into(), engine: "e".into(), bytes: vec![3] },
