@@ -552,4 +552,15 @@ async fn activity_limits_by_a_key_in_the_input_hold_across_a_kill_and_a_rate_spa
     assert!(last >= before + 1000, "five pings at 4/s took {} ms", last - before);
     let cleared = cli(&server.url, &["activity-limits", "noop.ping", "--clear"]);
     assert!(stdout(&cleared).contains("noop.ping: no limits"), "{}", stdout(&cleared));
+    // Limits of an activity nothing deploys (the built-in http) are kept
+    // in a deployment with no versions, which the store check accepts.
+    let set = cli(&server.url, &["activity-limits", "http", "--rate", "10/s"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    let (_, all) = api.get("/activities/limits").await;
+    let names: Vec<&str> =
+        all["activities"].as_array().unwrap().iter().map(|a| a["activity"].as_str().unwrap()).collect();
+    assert_eq!(names, ["http", "noop.hold"], "{all}");
+    server.kill();
+    let check = cairn().args(["check", "--data"]).arg(dir.path()).output().unwrap();
+    assert!(check.status.success(), "{}{}", stdout(&check), stderr(&check));
 }

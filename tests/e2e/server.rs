@@ -539,6 +539,7 @@ async fn a_token_protects_every_endpoint() {
         "/runs/{id}/reset",
         "/runs/{id}/updates/{name}",
         "/runs/{id}/queries/{name}",
+        "/activities/{name}/limits",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not in the OpenAPI document");
     }

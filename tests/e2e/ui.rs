@@ -45,6 +45,8 @@ async fn the_web_ui_lists_filters_shows_the_journal_and_signals_a_run() {
     let input = read_json(&repo().join("examples/approval/input.json"));
     let (status, _) = api.post_json("/runs", &json!({ "workflow": "approval", "id": "ui-1", "input": input })).await;
     assert_eq!(status, 201);
+    let limit = json!({ "key": "/customer", "limit": 3 });
+    assert_eq!(api.put_json("/activities/payments.charge/limits", &limit).await.0, 200);
     let body = json!({ "args": "coffee", "start": { "workflow": "cart" } });
     let (status, added) = api.post_json("/runs/ui-cart/updates/add", &body).await;
     assert_eq!(status, 200, "{added}");

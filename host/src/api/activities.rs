@@ -79,3 +79,30 @@ pub(crate) async fn set_limits(
     let set = detached(async move { registry.set_activity_limits(&activity, Some(limit)).await }).await?;
     Ok(view(&app, &name, set).await)
 }
+
+/// Every activity with limits, with its buckets now.
+pub(crate) async fn list_limits(State(app): State<AppState>) -> ApiResult<Json<Value>> {
+    let buckets = app.rt.activities().limiter().buckets().await;
+    let mut activities = Vec::new();
+    for d in app.registry.list().await? {
+        for (function, limit) in &d.activity_limits {
+            let scope = format!("{}.{function}", d.name);
+            let now: Vec<Value> = buckets
+                .iter()
+                .filter(|(b, _, _)| b.activity == scope)
+                .map(|(b, held, waiting)| json!({ "key": b.key, "held": held, "waiting": waiting }))
+                .collect();
+            let name = if function == "*" { d.name.clone() } else { scope };
+            activities.push(json!({
+                "activity": name,
+                "key": limit.key,
+                "limit": limit.limits.limit,
+                "keys": limit.limits.keys,
+                "rate": limit.limits.rate,
+                "key_rates": limit.limits.key_rates,
+                "buckets": now,
+            }));
+        }
+    }
+    Ok(Json(json!({ "activities": activities })))
+}

@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/workflows/{name}/rollback", post(routes::rollback))
         .route("/workflows/{name}/retention", axum::routing::put(routes::set_retention))
         .route("/workflows/{name}/concurrency", axum::routing::put(routes::set_concurrency))
+        .route("/activities/limits", get(activities::list_limits))
         .route("/activities/{name}/limits", get(activities::get_limits).put(activities::set_limits))
         .route("/workflows/{name}/upgrade", post(routes::upgrade_workflow))
         .route("/batch", post(routes::batch))

@@ -74,7 +74,7 @@ pub(crate) async fn document() -> Json<Value> {
             "/workflows/{name}/concurrency": { "put": {
                 "summary": "Concurrency limits: {\"limit\": N, \"keys\": {\"KEY\": N}}: at most N runs of one concurrency key at once (runs without a key share one); the rest are queued, by priority then age. {} removes them",
                 "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
-                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "limit": { "type": "integer", "minimum": 1 }, "keys": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 1 } }, "rate": { "type": "string", "description": "N/s, N/min or N/h per key" }, "burst": { "type": "integer", "minimum": 1 } } } } } },
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "limit": { "type": "integer", "minimum": 1 }, "keys": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 1 } }, "rate": { "type": "string", "description": "N/s, N/min or N/h per key" }, "burst": { "type": "integer", "minimum": 1 }, "key_rates": { "type": "object", "additionalProperties": { "type": "string" }, "description": "rates of particular keys (N/s, N/min, N/h), in place of `rate`" } } } } } },
                 "responses": merge(json!({ "200": { "description": "set" } }), error_responses(&["400", "401", "404"]))
             } },
             "/workflows/{name}/retention": { "put": {
@@ -121,6 +121,23 @@ pub(crate) async fn document() -> Json<Value> {
                     "parameters": [run_id, { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
                     "requestBody": { "content": { "application/json": { "schema": {} } } },
                     "responses": merge(ok("200", "QueryResult"), error_responses(&["400", "401", "404", "409", "422"]))
+                }
+            },
+            "/activities/limits": { "get": {
+                "summary": "Every activity with limits, with its buckets now (slots held on every host, attempts waiting on this one)",
+                "responses": { "200": { "description": "OK" } }
+            } },
+            "/activities/{name}/limits": {
+                "get": {
+                    "summary": "An activity's limits and its buckets now; {name} is COMPONENT.FUNCTION, or COMPONENT for its functions without limits of their own",
+                    "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                    "responses": merge(ok("200", "ActivityLimits"), error_responses(&["400", "401"]))
+                },
+                "put": {
+                    "summary": "Set an activity's limits on attempts in flight and started per time, per key from the input (an empty body removes them); held across hosts",
+                    "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                    "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ActivityLimits" } } } },
+                    "responses": merge(ok("200", "ActivityLimits"), error_responses(&["400", "401", "409"]))
                 }
             },
             "/runs/{id}/cancel": { "post": {
@@ -221,6 +238,15 @@ pub(crate) async fn document() -> Json<Value> {
                     "workflow": { "type": "string" }, "input": { "description": "any JSON" }, "id": { "type": "string" },
                     "concurrency_key": { "type": "string", "description": "the run's bucket under the workflow's concurrency limits" },
                     "priority": { "type": "integer", "minimum": 1, "maximum": 5, "default": 3, "description": "order among queued runs (1 first)" } } },
+                "ActivityLimits": { "type": "object", "properties": {
+                    "key": { "type": "string", "nullable": true, "description": "JSON pointer into the input (`/customer`); calls without one share the key \"\"" },
+                    "limit": { "type": "integer", "minimum": 1, "nullable": true, "description": "most attempts of one key in flight at once" },
+                    "keys": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 1 }, "description": "limits of particular keys" },
+                    "rate": { "description": "PUT: `10/s`, `100/min`, `5/h`; GET: {every_ms, burst}" },
+                    "burst": { "type": "integer", "minimum": 1, "description": "PUT: most starts at once after a quiet spell" },
+                    "key_rates": { "type": "object", "description": "rates of particular keys, in place of `rate`" },
+                    "buckets": { "type": "array", "readOnly": true, "items": { "type": "object", "properties": {
+                        "key": { "type": "string" }, "held": { "type": "integer" }, "waiting": { "type": "integer" } } } } } },
                 "UpdateRequest": { "type": "object", "additionalProperties": false, "properties": {
                     "args": { "description": "any JSON (default null)" },
                     "update_id": { "type": "string", "description": "sending the same id again returns the same result instead of updating twice" },

@@ -165,7 +165,9 @@ pub(crate) fn judge(rows: Rows) -> CheckReport {
                             .push(format!("{} version {}: its component is not stored", d.name, version.version));
                     }
                 }
-                if d.current_version().is_none() {
+                // No versions at all: a deployment holding only the limits
+                // of an activity served by workers or built in.
+                if d.current_version().is_none() && !d.versions.is_empty() {
                     report.problems.push(format!("{}: its current version {} does not exist", d.name, d.current));
                 }
             }

@@ -62,9 +62,10 @@ try {
   const result = await page.textContent('#run-result');
   await page.screenshot({ path: `${shots}/completed.png`, fullPage: true });
 
-  step('the workflows page lists versions');
+  step('the workflows page lists versions and activity limits');
   await page.click('#nav-workflows');
   await page.waitForSelector('#workflows td');
+  await page.waitForSelector('#activity-limits td:text("payments.charge")');
   await page.screenshot({ path: `${shots}/workflows.png`, fullPage: true });
 
   step('an update and a query from the run page of a cart');
