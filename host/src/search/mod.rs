@@ -105,7 +105,8 @@ fn apply(current: &mut BTreeMap<String, SearchValue>, json: &str) -> Result<(), 
 }
 
 /// Most runs one query reads before it returns what it found (its `next`
-/// goes on from there).
+/// goes on from there). A query that pins a workflow, a status or an
+/// attribute's value reads only the runs its index lists.
 const MAX_SCANNED: usize = 50_000;
 
 /// The runs matching `query` among those `base` selects (its workflow,
@@ -123,6 +124,10 @@ pub async fn find(
     }
     if base.statuses.is_empty() {
         base.statuses.extend(status);
+    }
+    // Read from an attribute's index when the query pins one's value.
+    if base.attribute.is_none() {
+        base.attribute = query.pinned_attribute();
     }
     base.limit = 500;
     let mut found = Vec::new();

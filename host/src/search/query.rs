@@ -304,6 +304,31 @@ impl Query {
     }
 }
 
+impl Query {
+    /// A search attribute every match has with one value, when the query
+    /// pins one (a top-level `and` with an equality on it): whose index to
+    /// read runs from. A text that reads as a time is left out: it may be
+    /// a keyword or a time attribute.
+    pub fn pinned_attribute(&self) -> Option<(String, SearchValue)> {
+        let conds: Vec<&Node> = match &self.root {
+            Node::And(parts) => parts.iter().collect(),
+            other => vec![other],
+        };
+        conds.into_iter().find_map(|c| match c {
+            Node::Cond { field, op: Op::Eq, value } if !BUILT_IN.contains(&field.as_str()) => {
+                let value = match value {
+                    Literal::Text(t) if time(t).is_none() => SearchValue::Keyword(t.clone()),
+                    Literal::Int(n) => SearchValue::Int(*n),
+                    Literal::Bool(b) => SearchValue::Bool(*b),
+                    Literal::Text(_) => return None,
+                };
+                Some((field.clone(), value))
+            }
+            _ => None,
+        })
+    }
+}
+
 fn time(text: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis())
 }
@@ -353,6 +378,19 @@ mod tests {
         m.search.insert("vip".into(), SearchValue::Bool(true));
         m.search.insert("due".into(), SearchValue::Time(1_796_612_400_000));
         m
+    }
+
+    #[test]
+    fn a_query_pinning_an_attributes_value_reads_its_index() {
+        let pinned = |q: &str| Query::parse(q).unwrap().pinned_attribute();
+        let keyword = |s: &str| SearchValue::Keyword(s.into());
+        assert_eq!(pinned(r#"workflow = "order" and customer = "acme""#), Some(("customer".into(), keyword("acme"))));
+        assert_eq!(pinned("amount = 1200 and vip = true"), Some(("amount".into(), SearchValue::Int(1200))));
+        assert_eq!(pinned("vip = true"), Some(("vip".into(), SearchValue::Bool(true))));
+        assert_eq!(pinned(r#"customer = "acme" or customer = "beta""#), None, "an or pins nothing");
+        assert_eq!(pinned("amount > 5"), None, "a range reads no index");
+        assert_eq!(pinned(r#"workflow = "order""#), None, "not an attribute");
+        assert_eq!(pinned(r#"due = "2027-01-01T00:00:00Z""#), None, "a time or a keyword");
     }
 
     #[test]

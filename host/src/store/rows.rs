@@ -514,6 +514,9 @@ pub struct RunQuery {
     pub descending: bool,
     /// At most this many runs (at least 1).
     pub limit: usize,
+    /// Only runs with this search attribute set to this value (read from
+    /// the attribute's index).
+    pub attribute: Option<(String, crate::search::SearchValue)>,
 }
 
 impl RunQuery {
@@ -542,6 +545,7 @@ impl RunQuery {
             && (self.statuses.is_empty() || self.statuses.contains(&meta.status))
             && self.version.is_none_or(|v| meta.version == Some(v))
             && self.shard.is_none_or(|s| meta.shard == s)
+            && self.attribute.as_ref().is_none_or(|(name, value)| meta.search.get(name) == Some(value))
     }
 
     /// Whether `id` comes after the cursor in the query's order.

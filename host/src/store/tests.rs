@@ -86,6 +86,7 @@ on_every_backend!(
     a_deleted_run_leaves_nothing_behind_and_others_keep_everything,
     queued_runs_get_slots_by_priority_then_age_and_only_up_to_the_limit,
     a_rate_limited_bucket_starts_no_more_than_its_tokens,
+    runs_are_found_by_an_attributes_value_and_move_when_it_changes,
 );
 
 /// `store`, holding run `r` in `generation`, with its start.
@@ -523,4 +524,46 @@ async fn a_rate_limited_bucket_starts_no_more_than_its_tokens(store: Store) {
     store.commit(vec![promote]).await.unwrap();
     assert_eq!(running().await, 2, "no token until a minute passes");
     assert_eq!(store.queued("w", "k", 10).await.unwrap(), ["r2", "r3", "r4"]);
+}
+
+/// The attribute index lists exactly the runs with a value, in id order
+/// and a page at a time; a changed or removed value moves the run; a
+/// deleted run leaves it.
+async fn runs_are_found_by_an_attributes_value_and_move_when_it_changes(store: Store) {
+    use crate::search::SearchValue as V;
+    let with = |id: &str, attributes: &[(&str, V)]| RunMeta {
+        search: attributes.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        ..meta_for_tests(id, "order", RunStatus::Running)
+    };
+    let acme = || ("customer", V::Keyword("acme".into()));
+    let mut writes = Vec::new();
+    for i in 0..7 {
+        let amount = ("amount", V::Int(if i % 2 == 0 { -5 } else { 1_200 }));
+        let attributes =
+            if i < 5 { vec![acme(), amount] } else { vec![("customer", V::Keyword("beta".into())), amount] };
+        writes.push(Write::PutRun(with(&format!("r{i}"), &attributes)));
+    }
+    writes.push(Write::PutRun(with("plain", &[])));
+    store.commit(writes).await.unwrap();
+    let find = |attribute: (&str, V)| {
+        let store = store.clone();
+        let query = RunQuery { attribute: Some((attribute.0.to_owned(), attribute.1)), limit: 2, ..RunQuery::all() };
+        async move { store.all_runs(query).await.unwrap().into_iter().map(|m| m.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(find(acme()).await, ["r0", "r1", "r2", "r3", "r4"], "paged two at a time");
+    assert_eq!(find(("amount", V::Int(-5))).await, ["r0", "r2", "r4", "r6"]);
+    assert!(find(("amount", V::Keyword("-5".into()))).await.is_empty(), "a value of another type is another value");
+    assert!(find(("customer", V::Keyword("acm".into()))).await.is_empty());
+
+    // A changed value moves the run; a removed one or a deleted run leaves.
+    let changes = vec![
+        Write::PutRun(with("r1", &[("customer", V::Keyword("beta".into()))])),
+        Write::PutRun(with("r2", &[])),
+        Write::DeleteRun { run_id: "r3".into() },
+    ];
+    store.commit(changes).await.unwrap();
+    assert_eq!(find(acme()).await, ["r0", "r4"]);
+    assert_eq!(find(("customer", V::Keyword("beta".into()))).await, ["r1", "r5", "r6"]);
+    let problems = store.check().await.unwrap().problems;
+    assert!(!problems.iter().any(|p| p.contains("index")), "{problems:?}");
 }

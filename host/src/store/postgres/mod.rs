@@ -380,6 +380,10 @@ impl super::Storage for PgStorage {
         if let Some(s) = &shard {
             arg(&mut sql, &mut params, " AND shard = ?", s);
         }
+        let attribute = query.attribute.as_ref().map(|(name, value)| serde_json::json!({ name: value }).to_string());
+        if let Some(a) = &attribute {
+            arg(&mut sql, &mut params, " AND search @> ?::text::jsonb", a);
+        }
         if let Some(after) = &query.after {
             let clause = if query.descending { " AND run_id < ?" } else { " AND run_id > ?" };
             arg(&mut sql, &mut params, clause, after);
@@ -808,6 +812,8 @@ enum Stmt {
         slot_key: Option<String>,
         slot_priority: Option<i16>,
         created: i64,
+        /// The search attributes as JSON, none when there are none.
+        search: Option<String>,
     },
     BucketLock {
         workflow: String,
@@ -912,11 +918,12 @@ enum Stmt {
 }
 
 const PUT_RUN: &str = "INSERT INTO cairn_runs (run_id, shard, workflow, version, status, generation, meta, ended_ms, \
-    slot_key, slot_priority, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+    slot_key, slot_priority, created_ms, search) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::text::jsonb) \
     ON CONFLICT (run_id) DO UPDATE SET shard = EXCLUDED.shard, \
     workflow = EXCLUDED.workflow, version = EXCLUDED.version, status = EXCLUDED.status, \
     generation = EXCLUDED.generation, meta = EXCLUDED.meta, ended_ms = EXCLUDED.ended_ms, \
-    slot_key = EXCLUDED.slot_key, slot_priority = EXCLUDED.slot_priority, created_ms = EXCLUDED.created_ms";
+    slot_key = EXCLUDED.slot_key, slot_priority = EXCLUDED.slot_priority, created_ms = EXCLUDED.created_ms, \
+    search = EXCLUDED.search";
 /// One host at a time changes a concurrency bucket (taken before
 /// `PROMOTE`, so its snapshot sees every earlier promotion).
 const BUCKET_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('cairn-bucket:' || $1 || '/' || $2))";
@@ -1045,7 +1052,21 @@ impl Stmt {
                 slot_key,
                 slot_priority,
                 created,
-            } => vec![id, shard, workflow, version, status, generation, meta, ended, slot_key, slot_priority, created],
+                search,
+            } => vec![
+                id,
+                shard,
+                workflow,
+                version,
+                status,
+                generation,
+                meta,
+                ended,
+                slot_key,
+                slot_priority,
+                created,
+                search,
+            ],
             Stmt::BucketLock { workflow, key } => vec![workflow, key],
             Stmt::Promote { workflow, key, limit, now, every, cap } => vec![workflow, key, limit, now, every, cap],
             Stmt::DeleteRun { run } => vec![run],
@@ -1567,6 +1588,7 @@ fn put_run(meta: &RunMeta) -> Stmt {
         slot_key: meta.slot.as_ref().map(|s| s.key.clone()),
         slot_priority: meta.slot.as_ref().map(|s| s.priority as i16),
         created: meta.created_ms as i64,
+        search: (!meta.search.is_empty()).then(|| serde_json::to_string(&meta.search).expect("attributes serialise")),
     }
 }
 

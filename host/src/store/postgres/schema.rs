@@ -4,7 +4,7 @@
 //! refused before anything is read.
 
 /// The schema version this binary writes.
-pub(super) const VERSION: i32 = 7;
+pub(super) const VERSION: i32 = 8;
 
 /// The key of the advisory lock migrations take.
 pub(super) const MIGRATION_LOCK: i64 = 0x6361_6972_6e00_0001;
@@ -155,5 +155,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (bucket, holder)
     );
     CREATE INDEX cairn_activity_slots_owner ON cairn_activity_slots (owner);
+    "#,
+    // 7 → 8: search attributes, indexed (a query on an attribute's value
+    // reads its runs from the index, not every run).
+    r#"
+    ALTER TABLE cairn_runs ADD COLUMN search jsonb;
+    UPDATE cairn_runs SET search = convert_from(meta, 'UTF8')::jsonb->'search'
+        WHERE convert_from(meta, 'UTF8')::jsonb ? 'search';
+    CREATE INDEX cairn_runs_search ON cairn_runs USING gin (search jsonb_path_ops);
     "#,
 ];

@@ -14,7 +14,8 @@ use std::ops::Bound;
 const INDEXED_KEY: &str = "run-index";
 
 /// 2: finished runs by end time, for retention. 3: concurrency buckets.
-const INDEX_VERSION: u64 = 3;
+/// 4: search attributes.
+const INDEX_VERSION: u64 = 4;
 
 /// The key of the index of runs in `status`.
 pub(super) fn status_key(status: crate::store::RunStatus) -> String {
@@ -37,6 +38,9 @@ pub(super) fn keys(meta: &RunMeta) -> Vec<String> {
     if meta.status.is_final() {
         keys.push(ended_key(workflow, meta.updated_ms));
     }
+    for (name, value) in &meta.search {
+        keys.push(attribute_key(name, value));
+    }
     if let Some(slot) = &meta.slot {
         if meta.status.holds_slot() {
             keys.push(active_key(workflow, &slot.key));
@@ -46,6 +50,19 @@ pub(super) fn keys(meta: &RunMeta) -> Vec<String> {
         }
     }
     keys
+}
+
+/// The key listing the runs whose attribute `name` has `value`: its type,
+/// then the value (integers and times in an order-keeping hex form).
+fn attribute_key(name: &str, value: &crate::search::SearchValue) -> String {
+    use crate::search::SearchValue as V;
+    let ordered = |n: i64| format!("{:016x}", (n as u64) ^ (1 << 63));
+    match value {
+        V::Keyword(s) => format!("a\0{name}\0k{s}"),
+        V::Int(n) => format!("a\0{name}\0i{}", ordered(*n)),
+        V::Bool(b) => format!("a\0{name}\0b{}", u8::from(*b)),
+        V::Time(t) => format!("a\0{name}\0t{}", ordered(*t)),
+    }
 }
 
 /// The key listing the runs that hold a slot of a concurrency bucket.
@@ -158,6 +175,10 @@ pub(super) fn remove(index: &mut Table<(&str, &str), ()>, old: &RunMeta) -> Resu
 
 /// The key of the index that answers `query` best, if one does.
 fn key_for(query: &RunQuery) -> Option<String> {
+    // An attribute's value is the narrowest: a customer, an order.
+    if let Some((name, value)) = &query.attribute {
+        return Some(attribute_key(name, value));
+    }
     let status = match query.statuses.as_slice() {
         [one] => Some(one.as_str()),
         _ => None,
