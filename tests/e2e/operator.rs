@@ -213,6 +213,14 @@ async fn a_concurrency_limit_of_two_never_has_a_third_run_active_under_fifty_sta
     assert_eq!(with_status(&api, "queued").await.len(), 48);
     let metrics = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("\ncairn_runs_queued 48\n"), "{metrics}");
+    assert!(
+        metrics.contains("\ncairn_bucket_runs{workflow=\"mirror\",key=\"acme\",state=\"queued\"} 48\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\ncairn_bucket_runs{workflow=\"mirror\",key=\"acme\",state=\"running\"} 2\n"),
+        "{metrics}"
+    );
     let (_, queued) = api.get("/runs/c49").await;
     assert_eq!(
         (&queued["status"], &queued["concurrency_key"], &queued["priority"]),

@@ -277,6 +277,25 @@ impl Runtime {
             "gauge",
             queued,
         );
+        let runs: Vec<(Vec<String>, u64)> = store
+            .buckets()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|(workflow, key, holding, queued)| {
+                [
+                    (vec![workflow.clone(), key.clone(), "running".to_owned()], holding),
+                    (vec![workflow, key, "queued".to_owned()], queued),
+                ]
+            })
+            .collect();
+        crate::metrics::write_labeled(
+            &mut out,
+            "cairn_bucket_runs",
+            "Runs of a workflow with concurrency limits, by concurrency key: holding a slot (running) or waiting for one (queued).",
+            &["workflow", "key", "state"],
+            &runs,
+        );
         let buckets = self.activities().limiter().buckets().await;
         let rows = |f: fn(&(crate::activity::limits::BucketName, u64, u64)) -> u64| -> Vec<(Vec<String>, u64)> {
             buckets.iter().map(|b| (vec![b.0.activity.clone(), b.0.key.clone()], f(b))).collect()

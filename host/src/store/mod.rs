@@ -275,6 +275,10 @@ pub trait Storage: Send + Sync {
     /// slots, at most `limit`.
     async fn queued(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError>;
 
+    /// Every concurrency bucket with runs in it: (workflow, key, runs
+    /// holding slots, runs queued).
+    async fn buckets(&self) -> Result<Vec<(String, String, u64, u64)>, StoreError>;
+
     /// The finished runs of `workflow` that ended before `before_ms`,
     /// oldest first, at most `limit` (what retention deletes).
     async fn ended_before(&self, workflow: &str, before_ms: u64, limit: usize) -> Result<Vec<String>, StoreError>;
@@ -567,6 +571,12 @@ impl Store {
     /// The runs holding slots of a concurrency bucket, at most `limit`.
     pub async fn holding(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         self.backend.holding(workflow, key, limit).await
+    }
+
+    /// Every concurrency bucket with runs in it: (workflow, key, runs
+    /// holding slots, runs queued).
+    pub async fn buckets(&self) -> Result<Vec<(String, String, u64, u64)>, StoreError> {
+        self.backend.buckets().await
     }
 
     /// The queued runs of a concurrency bucket in the order they get

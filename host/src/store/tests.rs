@@ -493,6 +493,8 @@ async fn queued_runs_get_slots_by_priority_then_age_and_only_up_to_the_limit(sto
     store.commit(vec![Write::PutRun(ended), promote(2)]).await.unwrap();
     assert_eq!((status("c").await, status("d").await), (RunStatus::Running, RunStatus::Queued));
     assert_eq!(store.queued("w", "acme", 10).await.unwrap(), ["d"]);
+    let buckets = store.buckets().await.unwrap();
+    assert_eq!(buckets, [("w".into(), "acme".into(), 2, 1), ("w".into(), "other".into(), 1, 0)], "holding, queued");
     let running = store.all_runs(RunQuery::status(RunStatus::Running)).await.unwrap();
     assert_eq!(running.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["b", "c", "x"]);
     let report = store.check().await.unwrap();

@@ -403,6 +403,21 @@ impl super::Storage for PgStorage {
         Ok(page)
     }
 
+    async fn buckets(&self) -> Result<Vec<(String, String, u64, u64)>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT workflow, slot_key, count(*) FILTER (WHERE status <> 'queued'), count(*) FILTER (WHERE status = 'queued') \
+                 FROM cairn_runs WHERE slot_key IS NOT NULL AND status IN ('running', 'paused', 'diverged', 'queued') \
+                 GROUP BY workflow, slot_key ORDER BY workflow, slot_key",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get::<_, i64>(2) as u64, r.get::<_, i64>(3) as u64)).collect())
+    }
+
     async fn holding(&self, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let rows = self
             .client()

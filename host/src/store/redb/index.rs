@@ -120,6 +120,33 @@ pub(super) fn holding(db: &Database, workflow: &str, key: &str, limit: usize) ->
     Ok(out)
 }
 
+/// Every concurrency bucket with runs in it, from the index rows of the
+/// runs holding slots (`ka`) and queued (`kq`): no run row is read.
+pub(super) fn buckets(db: &Database) -> Result<Vec<(String, String, u64, u64)>, StoreError> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let index = txn.open_table(RUN_INDEX).map_err(db_err)?;
+    let mut counts: std::collections::BTreeMap<(String, String), (u64, u64)> = Default::default();
+    for (prefix, queued) in [("ka\0", false), ("kq\0", true)] {
+        let end = format!("{}\u{1}", &prefix[..prefix.len() - 1]);
+        for row in index.range::<(&str, &str)>((prefix, "")..(end.as_str(), "")).map_err(db_err)? {
+            let row = row.map_err(db_err)?;
+            let Some((workflow, rest)) = row.0.value().0[prefix.len()..].split_once('\0') else { continue };
+            // A queued run's key ends in its priority and age.
+            let key = match queued {
+                false => Some(rest),
+                true => rest.rsplitn(3, '\0').nth(2),
+            };
+            let Some(key) = key else { continue };
+            let entry = counts.entry((workflow.to_owned(), key.to_owned())).or_default();
+            match queued {
+                false => entry.0 += 1,
+                true => entry.1 += 1,
+            }
+        }
+    }
+    Ok(counts.into_iter().map(|((w, k), (holding, queued))| (w, k, holding, queued)).collect())
+}
+
 /// The queued runs of a bucket, in the order they get slots (at most
 /// `limit`).
 pub(super) fn queued(db: &Database, workflow: &str, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {

@@ -415,6 +415,10 @@ impl super::Storage for RedbStorage {
         index::queued(&*self.db()?, workflow, key, limit)
     }
 
+    async fn buckets(&self) -> Result<Vec<(String, String, u64, u64)>, StoreError> {
+        index::buckets(&*self.db()?)
+    }
+
     async fn ended_before(&self, workflow: &str, before_ms: u64, limit: usize) -> Result<Vec<String>, StoreError> {
         index::ended_before(&*self.db()?, workflow, before_ms, limit)
     }
