@@ -128,7 +128,7 @@ async fn updates_are_validated_journaled_once_and_replayed_and_queries_answer_ev
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_outliving_its_wait_is_accepted_and_its_id_fetches_the_result_later() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start(dir.path(), &["--max-signals-per-run", "1"]);
     let api = Api::new(&server);
     let (status, body) = api.deploy("cart", "workflow", std::fs::read(wasm("cart")).unwrap()).await;
     assert_eq!(status, 201, "{body}");
@@ -145,6 +145,9 @@ async fn an_update_outliving_its_wait_is_accepted_and_its_id_fetches_the_result_
     let (status, accepted) =
         api.post_json("/runs/s2/updates/add?wait=0.5", &json!({ "args": "milk", "update_id": "u-milk" })).await;
     assert_eq!((status, &accepted["status"]), (202, &json!("accepted")), "{accepted}");
+    // An accepted update waits in the run's signal buffer, within its cap.
+    let (status, full) = api.post_json("/runs/s2/updates/add?wait=0", &json!({ "args": "jam" })).await;
+    assert_eq!((status, full["code"].as_str()), (429, Some("too-many-signals")), "{full}");
     let (status, _) = api.post_json("/runs/s2/resume", &json!({})).await;
     assert_eq!(status, 200);
     let (status, done) = api.post_json("/runs/s2/updates/add", &json!({ "args": "milk", "update_id": "u-milk" })).await;

@@ -272,7 +272,15 @@ impl ActivityRunner {
             // its timeout) starts, and holds it until the attempt ends.
             let _slot = match self.limiter.bucket_of(component, function, &task.input).await {
                 Some((bucket, admission)) => {
-                    let holder = format!("{}/{}/{}/{attempt}", task.run_id, task.generation, task.handle);
+                    // Unique to this attempt in this process: the same
+                    // attempt made again after a crash is another holder.
+                    let holder = format!(
+                        "{}/{}/{}/{attempt}/{}",
+                        task.run_id,
+                        task.generation,
+                        task.handle,
+                        crate::runtime::new_update_id()
+                    );
                     Some(self.limiter.take(bucket, admission, holder).instrument(span.clone()).await)
                 }
                 None => None,

@@ -95,6 +95,7 @@ impl From<QueryError> for ApiError {
                 let failure = Some(failure.clone());
                 ApiError { failure, ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "handler-failed", e.to_string()) }
             }
+            QueryError::Control(control) => control.into(),
             QueryError::Store(crate::store::StoreError::Commit(_)) => ApiError::outcome_unknown(e),
             QueryError::Run(_) | QueryError::Store(_) => ApiError::internal(e),
         }

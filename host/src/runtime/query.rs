@@ -122,6 +122,10 @@ pub enum QueryError {
     /// could not be loaded).
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The accepted update could not be buffered (the run's signal buffer
+    /// is full, or the run is driven by a host that cannot be reached).
+    #[error(transparent)]
+    Control(#[from] super::ControlError),
     /// The store failed; nothing was changed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -244,7 +248,7 @@ impl Runtime {
         }
         let run_id = run_id.as_str();
         let meta = self.store().run(run_id).await?.ok_or_else(|| QueryError::NotFound(run_id.to_owned()))?;
-        let (records, buffered) = (self.store().journal(run_id).await?, self.store().signals(run_id).await?);
+        let (records, buffered) = self.update_rows(run_id).await?;
         match seen(&records, &buffered, &update_id) {
             Seen::Completed(outcome) => return Ok(UpdateOutcome::Completed(outcome)),
             Seen::Accepted => {}
@@ -264,7 +268,7 @@ impl Runtime {
                     super::ControlError::Ended { status, .. } => {
                         QueryError::Ended { run_id: run_id.to_owned(), status }
                     }
-                    other => QueryError::InvalidArgs(other.to_string()),
+                    other => QueryError::Control(other),
                 })?;
                 tracing::debug!(run_id, update_id, name, "update accepted");
             }
@@ -282,7 +286,7 @@ impl Runtime {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let meta = self.store().run(run_id).await?.ok_or_else(|| QueryError::NotFound(run_id.to_owned()))?;
-            let (records, buffered) = (self.store().journal(run_id).await?, self.store().signals(run_id).await?);
+            let (records, buffered) = self.update_rows(run_id).await?;
             match seen(&records, &buffered, update_id) {
                 Seen::Completed(outcome) => return Ok(UpdateOutcome::Completed(outcome)),
                 Seen::New | Seen::Accepted if meta.status.is_final() => {
@@ -305,6 +309,19 @@ impl Runtime {
                 _ = poll => {}
             }
         }
+    }
+
+    /// A run's signal buffer, then its journal: read in this order, an
+    /// update consumed between the two reads is in the journal (its
+    /// consumption and the buffer's delete commit together), never in
+    /// neither.
+    async fn update_rows(
+        &self,
+        run_id: &str,
+    ) -> Result<(Vec<Record>, Vec<(u64, crate::store::StoredSignal)>), QueryError> {
+        let buffered = self.store().signals(run_id).await?;
+        let records = self.store().journal(run_id).await?;
+        Ok((records, buffered))
     }
 
     /// The run a question goes to: one that has not ended.
