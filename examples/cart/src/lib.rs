@@ -53,6 +53,11 @@ fn cart(ctx: &Context, input: Option<Input>) -> Result<Receipt, Failure> {
             }
         },
         move |ctx, item: String| {
+            // The validator saw the cart as it was when the update came;
+            // one accepted just before may have filled it since.
+            if added.borrow().contains(&item) || added.borrow().len() >= limit {
+                return Err(Failure::new("cart-changed", format!("{item} no longer fits the cart")));
+            }
             // A durable step inside the handler: replayed like any other.
             ctx.sleep(Duration::from_millis(10));
             added.borrow_mut().push(item);

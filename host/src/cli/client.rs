@@ -479,6 +479,9 @@ pub async fn update(
     let (answer, text) = Client::new(args).post_text(&path, body).await?;
     if args.json {
         println!("{text}");
+        if answer["status"] == "failed" {
+            return Ok(ExitCode::FAILURE);
+        }
     } else {
         let update_id = field_of(&answer, "update_id");
         if answer["started"] == Value::Bool(true) {
