@@ -50,6 +50,11 @@ async fn the_web_ui_lists_filters_shows_the_journal_and_signals_a_run() {
     let body = json!({ "args": "coffee", "start": { "workflow": "cart" } });
     let (status, added) = api.post_json("/runs/ui-cart/updates/add", &body).await;
     assert_eq!(status, 200, "{added}");
+    // A finished run for the browser to delete.
+    let (status, _) = api.post_json("/runs/ui-cart-done/updates/add", &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(api.post_json("/runs/ui-cart-done/updates/checkout", &json!({})).await.0, 200);
+    assert_eq!(api.wait("ui-cart-done").await["status"], "completed");
 
     let shots = repo().join("target/ui-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -77,6 +82,11 @@ async fn the_web_ui_lists_filters_shows_the_journal_and_signals_a_run() {
     assert_eq!(report["result"]["approved_by"], "the web ui");
     let run = api.wait("ui-1").await;
     assert_eq!(run["result"], report["result"]);
+    // The reset's new run kept the start entry and waits for approval again.
+    let reset = report["reset"].as_str().unwrap();
+    let (_, copy) = api.get(&format!("/runs/{reset}")).await;
+    assert_eq!((&copy["workflow"], &copy["status"]), (&json!("approval"), &json!("running")), "{copy}");
+    assert_eq!(api.get("/runs/ui-cart-done").await.0, 404, "the browser deleted it");
     // The update the browser sent was journaled; its query wrote nothing.
     let (_, items) = api.get("/runs/ui-cart/queries/items").await;
     assert_eq!(items["result"], json!(["coffee", "tea"]), "{items}");

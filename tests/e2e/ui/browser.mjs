@@ -62,6 +62,23 @@ try {
   const result = await page.textContent('#run-result');
   await page.screenshot({ path: `${shots}/completed.png`, fullPage: true });
 
+  step('a reset of the completed run makes a new run, verified by replay');
+  await page.fill('#reset-seq', '1');
+  await page.click('#reset');
+  await page.waitForFunction((id) => location.hash.startsWith('#/runs/') && !location.hash.endsWith(`/${id}`), runId);
+  await page.waitForFunction(() => document.querySelector('#run-status')?.textContent === 'running');
+  const resetTo = decodeURIComponent(await page.evaluate(() => location.hash.slice('#/runs/'.length)));
+  await page.waitForTimeout(500); // the page renders once more after an action
+
+  step('a finished run deleted from its page');
+  page.on('dialog', (dialog) => dialog.accept());
+  await page.goto(`${url}/ui#/runs/${cartId}-done`);
+  await page.waitForSelector('#delete');
+  await page.click('#delete');
+  await page.waitForFunction(() => location.hash === '#/runs');
+  await page.waitForSelector('#runs tr');
+  await page.waitForTimeout(500); // the page renders once more after an action
+
   step('the workflows page lists versions and activity limits');
   await page.click('#nav-workflows');
   await page.waitForSelector('#workflows td');
@@ -74,7 +91,9 @@ try {
   await page.fill('#update-name', 'add');
   await page.fill('#update-args', '"tea"');
   await page.click('#send-update');
-  await page.waitForFunction(() => document.querySelector('#answer')?.textContent === 'update: 2');
+  await page.waitForFunction(() => document.querySelector('#answer')?.textContent === 'update: 2').catch(async (e) => {
+    throw new Error(`${e.message}; the page says: ${await page.textContent('#message')} / ${await page.textContent('#answer')}`);
+  });
   await page.waitForTimeout(2000); // the page reloads the journal the update wrote to
   await page.waitForSelector('#ask-query');
   await page.fill('#query-name', 'items');
@@ -94,7 +113,11 @@ try {
   await page.click('#schedules td[data-name="ui-nightly"] button[data-do="pause"]');
   await page.waitForSelector('#schedules td[data-name="ui-nightly"] button[data-do="resume"]');
   await page.screenshot({ path: `${shots}/schedules.png`, fullPage: true });
-  console.log(JSON.stringify({ ok: true, result: JSON.parse(result) }));
+  console.log(JSON.stringify({ ok: true, result: JSON.parse(result), reset: resetTo }));
+} catch (e) {
+  const page = browser.contexts()[0]?.pages()[0];
+  if (page) console.log(`at ${page.url()}: ${(await page.textContent('#message').catch(() => '')) ?? ''} | ${(await page.textContent('#view').catch(() => ''))?.slice(0, 600)}`);
+  throw e;
 } finally {
   await browser.close();
 }
