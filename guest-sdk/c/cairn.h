@@ -173,9 +173,11 @@ typedef bool (*cairn_validate_fn)(void *state, const cairn_json *args, cairn_fai
 typedef bool (*cairn_update_fn)(void *state, const cairn_json *args, cairn_json **result, cairn_failure *failure);
 void cairn_on_query(const char *name, cairn_query_fn handler, void *state);
 void cairn_on_update(const char *name, cairn_validate_fn validator, cairn_update_fn handler, void *state);
-/* Serves updates until `condition(state)` holds. Returns false at once if
- * it does not and no update handler is registered (nothing could make it). */
-bool cairn_wait_until(bool (*condition)(void *state), void *state);
+/* Serves updates until `condition(state)` holds, and returns true. Returns
+ * false with *failure set if the wait fails instead (kind "cancelled": the
+ * run was cancelled), or at once if no update handler is registered
+ * (kind "no-update-handlers": nothing could make it hold). */
+bool cairn_wait_until(bool (*condition)(void *state), void *state, cairn_failure *failure);
 
 /* Durable sleep: cairn_await(cairn_timer(ms)). */
 void cairn_sleep(uint64_t ms);

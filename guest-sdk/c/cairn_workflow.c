@@ -172,6 +172,18 @@ static size_t update_count;
 static bool has_update_handle;
 static cairn_handle update_handle;
 static bool in_update;
+/* Update ids handled in this generation: one delivered twice runs once. */
+static char **handled;
+static size_t handled_count;
+
+static bool handled_before(const char *id) {
+    for (size_t i = 0; i < handled_count; i++)
+        if (strcmp(handled[i], id) == 0) return true;
+    handled = realloc(handled, (handled_count + 1) * sizeof *handled);
+    if (handled == NULL) abort();
+    handled[handled_count++] = strdup(id);
+    return false;
+}
 
 void cairn_on_query(const char *name, cairn_query_fn handler, void *state) {
     for (size_t i = 0; i < query_count; i++)
@@ -278,7 +290,7 @@ static void run_update(const cairn_workflow_runtime_completion_t *completion) {
     cairn_json *payload = cairn_json_parse((const char *)completion->val.ok.ptr, completion->val.ok.len, NULL);
     const char *id = cairn_json_get_string(payload, "id");
     const char *name = cairn_json_get_string(payload, "name");
-    if (id == NULL || name == NULL) {
+    if (id == NULL || name == NULL || handled_before(id)) {
         cairn_json_free(payload);
         return;
     }
@@ -301,13 +313,15 @@ static void run_update(const cairn_workflow_runtime_completion_t *completion) {
     cairn_json_free(payload);
 }
 
-/* Waits for the first of `handles`, serving updates and questions meanwhile. */
-static size_t wait(const cairn_handle *handles, size_t count, cairn_workflow_runtime_completion_t *completion) {
+/* Waits for the first of `handles`, serving updates and questions meanwhile.
+ * `any` keeps the host call an await-any even for one handle (what
+ * cairn_await_any always made). */
+static size_t wait(const cairn_handle *handles, size_t count, bool any, cairn_workflow_runtime_completion_t *completion) {
     for (;;) {
         cairn_handle updates_at;
         bool serving = take_update_handle(&updates_at);
         cairn_handle winner;
-        if (!serving && count == 1) {
+        if (!serving && count == 1 && !any) {
             winner = handles[0];
             cairn_workflow_runtime_await(winner, completion);
         } else {
@@ -335,14 +349,23 @@ static size_t wait(const cairn_handle *handles, size_t count, cairn_workflow_run
     }
 }
 
-bool cairn_wait_until(bool (*condition)(void *state), void *state) {
+bool cairn_wait_until(bool (*condition)(void *state), void *state, cairn_failure *failure) {
     while (!condition(state)) {
         cairn_handle handle;
-        if (!take_update_handle(&handle)) return false;
+        if (!take_update_handle(&handle)) {
+            *failure = cairn_failure_new("no-update-handlers",
+                                         "cairn_wait_until: the condition is false and no update handler is registered");
+            return false;
+        }
         cairn_workflow_runtime_completion_t completion;
         cairn_workflow_runtime_await(handle, &completion);
         answer_if_asked(&completion);
         has_update_handle = false;
+        if (completion.tag == CAIRN_WORKFLOW_TYPES_COMPLETION_ERR) {
+            cairn_outcome failed = outcome_of(&completion);
+            *failure = failed.failure;
+            return false;
+        }
         run_update(&completion);
         cairn_workflow_runtime_completion_free(&completion);
     }
@@ -351,13 +374,13 @@ bool cairn_wait_until(bool (*condition)(void *state), void *state) {
 
 cairn_outcome cairn_await(cairn_handle handle) {
     cairn_workflow_runtime_completion_t completion;
-    wait(&handle, 1, &completion);
+    wait(&handle, 1, false, &completion);
     return outcome_of(&completion);
 }
 
 size_t cairn_await_any(const cairn_handle *handles, size_t count, cairn_outcome *outcome) {
     cairn_workflow_runtime_completion_t completion;
-    size_t index = wait(handles, count, &completion);
+    size_t index = wait(handles, count, true, &completion);
     *outcome = outcome_of(&completion);
     return index;
 }

@@ -53,7 +53,8 @@ function decode(completion) {
 // answered with `answer-query`.
 const queries = new Map();
 const updates = new Map();
-const serving = { handle: null, inUpdate: false };
+// `handled`: update ids handled in this generation (one delivered twice runs once).
+const serving = { handle: null, inUpdate: false, handled: new Set() };
 
 function updateHandle() {
   if (updates.size === 0 || serving.inUpdate) return null;
@@ -105,6 +106,8 @@ function answerIfAsked(completion) {
 function runUpdate(completion) {
   if (completion.tag !== 'ok') return;
   const delivered = JSON.parse(completion.val);
+  if (serving.handled.has(delivered.id)) return; // handled already: its end is journaled
+  serving.handled.add(delivered.id);
   const entry = updates.get(delivered.name);
   let outcome;
   try {
@@ -123,12 +126,13 @@ function runUpdate(completion) {
 }
 
 // Waits for the first of `handles`, serving updates and questions
-// meanwhile; returns [handle, completion].
-function wait(handles) {
+// meanwhile; returns [handle, completion]. `any` keeps the host call an
+// await-any even for one handle (what `select` always made).
+function wait(handles, any = false) {
   for (;;) {
     const extra = updateHandle();
     let winner, completion;
-    if (extra === null && handles.length === 1) {
+    if (extra === null && handles.length === 1 && !any) {
       winner = handles[0];
       completion = awaitHandle(winner);
     } else {
@@ -165,7 +169,7 @@ export class Context {
   child(workflowName, input) { return new Pending(startChild(workflowName, dumps(input))); }
   select(pendings) {
     const handles = pendings.map((p) => p.handle);
-    const [winner] = wait(handles);
+    const [winner] = wait(handles, true);
     return handles.indexOf(winner);
   }
   // Answers query `name` with `handler(args)` from the workflow's state
@@ -178,7 +182,8 @@ export class Context {
   // timers, and its result is answered once journaled. Throw a Failure in
   // it to fail the update.
   onUpdate(name, validator, handler) { updates.set(name, { validator, handler }); }
-  // Serves updates until `condition()` is true.
+  // Serves updates until `condition()` is true; throws the Failure if the
+  // wait fails instead (the run was cancelled).
   waitUntil(condition) {
     while (!condition()) {
       const extra = updateHandle();
@@ -186,6 +191,7 @@ export class Context {
       const completion = awaitHandle(extra);
       answerIfAsked(completion);
       serving.handle = null;
+      if (completion.tag === 'err') throw Failure.fromWit(completion.val);
       runUpdate(completion);
     }
   }

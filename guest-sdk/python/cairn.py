@@ -130,7 +130,8 @@ def _decode(completion):
 # are answered with `answer-query`.
 _queries = {}
 _updates = {}
-_serving = {"handle": None, "in_update": False}
+# `handled`: update ids handled in this generation (one delivered twice runs once).
+_serving = {"handle": None, "in_update": False, "handled": set()}
 
 
 def _update_handle():
@@ -189,6 +190,9 @@ def _run_update(completion):
     if not isinstance(completion, _types.Completion_Ok):
         return
     delivered = json.loads(completion.value)
+    if delivered["id"] in _serving["handled"]:
+        return  # handled already: its end is journaled
+    _serving["handled"].add(delivered["id"])
     name = delivered.get("name")
     entry = _updates.get(name)
     try:
@@ -204,12 +208,13 @@ def _run_update(completion):
     _runtime.complete_update(delivered["id"], _completion(outcome))
 
 
-def _wait(handles):
+def _wait(handles, any_=False):
     """Waits for the first of ``handles``, serving updates and questions
-    meanwhile; returns (handle, completion)."""
+    meanwhile; returns (handle, completion). ``any_`` keeps the host call an
+    await-any even for one handle (what ``select`` always made)."""
     while True:
         serving = _update_handle()
-        if serving is None and len(handles) == 1:
+        if serving is None and len(handles) == 1 and not any_:
             winner, completion = handles[0], _runtime.await_(handles[0])
         elif serving is None:
             winner, completion = _runtime.await_any(list(handles))
@@ -281,7 +286,7 @@ class Context:
     def select(self, pendings):
         """Waits for the first of ``pendings`` to complete; returns its index."""
         handles = [p.handle for p in pendings]
-        winner, _ = _wait(handles)
+        winner, _ = _wait(handles, any_=True)
         return handles.index(winner)
 
     def on_query(self, name, handler):
@@ -299,7 +304,8 @@ class Context:
         _updates[name] = (validator, handler)
 
     def wait_until(self, condition):
-        """Serves updates until ``condition()`` is true."""
+        """Serves updates until ``condition()`` is true; raises the
+        ``Failure`` if the wait fails instead (the run was cancelled)."""
         while not condition():
             serving = _update_handle()
             if serving is None:
@@ -307,6 +313,8 @@ class Context:
             completion = _runtime.await_(serving)
             _answer_if_asked(completion)
             _serving["handle"] = None
+            if isinstance(completion, _types.Completion_Err):
+                raise Failure._from_wit(completion.value)
             _run_update(completion)
 
     def patched(self, change_id):

@@ -33,6 +33,9 @@ struct Handlers {
     update_handle: Option<u32>,
     /// An update handler runs: its own waits do not take more updates.
     in_update: bool,
+    /// Updates handled in this generation: one delivered twice (two
+    /// requests with one id racing) runs once.
+    handled: std::collections::HashSet<String>,
 }
 
 thread_local! {
@@ -85,12 +88,13 @@ fn update_handle() -> Option<u32> {
 }
 
 /// Waits until one of `handles` completes, serving updates and questions
-/// meanwhile; returns the handle and how it ended.
-pub(crate) fn wait(handles: &[u32]) -> (u32, wit::Completion) {
+/// meanwhile; returns the handle and how it ended. `any` keeps the host
+/// call an `await-any` even for one handle (what `select` always made).
+pub(crate) fn wait(handles: &[u32], any: bool) -> (u32, wit::Completion) {
     loop {
         let updates = update_handle();
         let (winner, completion) = match (handles, updates) {
-            ([one], None) => (*one, runtime::await_(*one)),
+            ([one], None) if !any => (*one, runtime::await_(*one)),
             (_, None) => runtime::await_any(handles),
             (_, Some(u)) => runtime::await_any(&[handles, &[u]].concat()),
         };
@@ -110,23 +114,25 @@ pub(crate) fn wait(handles: &[u32]) -> (u32, wit::Completion) {
     }
 }
 
-/// Waits for the next update and runs its handler; false when the workflow
-/// has no update handlers (nothing could ever come).
-pub(crate) fn serve_update() -> bool {
-    let Some(handle) = update_handle() else {
-        return false;
-    };
+/// Waits for the next update and runs its handler; `None` when the
+/// workflow has no update handlers (nothing could ever come), the failure
+/// when the wait failed instead (the run was cancelled).
+pub(crate) fn serve_update() -> Option<Result<(), Failure>> {
+    let handle = update_handle()?;
     let completion = runtime::await_(handle);
-    if let wit::Completion::Err(f) = &completion {
-        if let (Some(args), "$query" | "$validate-update") = (&f.details, f.kind.as_str()) {
-            answer(&f.kind, &f.message, args);
+    HANDLERS.with(|h| h.borrow_mut().update_handle = None);
+    match completion {
+        wit::Completion::Err(f) => {
+            if let (Some(args), "$query" | "$validate-update") = (&f.details, f.kind.as_str()) {
+                answer(&f.kind, &f.message, args);
+            }
+            Some(Err(f.into()))
+        }
+        wit::Completion::Ok(payload) => {
+            run_update(&payload);
+            Some(Ok(()))
         }
     }
-    HANDLERS.with(|h| h.borrow_mut().update_handle = None);
-    if let wit::Completion::Ok(payload) = completion {
-        run_update(&payload);
-    }
-    true
 }
 
 #[derive(Deserialize)]
@@ -140,6 +146,10 @@ fn run_update(payload: &str) {
     let Ok(Delivered { id, name, args }) = serde_json::from_str::<Delivered>(payload) else {
         return;
     };
+    // Handled already: its end is journaled, and the client gets that.
+    if !HANDLERS.with(|h| h.borrow_mut().handled.insert(id.clone())) {
+        return;
+    }
     let handler = HANDLERS.with(|h| h.borrow().updates.get(&name).map(|(_, run)| run.clone()));
     let outcome = match handler {
         Some(run) => {

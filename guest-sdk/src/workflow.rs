@@ -173,7 +173,7 @@ impl<T: DeserializeOwned> Pending<T> {
 
     /// Blocks until the operation completes and decodes its result.
     pub fn get(&self) -> Result<T, Failure> {
-        decode(crate::handlers::wait(&[self.handle]).1)
+        decode(crate::handlers::wait(&[self.handle], false).1)
     }
 
     /// The same operation with its result left as untyped JSON; handy for
@@ -325,7 +325,7 @@ impl Context {
     /// ```
     pub fn select(&self, pending: &[&dyn Selectable]) -> usize {
         let handles: Vec<u32> = pending.iter().map(|p| p.handle()).collect();
-        let (winner, _) = crate::handlers::wait(&handles);
+        let (winner, _) = crate::handlers::wait(&handles, true);
         handles.iter().position(|h| *h == winner).unwrap_or(0)
     }
 
@@ -390,19 +390,23 @@ impl Context {
 
     /// Serves updates until `condition` holds (Temporal's `wait_condition`):
     /// the way for a workflow driven by updates to wait for the one that
-    /// ends it. Returns at once if it already holds.
+    /// ends it. Returns at once if it already holds, and the failure if
+    /// the wait fails instead (kind `cancelled`: the run was cancelled).
     ///
     /// # Panics
     ///
     /// If the condition does not hold and no update handler is registered:
     /// nothing could ever make it true.
-    pub fn wait_until(&self, condition: impl Fn() -> bool) {
+    pub fn wait_until(&self, condition: impl Fn() -> bool) -> Result<(), Failure> {
         while !condition() {
-            assert!(
-                crate::handlers::serve_update(),
-                "wait_until: the condition is false and no update handler is registered, so it would wait forever"
-            );
+            match crate::handlers::serve_update() {
+                Some(served) => served?,
+                None => panic!(
+                    "wait_until: the condition is false and no update handler is registered, so it would wait forever"
+                ),
+            }
         }
+        Ok(())
     }
 
     /// Marks a code change (see Temporal's `patched`): returns `true` for runs

@@ -154,4 +154,11 @@ async fn an_update_outliving_its_wait_is_accepted_and_its_id_fetches_the_result_
     assert_eq!((status, &done["status"], &done["result"]), (200, &json!("completed"), &json!(2)), "{done}");
     let (_, items) = api.get("/runs/s2/queries/items").await;
     assert_eq!(items["result"], json!(["tea", "milk"]), "{items}");
+    // A cancel reaches a workflow waiting on updates alone.
+    assert_eq!(api.post_json("/runs/s2/cancel", &json!({})).await.0, 202);
+    let run = api.wait("s2").await;
+    assert_eq!((&run["status"], &run["failure"]["kind"]), (&json!("failed"), &json!("cancelled")), "{run}");
+    // An update name the server cannot make an id from still gets one.
+    let (status, odd) = api.post_json("/runs/s3/updates/add%20item", &json!({ "start": { "workflow": "cart" } })).await;
+    assert_eq!((status, odd["code"].as_str()), (404, Some("unknown-update")), "{odd}");
 }

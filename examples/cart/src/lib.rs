@@ -78,7 +78,7 @@ fn cart(ctx: &Context, input: Option<Input>) -> Result<Receipt, Failure> {
         },
     );
 
-    ctx.wait_until(|| done.get());
+    ctx.wait_until(|| done.get())?;
     let items = items.borrow().clone();
     Ok(Receipt { items })
 }

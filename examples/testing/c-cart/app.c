@@ -67,7 +67,6 @@ static bool checkout(void *state, const cairn_json *args, cairn_json **result, c
 static bool done(void *state) { return ((cart *)state)->done; }
 
 bool cairn_workflow(const cairn_json *input, cairn_json **result, cairn_failure *failure) {
-    (void)failure;
     static cart c;
     c.items = cairn_json_array();
     c.limit = 10;
@@ -76,7 +75,7 @@ bool cairn_workflow(const cairn_json *input, cairn_json **result, cairn_failure 
     cairn_on_query("size", size, &c);
     cairn_on_update("add", check_add, add, &c);
     cairn_on_update("checkout", check_checkout, checkout, &c);
-    cairn_wait_until(done, &c);
+    if (!cairn_wait_until(done, &c, failure)) return false;
     *result = cairn_json_set(cairn_json_object(), "items", c.items);
     return true;
 }

@@ -73,13 +73,28 @@ pub struct SlotGuard {
     holder: String,
 }
 
+impl SlotGuard {
+    /// Forgets a slot that was not taken: nothing to give back.
+    fn disarm(mut self) {
+        self.bucket.clear();
+    }
+}
+
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         let (board, bucket, holder) =
             (self.board.clone(), std::mem::take(&mut self.bucket), std::mem::take(&mut self.holder));
+        if bucket.is_empty() {
+            return; // not limited, or not taken
+        }
+        // Until it is given back, the slot is one fewer for every host: a
+        // failure (the database away for a moment) is tried again.
         let give_back = async move {
-            if let Err(e) = board.give_back(&bucket, &holder).await {
-                tracing::warn!(bucket, holder, error = %e, "could not give an activity slot back; it goes with this host's lease");
+            let mut pause = Duration::from_millis(100);
+            while let Err(e) = board.give_back(&bucket, &holder).await {
+                tracing::warn!(bucket, holder, error = %e, "could not give an activity slot back; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -163,24 +178,41 @@ impl Limiter {
         Some((BucketName { activity: format!("{component}.{scope}"), key }, admission))
     }
 
-    /// Waits until `holder` holds a slot of `bucket`. A store error is
-    /// retried: a limit is never skipped.
-    pub async fn take(&self, bucket: BucketName, admission: Admission, holder: String) -> SlotGuard {
-        let name = bucket.board_name();
+    /// Waits until `holder` holds a slot of the bucket of a call of
+    /// `component.function` with `input`, reading the limits again while it
+    /// waits (a raised or removed limit lets it go). A store error is
+    /// retried: a limit is never skipped. The guard of an activity that is
+    /// not limited holds nothing.
+    pub async fn take(&self, component: &str, function: &str, input: &str, holder: String) -> SlotGuard {
+        let board = self.board.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut waiting: Option<Waiting<'_>> = None;
         loop {
-            let board = self.board.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let Some((bucket, admission)) = self.bucket_of(component, function, input).await else {
+                return SlotGuard { board, bucket: String::new(), holder };
+            };
+            let name = bucket.board_name();
+            // Made before the try: dropped during it (the attempt was
+            // abandoned), it gives back what the try may have taken.
+            let guard = SlotGuard { board: board.clone(), bucket: name.clone(), holder: holder.clone() };
             let mut released = board.released();
             let wait = match board.take(&name, &holder, admission, crate::runtime::now_ms()).await {
-                Ok(Take::Taken) => return SlotGuard { board, bucket: name, holder },
-                Ok(Take::Full) => RETRY_CEILING,
-                Ok(Take::Wait(wait)) => wait.min(RETRY_CEILING),
+                Ok(Take::Taken) => return guard,
+                Ok(Take::Full) => {
+                    guard.disarm();
+                    RETRY_CEILING
+                }
+                Ok(Take::Wait(wait)) => {
+                    guard.disarm();
+                    wait.min(RETRY_CEILING)
+                }
                 Err(e) => {
+                    // It may have landed: the guard gives it back.
+                    drop(guard);
                     tracing::warn!(bucket = %name, error = %e, "could not take an activity slot; trying again");
                     Duration::from_secs(1)
                 }
             };
-            if waiting.is_none() {
+            if waiting.as_ref().is_none_or(|w| w.bucket != bucket) {
                 *self.waiting.lock().unwrap_or_else(|e| e.into_inner()).entry(bucket.clone()).or_default() += 1;
                 waiting = Some(Waiting { limiter: self, bucket: bucket.clone() });
                 tracing::debug!(bucket = %name, holder, "an activity attempt waits for a slot");

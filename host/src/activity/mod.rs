@@ -270,21 +270,16 @@ impl ActivityRunner {
             let timeout = Duration::from_millis(task.options.timeout_ms.max(1));
             // A limited activity waits for a slot before the attempt (and
             // its timeout) starts, and holds it until the attempt ends.
-            let _slot = match self.limiter.bucket_of(component, function, &task.input).await {
-                Some((bucket, admission)) => {
-                    // Unique to this attempt in this process: the same
-                    // attempt made again after a crash is another holder.
-                    let holder = format!(
-                        "{}/{}/{}/{attempt}/{}",
-                        task.run_id,
-                        task.generation,
-                        task.handle,
-                        crate::runtime::new_update_id()
-                    );
-                    Some(self.limiter.take(bucket, admission, holder).instrument(span.clone()).await)
-                }
-                None => None,
-            };
+            // Unique to this attempt in this process: the same attempt made
+            // again after a crash is another holder.
+            let holder = format!(
+                "{}/{}/{}/{attempt}/{}",
+                task.run_id,
+                task.generation,
+                task.handle,
+                crate::runtime::new_update_id()
+            );
+            let _slot = self.limiter.take(component, function, &task.input, holder).instrument(span.clone()).await;
             let run = async {
                 match &pre {
                     _ if external => {

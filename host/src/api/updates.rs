@@ -57,6 +57,9 @@ pub(crate) async fn update(
         return Err(ApiError::bad_request("invalid-wait", format!("wait must be between 0 and {MAX_WAIT_S} seconds")));
     }
     let body: UpdateBody = parse(body)?;
+    let update_id = body.update_id.unwrap_or_else(|| format!("upd-{}", crate::runtime::new_update_id()));
+    let args = body.args.map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned());
+    crate::runtime::check_update(&name, &args, &update_id)?;
     let mut started = false;
     if let Some(mut start) = body.start {
         match &start.id {
@@ -71,11 +74,10 @@ pub(crate) async fn update(
         let (_, existed) = start_run(&app, start, tokio::time::Instant::now() + START_DEADLINE).await?;
         started = !existed;
     }
-    let update_id = body.update_id.unwrap_or_else(|| format!("{name}-{}", crate::runtime::new_update_id()));
     let request = UpdateRequest {
         run_id: id.clone(),
         name: name.clone(),
-        args: body.args.map_or_else(|| "null".to_owned(), |raw| raw.get().to_owned()),
+        args,
         update_id: update_id.clone(),
         wait: Duration::from_secs_f64(wait),
     };

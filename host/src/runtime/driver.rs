@@ -588,7 +588,14 @@ impl Runtime {
             | RunError::Refused { failure, .. } => failure.clone(),
             other => Failure::new("error", other.to_string()),
         };
-        tracing::warn!(run_id = %state.run_id(), kind = %failure.kind, "run failed: {}", failure.message);
+        match state.mode {
+            Mode::Live => {
+                tracing::warn!(run_id = %state.run_id(), kind = %failure.kind, "run failed: {}", failure.message)
+            }
+            _ => {
+                tracing::debug!(run_id = %state.run_id(), kind = %failure.kind, "a scratch replay failed: {}", failure.message)
+            }
+        }
         if state.mode == Mode::Live {
             let mut meta = state.meta.clone();
             meta.status = RunStatus::Failed;
@@ -645,7 +652,11 @@ impl Runtime {
     /// Parks a live run as diverged; nothing is added to its journal.
     async fn diverged(&self, state: &mut WorkflowState, divergence: Divergence) -> Result<Executed, RunError> {
         let run_id = state.run_id().to_owned();
-        self.inner.metrics.divergences.fetch_add(1, Ordering::Relaxed);
+        // A query asked of a diverged run finds the divergence again: it
+        // is not a new one.
+        if state.mode != Mode::Query {
+            self.inner.metrics.divergences.fetch_add(1, Ordering::Relaxed);
+        }
         if state.mode == Mode::Live {
             let mut meta = state.meta.clone();
             meta.status = RunStatus::Diverged;

@@ -21,6 +21,14 @@ pub use control::RunHold;
 pub use driver::{ReplayReport, RunOutcome};
 pub use errors::{ControlError, RunError, StartError};
 pub use query::{QueryError, UpdateOutcome, UpdateRequest};
+
+/// Checks an update before anything is done for it (an update-with-start
+/// starts no run for an update that would be refused anyway).
+pub fn check_update(name: &str, args: &str, update_id: &str) -> Result<(), QueryError> {
+    query::check_name("update", name)?;
+    query::check_args(args)?;
+    validate_run_id(update_id).map_err(|_| QueryError::InvalidUpdateId(update_id.to_owned()))
+}
 pub use scheduler::{Metrics, Residency};
 
 use crate::activity::ActivityRunner;

@@ -168,6 +168,9 @@ enum Seen {
     New,
     Accepted,
     Completed(Completion),
+    /// Delivered to a generation that continued as new before its
+    /// handler finished.
+    Lost,
 }
 
 #[derive(Deserialize)]
@@ -175,14 +178,14 @@ struct Delivered {
     id: String,
 }
 
-fn check_name(what: &'static str, name: &str) -> Result<(), QueryError> {
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), QueryError> {
     match name.is_empty() || name.len() > 128 || name.starts_with('$') {
         true => Err(QueryError::InvalidName { what, name: name.to_owned() }),
         false => Ok(()),
     }
 }
 
-fn check_args(args: &str) -> Result<(), QueryError> {
+pub(crate) fn check_args(args: &str) -> Result<(), QueryError> {
     if args.len() > crate::journal::MAX_PAYLOAD_BYTES {
         let (n, max) = (args.len(), crate::journal::MAX_PAYLOAD_BYTES);
         return Err(QueryError::InvalidArgs(format!("{n} bytes, over the limit of {max} bytes")));
@@ -190,33 +193,41 @@ fn check_args(args: &str) -> Result<(), QueryError> {
     crate::journal::check_json(args).map(|_| ()).map_err(|e| QueryError::InvalidArgs(format!("not JSON: {e}")))
 }
 
-/// Where `update_id` stands in a run's current journal and signal buffer.
-fn seen(records: &[Record], buffered: &[(u64, crate::store::StoredSignal)], update_id: &str) -> Seen {
-    let mut update_handles = Vec::new();
+/// Where `update_id` stands in a run's journals (one per generation
+/// looked at: handle numbers start again in each) and signal buffer.
+fn seen(generations: &[Vec<Record>], buffered: &[(u64, crate::store::StoredSignal)], update_id: &str) -> Seen {
     let mut accepted = false;
-    for record in records {
-        let Entry::Call { call, reply } = &record.entry else { continue };
-        match (call, reply) {
-            (HostCall::CompleteUpdate { id, outcome }, _) if id == update_id => {
-                return Seen::Completed(outcome.clone())
+    let mut lost = false;
+    for (i, records) in generations.iter().enumerate() {
+        // Consumed by a generation that continued as new before its
+        // handler finished (the last is the current one).
+        lost |= accepted && i > 0;
+        let mut update_handles = Vec::new();
+        for record in records {
+            let Entry::Call { call, reply } = &record.entry else { continue };
+            match (call, reply) {
+                (HostCall::CompleteUpdate { id, outcome }, _) if id == update_id => {
+                    return Seen::Completed(outcome.clone())
+                }
+                (HostCall::WaitSignal { name }, Reply::Handle { handle }) if name == UPDATE_SIGNAL => {
+                    update_handles.push(*handle)
+                }
+                (_, Reply::Completed { handle, completion: Completion::Ok(payload) })
+                    if update_handles.contains(handle) =>
+                {
+                    accepted |= serde_json::from_str::<Delivered>(payload).is_ok_and(|d| d.id == update_id);
+                }
+                _ => {}
             }
-            (HostCall::WaitSignal { name }, Reply::Handle { handle }) if name == UPDATE_SIGNAL => {
-                update_handles.push(*handle)
-            }
-            (_, Reply::Completed { handle, completion: Completion::Ok(payload) })
-                if update_handles.contains(handle) =>
-            {
-                accepted |= serde_json::from_str::<Delivered>(payload).is_ok_and(|d| d.id == update_id);
-            }
-            _ => {}
         }
     }
     let buffered = buffered.iter().any(|(_, s)| {
         s.name == UPDATE_SIGNAL && serde_json::from_str::<Delivered>(&s.payload).is_ok_and(|d| d.id == update_id)
     });
-    match accepted || buffered {
-        true => Seen::Accepted,
-        false => Seen::New,
+    match (lost, accepted || buffered) {
+        (true, _) => Seen::Lost,
+        (false, true) => Seen::Accepted,
+        (false, false) => Seen::New,
     }
 }
 
@@ -248,10 +259,13 @@ impl Runtime {
         }
         let run_id = run_id.as_str();
         let meta = self.store().run(run_id).await?.ok_or_else(|| QueryError::NotFound(run_id.to_owned()))?;
-        let (records, buffered) = self.update_rows(run_id).await?;
+        // A retry just after the run continued as new finds its update in
+        // the generation before.
+        let since = meta.generation.saturating_sub(1);
+        let (records, buffered, _) = self.update_rows(run_id, since).await?;
         match seen(&records, &buffered, &update_id) {
             Seen::Completed(outcome) => return Ok(UpdateOutcome::Completed(outcome)),
-            Seen::Accepted => {}
+            Seen::Accepted | Seen::Lost => {}
             Seen::New => {
                 let meta = self.asked_run(&meta.id).await?;
                 let question = Question { asking: Asking::ValidateUpdate, name: name.clone(), args: args.clone() };
@@ -273,11 +287,17 @@ impl Runtime {
                 tracing::debug!(run_id, update_id, name, "update accepted");
             }
         }
-        self.wait_update(run_id, &update_id, wait).await
+        self.wait_update(run_id, &update_id, since, wait).await
     }
 
     /// Waits for the handler of an accepted update to finish.
-    async fn wait_update(&self, run_id: &str, update_id: &str, wait: Duration) -> Result<UpdateOutcome, QueryError> {
+    async fn wait_update(
+        &self,
+        run_id: &str,
+        update_id: &str,
+        since: u32,
+        wait: Duration,
+    ) -> Result<UpdateOutcome, QueryError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Listening before looking: a completion between the two still wakes us.
@@ -285,16 +305,16 @@ impl Runtime {
             let notified = watch.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let meta = self.store().run(run_id).await?.ok_or_else(|| QueryError::NotFound(run_id.to_owned()))?;
-            let (records, buffered) = self.update_rows(run_id).await?;
+            let (records, buffered, meta) = self.update_rows(run_id, since).await?;
             match seen(&records, &buffered, update_id) {
                 Seen::Completed(outcome) => return Ok(UpdateOutcome::Completed(outcome)),
-                Seen::New | Seen::Accepted if meta.status.is_final() => {
+                Seen::New | Seen::Accepted | Seen::Lost if meta.status.is_final() => {
                     let (run_id, update_id, status) = (run_id.to_owned(), update_id.to_owned(), meta.status.as_str());
                     return Err(QueryError::EndedBeforeUpdate { run_id, update_id, status });
                 }
-                // Consumed by a generation that then continued as new.
-                Seen::New => {
+                // Consumed by a generation that then continued as new
+                // before its handler finished.
+                Seen::New | Seen::Lost => {
                     let (run_id, update_id) = (run_id.to_owned(), update_id.to_owned());
                     return Err(QueryError::EndedBeforeUpdate { run_id, update_id, status: "continued-as-new" });
                 }
@@ -311,17 +331,26 @@ impl Runtime {
         }
     }
 
-    /// A run's signal buffer, then its journal: read in this order, an
-    /// update consumed between the two reads is in the journal (its
-    /// consumption and the buffer's delete commit together), never in
-    /// neither.
+    /// A run's signal buffer, then its journal, then its metadata, and the
+    /// history of each generation from `since` before the current one.
+    /// Read in this order, an update consumed between two reads is in the
+    /// journal (its consumption and the buffer's delete commit together),
+    /// and one whose generation moved to history is in the history.
+    #[allow(clippy::type_complexity)]
     async fn update_rows(
         &self,
         run_id: &str,
-    ) -> Result<(Vec<Record>, Vec<(u64, crate::store::StoredSignal)>), QueryError> {
+        since: u32,
+    ) -> Result<(Vec<Vec<Record>>, Vec<(u64, crate::store::StoredSignal)>, RunMeta), QueryError> {
         let buffered = self.store().signals(run_id).await?;
-        let records = self.store().journal(run_id).await?;
-        Ok((records, buffered))
+        let journal = self.store().journal(run_id).await?;
+        let meta = self.store().run(run_id).await?.ok_or_else(|| QueryError::NotFound(run_id.to_owned()))?;
+        let mut generations = Vec::new();
+        for generation in since..meta.generation {
+            generations.push(self.store().history(run_id, generation).await?);
+        }
+        generations.push(journal);
+        Ok((generations, buffered, meta))
     }
 
     /// The run a question goes to: one that has not ended.
@@ -376,22 +405,33 @@ mod tests {
                 Reply::Completed { handle: 1, completion: Completion::Ok(payload("a")) },
             ),
         ];
-        assert!(matches!(seen(&journal, &[], "a"), Seen::New), "a payload of a user signal is not an update");
+        assert!(
+            matches!(seen(std::slice::from_ref(&journal), &[], "a"), Seen::New),
+            "a payload of a user signal is not an update"
+        );
         journal.push(call(3, HostCall::WaitSignal { name: UPDATE_SIGNAL.into() }, Reply::Handle { handle: 3 }));
         journal.push(call(
             4,
             HostCall::AwaitAny { handles: vec![1, 3] },
             Reply::Completed { handle: 3, completion: Completion::Ok(payload("b")) },
         ));
-        assert!(matches!(seen(&journal, &[], "b"), Seen::Accepted));
+        assert!(matches!(seen(std::slice::from_ref(&journal), &[], "b"), Seen::Accepted));
         let buffered = vec![(9, StoredSignal { name: UPDATE_SIGNAL.into(), payload: payload("c") })];
-        assert!(matches!(seen(&journal, &buffered, "c"), Seen::Accepted));
-        assert!(matches!(seen(&journal, &buffered, "d"), Seen::New));
+        assert!(matches!(seen(std::slice::from_ref(&journal), &buffered, "c"), Seen::Accepted));
+        assert!(matches!(seen(std::slice::from_ref(&journal), &buffered, "d"), Seen::New));
         journal.push(call(
             5,
             HostCall::CompleteUpdate { id: "b".into(), outcome: Completion::Ok("2".into()) },
             Reply::Unit,
         ));
-        assert!(matches!(seen(&journal, &[], "b"), Seen::Completed(Completion::Ok(v)) if v == "2"));
+        assert!(
+            matches!(seen(std::slice::from_ref(&journal), &[], "b"), Seen::Completed(Completion::Ok(v)) if v == "2")
+        );
+        // After continue-as-new: found in the generation before, and lost
+        // if that generation ended before the handler did.
+        let next = vec![call(1, HostCall::WaitSignal { name: UPDATE_SIGNAL.into() }, Reply::Handle { handle: 1 })];
+        assert!(matches!(seen(&[journal.clone(), next.clone()], &[], "b"), Seen::Completed(_)));
+        journal.pop();
+        assert!(matches!(seen(&[journal, next], &[], "b"), Seen::Lost));
     }
 }

@@ -164,11 +164,13 @@ impl ActivityLimit {
     pub fn key_of(&self, input: &str) -> String {
         let Some(pointer) = &self.key else { return String::new() };
         let Ok(value) = serde_json::from_str::<serde_json::Value>(input) else { return String::new() };
-        match value.pointer(pointer) {
+        let key = match value.pointer(pointer) {
             None | Some(serde_json::Value::Null) => String::new(),
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
-        }
+        };
+        // Stored as text on PostgreSQL, which takes no NUL; and bounded.
+        key.replace('\0', "\u{fffd}").chars().take(256).collect()
     }
 }
 

@@ -99,14 +99,18 @@ impl SlotBoard for LocalSlots {
 
     async fn give_back(&self, bucket: &str, holder: &str) -> Result<(), StoreError> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut released = false;
         if let Some(b) = buckets.get_mut(bucket) {
-            b.holders.remove(holder);
+            released = b.holders.remove(holder);
             if b.holders.is_empty() && b.credit.is_none() {
                 buckets.remove(bucket);
             }
         }
         drop(buckets);
-        self.released.send_modify(|n| *n += 1);
+        // Waiters look again only when a slot really came free.
+        if released {
+            self.released.send_modify(|n| *n += 1);
+        }
         Ok(())
     }
 

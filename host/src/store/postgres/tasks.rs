@@ -107,7 +107,7 @@ impl SlotBoard for PgTasks {
 
     async fn give_back(&self, bucket: &str, holder: &str) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
-        client
+        let gone = client
             .execute(
                 "WITH gone AS (DELETE FROM cairn_activity_slots WHERE bucket = $1 AND holder = $2 RETURNING 1) \
                  SELECT pg_notify('cairn_slots', '') FROM gone",
@@ -115,7 +115,9 @@ impl SlotBoard for PgTasks {
             )
             .await
             .map_err(pg_err)?;
-        self.released.send_modify(|n| *n += 1);
+        if gone > 0 {
+            self.released.send_modify(|n| *n += 1);
+        }
         Ok(())
     }
 
