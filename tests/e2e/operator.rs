@@ -232,13 +232,17 @@ async fn a_concurrency_limit_of_two_never_has_a_third_run_active_under_fifty_sta
     // queue through one pair at a time and look at who holds the slots.
     let first_priority: Vec<String> = (45..50).map(|i| format!("c{i:02}")).collect();
     for round in 1..=3 {
-        for id in with_status(&api, "running").await {
+        let released = with_status(&api, "running").await;
+        for id in &released {
             api.post_json(&format!("/runs/{id}/signals/more"), &json!(1)).await;
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         let running = loop {
+            // The two released runs ended, and two others hold the slots.
+            let completed = with_status(&api, "completed").await;
             let running = with_status(&api, "running").await;
-            if with_status(&api, "completed").await.len() == 2 * round && running.len() == 2 {
+            let ended = released.iter().all(|id| completed.contains(id));
+            if ended && running.len() == 2 && !running.iter().any(|id| released.contains(id)) {
                 break running;
             }
             assert!(Instant::now() < deadline, "round {round}: the slots were not handed on: {running:?}");
