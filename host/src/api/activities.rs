@@ -3,6 +3,7 @@
 
 use super::routes::{concurrency_of, detached, parse, ApiResult};
 use super::AppState;
+use crate::activity::limits::BucketName;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -34,35 +35,35 @@ pub(crate) struct ActivityLimitsBody {
     key_rates: BTreeMap<String, String>,
 }
 
-/// The limits as set, with the buckets of this activity now: slots held
-/// on every host, attempts waiting on this one.
-async fn view(app: &AppState, name: &str, limit: Option<crate::store::ActivityLimit>) -> Json<Value> {
-    let limit = limit.unwrap_or_default();
+/// An activity's limits as set, with its buckets among `buckets`: slots
+/// held on every host, attempts waiting on this one. `name` is as the
+/// client gives it (`component.function`, or `component` for `*`).
+fn view(name: &str, limit: &crate::store::ActivityLimit, buckets: &[(BucketName, u64, u64)]) -> Value {
     let scope = if name.contains('.') { name.to_owned() } else { format!("{name}.*") };
-    let buckets: Vec<Value> = app
-        .rt
-        .activities()
-        .limiter()
-        .buckets()
-        .await
-        .into_iter()
+    let now: Vec<Value> = buckets
+        .iter()
         .filter(|(b, _, _)| b.activity == scope)
         .map(|(b, held, waiting)| json!({ "key": b.key, "held": held, "waiting": waiting }))
         .collect();
-    Json(json!({
+    json!({
         "activity": name,
         "key": limit.key,
         "limit": limit.limits.limit,
         "keys": limit.limits.keys,
         "rate": limit.limits.rate,
         "key_rates": limit.limits.key_rates,
-        "buckets": buckets,
-    }))
+        "buckets": now,
+    })
+}
+
+async fn view_now(app: &AppState, name: &str, limit: Option<crate::store::ActivityLimit>) -> Json<Value> {
+    let buckets = app.rt.activities().limiter().buckets().await;
+    Json(view(name, &limit.unwrap_or_default(), &buckets))
 }
 
 pub(crate) async fn get_limits(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let limit = app.registry.activity_limits(&name).await?;
-    Ok(view(&app, &name, limit).await)
+    Ok(view_now(&app, &name, limit).await)
 }
 
 /// Sets an activity's limits (an empty body removes them); waiting
@@ -77,7 +78,7 @@ pub(crate) async fn set_limits(
     let limit = crate::store::ActivityLimit { key: body.key, limits };
     let (registry, activity) = (app.registry.clone(), name.clone());
     let set = detached(async move { registry.set_activity_limits(&activity, Some(limit)).await }).await?;
-    Ok(view(&app, &name, set).await)
+    Ok(view_now(&app, &name, set).await)
 }
 
 /// Every activity with limits, with its buckets now.
@@ -86,22 +87,8 @@ pub(crate) async fn list_limits(State(app): State<AppState>) -> ApiResult<Json<V
     let mut activities = Vec::new();
     for d in app.registry.list().await? {
         for (function, limit) in &d.activity_limits {
-            let scope = format!("{}.{function}", d.name);
-            let now: Vec<Value> = buckets
-                .iter()
-                .filter(|(b, _, _)| b.activity == scope)
-                .map(|(b, held, waiting)| json!({ "key": b.key, "held": held, "waiting": waiting }))
-                .collect();
-            let name = if function == "*" { d.name.clone() } else { scope };
-            activities.push(json!({
-                "activity": name,
-                "key": limit.key,
-                "limit": limit.limits.limit,
-                "keys": limit.limits.keys,
-                "rate": limit.limits.rate,
-                "key_rates": limit.limits.key_rates,
-                "buckets": now,
-            }));
+            let name = if function == "*" { d.name.clone() } else { format!("{}.{function}", d.name) };
+            activities.push(view(&name, limit, &buckets));
         }
     }
     Ok(Json(json!({ "activities": activities })))

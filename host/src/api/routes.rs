@@ -59,6 +59,18 @@ pub(super) async fn detached<T: Send + 'static>(work: impl std::future::Future<O
 }
 
 /// Parses a JSON body into `T`, with the API's error for bad JSON.
+/// A body that is itself a JSON value, kept as sent (the runtime checks it
+/// is JSON), so its numbers stay exact; an empty body is `null`.
+pub(super) fn json_body(body: Result<Bytes, BytesRejection>, code: &'static str, what: &str) -> ApiResult<String> {
+    let body = body?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad_request(code, format!("{what} is not UTF-8 text: {e}")))?;
+    Ok(match text.trim() {
+        "" => "null".to_owned(),
+        text => text.to_owned(),
+    })
+}
+
 pub(super) fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let body = body?;
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &body };
@@ -540,14 +552,7 @@ pub(crate) async fn signal(
     Path((id, name)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<impl IntoResponse> {
-    let body = body?;
-    // Kept as sent (the runtime checks it is JSON): numbers stay exact.
-    let text = std::str::from_utf8(&body)
-        .map_err(|e| ApiError::bad_request("invalid-json", format!("the signal payload is not UTF-8 text: {e}")))?;
-    let payload = match text.trim() {
-        "" => "null".to_owned(),
-        text => text.to_owned(),
-    };
+    let payload = json_body(body, "invalid-json", "the signal payload")?;
     let (rt, run_id, signal) = (app.rt.clone(), id.clone(), name.clone());
     let deadline = tokio::time::Instant::now() + COMMIT_DEADLINE;
     within(&app, deadline, "the signal", detached(async move { rt.signal(&run_id, &signal, &payload).await }))

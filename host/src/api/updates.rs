@@ -1,7 +1,7 @@
 //! `/v1/runs/{id}/updates/{name}` and `/v1/runs/{id}/queries/{name}`.
 
 use super::error::ApiError;
-use super::routes::{detached, json_text, parse, start_run, ApiResult, StartBody, MAX_WAIT_S};
+use super::routes::{detached, json_body, json_text, parse, start_run, ApiResult, StartBody, MAX_WAIT_S};
 use super::AppState;
 use crate::journal::Completion;
 use crate::runtime::{UpdateOutcome, UpdateRequest};
@@ -126,13 +126,7 @@ pub(crate) async fn query_post(
     Path((id, name)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
-    let body = body?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|e| ApiError::bad_request("invalid-args", format!("the query's arguments are not UTF-8 text: {e}")))?;
-    let args = match text.trim() {
-        "" => "null".to_owned(),
-        text => text.to_owned(),
-    };
+    let args = json_body(body, "invalid-args", "the query's arguments")?;
     ask(app, id, name, args).await
 }
 

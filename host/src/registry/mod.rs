@@ -219,18 +219,7 @@ impl Registry {
                 created: false,
             });
         }
-        let mut deployment = existing.unwrap_or(Deployment {
-            name: name.to_owned(),
-            kind,
-            versions: vec![],
-            current: 0,
-            last_version: 0,
-            revision: 0,
-            retired: Vec::new(),
-            retention_ms: None,
-            concurrency: None,
-            activity_limits: Default::default(),
-        });
+        let mut deployment = existing.unwrap_or_else(|| Deployment::new(name, kind));
         deployment.revision += 1;
         let version = deployment.versions.iter().map(|v| v.version).max().unwrap_or(0).max(deployment.last_version) + 1;
         deployment.last_version = version;
@@ -506,18 +495,7 @@ impl Registry {
                     return Err(VersionError::NotAnActivity(component.into()))
                 }
                 Some(d) => d,
-                None => Deployment {
-                    name: component.to_owned(),
-                    kind: ComponentKind::Activity,
-                    versions: Vec::new(),
-                    current: 0,
-                    last_version: 0,
-                    revision: 0,
-                    retired: Vec::new(),
-                    retention_ms: None,
-                    concurrency: None,
-                    activity_limits: Default::default(),
-                },
+                None => Deployment::new(component, ComponentKind::Activity),
             };
             match &limit {
                 Some(l) => d.activity_limits.insert(function.to_owned(), l.clone()),

@@ -347,6 +347,22 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// A deployment of `name` with no versions yet.
+    pub fn new(name: &str, kind: ComponentKind) -> Deployment {
+        Deployment {
+            name: name.to_owned(),
+            kind,
+            versions: Vec::new(),
+            current: 0,
+            last_version: 0,
+            revision: 0,
+            retired: Vec::new(),
+            retention_ms: None,
+            concurrency: None,
+            activity_limits: Default::default(),
+        }
+    }
+
     /// The current version.
     pub fn current_version(&self) -> Option<&Version> {
         self.versions.iter().find(|v| v.version == self.current)

@@ -229,18 +229,28 @@ impl TaskBoard for PgTasks {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{HostIdentity, Store};
+    use crate::store::{Coordinator, HostIdentity, Store};
+    use std::sync::Arc;
     use std::time::Duration;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_task_goes_to_one_worker_and_takes_one_report_from_any_host() {
+    fn host(id: &str) -> HostIdentity {
+        HostIdentity { id: id.into(), address: String::new(), lease: Duration::from_secs(30) }
+    }
+
+    /// A new database with hosts `a` and `b` started on it.
+    async fn two_hosts() -> (Store, Arc<dyn Coordinator>, Arc<dyn Coordinator>, tempfile::TempDir) {
         let url = super::super::harness::server().database().await;
         let cache = tempfile::tempdir().unwrap();
         let store = Store::connect(&url, Some(cache.path().to_owned())).await.unwrap();
-        let host = |id: &str| HostIdentity { id: id.into(), address: String::new(), lease: Duration::from_secs(30) };
         let (a, b) = (store.coordinator(host("a")), store.coordinator(host("b")));
         a.start().await.unwrap();
         b.start().await.unwrap();
+        (store, a, b, cache)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_goes_to_one_worker_and_takes_one_report_from_any_host() {
+        let (_store, a, b, _cache) = two_hosts().await;
         let (on_a, on_b) = (a.tasks().unwrap(), b.tasks().unwrap());
 
         let mut posted = on_b.posted();
@@ -277,13 +287,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn activity_slots_hold_their_limit_across_hosts_and_a_dead_hosts_slots_go() {
         use crate::store::{Admission, Take};
-        let url = super::super::harness::server().database().await;
-        let cache = tempfile::tempdir().unwrap();
-        let store = Store::connect(&url, Some(cache.path().to_owned())).await.unwrap();
-        let host = |id: &str| HostIdentity { id: id.into(), address: String::new(), lease: Duration::from_secs(30) };
-        let (a, b) = (store.coordinator(host("a")), store.coordinator(host("b")));
-        a.start().await.unwrap();
-        b.start().await.unwrap();
+        let (store, a, b, _cache) = two_hosts().await;
         let (on_a, on_b) = (a.slots().unwrap(), b.slots().unwrap());
         crate::store::slots::tests::a_board_holds_its_limit_and_rate(on_a.as_ref()).await;
         let one = Admission { limit: 1, rate: None };
